@@ -1,0 +1,86 @@
+"""clinic-ops: operations and controlled-substance records for ketamine and esketamine clinics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g
+
+__all__ = ["create_app"]
+
+_DEFAULT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The only app factory: the WSGI server, the worker, the CLI and the tests all use it.
+
+    It never migrates the database; ``clinic db upgrade`` does, as a deploy step.
+    """
+    instance = os.environ.get("CLINIC_INSTANCE_PATH") or str(_DEFAULT_INSTANCE)
+    app = Flask(__name__, instance_path=os.path.abspath(instance), static_folder="web/static",
+                template_folder="web/templates")
+
+    from clinic import config as settings
+    from clinic.core import logging as clinic_logging
+
+    settings.load(app, config)
+    clinic_logging.configure(app.config.get("LOG_LEVEL", "INFO"))
+
+    from clinic.core.db import configure_sqlite
+    from clinic.extensions import api, celery_init_app, db
+
+    db.init_app(app)
+    with app.app_context():
+        configure_sqlite(db.engine)
+    celery_init_app(app)
+    api.init_app(app)
+
+    from clinic.core import errors
+
+    errors.init_app(app)
+
+    from clinic.auth import policy
+
+    policy.init_app(app)
+    _register_blueprints(app)
+    _register_template_helpers(app)
+
+    from clinic import cli
+
+    cli.init_app(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from clinic.auth import api as auth_api
+    from clinic.auth import views as auth_views
+    from clinic.extensions import api
+    from clinic.web import views as web_views
+
+    # Import every model module so metadata (and migrations' autogenerate check) sees them all.
+    import clinic.inventory.models
+    import clinic.scheduling.models
+    import clinic.system.models
+    import clinic.system.tasks  # noqa: F401
+
+    app.register_blueprint(web_views.bp)
+    app.register_blueprint(auth_views.bp)
+    api.register_blueprint(auth_api.blp)
+
+
+NAV_ITEMS = [
+    ("web_ui.dashboard", "Dashboard", "dashboard.view"),
+    ("auth_ui.users", "Users", "users.view"),
+]
+
+
+def _register_template_helpers(app: Flask) -> None:
+    from clinic.auth.policy import allowed
+
+    def can(permission: str) -> bool:
+        actor = g.get("actor")
+        return actor is not None and allowed(actor, permission)
+
+    app.jinja_env.globals.update(can=can, nav_items=NAV_ITEMS)

@@ -1,0 +1,1 @@
+"""Staff accounts, roles, sign-in, sessions, second factor and API tokens."""

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from clinic.core.db import UtcDateTime
+from clinic.core.time import utcnow
+from clinic.extensions import db
+
+
+class Role(StrEnum):
+    admin = "admin"
+    prescriber = "prescriber"
+    nurse = "nurse"
+    front_desk = "front_desk"
+    auditor = "auditor"
+
+
+class LicenseType(StrEnum):
+    md = "MD"
+    do = "DO"
+    np = "NP"
+    pa = "PA"
+    rn = "RN"
+    lpn = "LPN"
+    pharmd = "PharmD"
+
+
+def _in(column: str, enum: type[StrEnum]) -> str:
+    values = ", ".join(f"'{m.value}'" for m in enum)
+    return f"{column} IN ({values})"
+
+
+class User(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_in("role", Role), name="role_known"),
+        CheckConstraint(f"license_type IS NULL OR {_in('license_type', LicenseType)}", name="license_type_known"),
+        CheckConstraint("email = lower(email)", name="email_lowercase"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    license_number: Mapped[str | None] = mapped_column(String(64))
+    license_type: Mapped[str | None] = mapped_column(String(10))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: base32 seed; set once the user has proved it with a first code.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    #: last accepted 30 s step: a code is usable once (ASVS V6.5.1).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    @property
+    def role_enum(self) -> Role:
+        return Role(self.role)
+
+    @property
+    def is_licensed(self) -> bool:
+        return bool(self.license_number and self.license_type)
+
+    def __repr__(self) -> str:  # ids only: names and emails stay out of logs
+        return f"<User {self.id} {self.role}>"
+
+
+class UserSession(db.Model):  # type: ignore[name-defined]
+    """A signed-in browser. The cookie carries a random token; only its hash is stored."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (Index("ix_user_sessions_user_live", "user_id", "revoked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class ApiToken(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_user_live", "user_id", "revoked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class AuthAttempt(db.Model):  # type: ignore[name-defined]
+    """Every sign-in attempt, for throttling (NIST 800-63B §5.2.2) and review."""
+
+    __tablename__ = "auth_attempts"
+    __table_args__ = (
+        Index("ix_auth_attempts_email_at", "email", "attempted_at"),
+        Index("ix_auth_attempts_addr_at", "client_addr", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    email: Mapped[str] = mapped_column(String(254))
+    client_addr: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean)

@@ -1,0 +1,206 @@
+"""The one authorisation policy: permission -> roles, and the guard that enforces it.
+
+Every endpoint names its permission with ``@require("...")`` or ``@public``; the guard runs before
+every request, so an endpoint that names nothing is denied to everyone (deny by default), and
+``tests/auth/test_access_matrix.py`` walks every registered route against this table.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, g, request, session
+from flask_wtf.csrf import CSRFError
+
+from clinic.audit import service as audit
+from clinic.auth import service as auth
+from clinic.auth.models import Role, User
+from clinic.core.errors import NotAuthenticated, PermissionDenied
+from clinic.extensions import csrf, db
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PUBLIC = "public"
+ALL_ROLES = frozenset(Role)
+STAFF = frozenset({Role.admin, Role.prescriber, Role.nurse, Role.front_desk})
+
+#: permission -> roles allowed. Later issues add their rows here and nowhere else.
+POLICY: dict[str, frozenset[Role]] = {
+    "self.view": ALL_ROLES,
+    "self.manage_tokens": ALL_ROLES,
+    "dashboard.view": ALL_ROLES,
+    "users.view": frozenset({Role.admin}),
+    "users.manage": frozenset({Role.admin}),
+}
+
+#: endpoints of libraries we do not decorate ourselves.
+PUBLIC_ENDPOINTS = frozenset({"static", "api-docs.openapi_json", "api-docs.openapi_swagger_ui",
+                              "api-docs.openapi_redoc", "api-docs.openapi_rapidoc", "web_ui.docs"})
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def require(permission: str) -> Callable[[F], F]:
+    if permission not in POLICY:
+        raise KeyError(f"unknown permission {permission!r}")
+
+    def mark(fn: F) -> F:
+        fn.permission = permission  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def public(fn: F) -> F:
+    fn.permission = PUBLIC  # type: ignore[attr-defined]
+    return fn
+
+
+def permission_for(app: Flask, endpoint: str, method: str) -> str | None:
+    if endpoint in PUBLIC_ENDPOINTS:
+        return PUBLIC
+    view = app.view_functions.get(endpoint)
+    if view is None:
+        return None
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        handler = getattr(view_class, method.lower(), None)
+        if handler is None and method == "HEAD":
+            handler = getattr(view_class, "get", None)
+        return getattr(handler, "permission", None)
+    return getattr(view, "permission", None)
+
+
+def allowed(user: User, permission: str) -> bool:
+    return permission == PUBLIC or user.role_enum in POLICY.get(permission, frozenset())
+
+
+def current_actor() -> User:
+    actor: User | None = g.get("actor")
+    if actor is None:
+        raise NotAuthenticated()
+    return actor
+
+
+def client_addr() -> str:
+    return request.remote_addr or "unknown"
+
+
+def is_api_request() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _authenticate() -> User | None:
+    if is_api_request():
+        header = request.headers.get("Authorization", "")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() == "bearer" and raw.strip():
+            return auth.load_token(raw.strip())
+        return None
+    raw = session.get("sid")
+    if not raw:
+        return None
+    live = auth.load_session(raw)
+    if live is None:
+        session.clear()
+        return None
+    g.session_id = live.session_id
+    g.touch_session = live.needs_touch
+    return live.user
+
+
+def _guard() -> None:
+    g.started = time.perf_counter()
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    if request.endpoint is None:  # 404/405: let routing answer
+        return
+    permission = permission_for(current_app, request.endpoint, request.method)
+    g.permission = permission
+    if permission == PUBLIC:
+        _check_csrf()
+        return
+    user = _authenticate()
+    if user is None:
+        g.auth_state = "unauthenticated"
+        raise NotAuthenticated(headers={"WWW-Authenticate": "Bearer"} if is_api_request() else None)
+    g.actor = user
+    if permission is None or not allowed(user, permission):
+        g.auth_state = "denied"
+        raise PermissionDenied()
+    _check_csrf()
+
+
+def _object_of_request() -> str:
+    args = request.view_args or {}
+    return ",".join(f"{k.removesuffix('_id')}:{v}" for k, v in sorted(args.items()))
+
+
+def _outcome(status: int) -> str:
+    state = g.get("auth_state")
+    if state:
+        return state
+    if status < 400:
+        return "allowed"
+    if status == 403:
+        return "denied"
+    return "error" if status >= 500 else "failed"
+
+
+def _log_access(response: Response) -> Response:
+    """Write the access-log row once the request's own transaction has ended."""
+    actor: User | None = g.get("actor")
+    if actor is None and g.get("auth_state") is None:
+        return _log_line(response)  # anonymous use of a public page: nothing to attribute
+    db.session.rollback()  # whatever the view did not commit is not done
+    try:
+        if g.get("touch_session"):
+            auth.touch_session(g.session_id)
+        audit.record_access(
+            user_id=actor.id if actor else None,
+            action=f"{request.method} {request.endpoint}",
+            obj=_object_of_request(), outcome=_outcome(response.status_code),
+            status_code=response.status_code, client_addr=client_addr(), request_id=g.request_id)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        logger.exception("access log write failed request_id=%s", g.get("request_id"))
+        raise
+    return _log_line(response)
+
+
+def _log_line(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    actor: User | None = g.get("actor")
+    logger.info(
+        "request",
+        extra={"request_id": g.get("request_id"), "method": request.method, "endpoint": request.endpoint,
+               "status": response.status_code, "user_id": actor.id if actor else None,
+               "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1)},
+    )
+    return response
+
+
+def _check_csrf() -> None:
+    if is_api_request() or request.method in ("GET", "HEAD", "OPTIONS"):
+        return  # the API takes bearer tokens only, which a browser never sends on its own
+    try:
+        csrf.protect()
+    except CSRFError:
+        g.auth_state = "denied"
+        raise PermissionDenied(
+            "The form expired or did not come from this site; reload the page and try again.") from None
+
+
+def init_app(app: Flask) -> None:
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf.init_app(app)
+    app.before_request(_guard)
+    app.after_request(_log_access)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import validate
+
+from clinic.auth.models import LicenseType, Role
+from clinic.auth.service import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+
+class StrictSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+
+class CreateTokenSchema(StrictSchema):
+    email = ma.fields.String(required=True, validate=validate.Length(min=1, max=254))
+    password = ma.fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1024))
+    totp_code = ma.fields.String(load_default=None, validate=validate.Regexp(r"^\d{6}$"))
+    ttl_hours = ma.fields.Integer(load_default=None, validate=validate.Range(min=1, max=24 * 30))
+
+
+class TokenSchema(ma.Schema):
+    token = ma.fields.String(required=True)
+    expires_at = ma.fields.AwareDateTime(required=True)
+
+
+class UserSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    email = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    role = ma.fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
+    license_number = ma.fields.String(allow_none=True)
+    license_type = ma.fields.String(allow_none=True)
+    is_active = ma.fields.Boolean(required=True)
+
+
+class CreateUserSchema(StrictSchema):
+    email = ma.fields.Email(required=True, validate=validate.Length(max=254))
+    name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
+    role = ma.fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
+    license_number = ma.fields.String(load_default=None, validate=validate.Length(max=64))
+    license_type = ma.fields.String(load_default=None,
+                                    validate=validate.OneOf([t.value for t in LicenseType]))
+    password = ma.fields.String(required=True, load_only=True,
+                                validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH))
+
+
+class UserListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(UserSchema), required=True)

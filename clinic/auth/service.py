@@ -1,0 +1,290 @@
+"""Account rules: passwords, throttling, second factor, sessions and tokens.
+
+Functions flush and never commit; the request or command that calls them owns the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from clinic.audit import service as audit
+from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
+from clinic.auth.models import ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
+from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.time import utcnow
+from clinic.extensions import db
+
+logger = logging.getLogger(__name__)
+
+# argon2id at the OWASP floor (m = 19 MiB, t = 2, p = 1): F19 asks for at least this.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID)
+# Verified against when the email is unknown, so both paths cost the same (no enumeration).
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 128
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _check_password_rules(password: str) -> None:
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise ValidationFailed(errors={"password": [
+            f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."]})
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# --- users -------------------------------------------------------------------------------------
+
+def create_user(*, actor: User | None, email: str, name: str, role: str, password: str,
+                license_number: str | None = None, license_type: str | None = None) -> User:
+    email = email.strip().lower()
+    if role not in Role.__members__:
+        raise ValidationFailed(errors={"role": [f"Must be one of: {', '.join(Role)}."]})
+    if license_type and license_type not in {t.value for t in LicenseType}:
+        raise ValidationFailed(errors={"license_type": [f"Must be one of: {', '.join(LicenseType)}."]})
+    _check_password_rules(password)
+    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise EmailTaken()
+    user = User(email=email, name=name.strip(), role=role, password_hash=hash_password(password),
+                license_number=license_number or None, license_type=license_type or None)
+    db.session.add(user)
+    db.session.flush()
+    audit.record(actor=actor, tag="auth:user:create", subject=("user", user.id),
+                 data={"role": role, "licensed": user.is_licensed})
+    return user
+
+
+def get_user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user")
+    return user
+
+
+def list_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.name, User.id)))
+
+
+def set_active(*, actor: User, user_id: int, is_active: bool) -> User:
+    user = get_user(user_id)
+    if user.is_active != is_active:
+        user.is_active = is_active
+        if not is_active:
+            revoke_all(user_id=user.id)
+        audit.record(actor=actor, tag="auth:user:" + ("enable" if is_active else "disable"),
+                     subject=("user", user.id), data={"is_active": [not is_active, is_active]})
+    db.session.flush()
+    return user
+
+
+def reset_password(*, actor: User, user_id: int, new_password: str) -> User:
+    _check_password_rules(new_password)
+    user = get_user(user_id)
+    user.password_hash = hash_password(new_password)
+    user.password_changed_at = utcnow()
+    revoke_all(user_id=user.id)
+    audit.record(actor=actor, tag="auth:user:reset_password", subject=("user", user.id), data={})
+    db.session.flush()
+    return user
+
+
+def reset_totp(*, actor: User, user_id: int) -> User:
+    user = get_user(user_id)
+    user.totp_secret = None
+    user.totp_last_step = None
+    revoke_all(user_id=user.id)
+    audit.record(actor=actor, tag="auth:user:reset_totp", subject=("user", user.id), data={})
+    db.session.flush()
+    return user
+
+
+def revoke_all(*, user_id: int) -> None:
+    """Kill every live session and token of a user at once (ASVS V7.4.2)."""
+    now = utcnow()
+    for model in (UserSession, ApiToken):
+        db.session.execute(update(model).where(model.user_id == user_id, model.revoked_at.is_(None))
+                           .values(revoked_at=now))
+
+
+# --- sign-in -----------------------------------------------------------------------------------
+
+def totp_required(user: User) -> bool:
+    return user.role in current_app.config["TOTP_REQUIRED_ROLES"] or user.totp_secret is not None
+
+
+def check_throttle(*, email: str, client_addr: str) -> None:
+    """Refuse before looking at the password once too many recent attempts failed."""
+    cfg = current_app.config
+    window = timedelta(minutes=cfg["LOGIN_WINDOW_MINUTES"])
+    since = utcnow() - window
+    for column, value, limit in (
+        (AuthAttempt.email, email.strip().lower(), cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
+        (AuthAttempt.client_addr, client_addr, cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]),
+    ):
+        failures = db.session.execute(
+            select(func.count(), func.min(AuthAttempt.attempted_at))
+            .where(column == value, AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False))
+        ).one()
+        if failures[0] >= limit:
+            oldest: datetime = failures[1]
+            if oldest.tzinfo is None:  # aggregate results bypass the column type on SQLite
+                oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=utcnow().tzinfo)
+            retry = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
+            raise TooManyAttempts(headers={"Retry-After": str(retry)})
+
+
+def _attempt(email: str, client_addr: str, succeeded: bool) -> None:
+    db.session.add(AuthAttempt(email=email.strip().lower()[:254], client_addr=client_addr,
+                               succeeded=succeeded))
+    db.session.flush()
+
+
+def verify_password(*, email: str, password: str, client_addr: str) -> User:
+    """First factor. Raises the same error for an unknown email and a wrong password."""
+    check_throttle(email=email, client_addr=client_addr)
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        ok = user is not None and user.is_active
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if not ok or user is None:
+        _attempt(email, client_addr, False)
+        audit.record(actor=None, tag="auth:session:failed", subject=("user", user.id if user else None),
+                     data={"factor": "password"})
+        raise InvalidCredentials()
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None = None) -> None:
+    """Second factor: the current or the previous 30 s step, each step usable once."""
+    seed = secret or user.totp_secret
+    step_now = int(time.time()) // 30
+    accepted: int | None = None
+    if seed and code and code.isdigit():
+        totp = pyotp.TOTP(seed)
+        for step in (step_now, step_now - 1):
+            if secrets.compare_digest(totp.at(step * 30), code):
+                accepted = step
+                break
+    if accepted is None or (user.totp_last_step is not None and accepted <= user.totp_last_step):
+        _attempt(user.email, client_addr, False)
+        audit.record(actor=None, tag="auth:session:failed", subject=("user", user.id),
+                     data={"factor": "totp"})
+        raise InvalidCredentials()
+    user.totp_last_step = accepted
+    if secret:
+        user.totp_secret = secret
+        audit.record(actor=user, tag="auth:user:enrol_totp", subject=("user", user.id), data={})
+    db.session.flush()
+
+
+def authenticate(*, email: str, password: str, totp_code: str | None, client_addr: str) -> User:
+    """Both factors at once, as the token endpoint takes them."""
+    user = verify_password(email=email, password=password, client_addr=client_addr)
+    if totp_required(user):
+        if user.totp_secret is None:
+            raise SecondFactorRequired("Enrol an authenticator app by signing in to the web UI first.")
+        if not totp_code:
+            raise SecondFactorRequired()
+        verify_totp(user=user, code=totp_code, client_addr=client_addr)
+    _attempt(email, client_addr, True)
+    return user
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(user: User, secret: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name="clinic-ops")
+
+
+# --- sessions and tokens -----------------------------------------------------------------------
+
+def start_session(*, user: User, client_addr: str) -> str:
+    raw = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(UserSession(
+        token_hash=token_hash(raw), user_id=user.id, created_at=now, last_seen_at=now,
+        expires_at=now + timedelta(hours=current_app.config["SESSION_MAX_HOURS"]),
+        client_addr=client_addr))
+    audit.record(actor=user, tag="auth:session:start", subject=("user", user.id), data={})
+    db.session.flush()
+    return raw
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    session_id: int
+    user: User
+    needs_touch: bool
+
+
+def load_session(raw: str) -> LiveSession | None:
+    """The session behind a cookie if it is live: not revoked, not idle, not past its lifetime."""
+    row = db.session.scalar(select(UserSession).where(UserSession.token_hash == token_hash(raw)))
+    now = utcnow()
+    idle = timedelta(minutes=current_app.config["IDLE_TIMEOUT_MINUTES"])
+    if (row is None or row.revoked_at is not None or row.expires_at <= now
+            or row.last_seen_at + idle <= now or not row.user.is_active):
+        return None
+    return LiveSession(row.id, row.user, needs_touch=now - row.last_seen_at > timedelta(seconds=30))
+
+
+def touch_session(session_id: int) -> None:
+    db.session.execute(update(UserSession).where(UserSession.id == session_id)
+                       .values(last_seen_at=utcnow()))
+
+
+def end_session(raw: str) -> None:
+    db.session.execute(update(UserSession).where(UserSession.token_hash == token_hash(raw),
+                                                 UserSession.revoked_at.is_(None))
+                       .values(revoked_at=utcnow()))
+
+
+def issue_token(*, user: User, ttl_hours: float | None = None) -> tuple[str, datetime]:
+    cfg = current_app.config
+    hours = cfg["TOKEN_TTL_HOURS"] if ttl_hours is None else ttl_hours
+    if not 0 < hours <= cfg["TOKEN_MAX_TTL_HOURS"]:
+        raise ValidationFailed(errors={"ttl_hours": [f"Must be above 0 and at most {cfg['TOKEN_MAX_TTL_HOURS']}."]})
+    raw = "cot_" + secrets.token_urlsafe(32)
+    expires_at = utcnow() + timedelta(hours=hours)
+    db.session.add(ApiToken(token_hash=token_hash(raw), user_id=user.id, expires_at=expires_at))
+    audit.record(actor=user, tag="auth:token:issue", subject=("user", user.id),
+                 data={"ttl_hours": hours})
+    db.session.flush()
+    return raw, expires_at
+
+
+def load_token(raw: str) -> User | None:
+    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(raw)))
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.user.is_active:
+        return None
+    return row.user
+
+
+def revoke_token(*, actor: User, raw: str) -> None:
+    db.session.execute(update(ApiToken).where(ApiToken.token_hash == token_hash(raw),
+                                              ApiToken.user_id == actor.id, ApiToken.revoked_at.is_(None))
+                       .values(revoked_at=utcnow()))
+    audit.record(actor=actor, tag="auth:token:revoke", subject=("user", actor.id), data={})

@@ -1,0 +1,183 @@
+"""Sign-in pages and the user admin page. Thin: parse, call the service, render or redirect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from marshmallow import ValidationError
+
+from clinic.auth import service
+from clinic.auth.models import LicenseType, Role, User
+from clinic.auth.policy import client_addr, current_actor, public, require
+from clinic.auth.schemas import CreateUserSchema
+from clinic.core.errors import DomainError
+from clinic.core.time import utcnow
+from clinic.core.tx import commit, commits
+
+bp = Blueprint("auth_ui", __name__, template_folder="templates")
+
+PENDING_SECONDS = 300
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("web_ui.dashboard")
+
+
+def _finish_sign_in(user: User) -> Any:
+    next_url = _safe_next(session.get("next"))
+    raw = service.start_session(user=user, client_addr=client_addr())
+    session.clear()  # a fresh cookie at every privilege change (no fixation)
+    session["sid"] = raw
+    g.actor = user
+    return redirect(next_url)
+
+
+def _pending_user() -> User | None:
+    pending = session.get("pending")
+    if not pending or utcnow().timestamp() - pending["at"] > PENDING_SECONDS:
+        return None
+    user = service.get_user(pending["uid"])
+    return user if user.is_active else None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+@commits
+def login() -> Any:
+    if request.method == "GET":
+        if request.args.get("next"):
+            session["next"] = request.args["next"]
+        return render_template("auth/login.html")
+    email = request.form.get("email", "")
+    try:
+        user = service.verify_password(email=email, password=request.form.get("password", ""),
+                                       client_addr=client_addr())
+    except DomainError as exc:
+        if exc.keeps_writes:
+            commit()
+        return render_template("auth/login.html", error=exc.detail, email=email), exc.http_status, exc.headers
+    if service.totp_required(user):
+        session["pending"] = {"uid": user.id, "at": utcnow().timestamp()}
+        return redirect(url_for("auth_ui.totp" if user.totp_secret else "auth_ui.enrol"))
+    return _finish_sign_in(user)
+
+
+@bp.route("/login/totp", methods=["GET", "POST"])
+@public
+@commits
+def totp() -> Any:
+    user = _pending_user()
+    if user is None or user.totp_secret is None:
+        return redirect(url_for("auth_ui.login"))
+    if request.method == "GET":
+        return render_template("auth/totp.html")
+    try:
+        service.check_throttle(email=user.email, client_addr=client_addr())
+        service.verify_totp(user=user, code=request.form.get("code", "").strip(), client_addr=client_addr())
+    except DomainError as exc:
+        if exc.keeps_writes:
+            commit()
+        return render_template("auth/totp.html", error=exc.detail), exc.http_status, exc.headers
+    return _finish_sign_in(user)
+
+
+@bp.route("/login/enrol", methods=["GET", "POST"])
+@public
+@commits
+def enrol() -> Any:
+    user = _pending_user()
+    if user is None or user.totp_secret is not None:
+        return redirect(url_for("auth_ui.login"))
+    secret = session.get("enrol_secret") or service.new_totp_secret()
+    session["enrol_secret"] = secret
+    context = {"secret": secret, "uri": service.totp_uri(user, secret)}
+    if request.method == "GET":
+        return render_template("auth/enrol.html", **context)
+    try:
+        service.check_throttle(email=user.email, client_addr=client_addr())
+        service.verify_totp(user=user, code=request.form.get("code", "").strip(), client_addr=client_addr(),
+                            secret=secret)
+    except DomainError as exc:
+        if exc.keeps_writes:
+            commit()
+        return render_template("auth/enrol.html", error=exc.detail, **context), exc.http_status, exc.headers
+    return _finish_sign_in(user)
+
+
+@bp.route("/logout", methods=["POST"])
+@require("self.view")
+@commits
+def logout() -> Any:
+    raw = session.get("sid")
+    if raw:
+        service.end_session(raw)
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth_ui.login"))
+
+
+# --- user administration -----------------------------------------------------------------------
+
+def _users_page(form: dict[str, Any] | None = None, errors: dict[str, Any] | None = None,
+                status: int = 200) -> Any:
+    return render_template("auth/users.html", users=service.list_users(), roles=list(Role),
+                           license_types=list(LicenseType), form=form or {}, errors=errors or {}), status
+
+
+@bp.route("/admin/users")
+@require("users.view")
+def users() -> Any:
+    return _users_page()
+
+
+@bp.route("/admin/users", methods=["POST"])
+@require("users.manage")
+@commits
+def create_user() -> Any:
+    raw = {k: v for k, v in request.form.items() if k != "csrf_token" and v != ""}
+    try:
+        args = CreateUserSchema().load(raw)
+        user = service.create_user(actor=current_actor(), **args)
+    except ValidationError as exc:
+        return _users_page(raw, exc.normalized_messages(), 422)  # type: ignore[arg-type]
+    except DomainError as exc:
+        return _users_page(raw, exc.errors or {"email": [exc.detail]}, exc.http_status)
+    flash(f"User {user.email} created.", "success")
+    return redirect(url_for("auth_ui.users"))
+
+
+@bp.route("/admin/users/<int:user_id>/active", methods=["POST"])
+@require("users.manage")
+@commits
+def set_active(user_id: int) -> Any:
+    user = service.set_active(actor=current_actor(), user_id=user_id,
+                              is_active=request.form.get("is_active") == "1")
+    flash(f"{user.email} is now {'active' if user.is_active else 'disabled; their sessions ended'}.", "success")
+    return redirect(url_for("auth_ui.users"))
+
+
+@bp.route("/admin/users/<int:user_id>/password", methods=["POST"])
+@require("users.manage")
+@commits
+def reset_password(user_id: int) -> Any:
+    try:
+        user = service.reset_password(actor=current_actor(), user_id=user_id,
+                                      new_password=request.form.get("password", ""))
+    except DomainError as exc:
+        return _users_page(errors={f"password_{user_id}": (exc.errors or {}).get("password", [exc.detail])},
+                           status=exc.http_status)
+    flash(f"Password for {user.email} reset; their sessions ended.", "success")
+    return redirect(url_for("auth_ui.users"))
+
+
+@bp.route("/admin/users/<int:user_id>/totp", methods=["POST"])
+@require("users.manage")
+@commits
+def reset_totp(user_id: int) -> Any:
+    user = service.reset_totp(actor=current_actor(), user_id=user_id)
+    flash(f"Second factor for {user.email} reset; they enrol again at next sign-in.", "success")
+    return redirect(url_for("auth_ui.users"))
+

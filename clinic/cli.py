@@ -1,0 +1,146 @@
+"""The ``clinic`` command (CONTRACT.md): a Flask CLI group built on the one app factory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _create_app() -> Flask:
+    from clinic import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=True)
+def main() -> None:
+    """clinic-ops administration."""
+
+
+def alembic_config():  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s")
+    return cfg
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database migrations (never run at boot)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default head). Safe to repeat."""
+    from alembic import command
+
+    command.upgrade(alembic_config(), revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (e.g. base)."""
+    from alembic import command
+
+    command.downgrade(alembic_config(), revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("revision")
+@click.option("-m", "--message", required=True)
+def db_revision(message: str) -> None:
+    """Draft a new revision from the models (edit it before committing)."""
+    from alembic import command
+
+    command.revision(alembic_config(), message=message, autogenerate=True)
+
+
+@click.group("users")
+def users_group() -> None:
+    """Staff accounts."""
+
+
+@users_group.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice(["admin", "prescriber", "nurse", "front_desk", "auditor"]))
+@click.option("--license-number", default=None)
+@click.option("--license-type", default=None)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(email: str, name: str, role: str, license_number: str | None, license_type: str | None,
+                 password_stdin: bool) -> None:
+    """Create a user."""
+    from clinic.auth import service
+    from clinic.core.errors import DomainError
+    from clinic.core.tx import commit
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = service.create_user(actor=None, email=email, name=name, role=role, password=password,
+                                   license_number=license_number, license_type=license_type)
+        commit()
+    except DomainError as exc:
+        raise click.ClickException(_explain(exc)) from None
+    click.echo(f"created user {user.id} ({user.role})")
+
+
+@users_group.command("token")
+@click.option("--email", required=True)
+@click.option("--ttl-hours", type=float, default=None)
+def users_token(email: str, ttl_hours: float | None) -> None:
+    """Print a new API bearer token for the user, and nothing else."""
+    from sqlalchemy import select
+
+    from clinic.auth import service
+    from clinic.auth.models import User
+    from clinic.core.errors import DomainError
+    from clinic.core.tx import commit
+    from clinic.extensions import db
+
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None or not user.is_active:
+        raise click.ClickException("no active user with that email")
+    try:
+        token, _ = service.issue_token(user=user, ttl_hours=ttl_hours)
+        commit()
+    except DomainError as exc:
+        raise click.ClickException(_explain(exc)) from None
+    click.echo(token)
+
+
+@main.command("demo")
+def demo() -> None:
+    """Seed a demo clinic (idempotent) and print the logins."""
+    from clinic import demo as demo_data
+
+    logins = demo_data.seed(Path(current_app.instance_path))
+    click.echo("Demo clinic ready. Sign in with:")
+    for role, email, password in logins:
+        click.echo(f"  {role:<11} {email:<28} {password}")
+    roles = ", ".join(current_app.config["TOTP_REQUIRED_ROLES"])
+    click.echo(f"Roles {roles} set up an authenticator app (TOTP) at their first sign-in.")
+
+
+def _explain(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    detail = getattr(exc, "detail", str(exc))
+    return f"{detail}: {errors}" if errors else detail
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(db_group)
+    app.cli.add_command(users_group)

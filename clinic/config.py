@@ -1,0 +1,100 @@
+"""Settings. Contract variables (CONTRACT.md) first, then any ``CLINIC_*`` override.
+
+Secrets never live in code: the session key is read from ``SECRET_KEY`` or generated once into
+the instance folder with owner-only permissions.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from clinic.core.db import normalise_database_url
+
+DEFAULTS: dict[str, Any] = {
+    # Sessions: server-side rows, carried by a signed cookie (RELIABILITY.md §4.2, F19).
+    "SECURE_COOKIES": True,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_PATH": "/",
+    "IDLE_TIMEOUT_MINUTES": 15,
+    "SESSION_MAX_HOURS": 12,
+    # Second factor is required for these roles (a setting, issue 2).
+    "TOTP_REQUIRED_ROLES": ["admin", "auditor"],
+    # Sign-in throttling: failures inside the window, per account and per client address.
+    "LOGIN_WINDOW_MINUTES": 15,
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 5,
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
+    "TOKEN_TTL_HOURS": 12,
+    "TOKEN_MAX_TTL_HOURS": 24 * 30,
+    "WTF_CSRF_TIME_LIMIT": None,  # bound to the session instead, which already expires
+    "API_TITLE": "clinic-ops",
+    "API_VERSION": "v1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/api/v1",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": None,
+    "JSON_SORT_KEYS": False,
+    "HEARTBEAT_STALE_SECONDS": 180,
+}
+
+
+def _secret_key(instance: Path) -> str:
+    path = instance / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def load(app: Flask, overrides: dict[str, Any] | None) -> None:
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    app.config.update(DEFAULTS)
+
+    env = os.environ
+    app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(
+        env.get("DATABASE_URL") or f"sqlite:///{instance / 'clinic.sqlite'}"
+    )
+    broker = env.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{instance / 'broker.sqlite'}"
+    app.config["REDIS_URL"] = env.get("REDIS_URL")
+    app.config["CELERY"] = {
+        "broker_url": broker,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+        # Due times live in the database and a beat task sweeps them (PITFALLS.md), so no task
+        # waits in the broker for long and the visibility timeout only guards crashed workers.
+        # kombu's SQLAlchemy transport hands these options to create_engine, so Redis-only.
+        "broker_transport_options": {"visibility_timeout": 3600} if broker.startswith("redis") else {},
+    }
+    app.config.from_prefixed_env("CLINIC")
+    if env.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = env["SECRET_KEY"]
+    if overrides:
+        app.config.update(overrides)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(instance)
+
+    secure = bool(app.config["SECURE_COOKIES"])
+    app.config["SESSION_COOKIE_SECURE"] = secure
+    # __Host- binds the cookie to this host and path "/" and demands Secure (ASVS V3.3.3).
+    app.config["SESSION_COOKIE_NAME"] = "__Host-session" if secure else "clinic_session"
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 5}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}

@@ -1,0 +1,69 @@
+"""Extension objects, created unbound and attached in ``create_app``."""
+
+from __future__ import annotations
+
+import http
+from typing import Any
+
+import marshmallow as ma
+from celery import Celery, Task
+from flask import Flask
+from flask_smorest import Api as _SmorestApi
+from flask_smorest.utils import prepare_response
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+
+from clinic.core.db import Base
+
+
+class ProblemSchema(ma.Schema):
+    """RFC 9457 problem details, as every API error is answered."""
+
+    type = ma.fields.String(required=True)
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String()
+    code = ma.fields.String()
+    instance = ma.fields.String()
+    errors = ma.fields.Dict()
+
+
+class Api(_SmorestApi):
+    """flask-smorest, but errors go through our one handler and are documented as problem+json."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_error_handlers(self) -> None:
+        # clinic.core.errors registers the single handler for HTML and JSON alike.
+        pass
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, "application/problem+json")
+            self.spec.components.response(status.name, response, lazy=True)
+        default: dict[str, Any] = {"description": "Problem details", "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, "application/problem+json")
+        self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
+
+
+db = SQLAlchemy(model_class=Base)
+api = Api()
+csrf = CSRFProtect()
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """The Flask docs' pattern: every task runs inside an app context."""
+
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app

@@ -1,0 +1,1 @@
+"""Inventory domain (filled in by its own issue)."""

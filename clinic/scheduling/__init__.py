@@ -1,0 +1,1 @@
+"""Scheduling domain (filled in by its own issue)."""

@@ -1,0 +1,1 @@
+"""Operational state: worker and scheduler heartbeats, health of the backing services."""

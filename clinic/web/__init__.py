@@ -1,0 +1,1 @@
+"""The staff web shell: layout, dashboard, health and error pages."""

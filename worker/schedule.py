@@ -1,0 +1,10 @@
+"""The whole beat schedule in one place. Periodic tasks scan database state; none waits in the broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BEAT_SCHEDULE: dict[str, Any] = {
+    # Proves beat -> broker -> worker -> database works; the dashboard warns when it goes stale.
+    "heartbeat": {"task": "system.heartbeat", "schedule": 60.0, "options": {"expires": 55}},
+}
