@@ -19,8 +19,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     It never migrates the database; ``clinic db upgrade`` does, as a deploy step.
     """
     instance = os.environ.get("CLINIC_INSTANCE_PATH") or str(_DEFAULT_INSTANCE)
-    app = Flask(__name__, instance_path=os.path.abspath(instance), static_folder="web/static",
-                template_folder="web/templates")
+    app = Flask(
+        __name__, instance_path=os.path.abspath(instance), static_folder="web/static", template_folder="web/templates"
+    )
 
     from clinic import config as settings
     from clinic.core import logging as clinic_logging
@@ -54,16 +55,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from clinic.auth import api as auth_api
-    from clinic.auth import views as auth_views
-    from clinic.extensions import api
-    from clinic.web import views as web_views
-
     # Import every model module so metadata (and migrations' autogenerate check) sees them all.
     import clinic.inventory.models
     import clinic.scheduling.models
     import clinic.system.models
     import clinic.system.tasks  # noqa: F401
+    from clinic.auth import api as auth_api
+    from clinic.auth import views as auth_views
+    from clinic.extensions import api
+    from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
     app.register_blueprint(auth_views.bp)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from alembic.config import Config
 from flask import Flask, current_app
 from flask.cli import FlaskGroup
 
@@ -23,8 +24,7 @@ def main() -> None:
     """clinic-ops administration."""
 
 
-def alembic_config():  # type: ignore[no-untyped-def]
-    from alembic.config import Config
+def alembic_config() -> Config:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -78,8 +78,9 @@ def users_group() -> None:
 @click.option("--license-number", default=None)
 @click.option("--license-type", default=None)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def users_create(email: str, name: str, role: str, license_number: str | None, license_type: str | None,
-                 password_stdin: bool) -> None:
+def users_create(
+    email: str, name: str, role: str, license_number: str | None, license_type: str | None, password_stdin: bool
+) -> None:
     """Create a user."""
     from clinic.auth import service
     from clinic.core.errors import DomainError
@@ -90,8 +91,15 @@ def users_create(email: str, name: str, role: str, license_number: str | None, l
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        user = service.create_user(actor=None, email=email, name=name, role=role, password=password,
-                                   license_number=license_number, license_type=license_type)
+        user = service.create_user(
+            actor=None,
+            email=email,
+            name=name,
+            role=role,
+            password=password,
+            license_number=license_number,
+            license_type=license_type,
+        )
         commit()
     except DomainError as exc:
         raise click.ClickException(_explain(exc)) from None

@@ -43,8 +43,15 @@ def seed(instance: Path) -> list[tuple[str, str, str]]:
     for role, email, name, license_type, license_number in DEMO_USERS:
         password = passwords[email]
         if db.session.scalar(select(User.id).where(User.email == email)) is None:
-            auth.create_user(actor=None, email=email, name=name, role=role, password=password,
-                             license_type=license_type, license_number=license_number)
+            auth.create_user(
+                actor=None,
+                email=email,
+                name=name,
+                role=role,
+                password=password,
+                license_type=license_type,
+                license_number=license_number,
+            )
         logins.append((role, email, password))
     commit()
     return logins

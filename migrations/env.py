@@ -57,4 +57,3 @@ def run_migrations_online() -> None:
 if context.is_offline_mode():
     raise SystemExit("offline migrations are not supported; run `clinic db upgrade`")
 run_migrations_online()
-

@@ -17,12 +17,29 @@ def _request_id() -> str | None:
 
 def record(*, actor: User | None, tag: str, subject: tuple[str, int | None], data: dict[str, Any]) -> None:
     """Add an audit row to the caller's transaction (ARCHITECTURE rule 10)."""
-    db.session.add(AuditEvent(actor_id=actor.id if actor else None, tag=tag, subject_type=subject[0],
-                              subject_id=subject[1], data=data, request_id=_request_id()))
+    db.session.add(
+        AuditEvent(
+            actor_id=actor.id if actor else None,
+            tag=tag,
+            subject_type=subject[0],
+            subject_id=subject[1],
+            data=data,
+            request_id=_request_id(),
+        )
+    )
 
 
-def record_access(*, user_id: int | None, action: str, obj: str, outcome: str, status_code: int,
-                  client_addr: str, request_id: str) -> None:
-    db.session.add(AccessEvent(user_id=user_id, action=action[:160], object=obj[:200], outcome=outcome,
-                               status_code=status_code, client_addr=client_addr[:64],
-                               request_id=request_id[:64]))
+def record_access(
+    *, user_id: int | None, action: str, obj: str, outcome: str, status_code: int, client_addr: str, request_id: str
+) -> None:
+    db.session.add(
+        AccessEvent(
+            user_id=user_id,
+            action=action[:160],
+            object=obj[:200],
+            outcome=outcome,
+            status_code=status_code,
+            client_addr=client_addr[:64],
+            request_id=request_id[:64],
+        )
+    )

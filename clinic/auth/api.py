@@ -22,8 +22,9 @@ class Tokens(MethodView):
     @commits
     def post(self, args: dict[str, Any]) -> dict[str, Any]:
         """Exchange email, password (and a TOTP code when enrolled) for a bearer token."""
-        user = service.authenticate(email=args["email"], password=args["password"],
-                                    totp_code=args["totp_code"], client_addr=client_addr())
+        user = service.authenticate(
+            email=args["email"], password=args["password"], totp_code=args["totp_code"], client_addr=client_addr()
+        )
         token, expires_at = service.issue_token(user=user, ttl_hours=args["ttl_hours"])
         return {"token": token, "expires_at": expires_at}
 

@@ -41,8 +41,16 @@ POLICY: dict[str, frozenset[Role]] = {
 }
 
 #: endpoints of libraries we do not decorate ourselves.
-PUBLIC_ENDPOINTS = frozenset({"static", "api-docs.openapi_json", "api-docs.openapi_swagger_ui",
-                              "api-docs.openapi_redoc", "api-docs.openapi_rapidoc", "web_ui.docs"})
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "static",
+        "api-docs.openapi_json",
+        "api-docs.openapi_swagger_ui",
+        "api-docs.openapi_redoc",
+        "api-docs.openapi_rapidoc",
+        "web_ui.docs",
+    }
+)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -104,10 +112,10 @@ def _authenticate() -> User | None:
         if scheme.lower() == "bearer" and raw.strip():
             return auth.load_token(raw.strip())
         return None
-    raw = session.get("sid")
-    if not raw:
+    sid: str | None = session.get("sid")
+    if not sid:
         return None
-    live = auth.load_session(raw)
+    live = auth.load_session(sid)
     if live is None:
         session.clear()
         return None
@@ -166,8 +174,12 @@ def _log_access(response: Response) -> Response:
         audit.record_access(
             user_id=actor.id if actor else None,
             action=f"{request.method} {request.endpoint}",
-            obj=_object_of_request(), outcome=_outcome(response.status_code),
-            status_code=response.status_code, client_addr=client_addr(), request_id=g.request_id)
+            obj=_object_of_request(),
+            outcome=_outcome(response.status_code),
+            status_code=response.status_code,
+            client_addr=client_addr(),
+            request_id=g.request_id,
+        )
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -181,9 +193,14 @@ def _log_line(response: Response) -> Response:
     actor: User | None = g.get("actor")
     logger.info(
         "request",
-        extra={"request_id": g.get("request_id"), "method": request.method, "endpoint": request.endpoint,
-               "status": response.status_code, "user_id": actor.id if actor else None,
-               "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1)},
+        extra={
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "endpoint": request.endpoint,
+            "status": response.status_code,
+            "user_id": actor.id if actor else None,
+            "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
+        },
     )
     return response
 
@@ -196,7 +213,8 @@ def _check_csrf() -> None:
     except CSRFError:
         g.auth_state = "denied"
         raise PermissionDenied(
-            "The form expired or did not come from this site; reload the page and try again.") from None
+            "The form expired or did not come from this site; reload the page and try again."
+        ) from None
 
 
 def init_app(app: Flask) -> None:

@@ -39,10 +39,10 @@ class CreateUserSchema(StrictSchema):
     name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     role = ma.fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
     license_number = ma.fields.String(load_default=None, validate=validate.Length(max=64))
-    license_type = ma.fields.String(load_default=None,
-                                    validate=validate.OneOf([t.value for t in LicenseType]))
-    password = ma.fields.String(required=True, load_only=True,
-                                validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH))
+    license_type = ma.fields.String(load_default=None, validate=validate.OneOf([t.value for t in LicenseType]))
+    password = ma.fields.String(
+        required=True, load_only=True, validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
+    )
 
 
 class UserListSchema(ma.Schema):

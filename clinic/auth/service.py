@@ -42,8 +42,9 @@ def hash_password(password: str) -> str:
 
 def _check_password_rules(password: str) -> None:
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise ValidationFailed(errors={"password": [
-            f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."]})
+        raise ValidationFailed(
+            errors={"password": [f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."]}
+        )
 
 
 def token_hash(raw: str) -> str:
@@ -52,8 +53,17 @@ def token_hash(raw: str) -> str:
 
 # --- users -------------------------------------------------------------------------------------
 
-def create_user(*, actor: User | None, email: str, name: str, role: str, password: str,
-                license_number: str | None = None, license_type: str | None = None) -> User:
+
+def create_user(
+    *,
+    actor: User | None,
+    email: str,
+    name: str,
+    role: str,
+    password: str,
+    license_number: str | None = None,
+    license_type: str | None = None,
+) -> User:
     email = email.strip().lower()
     if role not in Role.__members__:
         raise ValidationFailed(errors={"role": [f"Must be one of: {', '.join(Role)}."]})
@@ -62,12 +72,22 @@ def create_user(*, actor: User | None, email: str, name: str, role: str, passwor
     _check_password_rules(password)
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken()
-    user = User(email=email, name=name.strip(), role=role, password_hash=hash_password(password),
-                license_number=license_number or None, license_type=license_type or None)
+    user = User(
+        email=email,
+        name=name.strip(),
+        role=role,
+        password_hash=hash_password(password),
+        license_number=license_number or None,
+        license_type=license_type or None,
+    )
     db.session.add(user)
     db.session.flush()
-    audit.record(actor=actor, tag="auth:user:create", subject=("user", user.id),
-                 data={"role": role, "licensed": user.is_licensed})
+    audit.record(
+        actor=actor,
+        tag="auth:user:create",
+        subject=("user", user.id),
+        data={"role": role, "licensed": user.is_licensed},
+    )
     return user
 
 
@@ -88,8 +108,12 @@ def set_active(*, actor: User, user_id: int, is_active: bool) -> User:
         user.is_active = is_active
         if not is_active:
             revoke_all(user_id=user.id)
-        audit.record(actor=actor, tag="auth:user:" + ("enable" if is_active else "disable"),
-                     subject=("user", user.id), data={"is_active": [not is_active, is_active]})
+        audit.record(
+            actor=actor,
+            tag="auth:user:" + ("enable" if is_active else "disable"),
+            subject=("user", user.id),
+            data={"is_active": [not is_active, is_active]},
+        )
     db.session.flush()
     return user
 
@@ -119,11 +143,13 @@ def revoke_all(*, user_id: int) -> None:
     """Kill every live session and token of a user at once (ASVS V7.4.2)."""
     now = utcnow()
     for model in (UserSession, ApiToken):
-        db.session.execute(update(model).where(model.user_id == user_id, model.revoked_at.is_(None))
-                           .values(revoked_at=now))
+        db.session.execute(
+            update(model).where(model.user_id == user_id, model.revoked_at.is_(None)).values(revoked_at=now)
+        )
 
 
 # --- sign-in -----------------------------------------------------------------------------------
+
 
 def totp_required(user: User) -> bool:
     return user.role in current_app.config["TOTP_REQUIRED_ROLES"] or user.totp_secret is not None
@@ -139,8 +165,9 @@ def check_throttle(*, email: str, client_addr: str) -> None:
         (AuthAttempt.client_addr, client_addr, cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]),
     ):
         failures = db.session.execute(
-            select(func.count(), func.min(AuthAttempt.attempted_at))
-            .where(column == value, AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False))
+            select(func.count(), func.min(AuthAttempt.attempted_at)).where(
+                column == value, AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False)
+            )
         ).one()
         if failures[0] >= limit:
             oldest: datetime = failures[1]
@@ -151,8 +178,7 @@ def check_throttle(*, email: str, client_addr: str) -> None:
 
 
 def _attempt(email: str, client_addr: str, succeeded: bool) -> None:
-    db.session.add(AuthAttempt(email=email.strip().lower()[:254], client_addr=client_addr,
-                               succeeded=succeeded))
+    db.session.add(AuthAttempt(email=email.strip().lower()[:254], client_addr=client_addr, succeeded=succeeded))
     db.session.flush()
 
 
@@ -167,8 +193,12 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
         ok = False
     if not ok or user is None:
         _attempt(email, client_addr, False)
-        audit.record(actor=None, tag="auth:session:failed", subject=("user", user.id if user else None),
-                     data={"factor": "password"})
+        audit.record(
+            actor=None,
+            tag="auth:session:failed",
+            subject=("user", user.id if user else None),
+            data={"factor": "password"},
+        )
         raise InvalidCredentials()
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
@@ -188,8 +218,7 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
                 break
     if accepted is None or (user.totp_last_step is not None and accepted <= user.totp_last_step):
         _attempt(user.email, client_addr, False)
-        audit.record(actor=None, tag="auth:session:failed", subject=("user", user.id),
-                     data={"factor": "totp"})
+        audit.record(actor=None, tag="auth:session:failed", subject=("user", user.id), data={"factor": "totp"})
         raise InvalidCredentials()
     user.totp_last_step = accepted
     if secret:
@@ -221,13 +250,20 @@ def totp_uri(user: User, secret: str) -> str:
 
 # --- sessions and tokens -----------------------------------------------------------------------
 
+
 def start_session(*, user: User, client_addr: str) -> str:
     raw = secrets.token_urlsafe(32)
     now = utcnow()
-    db.session.add(UserSession(
-        token_hash=token_hash(raw), user_id=user.id, created_at=now, last_seen_at=now,
-        expires_at=now + timedelta(hours=current_app.config["SESSION_MAX_HOURS"]),
-        client_addr=client_addr))
+    db.session.add(
+        UserSession(
+            token_hash=token_hash(raw),
+            user_id=user.id,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + timedelta(hours=current_app.config["SESSION_MAX_HOURS"]),
+            client_addr=client_addr,
+        )
+    )
     audit.record(actor=user, tag="auth:session:start", subject=("user", user.id), data={})
     db.session.flush()
     return raw
@@ -245,21 +281,27 @@ def load_session(raw: str) -> LiveSession | None:
     row = db.session.scalar(select(UserSession).where(UserSession.token_hash == token_hash(raw)))
     now = utcnow()
     idle = timedelta(minutes=current_app.config["IDLE_TIMEOUT_MINUTES"])
-    if (row is None or row.revoked_at is not None or row.expires_at <= now
-            or row.last_seen_at + idle <= now or not row.user.is_active):
+    if (
+        row is None
+        or row.revoked_at is not None
+        or row.expires_at <= now
+        or row.last_seen_at + idle <= now
+        or not row.user.is_active
+    ):
         return None
     return LiveSession(row.id, row.user, needs_touch=now - row.last_seen_at > timedelta(seconds=30))
 
 
 def touch_session(session_id: int) -> None:
-    db.session.execute(update(UserSession).where(UserSession.id == session_id)
-                       .values(last_seen_at=utcnow()))
+    db.session.execute(update(UserSession).where(UserSession.id == session_id).values(last_seen_at=utcnow()))
 
 
 def end_session(raw: str) -> None:
-    db.session.execute(update(UserSession).where(UserSession.token_hash == token_hash(raw),
-                                                 UserSession.revoked_at.is_(None))
-                       .values(revoked_at=utcnow()))
+    db.session.execute(
+        update(UserSession)
+        .where(UserSession.token_hash == token_hash(raw), UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
 
 
 def issue_token(*, user: User, ttl_hours: float | None = None) -> tuple[str, datetime]:
@@ -270,8 +312,7 @@ def issue_token(*, user: User, ttl_hours: float | None = None) -> tuple[str, dat
     raw = "cot_" + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(hours=hours)
     db.session.add(ApiToken(token_hash=token_hash(raw), user_id=user.id, expires_at=expires_at))
-    audit.record(actor=user, tag="auth:token:issue", subject=("user", user.id),
-                 data={"ttl_hours": hours})
+    audit.record(actor=user, tag="auth:token:issue", subject=("user", user.id), data={"ttl_hours": hours})
     db.session.flush()
     return raw, expires_at
 
@@ -284,7 +325,9 @@ def load_token(raw: str) -> User | None:
 
 
 def revoke_token(*, actor: User, raw: str) -> None:
-    db.session.execute(update(ApiToken).where(ApiToken.token_hash == token_hash(raw),
-                                              ApiToken.user_id == actor.id, ApiToken.revoked_at.is_(None))
-                       .values(revoked_at=utcnow()))
+    db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.token_hash == token_hash(raw), ApiToken.user_id == actor.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
     audit.record(actor=actor, tag="auth:token:revoke", subject=("user", actor.id), data={})

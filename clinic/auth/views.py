@@ -53,8 +53,9 @@ def login() -> Any:
         return render_template("auth/login.html")
     email = request.form.get("email", "")
     try:
-        user = service.verify_password(email=email, password=request.form.get("password", ""),
-                                       client_addr=client_addr())
+        user = service.verify_password(
+            email=email, password=request.form.get("password", ""), client_addr=client_addr()
+        )
     except DomainError as exc:
         if exc.keeps_writes:
             commit()
@@ -98,8 +99,9 @@ def enrol() -> Any:
         return render_template("auth/enrol.html", **context)
     try:
         service.check_throttle(email=user.email, client_addr=client_addr())
-        service.verify_totp(user=user, code=request.form.get("code", "").strip(), client_addr=client_addr(),
-                            secret=secret)
+        service.verify_totp(
+            user=user, code=request.form.get("code", "").strip(), client_addr=client_addr(), secret=secret
+        )
     except DomainError as exc:
         if exc.keeps_writes:
             commit()
@@ -121,10 +123,16 @@ def logout() -> Any:
 
 # --- user administration -----------------------------------------------------------------------
 
-def _users_page(form: dict[str, Any] | None = None, errors: dict[str, Any] | None = None,
-                status: int = 200) -> Any:
-    return render_template("auth/users.html", users=service.list_users(), roles=list(Role),
-                           license_types=list(LicenseType), form=form or {}, errors=errors or {}), status
+
+def _users_page(form: dict[str, Any] | None = None, errors: dict[str, Any] | None = None, status: int = 200) -> Any:
+    return render_template(
+        "auth/users.html",
+        users=service.list_users(),
+        roles=list(Role),
+        license_types=list(LicenseType),
+        form=form or {},
+        errors=errors or {},
+    ), status
 
 
 @bp.route("/admin/users")
@@ -142,7 +150,7 @@ def create_user() -> Any:
         args = CreateUserSchema().load(raw)
         user = service.create_user(actor=current_actor(), **args)
     except ValidationError as exc:
-        return _users_page(raw, exc.normalized_messages(), 422)  # type: ignore[arg-type]
+        return _users_page(raw, exc.normalized_messages(), 422)
     except DomainError as exc:
         return _users_page(raw, exc.errors or {"email": [exc.detail]}, exc.http_status)
     flash(f"User {user.email} created.", "success")
@@ -153,8 +161,7 @@ def create_user() -> Any:
 @require("users.manage")
 @commits
 def set_active(user_id: int) -> Any:
-    user = service.set_active(actor=current_actor(), user_id=user_id,
-                              is_active=request.form.get("is_active") == "1")
+    user = service.set_active(actor=current_actor(), user_id=user_id, is_active=request.form.get("is_active") == "1")
     flash(f"{user.email} is now {'active' if user.is_active else 'disabled; their sessions ended'}.", "success")
     return redirect(url_for("auth_ui.users"))
 
@@ -164,11 +171,13 @@ def set_active(user_id: int) -> Any:
 @commits
 def reset_password(user_id: int) -> Any:
     try:
-        user = service.reset_password(actor=current_actor(), user_id=user_id,
-                                      new_password=request.form.get("password", ""))
+        user = service.reset_password(
+            actor=current_actor(), user_id=user_id, new_password=request.form.get("password", "")
+        )
     except DomainError as exc:
-        return _users_page(errors={f"password_{user_id}": (exc.errors or {}).get("password", [exc.detail])},
-                           status=exc.http_status)
+        return _users_page(
+            errors={f"password_{user_id}": (exc.errors or {}).get("password", [exc.detail])}, status=exc.http_status
+        )
     flash(f"Password for {user.email} reset; their sessions ended.", "success")
     return redirect(url_for("auth_ui.users"))
 
@@ -180,4 +189,3 @@ def reset_totp(user_id: int) -> Any:
     user = service.reset_totp(actor=current_actor(), user_id=user_id)
     flash(f"Second factor for {user.email} reset; they enrol again at next sign-in.", "success")
     return redirect(url_for("auth_ui.users"))
-

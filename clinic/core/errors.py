@@ -30,8 +30,9 @@ class DomainError(Exception):
     #: commit what the service wrote before raising (only for records of the failure itself).
     keeps_writes = False
 
-    def __init__(self, detail: str | None = None, *, errors: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str | None = None, *, errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.errors = errors
@@ -81,8 +82,15 @@ def wants_json() -> bool:
     return best in ("application/json", PROBLEM_JSON)
 
 
-def problem(status: int, title: str, detail: str | None = None, *, code: str | None = None,
-            errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Response:
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    code: str | None = None,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     body: dict[str, Any] = {
         "type": f"urn:clinic-ops:problem:{code}" if code else "about:blank",
         "title": title,
@@ -117,8 +125,15 @@ def _flatten_messages(messages: Any) -> dict[str, Any]:
     return flat
 
 
-def _render(status: int, title: str, detail: str | None, *, code: str | None = None,
-            errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+def _render(
+    status: int,
+    title: str,
+    detail: str | None,
+    *,
+    code: str | None = None,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     g.outcome_status = status
     if wants_json():
         return problem(status, title, detail, code=code, errors=errors, headers=headers)
@@ -130,8 +145,7 @@ def _render(status: int, title: str, detail: str | None, *, code: str | None = N
 
 def handle_domain_error(exc: DomainError) -> Any:
     db.session.rollback()
-    return _render(exc.http_status, exc.title, exc.detail, code=exc.code, errors=exc.errors,
-                   headers=exc.headers)
+    return _render(exc.http_status, exc.title, exc.detail, code=exc.code, errors=exc.errors, headers=exc.headers)
 
 
 def handle_http_exception(exc: HTTPException) -> Any:
@@ -155,8 +169,7 @@ def handle_unexpected(exc: Exception) -> Any:
         return handle_http_exception(exc)
     if isinstance(exc, OperationalError):
         logger.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
-        return _render(503, ServiceUnavailable.title, None, code=ServiceUnavailable.code,
-                       headers={"Retry-After": "5"})
+        return _render(503, ServiceUnavailable.title, None, code=ServiceUnavailable.code, headers={"Retry-After": "5"})
     if isinstance(exc, IntegrityError):
         # A race lost at a constraint: nothing was written, the client may retry.
         logger.info("integrity conflict on %s", request.endpoint)
@@ -164,8 +177,7 @@ def handle_unexpected(exc: Exception) -> Any:
     # Frames only: exception messages can carry bound SQL parameters, i.e. PHI.
     frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
     logger.error("unhandled %s\n%s", type(exc).__name__, frames)
-    return _render(500, "Internal Server Error", "Something went wrong; the error was logged.",
-                   code="internal_error")
+    return _render(500, "Internal Server Error", "Something went wrong; the error was logged.", code="internal_error")
 
 
 def init_app(app: Flask) -> None:

@@ -13,8 +13,7 @@ bp = Blueprint("web_ui", __name__, template_folder="templates")
 @bp.route("/")
 @require("dashboard.view")
 def dashboard() -> Any:
-    return render_template("web/dashboard.html", user=current_actor(),
-                           scheduler_stale=system.scheduler_is_stale())
+    return render_template("web/dashboard.html", user=current_actor(), scheduler_stale=system.scheduler_is_stale())
 
 
 @bp.route("/health")
@@ -22,7 +21,9 @@ def dashboard() -> Any:
 def health() -> Any:
     database = system.database_ok()
     broker = system.broker_ok()
-    body = {"status": "ok" if database and broker else "degraded",
-            "database": "ok" if database else "unavailable",
-            "broker": "ok" if broker else "unavailable"}
+    body = {
+        "status": "ok" if database and broker else "degraded",
+        "database": "ok" if database else "unavailable",
+        "broker": "ok" if broker else "unavailable",
+    }
     return jsonify(body), 200 if database and broker else 503
