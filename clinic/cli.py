@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from alembic.config import Config
 from flask import Flask, current_app
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, FlaskGroup
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -32,9 +32,7 @@ def alembic_config() -> Config:
     return cfg
 
 
-@click.group("db")
-def db_group() -> None:
-    """Database migrations (never run at boot)."""
+db_group = AppGroup("db", help="Database migrations (never run at boot).")
 
 
 @db_group.command("upgrade")
@@ -66,9 +64,7 @@ def db_revision(message: str) -> None:
     command.revision(alembic_config(), message=message, autogenerate=True)
 
 
-@click.group("users")
-def users_group() -> None:
-    """Staff accounts."""
+users_group = AppGroup("users", help="Staff accounts.")
 
 
 @users_group.command("create")

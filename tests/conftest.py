@@ -7,6 +7,7 @@ so tests stay independent without truncating the append-only tables.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -95,6 +96,29 @@ def migrate(app: Flask, revision: str = "head") -> None:
         command.upgrade(alembic_config(), revision)
 
 
+def dispose(app: Flask) -> None:
+    from clinic.extensions import db
+
+    with app.app_context():
+        db.engine.dispose()
+
+
+@contextlib.contextmanager
+def temp_app(backend: str, label: str, *, migrated: bool = True, **extra: object) -> Iterator[Flask]:
+    """A throwaway app on its own fresh database, disposed and dropped afterwards."""
+    url = database_url(backend, label)
+    application = make_app(url, **extra)
+    application.test_client_class = Client
+    try:
+        if migrated:
+            migrate(application)
+        yield application
+    finally:
+        dispose(application)
+        if backend == "postgresql":
+            drop_pg_database(url)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -106,10 +130,7 @@ def app(backend: str) -> Iterator[Flask]:
     application = make_app(url)
     migrate(application)
     yield application
-    from clinic.extensions import db
-
-    with application.app_context():
-        db.engine.dispose()
+    dispose(application)
     if backend == "postgresql":
         drop_pg_database(url)
 

@@ -175,8 +175,8 @@ def handle_unexpected(exc: Exception) -> Any:
         logger.info("integrity conflict on %s", request.endpoint)
         return _render(409, Conflict.title, None, code=Conflict.code)
     # Frames only: exception messages can carry bound SQL parameters, i.e. PHI.
-    frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
-    logger.error("unhandled %s\n%s", type(exc).__name__, frames)
+    frames = " <- ".join(f"{f.filename}:{f.lineno} {f.name}" for f in reversed(traceback.extract_tb(exc.__traceback__)))
+    logger.error("unhandled %s at %s", type(exc).__name__, frames)
     return _render(500, "Internal Server Error", "Something went wrong; the error was logged.", code="internal_error")
 
 
