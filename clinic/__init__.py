@@ -56,18 +56,26 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     # Import every model module so metadata (and migrations' autogenerate check) sees them all.
+    import clinic.core.idempotency
     import clinic.inventory.models
+    import clinic.inventory.tasks
+    import clinic.locations.models
+    import clinic.patients.models
     import clinic.scheduling.models
     import clinic.system.models
     import clinic.system.tasks  # noqa: F401
     from clinic.auth import api as auth_api
     from clinic.auth import views as auth_views
     from clinic.extensions import api
+    from clinic.inventory import api as inventory_api
+    from clinic.locations import api as locations_api
+    from clinic.patients import api as patients_api
     from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
     app.register_blueprint(auth_views.bp)
-    api.register_blueprint(auth_api.blp)
+    for blueprint in (auth_api.blp, locations_api.blp, patients_api.blp, inventory_api.blp):
+        api.register_blueprint(blueprint)
 
 
 NAV_ITEMS = [

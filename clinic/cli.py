@@ -139,6 +139,42 @@ def demo() -> None:
     click.echo(f"Roles {roles} set up an authenticator app (TOTP) at their first sign-in.")
 
 
+ledger_group = AppGroup("ledger", help="The controlled-substance ledger.")
+
+
+@ledger_group.command("verify")
+@click.option("--location", "location_id", type=int, default=None, help="Only this location's chain.")
+def ledger_verify(location_id: int | None) -> None:
+    """Re-walk every hash chain: exit 0 with a summary when intact, 1 naming the first bad entry."""
+    from clinic.inventory import integrity
+
+    reports = integrity.verify_all(location_id)
+    bad = [r for r in reports if not r.ok]
+    for r in reports:
+        if r.ok:
+            click.echo(f"location {r.location_id}: {r.entries} entries intact, head {r.head_hash[:16]}")
+        else:
+            click.echo(f"location {r.location_id}: BROKEN at seq {r.bad_seq}: {r.problem}")
+    if not reports:
+        click.echo("no locations")
+    if bad:
+        sys.exit(1)
+
+
+@ledger_group.command("checkpoint")
+def ledger_checkpoint() -> None:
+    """Sign the current head of every chain now (beat also does it hourly)."""
+    from clinic.core.tx import commit
+    from clinic.inventory import integrity
+
+    made = integrity.sign_checkpoints()
+    commit()
+    for cp in made:
+        click.echo(f"location {cp.location_id}: signed seq {cp.seq} head {cp.head_hash[:16]}")
+    if not made:
+        click.echo("nothing new to sign")
+
+
 def _explain(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     detail = getattr(exc, "detail", str(exc))
@@ -148,3 +184,4 @@ def _explain(exc: Exception) -> str:
 def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(users_group)
+    app.cli.add_command(ledger_group)

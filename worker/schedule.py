@@ -7,4 +7,6 @@ from typing import Any
 BEAT_SCHEDULE: dict[str, Any] = {
     # Proves beat -> broker -> worker -> database works; the dashboard warns when it goes stale.
     "heartbeat": {"task": "system.heartbeat", "schedule": 60.0, "options": {"expires": 55}},
+    # Signed ledger checkpoints: hourly, so an auditor's copy is never more than an hour behind.
+    "ledger-checkpoints": {"task": "inventory.sign_checkpoints", "schedule": 3600.0},
 }

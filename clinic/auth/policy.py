@@ -30,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 PUBLIC = "public"
 ALL_ROLES = frozenset(Role)
 STAFF = frozenset({Role.admin, Role.prescriber, Role.nurse, Role.front_desk})
+CLINICIANS = frozenset({Role.prescriber, Role.nurse})
 
 #: permission -> roles allowed. Later issues add their rows here and nowhere else.
 POLICY: dict[str, frozenset[Role]] = {
@@ -38,6 +39,24 @@ POLICY: dict[str, frozenset[Role]] = {
     "dashboard.view": ALL_ROLES,
     "users.view": frozenset({Role.admin}),
     "users.manage": frozenset({Role.admin}),
+    # Locations and the drug catalog: configured by admins, read by staff and auditors.
+    "locations.view": ALL_ROLES,
+    "locations.manage": frozenset({Role.admin}),
+    "catalog.manage": frozenset({Role.admin}),
+    # Patients (issue 4 widens this).
+    "patients.view": STAFF,
+    "patients.create": frozenset({Role.front_desk, Role.nurse, Role.prescriber, Role.admin}),
+    # The ledger: clinicians write, auditors read; admins configure but never move stock (§4.3).
+    "inventory.view": frozenset({Role.nurse, Role.prescriber, Role.admin, Role.auditor}),
+    "inventory.receive": CLINICIANS,
+    "inventory.administer": CLINICIANS,
+    "inventory.waste": CLINICIANS,
+    "inventory.transfer": CLINICIANS,
+    "inventory.loss": CLINICIANS,
+    "inventory.dispose": CLINICIANS,
+    "inventory.count": CLINICIANS,
+    "inventory.correct": CLINICIANS,
+    "inventory.resolve": frozenset({Role.prescriber, Role.admin}),
 }
 
 #: endpoints of libraries we do not decorate ourselves.

@@ -5,11 +5,7 @@ from marshmallow import validate
 
 from clinic.auth.models import LicenseType, Role
 from clinic.auth.service import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-
-
-class StrictSchema(ma.Schema):
-    class Meta:
-        unknown = ma.RAISE
+from clinic.core.fields import StrictSchema
 
 
 class CreateTokenSchema(StrictSchema):

@@ -1,0 +1,98 @@
+"""Marshmallow fields shared by the domains' schemas."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import marshmallow as ma
+
+
+class Milligrams(ma.fields.Field):
+    """A drug amount: a decimal string in mg on the wire ("37.5"), integer micrograms inside.
+
+    Floats are refused: a binary float cannot say 0.1 mg exactly.
+    """
+
+    def __init__(self, *, positive: bool = True, **kwargs: Any) -> None:
+        self.positive = positive
+        kwargs.setdefault("metadata", {}).setdefault("description", 'Decimal string in mg, e.g. "37.5"')
+        super().__init__(**kwargs)
+
+    def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return format_mg(value)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ma.ValidationError('Give the amount as a decimal string in mg, e.g. "37.5".')
+        try:
+            mg = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ma.ValidationError("Not a number.") from None
+        if not mg.is_finite():
+            raise ma.ValidationError("Not a number.")
+        ug = mg * 1000
+        if ug != ug.to_integral_value():
+            raise ma.ValidationError("At most three decimal places (1 microgram).")
+        if self.positive and ug <= 0:
+            raise ma.ValidationError("Must be more than zero.")
+        if ug < 0:
+            raise ma.ValidationError("Cannot be negative.")
+        if ug > 10**12:
+            raise ma.ValidationError("Too large.")
+        return int(ug)
+
+
+def format_mg(ug: int) -> str:
+    sign = "-" if ug < 0 else ""
+    whole, frac = divmod(abs(ug), 1000)
+    return f"{sign}{whole}" + (f".{frac:03d}".rstrip("0") if frac else "")
+
+
+class DecimalString(ma.fields.Field):
+    """A positive decimal given as a string, scaled to an integer (``scale`` = 1000: thousandths)."""
+
+    def __init__(self, *, scale: int, **kwargs: Any) -> None:
+        self.scale = scale
+        super().__init__(**kwargs)
+
+    def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return format_mg(value * 1000 // self.scale)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ma.ValidationError('Give a decimal string, e.g. "10" or "0.2".')
+        try:
+            d = Decimal(str(value).strip()) * self.scale
+        except InvalidOperation:
+            raise ma.ValidationError("Not a number.") from None
+        if not d.is_finite() or d != d.to_integral_value() or d <= 0 or d > 10**12:
+            raise ma.ValidationError("Must be a positive number with at most three decimal places.")
+        return int(d)
+
+
+class TimeZoneName(ma.fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        name = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ma.ValidationError("Not an IANA time zone, e.g. America/New_York.") from None
+        return name
+
+
+class StrictSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+
+class AwareDateTime(ma.fields.AwareDateTime):
+    """ISO 8601 with an offset; naive times are refused rather than guessed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(format="iso", **kwargs)

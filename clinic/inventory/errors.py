@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from clinic.core.errors import Conflict, DomainError, ValidationFailed
+
+
+class InsufficientStock(Conflict):
+    code = "insufficient_stock"
+    title = "The container does not hold that much"
+
+
+class ContainerUnusable(Conflict):
+    code = "container_unusable"
+    title = "The container cannot be drawn from"
+
+
+class WitnessRequired(ValidationFailed):
+    code = "witness_required"
+    title = "A second licensed person must witness this"
+
+
+class WitnessInvalid(ValidationFailed):
+    code = "witness_invalid"
+    title = "The witness could not be verified"
+
+
+class InitialInventoryRequired(Conflict):
+    code = "initial_inventory_required"
+    title = "Take the initial inventory (it may be zero) before receiving stock"
+
+
+class LedgerEntryImmutable(DomainError):
+    code = "ledger_entry_immutable"
+    http_status = 409
+    title = "Ledger entries are never changed; record a correction instead"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_in_flight"
+    title = "A request with this Idempotency-Key is still being processed"
+
+
+class IdempotencyMismatch(ValidationFailed):
+    code = "idempotency_key_reused"
+    title = "This Idempotency-Key was used with a different request"
+
+
+class WitnessCredentialsInvalid(WitnessInvalid):
+    #: the failed attempt is kept so that witness sign-ins are throttled like any other
+    keeps_writes = True

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import validate
+
+from clinic.core.fields import AwareDateTime, DecimalString, Milligrams, StrictSchema, format_mg
+from clinic.inventory.models import ContainerStatus, CountKind, DrugForm, DrugUnit, EntryKind, Schedule
+
+_DEA = validate.Regexp(r"^[A-Z][A-Z9]\d{7}$", error="Two letters and seven digits, e.g. AB1234563.")
+_NDC = validate.Regexp(r"^\d{4,5}-\d{3,4}-\d{1,2}$", error="An NDC such as 42023-113-10.")
+
+
+class CreateDrugSchema(StrictSchema):
+    name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
+    ndc = ma.fields.String(required=True, validate=_NDC)
+    schedule = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in Schedule]))
+    form = ma.fields.String(required=True, validate=validate.OneOf([f.value for f in DrugForm]))
+    unit = ma.fields.String(required=True, validate=validate.OneOf([u.value for u in DrugUnit]))
+    mg_per_unit = DecimalString(scale=1000, required=True, data_key="mg_per_unit", attribute="ug_per_unit")
+    units_per_container = DecimalString(scale=1000, required=True, attribute="milliunits_per_container")
+
+
+class DrugSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    name = ma.fields.String(required=True)
+    ndc = ma.fields.String(required=True)
+    schedule = ma.fields.String(required=True)
+    form = ma.fields.String(required=True)
+    unit = ma.fields.String(required=True)
+    mg_per_unit = DecimalString(scale=1000, attribute="ug_per_unit", required=True)
+    units_per_container = DecimalString(scale=1000, attribute="milliunits_per_container", required=True)
+    mg_per_container = Milligrams(attribute="container_ug", positive=False, required=True)
+
+
+class DrugListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(DrugSchema), required=True)
+
+
+class ReceiveStockSchema(StrictSchema):
+    storage_site_id = ma.fields.Integer(required=True, strict=True)
+    drug_id = ma.fields.Integer(required=True, strict=True)
+    lot_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=40))
+    expires_on = ma.fields.Date(required=True)
+    container_count = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=500))
+    supplier_name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
+    supplier_address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    supplier_dea_registration = ma.fields.String(required=True, validate=_DEA)
+    invoice_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=80))
+    occurred_at = AwareDateTime(load_default=None)
+
+
+class ContainerSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    location_id = ma.fields.Integer(required=True)
+    storage_site_id = ma.fields.Integer(required=True)
+    drug_id = ma.fields.Integer(required=True)
+    lot_number = ma.fields.String(required=True)
+    expires_on = ma.fields.Date(required=True)
+    status = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in ContainerStatus]))
+    initial_mg = Milligrams(attribute="initial_ug", positive=False, required=True)
+    balance_mg = Milligrams(attribute="balance_ug", positive=False, required=True)
+    unit = ma.fields.Function(lambda c: c.drug.unit, required=True)
+    balance_units = ma.fields.Function(lambda c: format_mg(c.balance_ug * 1000 // c.drug.ug_per_unit), required=True)
+
+
+class LedgerEntrySchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    location_id = ma.fields.Integer(required=True)
+    seq = ma.fields.Integer(required=True)
+    kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in EntryKind]))
+    container_id = ma.fields.Integer(allow_none=True)
+    drug_id = ma.fields.Integer(allow_none=True)
+    quantity_mg = ma.fields.Function(lambda e: format_mg(abs(e.delta_ug)), required=True)
+    delta_mg = Milligrams(attribute="delta_ug", positive=False, required=True)
+    balance_after_mg = Milligrams(attribute="balance_after_ug", positive=False, allow_none=True)
+    patient_id = ma.fields.Integer(allow_none=True)
+    appointment_id = ma.fields.Integer(allow_none=True)
+    actor_id = ma.fields.Integer(required=True)
+    witness_id = ma.fields.Integer(allow_none=True)
+    second_witness_id = ma.fields.Integer(allow_none=True)
+    corrects_seq = ma.fields.Integer(allow_none=True)
+    occurred_at = ma.fields.AwareDateTime(required=True)
+    recorded_at = ma.fields.AwareDateTime(required=True)
+    reason = ma.fields.String(allow_none=True)
+    details = ma.fields.Dict(required=True)
+    prev_hash = ma.fields.String(required=True)
+    hash = ma.fields.String(required=True)
+
+
+class ReceiptSchema(ma.Schema):
+    containers = ma.fields.List(ma.fields.Nested(ContainerSchema), required=True)
+    entries = ma.fields.List(ma.fields.Nested(LedgerEntrySchema), required=True)
+
+
+class AdministrationSchema(StrictSchema):
+    container_id = ma.fields.Integer(required=True, strict=True)
+    patient_id = ma.fields.Integer(required=True, strict=True)
+    quantity_mg = Milligrams(required=True, attribute="quantity_ug")
+    appointment_id = ma.fields.Integer(load_default=None, strict=True)
+    administered_at = AwareDateTime(load_default=None)
+
+
+class WitnessFields(StrictSchema):
+    witness_email = ma.fields.String(load_default=None, validate=validate.Length(max=254))
+    witness_password = ma.fields.String(load_default=None, load_only=True, validate=validate.Length(max=1024))
+    witness_totp_code = ma.fields.String(load_default=None, load_only=True, validate=validate.Regexp(r"^\d{6}$"))
+
+
+class WasteSchema(WitnessFields):
+    container_id = ma.fields.Integer(required=True, strict=True)
+    quantity_mg = Milligrams(required=True, attribute="quantity_ug")
+    reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    patient_id = ma.fields.Integer(load_default=None, strict=True)
+    occurred_at = AwareDateTime(load_default=None)
+
+
+class TransferSchema(StrictSchema):
+    container_id = ma.fields.Integer(required=True, strict=True)
+    to_storage_site_id = ma.fields.Integer(required=True, strict=True)
+    occurred_at = AwareDateTime(load_default=None)
+
+
+class LossSchema(StrictSchema):
+    container_id = ma.fields.Integer(required=True, strict=True)
+    quantity_mg = Milligrams(required=True, attribute="quantity_ug")
+    kind = ma.fields.String(required=True, validate=validate.OneOf(["theft", "loss", "breakage", "spill"]))
+    description = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    occurred_at = AwareDateTime(load_default=None)
+    discovered_at = AwareDateTime(load_default=None)
+
+
+class ReverseDistributorSchema(StrictSchema):
+    name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
+    address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    dea_registration = ma.fields.String(required=True, validate=_DEA)
+
+
+class DisposalSchema(WitnessFields):
+    container_id = ma.fields.Integer(required=True, strict=True)
+    method = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
+    second_witness_email = ma.fields.String(load_default=None, validate=validate.Length(max=254))
+    second_witness_password = ma.fields.String(load_default=None, load_only=True, validate=validate.Length(max=1024))
+    reverse_distributor = ma.fields.Nested(ReverseDistributorSchema, load_default=None)
+    occurred_at = AwareDateTime(load_default=None)
+
+
+class CorrectionSchema(WitnessFields):
+    location_id = ma.fields.Integer(required=True, strict=True)
+    corrects_seq = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    occurred_at = AwareDateTime(load_default=None)
+
+
+class CountLineSchema(StrictSchema):
+    container_id = ma.fields.Integer(required=True, strict=True)
+    counted_mg = Milligrams(required=True, positive=False, attribute="counted_ug")
+    exact = ma.fields.Boolean(load_default=True)
+
+
+class CountSchema(WitnessFields):
+    location_id = ma.fields.Integer(required=True, strict=True)
+    kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in CountKind]))
+    business_hours = ma.fields.String(load_default=None, validate=validate.OneOf(["opening", "close"]))
+    lines = ma.fields.List(ma.fields.Nested(CountLineSchema), required=True, validate=validate.Length(max=5000))
+    occurred_at = AwareDateTime(load_default=None)
+
+
+class DiscrepancyOutSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    container_id = ma.fields.Integer(required=True)
+    expected_mg = Milligrams(attribute="expected_ug", positive=False, required=True)
+    counted_mg = Milligrams(attribute="counted_ug", positive=False, required=True)
+    difference_mg = Milligrams(attribute="difference_ug", positive=False, required=True)
+    status = ma.fields.String(required=True)
+    resolution = ma.fields.String(allow_none=True)
+
+
+class CountResultSchema(ma.Schema):
+    id = ma.fields.Function(lambda r: r.count.id, required=True)
+    kind = ma.fields.Function(lambda r: r.count.kind, required=True)
+    entry_id = ma.fields.Function(lambda r: r.count.entry_id, required=True)
+    discrepancies = ma.fields.List(ma.fields.Nested(DiscrepancyOutSchema), required=True)
+
+
+class ResolveDiscrepancySchema(WitnessFields):
+    action = ma.fields.String(required=True, validate=validate.OneOf(["explain", "adjust", "escalate"]))
+    explanation = ma.fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    loss_kind = ma.fields.String(load_default="loss", validate=validate.OneOf(["theft", "loss"]))
+
+
+class LedgerQuerySchema(StrictSchema):
+    location_id = ma.fields.Integer(load_default=None)
+    since = AwareDateTime(load_default=None)
+    until = AwareDateTime(load_default=None)
+    kind = ma.fields.String(load_default=None, validate=validate.OneOf([k.value for k in EntryKind]))
+    container_id = ma.fields.Integer(load_default=None)
+    cursor = ma.fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,18}$"))
+    limit = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class LedgerPageSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(LedgerEntrySchema), required=True)
+    next_cursor = ma.fields.String(allow_none=True, required=True)
+
+
+class BalanceQuerySchema(StrictSchema):
+    location_id = ma.fields.Integer(required=True)
+
+
+class DrugBalanceSchema(ma.Schema):
+    drug_id = ma.fields.Integer(required=True)
+    drug_name = ma.fields.String(required=True)
+    balance_mg = Milligrams(attribute="balance_ug", positive=False, required=True)
+    containers = ma.fields.Integer(required=True)
+
+
+class BalancesSchema(ma.Schema):
+    location_id = ma.fields.Integer(required=True)
+    drugs = ma.fields.List(ma.fields.Nested(DrugBalanceSchema), required=True)
+    containers = ma.fields.List(ma.fields.Nested(ContainerSchema), required=True)
+
+
+def page(items: list[Any], limit: int) -> dict[str, Any]:
+    return {"items": items, "next_cursor": str(items[-1].id) if len(items) == limit else None}

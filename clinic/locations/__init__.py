@@ -1,0 +1,1 @@
+"""Registered locations (each a DEA registrant), their storage sites and chairs."""

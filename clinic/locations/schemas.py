@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import re
+
+import marshmallow as ma
+from marshmallow import validate
+
+from clinic.core.fields import StrictSchema, TimeZoneName
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _dea_checksum(value: str) -> None:
+    """DEA numbers: two letters, seven digits, the last a check digit (21 CFR 1301 practice)."""
+    if not re.fullmatch(r"[A-Z][A-Z9]\d{7}", value):
+        raise ma.ValidationError("Two letters and seven digits, e.g. AB1234563.")
+    d = [int(c) for c in value[2:]]
+    if (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10 != d[6]:
+        raise ma.ValidationError("The check digit does not match.")
+
+
+class JurisdictionSchema(StrictSchema):
+    state = ma.fields.String(allow_none=True, validate=validate.Length(equal=2))
+    inventory_interval_months = ma.fields.Integer(validate=validate.Range(min=1, max=24))
+    count_mode = ma.fields.String(validate=validate.OneOf(["exact", "estimated"]))
+    waste_witness_required = ma.fields.Boolean()
+    witness_must_be_licensed = ma.fields.Boolean()
+    board_loss_notice_days = ma.fields.Integer(allow_none=True, validate=validate.Range(min=0, max=90))
+    retention_years = ma.fields.Integer(validate=validate.Range(min=2, max=30))
+    small_discrepancy_pattern = ma.fields.Dict()
+
+
+class CreateLocationSchema(StrictSchema):
+    name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
+    address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    dea_registration = ma.fields.String(required=True, validate=_dea_checksum)
+    timezone = TimeZoneName(required=True)
+    phone = ma.fields.String(load_default=None, validate=validate.Length(max=40))
+    jurisdiction = ma.fields.Nested(JurisdictionSchema, load_default=None)
+    rems_certified_until = ma.fields.Date(load_default=None)
+
+
+class UpdateLocationSchema(StrictSchema):
+    name = ma.fields.String(validate=validate.Length(min=1, max=200))
+    address = ma.fields.String(validate=validate.Length(min=1, max=500))
+    dea_registration = ma.fields.String(validate=_dea_checksum)
+    timezone = TimeZoneName()
+    phone = ma.fields.String(allow_none=True, validate=validate.Length(max=40))
+    jurisdiction = ma.fields.Nested(JurisdictionSchema)
+    rems_certified_until = ma.fields.Date(allow_none=True)
+
+
+class LocationSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    name = ma.fields.String(required=True)
+    address = ma.fields.String(required=True)
+    phone = ma.fields.String(allow_none=True)
+    dea_registration = ma.fields.String(required=True)
+    timezone = ma.fields.String(required=True)
+    jurisdiction = ma.fields.Dict(required=True)
+    hours = ma.fields.Dict(required=True)
+    rems_certified_until = ma.fields.Date(allow_none=True)
+
+
+class LocationListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(LocationSchema), required=True)
+
+
+class CreateStorageSiteSchema(StrictSchema):
+    name = ma.fields.String(required=True, validate=validate.Length(min=1, max=120))
+
+
+class StorageSiteSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    location_id = ma.fields.Integer(required=True)
+    name = ma.fields.String(required=True)
+
+
+class OpeningSpan(ma.fields.List):
+    """["HH:MM", "HH:MM"] in local wall-clock time, opening before closing; null when closed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ma.fields.String(validate=validate.Regexp(_HHMM)), allow_none=True, load_default=None, validate=self._span
+        )
+
+    @staticmethod
+    def _span(value: list[str]) -> None:
+        if len(value) != 2 or value[0] >= value[1]:
+            raise ma.ValidationError('Give ["HH:MM", "HH:MM"] with the opening before the closing, or null.')
+
+
+class HoursSchema(StrictSchema):
+    mon = OpeningSpan()
+    tue = OpeningSpan()
+    wed = OpeningSpan()
+    thu = OpeningSpan()
+    fri = OpeningSpan()
+    sat = OpeningSpan()
+    sun = OpeningSpan()

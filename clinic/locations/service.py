@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+
+from clinic.audit import service as audit
+from clinic.auth.models import User
+from clinic.core.errors import NotFound, ValidationFailed
+from clinic.extensions import db
+from clinic.locations.models import DEFAULT_JURISDICTION, Location, StorageSite
+
+
+def create_location(
+    *,
+    actor: User,
+    name: str,
+    address: str,
+    dea_registration: str,
+    timezone: str,
+    phone: str | None = None,
+    jurisdiction: dict[str, Any] | None = None,
+    rems_certified_until: date | None = None,
+) -> Location:
+    if db.session.scalar(select(Location.id).where(Location.dea_registration == dea_registration)):
+        raise ValidationFailed(errors={"dea_registration": ["Another location has this DEA registration."]})
+    location = Location(
+        name=name,
+        address=address,
+        dea_registration=dea_registration,
+        timezone=timezone,
+        phone=phone,
+        jurisdiction={**DEFAULT_JURISDICTION, **(jurisdiction or {})},
+        rems_certified_until=rems_certified_until,
+    )
+    db.session.add(location)
+    db.session.flush()
+    audit.record(
+        actor=actor,
+        tag="locations:location:create",
+        subject=("location", location.id),
+        data={"dea_registration": dea_registration},
+    )
+    return location
+
+
+def get_location(location_id: int) -> Location:
+    location = db.session.get(Location, location_id)
+    if location is None:
+        raise NotFound("No such location")
+    return location
+
+
+def list_locations() -> list[Location]:
+    return list(db.session.scalars(select(Location).order_by(Location.name, Location.id)))
+
+
+def update_location(*, actor: User, location_id: int, changes: dict[str, Any]) -> Location:
+    location = get_location(location_id)
+    if "dea_registration" in changes and db.session.scalar(
+        select(Location.id).where(Location.dea_registration == changes["dea_registration"], Location.id != location_id)
+    ):
+        raise ValidationFailed(errors={"dea_registration": ["Another location has this DEA registration."]})
+    diff = {}
+    for field, value in changes.items():
+        if field == "jurisdiction":
+            value = {**DEFAULT_JURISDICTION, **(location.jurisdiction or {}), **value}
+        old = getattr(location, field)
+        if old != value:
+            diff[field] = [str(old), str(value)]
+            setattr(location, field, value)
+    db.session.flush()
+    audit.record(actor=actor, tag="locations:location:update", subject=("location", location.id), data=diff)
+    return location
+
+
+def set_hours(*, actor: User, location_id: int, hours: dict[str, list[str] | None]) -> Location:
+    location = get_location(location_id)
+    location.hours = hours
+    db.session.flush()
+    audit.record(actor=actor, tag="locations:hours:set", subject=("location", location.id), data=hours)
+    return location
+
+
+def create_storage_site(*, actor: User, location_id: int, name: str) -> StorageSite:
+    get_location(location_id)
+    if db.session.scalar(
+        select(StorageSite.id).where(StorageSite.location_id == location_id, StorageSite.name == name)
+    ):
+        raise ValidationFailed(errors={"name": ["This location already has a storage site with that name."]})
+    site = StorageSite(location_id=location_id, name=name)
+    db.session.add(site)
+    db.session.flush()
+    audit.record(actor=actor, tag="locations:storage_site:create", subject=("storage_site", site.id), data={})
+    return site
+
+
+def list_storage_sites(location_id: int) -> list[StorageSite]:
+    return list(
+        db.session.scalars(select(StorageSite).where(StorageSite.location_id == location_id).order_by(StorageSite.name))
+    )

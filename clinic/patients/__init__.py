@@ -1,0 +1,1 @@
+"""Patients: demographics needed on dispensing records (DEA-26). Screening arrives with issue 4."""
