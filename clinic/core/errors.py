@@ -138,7 +138,9 @@ def _render(
     if wants_json():
         return problem(status, title, detail, code=code, errors=errors, headers=headers)
     if status == 401:
-        return redirect(url_for("auth_ui.login", next=request.full_path.rstrip("?")))
+        # Only a page can be returned to; after sign-in the browser follows `next` with GET.
+        target = request.full_path.rstrip("?") if request.method in ("GET", "HEAD") else None
+        return redirect(url_for("auth_ui.login", next=target))
     body = render_template("errors/error.html", status=status, title=title, detail=detail, errors=errors)
     return body, status, headers or {}
 

@@ -194,3 +194,21 @@ def test_password_reset_ends_sessions(app, login_as, make_user):
         service.reset_password(actor=admin, user_id=nurse.id, new_password="a-new-long-password")
         db.session.commit()
     assert c.get("/").status_code == 302
+
+
+def test_enrolment_key_is_not_shown_to_the_next_person(app, make_user):
+    c = _new_client(app)
+    first, second = make_user("admin", enrol_totp=False), make_user("auditor", enrol_totp=False)
+    keys = []
+    for account in (first, second):
+        c.post("/login", data={"email": account.email, "password": account.password, "csrf_token": c.csrf()})
+        page = c.get("/login/enrol").get_data(as_text=True)
+        keys.append(re.search(r'value="([A-Z2-7]{32})"', page).group(1))
+    assert keys[0] != keys[1]
+
+
+def test_expired_session_on_a_post_returns_to_a_page_not_the_post_url(app, make_user):
+    c = _new_client(app)
+    resp = c.post("/logout", data={"csrf_token": c.csrf()})
+    assert resp.status_code == 302
+    assert resp.location == "/login"
