@@ -186,12 +186,13 @@ def _log_access(response: Response) -> Response:
     actor: User | None = g.get("actor")
     if actor is None and g.get("auth_state") is None:
         return _log_line(response)  # anonymous use of a public page: nothing to attribute
+    g.actor_id = actor.id if actor else None  # read before the rollback expires the object
     db.session.rollback()  # whatever the view did not commit is not done
     try:
         if g.get("touch_session"):
             auth.touch_session(g.session_id)
         audit.record_access(
-            user_id=actor.id if actor else None,
+            user_id=g.actor_id,
             action=f"{request.method} {request.endpoint}",
             obj=_object_of_request(),
             outcome=_outcome(response.status_code),
@@ -209,7 +210,6 @@ def _log_access(response: Response) -> Response:
 
 def _log_line(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
-    actor: User | None = g.get("actor")
     logger.info(
         "request",
         extra={
@@ -217,7 +217,7 @@ def _log_line(response: Response) -> Response:
             "method": request.method,
             "endpoint": request.endpoint,
             "status": response.status_code,
-            "user_id": actor.id if actor else None,
+            "user_id": g.get("actor_id"),
             "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
         },
     )

@@ -6,9 +6,11 @@ import uuid
 
 
 def _admin(clinic, cid, key, qty="10"):
-    return clinic.client.post("/api/v1/inventory/administrations",
-                              json={"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": qty},
-                              headers={**clinic.nurse_h, "Idempotency-Key": key})
+    return clinic.client.post(
+        "/api/v1/inventory/administrations",
+        json={"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": qty},
+        headers={**clinic.nurse_h, "Idempotency-Key": key},
+    )
 
 
 def test_replay_returns_the_first_response_and_writes_nothing(clinic):
@@ -72,8 +74,9 @@ def _hash_of(app, cid, clinic) -> str:
     from clinic.core.idempotency import _request_hash
 
     body = json.dumps({"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"})
-    with app.test_request_context("/api/v1/inventory/administrations", method="POST", data=body,
-                                  content_type="application/json"):
+    with app.test_request_context(
+        "/api/v1/inventory/administrations", method="POST", data=body, content_type="application/json"
+    ):
         return _request_hash()
 
 
@@ -83,9 +86,11 @@ def test_keys_are_per_user(app, clinic, make_user):
     cid = clinic.receive(count=1).json["containers"][0]["id"]
     key = str(uuid.uuid4())
     assert _admin(clinic, cid, key).status_code == 201
-    other = clinic.client.post("/api/v1/inventory/administrations",
-                               json={"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"},
-                               headers={**bearer(app, make_user("nurse")), "Idempotency-Key": key})
+    other = clinic.client.post(
+        "/api/v1/inventory/administrations",
+        json={"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"},
+        headers={**bearer(app, make_user("nurse")), "Idempotency-Key": key},
+    )
     assert other.status_code == 201
     assert clinic.container(cid)["balance_mg"] == "480"
 

@@ -25,8 +25,13 @@ def _raw(app, *statements: str) -> None:
             conn.rollback()
 
 
-@pytest.mark.parametrize("sql", ["UPDATE ledger_entries SET delta_ug = 0 WHERE location_id = {loc}",
-                                 "DELETE FROM ledger_entries WHERE location_id = {loc}"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE ledger_entries SET delta_ug = 0 WHERE location_id = {loc}",
+        "DELETE FROM ledger_entries WHERE location_id = {loc}",
+    ],
+)
 def test_ledger_rows_cannot_be_changed(app, clinic, sql):
     clinic.receive(count=1)
     with pytest.raises(DatabaseError, match="append-only"):
@@ -43,12 +48,20 @@ def test_truncate_is_refused(app, backend, clinic):
 def _bypass_triggers(backend: str, sql: str) -> list[str]:
     """What an insider with the table owner's rights could do: switch the triggers off around an edit."""
     if backend == "postgresql":
-        return ["ALTER TABLE ledger_entries DISABLE TRIGGER USER", sql, "ALTER TABLE ledger_entries ENABLE TRIGGER USER"]
-    return ["DROP TRIGGER ledger_entries_no_update", "DROP TRIGGER ledger_entries_no_delete", sql,
-            "CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries "
-            "BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END",
-            "CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries "
-            "BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END"]
+        return [
+            "ALTER TABLE ledger_entries DISABLE TRIGGER USER",
+            sql,
+            "ALTER TABLE ledger_entries ENABLE TRIGGER USER",
+        ]
+    return [
+        "DROP TRIGGER ledger_entries_no_update",
+        "DROP TRIGGER ledger_entries_no_delete",
+        sql,
+        "CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries "
+        "BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END",
+        "CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries "
+        "BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -63,8 +76,9 @@ def _bypass_triggers(backend: str, sql: str) -> list[str]:
 )
 def test_verify_names_the_first_bad_entry(app, backend, clinic, mutation, expect_seq):
     cid = clinic.receive(count=2).json["containers"][0]["id"]
-    clinic.post("/inventory/administrations", {"container_id": cid, "patient_id": clinic.patient_id,
-                                               "quantity_mg": "10"})
+    clinic.post(
+        "/inventory/administrations", {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"}
+    )
     assert _verify(app, clinic.location_id).exit_code == 0
     _raw(app, *_bypass_triggers(backend, mutation.format(loc=clinic.location_id)))
     result = _verify(app, clinic.location_id)
@@ -82,10 +96,14 @@ def test_signed_checkpoint_detects_a_recomputed_tail(app, backend, clinic):
     delete = f"DELETE FROM ledger_entries WHERE location_id = {clinic.location_id} AND seq = 3"
     _raw(app, *_bypass_triggers(backend, delete))
     with app.app_context():
-        prev = db.session.execute(text(f"SELECT hash FROM ledger_entries WHERE location_id = {clinic.location_id} "
-                                       "AND seq = 2")).scalar()
-        db.session.execute(text(f"UPDATE ledger_chains SET head_seq = 2, head_hash = '{prev}' "
-                                f"WHERE location_id = {clinic.location_id}"))
+        prev = db.session.execute(
+            text(f"SELECT hash FROM ledger_entries WHERE location_id = {clinic.location_id} AND seq = 2")
+        ).scalar()
+        db.session.execute(
+            text(
+                f"UPDATE ledger_chains SET head_seq = 2, head_hash = '{prev}' WHERE location_id = {clinic.location_id}"
+            )
+        )
         db.session.commit()
     result = _verify(app, clinic.location_id)
     assert result.exit_code == 1
@@ -101,8 +119,9 @@ def test_checkpoint_signature_is_ed25519_over_the_head(app, clinic):
         cp.head_hash = "f" * 64  # in memory only
         assert not integrity.checkpoint_signature_ok(cp)
         db.session.rollback()
-        assert integrity.sign_checkpoints() == [] or all(c.location_id != clinic.location_id
-                                                         for c in integrity.sign_checkpoints())
+        assert integrity.sign_checkpoints() == [] or all(
+            c.location_id != clinic.location_id for c in integrity.sign_checkpoints()
+        )
         db.session.rollback()
 
 

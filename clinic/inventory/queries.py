@@ -1,0 +1,187 @@
+"""Read-only page data for the staff pages (``views.py``), built on ``service``'s readers.
+
+Nothing here writes, decides a rule or commits; it gathers what one page shows, so that each
+view makes one call. ``service.py`` stays the home of the ledger rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from itertools import chain
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from clinic.auth.models import User
+from clinic.core.time import utcnow
+from clinic.extensions import db
+from clinic.inventory import service
+from clinic.inventory.models import Container, Discrepancy, DiscrepancyStatus, Drug, LedgerEntry, LossReport
+from clinic.inventory.schemas import page
+from clinic.locations import service as locations
+from clinic.locations.models import Location, StorageSite
+
+
+@dataclass
+class Where:
+    """The location a page is about (None before any exists) and the ones to pick from."""
+
+    location: Location | None
+    locations: list[Location]
+
+    @property
+    def timezone(self) -> str:
+        return self.location.timezone if self.location else "UTC"
+
+    @property
+    def today(self) -> date:
+        """The location's own calendar day, for expiry warnings."""
+        return utcnow().astimezone(ZoneInfo(self.timezone)).date()
+
+
+def where(location_id: int | None) -> Where:
+    """``location_id``'s location (NotFound if unknown), or the first one when none is asked for."""
+    found = locations.list_locations()
+    if location_id is None:
+        return Where(found[0] if found else None, found)
+    return Where(locations.get_location(location_id), found)
+
+
+@dataclass
+class DrugTotal:
+    drug: Drug
+    containers: int
+    balance_ug: int
+
+
+@dataclass
+class Stock:
+    """What is on hand at a location: every container not yet disposed, by storage site."""
+
+    where: Where
+    sites: list[StorageSite] = field(default_factory=list)
+    containers: list[Container] = field(default_factory=list)
+    totals: list[DrugTotal] = field(default_factory=list)
+    drugs: list[Drug] = field(default_factory=list)
+
+    def at(self, site_id: int) -> list[Container]:
+        return [c for c in self.containers if c.storage_site_id == site_id]
+
+
+def stock(location_id: int | None) -> Stock:
+    here = where(location_id)
+    if here.location is None:
+        return Stock(here)
+    containers, per_drug = service.balances(here.location.id)
+    drugs = {c.drug_id: c.drug for c in containers}
+    return Stock(
+        here,
+        locations.list_storage_sites(here.location.id),
+        containers,
+        [DrugTotal(drugs[row["drug_id"]], row["containers"], row["balance_ug"]) for row in per_drug],
+        service.list_drugs(),
+    )
+
+
+@dataclass
+class Overview:
+    """The safe page: stock plus what needs attention."""
+
+    stock: Stock
+    small_discrepancy_pattern: bool = False
+    open_discrepancies: int = 0
+    loss_reports: list[LossReport] = field(default_factory=list)
+
+
+def overview(location_id: int | None) -> Overview:
+    on_hand = stock(location_id)
+    location = on_hand.where.location
+    if location is None:
+        return Overview(on_hand)
+    return Overview(
+        on_hand,
+        service.small_discrepancy_pattern(location.id),
+        len(discrepancies(location.id)),
+        open_loss_reports(location.id),
+    )
+
+
+def discrepancies(location_id: int, *, count_id: int | None = None) -> list[tuple[Discrepancy, Container]]:
+    """A location's open discrepancies, oldest first; or every discrepancy one count opened."""
+    q = (
+        select(Discrepancy, Container)
+        .join(Container, Container.id == Discrepancy.container_id)
+        .where(Discrepancy.location_id == location_id)
+        .order_by(Discrepancy.id)
+    )
+    if count_id is None:
+        q = q.where(Discrepancy.status == DiscrepancyStatus.open.value)
+    else:
+        q = q.where(Discrepancy.count_id == count_id)
+    return [(d, c) for d, c in db.session.execute(q).tuples()]
+
+
+@dataclass
+class Queue:
+    where: Where
+    count_id: int | None
+    rows: list[tuple[Discrepancy, Container]]
+    names: dict[int, str]
+
+
+def queue(location_id: int | None, *, count_id: int | None = None) -> Queue:
+    here = where(location_id)
+    rows = discrepancies(here.location.id, count_id=count_id) if here.location else []
+    return Queue(here, count_id, rows, user_names(d.resolved_by_id for d, _ in rows))
+
+
+def open_loss_reports(location_id: int) -> list[LossReport]:
+    """DEA Form 106 drafts not yet filed, the most urgent notice first."""
+    return list(
+        db.session.scalars(
+            select(LossReport)
+            .where(LossReport.location_id == location_id, LossReport.filed_at.is_(None))
+            .order_by(LossReport.notice_due_at, LossReport.id)
+        )
+    )
+
+
+@dataclass
+class LedgerPage:
+    entries: list[LedgerEntry]
+    names: dict[int, str]
+    next_cursor: str | None
+
+
+def ledger_page(
+    *,
+    location_id: int | None,
+    kind: str | None,
+    container_id: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> LedgerPage:
+    """One page of ``service.list_entries`` (the cursor is the last id seen) with the people's names."""
+    entries = service.list_entries(
+        location_id=location_id,
+        kind=kind,
+        container_id=container_id,
+        since=since,
+        until=until,
+        after_id=int(cursor) if cursor else None,
+        limit=limit,
+    )
+    people = chain.from_iterable((e.actor_id, e.witness_id, e.second_witness_id) for e in entries)
+    return LedgerPage(entries, user_names(people), page(entries, limit)["next_cursor"])
+
+
+def user_names(ids: Iterable[int | None]) -> dict[int, str]:
+    """Display names for the people on a page (actors, witnesses, resolvers)."""
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    return dict(db.session.execute(select(User.id, User.name).where(User.id.in_(wanted))).tuples().all())
