@@ -698,6 +698,8 @@ def reconcile_count(
         if container is None or container.id in seen:
             raise ValidationFailed(errors={f"lines.{i}.container_id": ["Not on hand here, or listed twice."]})
         seen.add(container.id)
+        if line["counted_ug"] > container.initial_ug:
+            raise ValidationFailed(errors={f"lines.{i}.counted_mg": ["More than the container can hold."]})
         if exact_required and not line.get("exact", True):
             raise ValidationFailed(errors={f"lines.{i}.exact": ["This jurisdiction requires exact counts."]})
         db.session.add(
