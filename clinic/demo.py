@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from clinic.auth import service as auth
 from clinic.auth.models import User
+from clinic.core.time import utcnow
 from clinic.core.tx import commit
 from clinic.extensions import db
 
@@ -54,4 +57,129 @@ def seed(instance: Path) -> list[tuple[str, str, str]]:
             )
         logins.append((role, email, password))
     commit()
+    _seed_clinic(passwords)
+    commit()
     return logins
+
+
+DEMO_DEA = "FD1234563"
+
+
+def _user(email: str) -> User:
+    user = db.session.scalar(select(User).where(User.email == email))
+    assert user is not None
+    return user
+
+
+def _seed_clinic(passwords: dict[str, str]) -> None:
+    """A location with a safe, the drug catalog, a received shipment, doses, waste and a count."""
+    from clinic.inventory import service as inventory
+    from clinic.inventory.models import Drug
+    from clinic.locations import service as locations
+    from clinic.locations.models import Location
+    from clinic.patients import service as patients
+
+    if db.session.scalar(select(Location.id).where(Location.dea_registration == DEMO_DEA)) is not None:
+        return
+    admin, nurse = _user("admin@demo.clinic"), _user("nurse@demo.clinic")
+    witness: dict[str, Any] = {
+        "witness_email": "nurse2@demo.clinic",
+        "witness_password": passwords["nurse2@demo.clinic"],
+        "client_addr": "127.0.0.1",
+    }
+    location = locations.create_location(
+        actor=admin,
+        name="Lakeside Ketamine Clinic",
+        address="400 Lake Shore Dr, Chicago IL 60611",
+        dea_registration=DEMO_DEA,
+        timezone="America/Chicago",
+        phone="312-555-0100",
+        jurisdiction={"state": "IL"},
+    )
+    safe = locations.create_storage_site(actor=admin, location_id=location.id, name="Main safe")
+    locations.create_storage_site(actor=admin, location_id=location.id, name="Infusion room cabinet")
+    catalog = [  # (name, NDC, form, unit, micrograms per unit, thousandths of a unit per container)
+        ("Ketamine HCl 10 mg/mL, 20 mL vial", "42023-113-10", "vial", "mL", 10_000, 20_000),
+        ("Ketamine HCl 50 mg/mL, 10 mL vial", "42023-114-10", "vial", "mL", 50_000, 10_000),
+        ("Ketamine HCl 100 mg/mL, 5 mL vial", "42023-115-10", "vial", "mL", 100_000, 5_000),
+        ("Spravato (esketamine) 28 mg nasal device", "50458-028-02", "nasal_device", "device", 28_000, 1_000),
+    ]
+    drugs: list[Drug] = []
+    for name, ndc, form, unit, ug, milli in catalog:
+        existing = db.session.scalar(select(Drug).where(Drug.ndc == ndc))
+        drugs.append(
+            existing
+            or inventory.create_drug(
+                actor=admin,
+                name=name,
+                ndc=ndc,
+                schedule="CIII",
+                form=form,
+                unit=unit,
+                ug_per_unit=ug,
+                milliunits_per_container=milli,
+            )
+        )
+    inventory.reconcile_count(
+        actor=nurse, location_id=location.id, kind="initial", lines=[], business_hours="opening", **witness
+    )
+    supplier: dict[str, Any] = {
+        "supplier_name": "Midwest Medical Supply",
+        "supplier_address": "9 Depot Rd, Joliet IL",
+        "supplier_dea_registration": "RW7654329",
+    }
+    today = utcnow().date()
+    vials = inventory.receive_stock(
+        actor=nurse,
+        storage_site_id=safe.id,
+        drug_id=drugs[1].id,
+        lot_number="KX2291",
+        expires_on=date(today.year + 2, 1, 31),
+        container_count=6,
+        invoice_number="INV-40211",
+        **supplier,
+    )
+    inventory.receive_stock(
+        actor=nurse,
+        storage_site_id=safe.id,
+        drug_id=drugs[3].id,
+        lot_number="SP7781",
+        expires_on=date(today.year + 1, 6, 30),
+        container_count=9,
+        invoice_number="INV-40212",
+        **supplier,
+    )
+    people = [
+        ("Jordan", "Rivera", date(1984, 5, 17)),
+        ("Sam", "Okafor", date(1979, 11, 2)),
+        ("Alex", "Nguyen", date(1991, 3, 28)),
+    ]
+    for i, (first, last, born) in enumerate(people):
+        patient = patients.create_patient(
+            actor=nurse,
+            first_name=first,
+            last_name=last,
+            date_of_birth=born,
+            address=f"{100 + i} Demo Ave, Chicago IL",
+            timezone="America/Chicago",
+        )
+        vial = vials.containers[i]
+        inventory.record_administration(
+            actor=nurse, container_id=vial.id, patient_id=patient.id, quantity_ug=35_000 + 5_000 * i
+        )
+        inventory.record_waste(
+            actor=nurse,
+            container_id=vial.id,
+            quantity_ug=vial.balance_ug,
+            reason="unused remainder of a single-patient vial",
+            patient_id=patient.id,
+            **witness,
+        )
+    on_hand = inventory.balances(location.id)[0]
+    inventory.reconcile_count(
+        actor=nurse,
+        location_id=location.id,
+        kind="shift",
+        **witness,
+        lines=[{"container_id": c.id, "counted_ug": c.balance_ug, "exact": True} for c in on_hand],
+    )
