@@ -64,6 +64,21 @@ def db_revision(message: str) -> None:
     command.revision(alembic_config(), message=message, autogenerate=True)
 
 
+@db_group.command("grant-app-role")
+@click.argument("role")
+def db_grant_app_role(role: str) -> None:
+    """PostgreSQL: give ROLE (an existing login role that owns nothing) what the app needs and no more.
+
+    Append-only tables get SELECT and INSERT only, so the app cannot update, delete, truncate or
+    switch off their triggers (only an owner can); everything else gets SELECT, INSERT, UPDATE, DELETE.
+    Run it after every `clinic db upgrade`, as the owner of the tables.
+    """
+    from clinic.core.appendonly import grant_app_role
+
+    tables = grant_app_role(role)
+    click.echo(f"granted {role} on {tables} tables")
+
+
 users_group = AppGroup("users", help="Staff accounts.")
 
 

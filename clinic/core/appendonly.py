@@ -48,3 +48,29 @@ def drop_function() -> None:
     """Called by the baseline's downgrade, once no protected table is left."""
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS clinic_reject_mutation()")
+
+
+#: Every append-only table, across all revisions (kept here so grants and tests agree).
+APPEND_ONLY_TABLES = ("access_events", "audit_events", "ledger_entries", "ledger_checkpoints", "count_lines")
+
+
+def grant_app_role(role: str) -> int:
+    """Least privilege on PostgreSQL (RELIABILITY.md §1.1): SELECT/INSERT on append-only tables."""
+    from sqlalchemy import inspect, text
+
+    from clinic.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        raise RuntimeError("roles exist on PostgreSQL only; on SQLite file permissions are the control")
+    if not role.replace("_", "").isalnum():
+        raise ValueError("role names are letters, digits and underscores")
+    tables = [t for t in inspect(db.engine).get_table_names() if t != "alembic_version"]
+    with db.engine.begin() as conn:
+        conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+        for table in tables:
+            conn.execute(text(f'REVOKE ALL ON "{table}" FROM "{role}"'))
+            verbs = "SELECT, INSERT" if table in APPEND_ONLY_TABLES else "SELECT, INSERT, UPDATE, DELETE"
+            conn.execute(text(f'GRANT {verbs} ON "{table}" TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT ON alembic_version TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
+    return len(tables)
