@@ -9,4 +9,6 @@ BEAT_SCHEDULE: dict[str, Any] = {
     "heartbeat": {"task": "system.heartbeat", "schedule": 60.0, "options": {"expires": 55}},
     # Signed ledger checkpoints: hourly, so an auditor's copy is never more than an hour behind.
     "ledger-checkpoints": {"task": "inventory.sign_checkpoints", "schedule": 3600.0},
+    # DEA Form 106 deadlines (one business day for the notice, 45 days to file).
+    "loss-report-deadlines": {"task": "inventory.flag_overdue_loss_reports", "schedule": 900.0},
 }

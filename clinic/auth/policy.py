@@ -57,6 +57,7 @@ POLICY: dict[str, frozenset[Role]] = {
     "inventory.count": CLINICIANS,
     "inventory.correct": CLINICIANS,
     "inventory.resolve": frozenset({Role.prescriber, Role.admin}),
+    "inventory.report": frozenset({Role.prescriber, Role.nurse, Role.admin}),
 }
 
 #: endpoints of libraries we do not decorate ourselves.

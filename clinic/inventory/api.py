@@ -27,6 +27,10 @@ from clinic.inventory.schemas import (
     LedgerEntrySchema,
     LedgerPageSchema,
     LedgerQuerySchema,
+    LossReportListSchema,
+    LossReportQuerySchema,
+    LossReportSchema,
+    LossReportStepSchema,
     LossSchema,
     ReceiptSchema,
     ReceiveStockSchema,
@@ -177,4 +181,28 @@ class Balances(MethodView):
     @blp.response(200, BalancesSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         containers, drugs = service.balances(args["location_id"])
-        return {"location_id": args["location_id"], "drugs": drugs, "containers": containers}
+        return {
+            "location_id": args["location_id"],
+            "drugs": drugs,
+            "containers": containers,
+            "next_inventory_due_on": service.next_inventory_due_on(args["location_id"]),
+        }
+
+
+@blp.route("/inventory/loss-reports")
+class LossReports(MethodView):
+    @require("inventory.view")
+    @blp.arguments(LossReportQuerySchema, location="query")
+    @blp.response(200, LossReportListSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"items": service.list_loss_reports(args["location_id"])}
+
+
+@blp.route("/inventory/loss-reports/<int:report_id>/steps")
+class LossReportSteps(MethodView):
+    @require("inventory.report")
+    @blp.arguments(LossReportStepSchema)
+    @blp.response(200, LossReportSchema)
+    @commits
+    def post(self, args: dict[str, Any], report_id: int) -> Any:
+        return service.mark_loss_report(actor=current_actor(), report_id=report_id, **args)

@@ -218,9 +218,36 @@ class DrugBalanceSchema(ma.Schema):
 
 class BalancesSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
+    next_inventory_due_on = ma.fields.Date(allow_none=True, required=True)
     drugs = ma.fields.List(ma.fields.Nested(DrugBalanceSchema), required=True)
     containers = ma.fields.List(ma.fields.Nested(ContainerSchema), required=True)
 
 
 def page(items: list[Any], limit: int) -> dict[str, Any]:
     return {"items": items, "next_cursor": str(items[-1].id) if len(items) == limit else None}
+
+
+class LossReportSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    location_id = ma.fields.Integer(required=True)
+    entry_id = ma.fields.Integer(required=True)
+    kind = ma.fields.String(required=True)
+    discovered_at = ma.fields.AwareDateTime(required=True)
+    notice_due_at = ma.fields.AwareDateTime(required=True)
+    filing_due_on = ma.fields.Date(required=True)
+    notified_at = ma.fields.AwareDateTime(allow_none=True)
+    filed_at = ma.fields.AwareDateTime(allow_none=True)
+    form = ma.fields.Dict(required=True)
+
+
+class LossReportListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(LossReportSchema), required=True)
+
+
+class LossReportQuerySchema(StrictSchema):
+    location_id = ma.fields.Integer(load_default=None)
+
+
+class LossReportStepSchema(StrictSchema):
+    step = ma.fields.String(required=True, validate=validate.OneOf(["notified", "filed"]))
+    occurred_at = AwareDateTime(load_default=None)

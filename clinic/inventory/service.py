@@ -892,3 +892,110 @@ def balances(location_id: int) -> tuple[list[Container], list[dict[str, Any]]]:
         row["balance_ug"] += c.balance_ug
         row["containers"] += 1
     return containers, list(per_drug.values())
+
+
+# --- DEA Form 106 drafts and inventory cadence --------------------------------------------------
+
+
+def list_loss_reports(location_id: int | None = None) -> list[LossReport]:
+    q = select(LossReport).order_by(LossReport.discovered_at.desc(), LossReport.id.desc())
+    if location_id is not None:
+        q = q.where(LossReport.location_id == location_id)
+    return list(db.session.scalars(q))
+
+
+def mark_loss_report(*, actor: User, report_id: int, step: str, occurred_at: datetime | None = None) -> LossReport:
+    """Record that DEA was notified in writing (DEA-31) or that Form 106 was filed (DEA-32)."""
+    report = db.session.get(LossReport, report_id)
+    if report is None:
+        raise NotFound("No such loss report")
+    at = _check_time(occurred_at)
+    if at < report.discovered_at:
+        raise ValidationFailed(errors={"occurred_at": ["Cannot be before the loss was discovered."]})
+    if step == "notified":
+        if report.notified_at is not None:
+            raise ValidationFailed(errors={"step": ["The notice is already recorded."]})
+        report.notified_at = at
+    elif step == "filed":
+        if report.filed_at is not None:
+            raise ValidationFailed(errors={"step": ["The filing is already recorded."]})
+        report.filed_at = at
+    else:
+        raise ValidationFailed(errors={"step": ["One of: notified, filed."]})
+    audit.record(
+        actor=actor,
+        tag=f"inventory:loss_report:{step}",
+        subject=("loss_report", report.id),
+        data={"at": at.isoformat()},
+    )
+    db.session.flush()
+    return report
+
+
+def overdue_loss_reports(now: datetime) -> list[LossReport]:
+    return list(
+        db.session.scalars(
+            select(LossReport).where(
+                ((LossReport.notified_at.is_(None)) & (LossReport.notice_due_at < now))
+                | ((LossReport.filed_at.is_(None)) & (LossReport.filing_due_on < now.date()))
+            )
+        )
+    )
+
+
+def flag_overdue_loss_reports(now: datetime) -> int:
+    """Beat task body: one audit alert per overdue report and deadline, never repeated."""
+    from clinic.audit.models import AuditEvent
+
+    flagged = 0
+    for report in overdue_loss_reports(now):
+        deadlines = (
+            ("notice", report.notified_at is None and report.notice_due_at < now, report.notice_due_at.isoformat()),
+            ("filing", report.filed_at is None and report.filing_due_on < now.date(), report.filing_due_on.isoformat()),
+        )
+        for deadline, late, due in deadlines:
+            tag = f"inventory:loss_report:{deadline}_overdue"
+            if (
+                not late
+                or db.session.scalar(
+                    select(AuditEvent.id).where(
+                        AuditEvent.tag == tag,
+                        AuditEvent.subject_type == "loss_report",
+                        AuditEvent.subject_id == report.id,
+                    )
+                )
+                is not None
+            ):
+                continue
+            audit.record(actor=None, tag=tag, subject=("loss_report", report.id), data={"due": due})
+            logger.warning("loss report %s: %s deadline passed", report.id, deadline)
+            flagged += 1
+    db.session.flush()
+    return flagged
+
+
+def next_inventory_due_on(location_id: int) -> date | None:
+    """The next full inventory: biennial federally (DEA-15), sooner where the profile says (DEA-22)."""
+    location = db.session.get(Location, location_id)
+    if location is None:
+        raise NotFound("No such location")
+    last = db.session.scalar(
+        select(func.max(Count.occurred_at)).where(
+            Count.location_id == location_id, Count.kind.in_([CountKind.initial.value, CountKind.biennial.value])
+        )
+    )
+    if last is None:
+        return None
+    if last.tzinfo is None:  # aggregates skip the column type on SQLite
+        last = datetime.fromisoformat(str(last)).replace(tzinfo=UTC)
+    day = last.astimezone(ZoneInfo(location.timezone)).date()
+    months = int(location.rule("inventory_interval_months"))
+    year, month = divmod(day.month - 1 + months, 12)
+    year += day.year
+    month += 1
+    for d in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, d)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")

@@ -319,3 +319,68 @@ def test_front_desk_cannot_touch_the_ledger(app, clinic, make_user):
     assert clinic.client.get("/api/v1/inventory/ledger", headers=h).status_code == 403
     assert clinic.receive().status_code == 201
     assert clinic.post("/inventory/receipts", {}, headers=h).status_code == 403
+
+
+def test_loss_report_deadlines_and_steps(app, clinic, make_user):
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from clinic.audit.models import AuditEvent
+    from clinic.core.time import utcnow
+    from clinic.extensions import db
+    from clinic.inventory import service
+
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    long_ago = (utcnow() - timedelta(days=60)).isoformat()
+    entry = clinic.post(
+        "/inventory/losses",
+        {
+            "container_id": cid,
+            "quantity_mg": "20",
+            "kind": "loss",
+            "description": "short",
+            "occurred_at": long_ago,
+            "discovered_at": long_ago,
+        },
+    ).json
+    reports = clinic.client.get(
+        "/api/v1/inventory/loss-reports", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
+    ).json["items"]
+    (report,) = [r for r in reports if r["entry_id"] == entry["id"]]
+    assert report["notified_at"] is None
+    with app.app_context():
+        assert service.flag_overdue_loss_reports(utcnow()) >= 2
+        db.session.commit()
+        assert service.flag_overdue_loss_reports(utcnow()) == 0  # never repeated
+        tags = set(
+            db.session.scalars(
+                select(AuditEvent.tag).where(
+                    AuditEvent.subject_type == "loss_report", AuditEvent.subject_id == report["id"]
+                )
+            )
+        )
+    assert {"inventory:loss_report:notice_overdue", "inventory:loss_report:filing_overdue"} <= tags
+    done = clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"})
+    assert done.status_code == 200 and done.json["notified_at"]
+    assert clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"}).status_code == 422
+
+
+def test_next_inventory_due_follows_the_jurisdiction(app, clinic):
+    body = clinic.client.get(
+        "/api/v1/inventory/balances", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
+    ).json
+    from datetime import date
+
+    due = date.fromisoformat(body["next_inventory_due_on"])
+    assert 365 * 2 - 3 <= (due - date.today()).days <= 365 * 2 + 3
+    annual = clinic.client.patch(
+        f"/api/v1/locations/{clinic.location_id}",
+        headers=clinic.admin,
+        json={"jurisdiction": {"state": "IA", "inventory_interval_months": 12}},
+    )
+    assert annual.status_code == 200
+    body = clinic.client.get(
+        "/api/v1/inventory/balances", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
+    ).json
+    assert 362 <= (date.fromisoformat(body["next_inventory_due_on"]) - date.today()).days <= 368
