@@ -186,6 +186,7 @@ class Balances(MethodView):
             "drugs": drugs,
             "containers": containers,
             "next_inventory_due_on": service.next_inventory_due_on(args["location_id"]),
+            "small_discrepancy_pattern": service.small_discrepancy_pattern(args["location_id"]),
         }
 
 

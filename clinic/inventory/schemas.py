@@ -219,6 +219,8 @@ class DrugBalanceSchema(ma.Schema):
 class BalancesSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
     next_inventory_due_on = ma.fields.Date(allow_none=True, required=True)
+    #: DEA-35: a continuing pattern of small unexplained shortages is significant
+    small_discrepancy_pattern = ma.fields.Boolean(required=True)
     drugs = ma.fields.List(ma.fields.Nested(DrugBalanceSchema), required=True)
     containers = ma.fields.List(ma.fields.Nested(ContainerSchema), required=True)
 

@@ -522,9 +522,8 @@ def record_disposal(
     reverse_distributor: dict[str, str] | None = None,
     occurred_at: datetime | None = None,
 ) -> LedgerEntry:
-    """Expired or unwanted stock out of inventory: to a reverse distributor (DEA-43/44) or destroyed
-    on site (DEA-45/46, Form 41 data). Either way a second employee signs; on-site destruction takes a
-    second witness when one is given."""
+    """Expired or unwanted stock out of inventory: to a reverse distributor (DEA-43/44, the actor
+    and a second employee) or destroyed on site (DEA-45/46, Form 41 data: two witnesses)."""
     at = _check_time(occurred_at)
     container = get_container(container_id)
     witness = _witness(
@@ -536,6 +535,9 @@ def record_disposal(
         client_addr=client_addr,
     )
     second = None
+    if reverse_distributor is None and not second_witness_email:
+        # On-site destruction: Form 41 carries two witnesses besides the person destroying (DEA-45/46).
+        raise WitnessRequired(errors={"second_witness_email": ["On-site destruction needs a second witness."]})
     if second_witness_email:
         second = _witness(
             actor=actor,

@@ -386,3 +386,60 @@ def test_next_inventory_due_follows_the_jurisdiction(app, clinic):
         "/api/v1/inventory/balances", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
     ).json
     assert 362 <= (date.fromisoformat(body["next_inventory_due_on"]) - utcnow().date()).days <= 368
+
+
+def test_on_site_destruction_needs_two_witnesses(clinic, make_user):
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    one = clinic.post(
+        "/inventory/disposals", {"container_id": cid, "method": "chemical digestion", **clinic.witness_fields()}
+    )
+    assert one.status_code == 422
+    assert "second_witness_email" in one.json["errors"]
+    same = clinic.post(
+        "/inventory/disposals",
+        {
+            "container_id": cid,
+            "method": "chemical digestion",
+            **clinic.witness_fields(),
+            "second_witness_email": clinic.witness.email,
+            "second_witness_password": clinic.witness.password,
+        },
+    )
+    assert same.status_code == 422
+    second = make_user("prescriber")
+    ok = clinic.post(
+        "/inventory/disposals",
+        {
+            "container_id": cid,
+            "method": "chemical digestion",
+            **clinic.witness_fields(),
+            "second_witness_email": second.email,
+            "second_witness_password": second.password,
+        },
+    )
+    assert ok.status_code == 201, ok.json
+    assert ok.json["kind"] == "destruction"
+    assert {ok.json["witness_id"], ok.json["second_witness_id"]} == {clinic.witness.id, second.id}
+
+
+def test_a_pattern_of_small_shortages_is_flagged(clinic):
+    containers = [c["id"] for c in clinic.receive(count=3).json["containers"]]
+
+    def pattern() -> bool:
+        return clinic.client.get(
+            "/api/v1/inventory/balances", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
+        ).json["small_discrepancy_pattern"]
+
+    assert pattern() is False
+    for cid in containers:
+        resp = clinic.post(
+            "/inventory/counts",
+            {
+                "location_id": clinic.location_id,
+                "kind": "shift",
+                **clinic.witness_fields(),
+                "lines": [{"container_id": cid, "counted_mg": "499.9"}],
+            },
+        )
+        assert resp.status_code == 201
+    assert pattern() is True

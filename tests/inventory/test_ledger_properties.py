@@ -39,7 +39,7 @@ amounts = st.integers(min_value=1, max_value=VIAL_UG + 50_000)  # sometimes more
 def staff(app):
     with app.app_context():
         made = {}
-        for name in ("nurse", "witness"):
+        for name in ("nurse", "witness", "witness2"):
             user = auth.create_user(
                 actor=None,
                 email=f"prop-{name}-{uuid.uuid4().hex[:6]}@test.clinic",
@@ -84,6 +84,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ctx.push()
         self.nurse = db.session.get(User, staff["nurse"])
         self.witness_email = db.session.get(User, staff["witness"]).email
+        self.second_witness_email = db.session.get(User, staff["witness2"]).email
         self.model: dict[int, int] = {}
         self.disposed: set[int] = set()
 
@@ -178,10 +179,15 @@ class LedgerMachine(RuleBasedStateMachine):
                 == 1
             )
 
-    @rule(cid=containers)
-    def dispose(self, cid):
+    @rule(cid=containers, on_site=st.booleans())
+    def dispose(self, cid, on_site):
         before = self.model[cid]
-        entry = self._do(inventory.record_disposal, container_id=cid, method="incineration", **self._witness())
+        how = (
+            {"second_witness_email": self.second_witness_email, "second_witness_password": PASSWORD}
+            if on_site
+            else {"reverse_distributor": {"name": "R", "address": "A", "dea_registration": dea_number()}}
+        )
+        entry = self._do(inventory.record_disposal, container_id=cid, method="incineration", **how, **self._witness())
         self._expect(cid, entry, -before)
         if entry is not None:
             self.disposed.add(cid)
