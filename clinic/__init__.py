@@ -68,12 +68,14 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.auth import views as auth_views
     from clinic.extensions import api
     from clinic.inventory import api as inventory_api
+    from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
     from clinic.patients import api as patients_api
     from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
     app.register_blueprint(auth_views.bp)
+    app.register_blueprint(inventory_views.bp)
     for blueprint in (auth_api.blp, locations_api.blp, patients_api.blp, inventory_api.blp):
         api.register_blueprint(blueprint)
 
@@ -81,6 +83,8 @@ def _register_blueprints(app: Flask) -> None:
 NAV_ITEMS = [
     ("web_ui.dashboard", "Dashboard", "dashboard.view"),
     ("auth_ui.users", "Users", "users.view"),
+    ("inventory_ui.safe", "Safe", "inventory.view"),
+    ("inventory_ui.ledger", "Ledger", "inventory.view"),
 ]
 
 

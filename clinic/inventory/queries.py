@@ -69,6 +69,10 @@ class Stock:
     def at(self, site_id: int) -> list[Container]:
         return [c for c in self.containers if c.storage_site_id == site_id]
 
+    @property
+    def site_names(self) -> dict[int, str]:
+        return {s.id: s.name for s in self.sites}
+
 
 def stock(location_id: int | None) -> Stock:
     here = where(location_id)
@@ -92,7 +96,9 @@ class Overview:
     stock: Stock
     small_discrepancy_pattern: bool = False
     open_discrepancies: int = 0
+    #: DEA Form 106 drafts not yet filed
     loss_reports: list[LossReport] = field(default_factory=list)
+    next_inventory_due_on: date | None = None
 
 
 def overview(location_id: int | None) -> Overview:
@@ -104,7 +110,8 @@ def overview(location_id: int | None) -> Overview:
         on_hand,
         service.small_discrepancy_pattern(location.id),
         len(discrepancies(location.id)),
-        open_loss_reports(location.id),
+        [r for r in service.list_loss_reports(location.id) if r.filed_at is None],
+        service.next_inventory_due_on(location.id),
     )
 
 
@@ -120,7 +127,7 @@ def discrepancies(location_id: int, *, count_id: int | None = None) -> list[tupl
         q = q.where(Discrepancy.status == DiscrepancyStatus.open.value)
     else:
         q = q.where(Discrepancy.count_id == count_id)
-    return [(d, c) for d, c in db.session.execute(q).tuples()]
+    return [(d, c) for d, c in db.session.execute(q)]
 
 
 @dataclass
@@ -135,17 +142,6 @@ def queue(location_id: int | None, *, count_id: int | None = None) -> Queue:
     here = where(location_id)
     rows = discrepancies(here.location.id, count_id=count_id) if here.location else []
     return Queue(here, count_id, rows, user_names(d.resolved_by_id for d, _ in rows))
-
-
-def open_loss_reports(location_id: int) -> list[LossReport]:
-    """DEA Form 106 drafts not yet filed, the most urgent notice first."""
-    return list(
-        db.session.scalars(
-            select(LossReport)
-            .where(LossReport.location_id == location_id, LossReport.filed_at.is_(None))
-            .order_by(LossReport.notice_due_at, LossReport.id)
-        )
-    )
 
 
 @dataclass
@@ -184,4 +180,5 @@ def user_names(ids: Iterable[int | None]) -> dict[int, str]:
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return dict(db.session.execute(select(User.id, User.name).where(User.id.in_(wanted))).tuples().all())
+    rows = db.session.execute(select(User.id, User.name).where(User.id.in_(wanted)))
+    return {row.id: row.name for row in rows}

@@ -1,0 +1,383 @@
+"""The ledger's staff pages: the safe, the movement forms, the count sheet, the discrepancy queue
+and the ledger browser.
+
+Thin, like the API beside it: a form is loaded with the API's own input schema, one service
+function runs as the request's one unit of work, and the page then redirects (post/redirect/get)
+or comes back with the errors beside the fields and the typed values kept. A refused action
+writes nothing (only the record of a witness's failed sign-in, which throttling counts, is kept).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, time, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import marshmallow as ma
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from clinic.auth.policy import client_addr, current_actor, require
+from clinic.core.errors import DomainError
+from clinic.core.fields import format_mg
+from clinic.core.tx import commits
+from clinic.inventory import queries, service
+from clinic.inventory.models import CountKind, EntryKind
+from clinic.inventory.schemas import (
+    CountSchema,
+    LedgerQuerySchema,
+    LossSchema,
+    ReceiveStockSchema,
+    ResolveDiscrepancySchema,
+    TransferSchema,
+    WasteSchema,
+)
+
+bp = Blueprint("inventory_ui", __name__, url_prefix="/inventory", template_folder="templates")
+
+T = TypeVar("T")
+
+LEDGER_PAGE_SIZE = 50
+#: never sent back to the browser when a form is shown again
+SECRET_FIELDS = frozenset({"csrf_token", "witness_password", "witness_totp_code"})
+CHECKED = frozenset({"on", "true", "1", "yes"})
+LOSS_KINDS = ("theft", "loss", "breakage", "spill")
+_WHOLE = re.compile(r"^[+-]?\d{1,18}$")
+_LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
+_COUNTED = re.compile(r"^counted_mg-(\d{1,18})$")
+_LINE_ERROR = re.compile(r"^lines\.(\d+)\.(\w+)$")
+
+
+# --- template filters (the display edge: micrograms to mg, UTC to the location's zone) ----------
+
+
+@bp.app_template_filter("mg")
+def mg(ug: int | None) -> str:
+    return "—" if ug is None else format_mg(ug)
+
+
+@bp.app_template_filter("signed_mg")
+def signed_mg(ug: int) -> str:
+    return f"+{format_mg(ug)}" if ug > 0 else format_mg(ug).replace("-", "\u2212")  # a true minus sign
+
+
+@bp.app_template_filter("local_time")
+def local_time(at: datetime | None, tz: str) -> str:
+    return "—" if at is None else at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+# --- parsing and the one unit of work --------------------------------------------------------------
+
+
+def _location_id() -> int | None:
+    return request.args.get("location_id", type=int)
+
+
+def _payload(schema: ma.Schema, tz: str, source: Mapping[str, str]) -> dict[str, Any]:
+    """A form as the API's JSON would carry it, for the API's schema to load.
+
+    Empty strings and the CSRF token are dropped (optional fields take their defaults); whole
+    numbers become ints for the schema's strict Integer fields; checkboxes become booleans; a
+    ``datetime-local`` value is read in the location's time zone. Anything else is left for the
+    schema to judge.
+    """
+    data: dict[str, Any] = {k: v for k, v in source.items() if k != "csrf_token" and v != ""}
+    for name, fld in schema.fields.items():
+        key = fld.data_key or name
+        value = data.get(key)
+        if isinstance(fld, ma.fields.Boolean):
+            data[key] = value in CHECKED
+        elif isinstance(value, str) and isinstance(fld, ma.fields.Integer) and _WHOLE.match(value):
+            data[key] = int(value)
+        elif isinstance(value, str) and isinstance(fld, ma.fields.AwareDateTime) and _LOCAL_DATETIME.match(value):
+            data[key] = datetime.fromisoformat(value).replace(tzinfo=ZoneInfo(tz)).isoformat()
+    return data
+
+
+def _attempt(action: Callable[[], T]) -> T:
+    """Run one service call as the request's unit of work: committed when it returns, rolled back
+    when it raises (bar a failure's own record, e.g. a witness's wrong password)."""
+    return commits(action)()
+
+
+def _flat(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Field -> messages, nested messages (count lines) under dotted keys such as ``lines.0.counted_mg``."""
+    if isinstance(messages, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    items = messages if isinstance(messages, list) else [messages]
+    return {prefix or "_schema": [str(m) for m in items]}
+
+
+def _refused(
+    template: str,
+    exc: ValidationError | DomainError,
+    *,
+    rename: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
+    **context: Any,
+) -> Any:
+    """The same form again, with the errors by their fields and what was typed (no secrets)."""
+    if isinstance(exc, ValidationError):
+        errors, message, status, headers = _flat(exc.normalized_messages()), None, 422, {}
+    else:
+        errors, message, status, headers = _flat(exc.errors or {}), exc.detail, exc.http_status, exc.headers
+    context.setdefault("form", {k: v for k, v in request.form.items() if k not in SECRET_FIELDS})
+    errors = rename(errors) if rename else errors
+    return render_template(template, errors=errors, error=message, **context), status, headers
+
+
+def _form_page(template: str, **context: Any) -> Any:
+    """A form's first showing; the query string may preselect values (``?container_id=12``)."""
+    return render_template(template, form=request.args.to_dict(), errors={}, error=None, **context)
+
+
+def _back_to_safe(where: queries.Where) -> Any:
+    return redirect(url_for(".safe", location_id=where.location.id if where.location else None))
+
+
+# --- the safe ----------------------------------------------------------------------------------
+
+
+@bp.get("/")
+@require("inventory.view")
+def safe() -> Any:
+    return render_template("inventory/safe.html", page=queries.overview(_location_id()))
+
+
+# --- receiving a shipment ------------------------------------------------------------------------
+
+
+@bp.get("/receive")
+@require("inventory.receive")
+def receive_form() -> Any:
+    return _form_page("inventory/receive.html", stock=queries.stock(_location_id()))
+
+
+@bp.post("/receive")
+@require("inventory.receive")
+def receive_stock() -> Any:
+    where = queries.where(_location_id())
+    schema = ReceiveStockSchema()
+    try:
+        args = schema.load(_payload(schema, where.timezone, request.form))
+        receipt = _attempt(lambda: service.receive_stock(actor=current_actor(), **args))
+    except (ValidationError, DomainError) as exc:
+        return _refused("inventory/receive.html", exc, stock=queries.stock(_location_id()))
+    first, last = receipt.entries[0], receipt.entries[-1]
+    flash(
+        f"Received {len(receipt.entries)} container(s) of lot {args['lot_number']} "
+        f"(ledger #{first.seq} to #{last.seq}).",
+        "success",
+    )
+    return _back_to_safe(where)
+
+
+# --- waste with a witness on the same screen -------------------------------------------------------
+
+
+@bp.get("/waste")
+@require("inventory.waste")
+def waste_form() -> Any:
+    return _form_page("inventory/waste.html", stock=queries.stock(_location_id()))
+
+
+@bp.post("/waste")
+@require("inventory.waste")
+def record_waste() -> Any:
+    where = queries.where(_location_id())
+    schema = WasteSchema()
+    try:
+        args = schema.load(_payload(schema, where.timezone, request.form))
+        entry = _attempt(lambda: service.record_waste(actor=current_actor(), client_addr=client_addr(), **args))
+    except (ValidationError, DomainError) as exc:
+        return _refused("inventory/waste.html", exc, stock=queries.stock(_location_id()))
+    flash(
+        f"Waste of {format_mg(-entry.delta_ug)} mg from container #{entry.container_id} recorded "
+        f"(ledger #{entry.seq}; {format_mg(entry.balance_after_ug or 0)} mg left).",
+        "success",
+    )
+    return _back_to_safe(where)
+
+
+# --- transfer between storage sites --------------------------------------------------------------
+
+
+@bp.get("/transfer")
+@require("inventory.transfer")
+def transfer_form() -> Any:
+    return _form_page("inventory/transfer.html", stock=queries.stock(_location_id()))
+
+
+@bp.post("/transfer")
+@require("inventory.transfer")
+def record_transfer() -> Any:
+    where = queries.where(_location_id())
+    schema = TransferSchema()
+    try:
+        args = schema.load(_payload(schema, where.timezone, request.form))
+        entry = _attempt(lambda: service.record_transfer(actor=current_actor(), **args))
+    except (ValidationError, DomainError) as exc:
+        return _refused("inventory/transfer.html", exc, stock=queries.stock(_location_id()))
+    flash(f"Container #{entry.container_id} moved (ledger #{entry.seq}).", "success")
+    return _back_to_safe(where)
+
+
+# --- theft, loss, breakage, spill -------------------------------------------------------------------
+
+
+@bp.get("/loss")
+@require("inventory.loss")
+def loss_form() -> Any:
+    return _form_page("inventory/loss.html", stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
+
+
+@bp.post("/loss")
+@require("inventory.loss")
+def record_loss() -> Any:
+    where = queries.where(_location_id())
+    schema = LossSchema()
+    try:
+        args = schema.load(_payload(schema, where.timezone, request.form))
+        entry = _attempt(lambda: service.record_loss(actor=current_actor(), **args))
+    except (ValidationError, DomainError) as exc:
+        return _refused("inventory/loss.html", exc, stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
+    flash(
+        f"{args['kind'].capitalize()} of {format_mg(-entry.delta_ug)} mg from container #{entry.container_id} "
+        f"recorded (ledger #{entry.seq}).",
+        "success",
+    )
+    return _back_to_safe(where)
+
+
+# --- the count sheet -----------------------------------------------------------------------------
+
+
+def _count_body(form: Mapping[str, str], location_id: int | None, tz: str) -> dict[str, Any]:
+    """The sheet as CountSchema's JSON: one line per container given a counted amount (blank lines
+    are not counted), ``exact-<id>`` checkboxes as booleans."""
+    lines = [
+        {"container_id": int(m.group(1)), "counted_mg": value, "exact": form.get(f"exact-{m.group(1)}") in CHECKED}
+        for key, value in form.items()
+        if (m := _COUNTED.match(key)) and value != ""
+    ]
+    rest = {k: v for k, v in form.items() if not k.startswith(("counted_mg-", "exact-"))}
+    return {**_payload(CountSchema(), tz, rest), "location_id": location_id, "lines": lines}
+
+
+def _line_errors(lines: list[dict[str, Any]]) -> Callable[[dict[str, list[str]]], dict[str, list[str]]]:
+    """``lines.<i>.<field>`` (schema and service) -> the sheet's ``counted_mg-<id>``/``exact-<id>``."""
+
+    def rename(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for key, messages in errors.items():
+            m = _LINE_ERROR.match(key)
+            if m and int(m.group(1)) < len(lines):
+                field = "exact" if m.group(2) == "exact" else "counted_mg"
+                key = f"{field}-{lines[int(m.group(1))]['container_id']}"
+            out[key] = out.get(key, []) + messages
+        return out
+
+    return rename
+
+
+@bp.get("/count")
+@require("inventory.count")
+def count_form() -> Any:
+    return _form_page("inventory/count.html", stock=queries.stock(_location_id()), kinds=list(CountKind))
+
+
+@bp.post("/count")
+@require("inventory.count")
+def reconcile_count() -> Any:
+    where = queries.where(_location_id())
+    body = _count_body(request.form, where.location.id if where.location else None, where.timezone)
+    try:
+        args = CountSchema().load(body)
+        lines = args.pop("lines")
+        result = _attempt(
+            lambda: service.reconcile_count(actor=current_actor(), client_addr=client_addr(), lines=lines, **args)
+        )
+    except (ValidationError, DomainError) as exc:
+        return _refused(
+            "inventory/count.html",
+            exc,
+            rename=_line_errors(body["lines"]),
+            stock=queries.stock(_location_id()),
+            kinds=list(CountKind),
+        )
+    flash(
+        f"{result.count.kind.capitalize()} count recorded; {len(result.discrepancies)} container(s) "
+        "differ from the books.",
+        "success",
+    )
+    return redirect(url_for(".discrepancies", location_id=result.count.location_id, count_id=result.count.id))
+
+
+# --- the discrepancy queue -------------------------------------------------------------------------
+
+
+def _queue() -> queries.Queue:
+    return queries.queue(_location_id(), count_id=request.args.get("count_id", type=int))
+
+
+@bp.get("/discrepancies")
+@require("inventory.view")
+def discrepancies() -> Any:
+    return render_template("inventory/discrepancies.html", page=_queue(), form={}, errors={}, error=None)
+
+
+@bp.post("/discrepancies/<int:discrepancy_id>/resolve")
+@require("inventory.resolve")
+def resolve_discrepancy(discrepancy_id: int) -> Any:
+    schema = ResolveDiscrepancySchema()
+    try:
+        args = schema.load(_payload(schema, "UTC", request.form))
+        disc = _attempt(
+            lambda: service.resolve_discrepancy(
+                actor=current_actor(), discrepancy_id=discrepancy_id, client_addr=client_addr(), **args
+            )
+        )
+    except (ValidationError, DomainError) as exc:
+        return _refused("inventory/discrepancies.html", exc, page=_queue(), failed_id=discrepancy_id)
+    flash(f"Discrepancy #{disc.id} {disc.status}.", "success")
+    return redirect(url_for(".discrepancies", location_id=_location_id(), count_id=request.args.get("count_id")))
+
+
+# --- the ledger browser ------------------------------------------------------------------------
+
+
+def _day_bounds(query: dict[str, str], tz: str) -> dict[str, str]:
+    """``since``/``until`` as the location's calendar days: from the start of ``since`` to the end
+    of ``until`` (the service's ``until`` is exclusive). A value that is not a date is left for the
+    schema to refuse."""
+    out = dict(query)
+    for key, shift in (("since", 0), ("until", 1)):
+        try:
+            day = date.fromisoformat(query[key]) + timedelta(days=shift)
+        except (KeyError, ValueError):
+            continue
+        out[key] = datetime.combine(day, time(0), tzinfo=ZoneInfo(tz)).isoformat()
+    return out
+
+
+@bp.get("/ledger")
+@require("inventory.view")
+def ledger() -> Any:
+    where = queries.where(_location_id())
+    filters = {k: v for k, v in request.args.items() if v != "" and k != "cursor"}
+    context: dict[str, Any] = {"where": where, "form": filters, "kinds": list(EntryKind), "page_size": LEDGER_PAGE_SIZE}
+    schema = LedgerQuerySchema()
+    query = _day_bounds({"limit": str(LEDGER_PAGE_SIZE), **request.args.to_dict()}, where.timezone)
+    try:
+        args = schema.load(
+            {**_payload(schema, where.timezone, query), "location_id": where.location.id if where.location else None}
+        )
+    except ValidationError as exc:
+        return _refused("inventory/ledger.html", exc, page=None, **context)
+    return render_template(
+        "inventory/ledger.html", page=queries.ledger_page(**args), cursor=args["cursor"], errors={}, **context
+    )
