@@ -230,7 +230,11 @@ def _witness(
     client_addr: str,
     field: str = "witness",
 ) -> User:
-    """A second person who signs with their own credentials, now (HIP-05, DEA-42, ASVS V2.3.5)."""
+    """A second person who signs with their own credentials, now (HIP-05, DEA-42, ASVS V2.3.5).
+
+    Call it before writing anything: a wrong password commits the failed attempt (for throttling),
+    and with it whatever the transaction already holds.
+    """
     if not email or not password:
         raise WitnessRequired(errors={f"{field}_email": ["A witness must sign with their own email and password."]})
     try:
@@ -829,7 +833,8 @@ def resolve_discrepancy(
 def small_discrepancy_pattern(location_id: int) -> bool:
     """DEA-35: a continuing pattern of small unexplained losses is significant."""
     location = db.session.get(Location, location_id)
-    assert location is not None
+    if location is None:
+        raise NotFound("No such location")
     rule = location.rule("small_discrepancy_pattern")
     since = utcnow() - timedelta(days=rule["days"])
     n = db.session.scalar(
