@@ -23,6 +23,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         __name__, instance_path=os.path.abspath(instance), static_folder="web/static", template_folder="web/templates"
     )
 
+    from clinic.core.fields import IdConverter
+
+    # Registered before any blueprint so every <int:...> route uses it (and OpenAPI shows the range).
+    app.url_map.converters["int"] = IdConverter
+
     from clinic import config as settings
     from clinic.core import logging as clinic_logging
 

@@ -65,6 +65,8 @@ def create_user(
     license_type: str | None = None,
 ) -> User:
     email = email.strip().lower()
+    if len(email) > 254:  # lower-casing can lengthen a string ("İ" becomes two characters)
+        raise ValidationFailed(errors={"email": ["Longer than maximum length 254."]})
     if role not in Role.__members__:
         raise ValidationFailed(errors={"role": [f"Must be one of: {', '.join(Role)}."]})
     if license_type and license_type not in {t.value for t in LicenseType}:
@@ -184,6 +186,8 @@ def _attempt(email: str, client_addr: str, succeeded: bool) -> None:
 
 def verify_password(*, email: str, password: str, client_addr: str) -> User:
     """First factor. Raises the same error for an unknown email and a wrong password."""
+    if "\x00" in email or len(email) > 254:  # cannot be anyone's email; PostgreSQL text refuses NUL
+        raise InvalidCredentials()
     check_throttle(email=email, client_addr=client_addr)
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import marshmallow as ma
+from marshmallow import validate
+from werkzeug.routing import IntegerConverter
 
 
 class Milligrams(ma.fields.Field):
@@ -90,9 +93,54 @@ class StrictSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
+    @ma.pre_load
+    def _refuse_nul(self, data: Any, **kwargs: Any) -> Any:
+        """PostgreSQL text cannot hold NUL; refuse it at the edge on every backend alike."""
+        if isinstance(data, dict):
+            bad = [k for k, v in data.items() if isinstance(v, str) and "\x00" in v]
+            if bad:
+                raise ma.ValidationError({key: ["Must not contain the NUL character."] for key in bad})
+        return data
+
 
 class AwareDateTime(ma.fields.AwareDateTime):
-    """ISO 8601 with an offset; naive times are refused rather than guessed."""
+    """ISO 8601 with an offset; naive times are refused rather than guessed. Returned in UTC."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except (OverflowError, ValueError):  # year 1 or 9999 pushed over the edge by its offset
+            raise ma.ValidationError("Out of range.") from None
+
+
+#: Our ids are 32-bit INTEGER columns on PostgreSQL; larger numbers cannot name anything.
+MAX_ID = 2**31 - 1
+
+
+class Id(ma.fields.Integer):
+    """A reference to a row: a whole JSON number from 1 to MAX_ID."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("strict", True)
+        extra = kwargs.pop("validate", None)
+        extra = [] if extra is None else list(extra) if isinstance(extra, list | tuple) else [extra]
+        super().__init__(validate=[validate.Range(min=1, max=MAX_ID), *extra], **kwargs)
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in URLs: an id beyond MAX_ID names nothing, so it is a 404, not a database error."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def id_arg(value: str | None) -> int | None:
+    """A query-string id for the pages: None unless it is a whole number in range."""
+    if value is None or not value.isdigit() or not 0 < int(value) <= MAX_ID:
+        return None
+    return int(value)

@@ -5,7 +5,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, DecimalString, Milligrams, StrictSchema, format_mg
+from clinic.core.fields import AwareDateTime, DecimalString, Id, Milligrams, StrictSchema, format_mg
 from clinic.inventory.models import ContainerStatus, CountKind, DrugForm, DrugUnit, EntryKind, Schedule
 
 _DEA = validate.Regexp(r"^[A-Z][A-Z9]\d{7}$", error="Two letters and seven digits, e.g. AB1234563.")
@@ -39,8 +39,8 @@ class DrugListSchema(ma.Schema):
 
 
 class ReceiveStockSchema(StrictSchema):
-    storage_site_id = ma.fields.Integer(required=True, strict=True)
-    drug_id = ma.fields.Integer(required=True, strict=True)
+    storage_site_id = Id(required=True)
+    drug_id = Id(required=True)
     lot_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=40))
     expires_on = ma.fields.Date(required=True)
     container_count = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=500))
@@ -95,10 +95,10 @@ class ReceiptSchema(ma.Schema):
 
 
 class AdministrationSchema(StrictSchema):
-    container_id = ma.fields.Integer(required=True, strict=True)
-    patient_id = ma.fields.Integer(required=True, strict=True)
+    container_id = Id(required=True)
+    patient_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
-    appointment_id = ma.fields.Integer(load_default=None, strict=True)
+    appointment_id = Id(load_default=None)
     administered_at = AwareDateTime(load_default=None)
 
 
@@ -109,21 +109,21 @@ class WitnessFields(StrictSchema):
 
 
 class WasteSchema(WitnessFields):
-    container_id = ma.fields.Integer(required=True, strict=True)
+    container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
-    patient_id = ma.fields.Integer(load_default=None, strict=True)
+    patient_id = Id(load_default=None)
     occurred_at = AwareDateTime(load_default=None)
 
 
 class TransferSchema(StrictSchema):
-    container_id = ma.fields.Integer(required=True, strict=True)
-    to_storage_site_id = ma.fields.Integer(required=True, strict=True)
+    container_id = Id(required=True)
+    to_storage_site_id = Id(required=True)
     occurred_at = AwareDateTime(load_default=None)
 
 
 class LossSchema(StrictSchema):
-    container_id = ma.fields.Integer(required=True, strict=True)
+    container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     kind = ma.fields.String(required=True, validate=validate.OneOf(["theft", "loss", "breakage", "spill"]))
     description = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
@@ -138,7 +138,7 @@ class ReverseDistributorSchema(StrictSchema):
 
 
 class DisposalSchema(WitnessFields):
-    container_id = ma.fields.Integer(required=True, strict=True)
+    container_id = Id(required=True)
     method = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     second_witness_email = ma.fields.String(load_default=None, validate=validate.Length(max=254))
     second_witness_password = ma.fields.String(load_default=None, load_only=True, validate=validate.Length(max=1024))
@@ -147,20 +147,20 @@ class DisposalSchema(WitnessFields):
 
 
 class CorrectionSchema(WitnessFields):
-    location_id = ma.fields.Integer(required=True, strict=True)
-    corrects_seq = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    location_id = Id(required=True)
+    corrects_seq = Id(required=True)
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
     occurred_at = AwareDateTime(load_default=None)
 
 
 class CountLineSchema(StrictSchema):
-    container_id = ma.fields.Integer(required=True, strict=True)
+    container_id = Id(required=True)
     counted_mg = Milligrams(required=True, positive=False, attribute="counted_ug")
     exact = ma.fields.Boolean(load_default=True)
 
 
 class CountSchema(WitnessFields):
-    location_id = ma.fields.Integer(required=True, strict=True)
+    location_id = Id(required=True)
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in CountKind]))
     business_hours = ma.fields.String(load_default=None, validate=validate.OneOf(["opening", "close"]))
     lines = ma.fields.List(ma.fields.Nested(CountLineSchema), required=True, validate=validate.Length(max=5000))
@@ -191,12 +191,12 @@ class ResolveDiscrepancySchema(WitnessFields):
 
 
 class LedgerQuerySchema(StrictSchema):
-    location_id = ma.fields.Integer(load_default=None)
+    location_id = Id(load_default=None, strict=False)
     since = AwareDateTime(load_default=None)
     until = AwareDateTime(load_default=None)
     kind = ma.fields.String(load_default=None, validate=validate.OneOf([k.value for k in EntryKind]))
-    container_id = ma.fields.Integer(load_default=None)
-    cursor = ma.fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,18}$"))
+    container_id = Id(load_default=None, strict=False)
+    cursor = ma.fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,9}$"))
     limit = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
@@ -206,7 +206,7 @@ class LedgerPageSchema(ma.Schema):
 
 
 class BalanceQuerySchema(StrictSchema):
-    location_id = ma.fields.Integer(required=True)
+    location_id = Id(required=True, strict=False)
 
 
 class DrugBalanceSchema(ma.Schema):
@@ -247,7 +247,7 @@ class LossReportListSchema(ma.Schema):
 
 
 class LossReportQuerySchema(StrictSchema):
-    location_id = ma.fields.Integer(load_default=None)
+    location_id = Id(load_default=None, strict=False)
 
 
 class LossReportStepSchema(StrictSchema):

@@ -21,7 +21,7 @@ from marshmallow import ValidationError
 
 from clinic.auth.policy import client_addr, current_actor, require
 from clinic.core.errors import DomainError
-from clinic.core.fields import format_mg
+from clinic.core.fields import format_mg, id_arg
 from clinic.core.tx import commits
 from clinic.inventory import queries, service
 from clinic.inventory.models import CountKind, EntryKind
@@ -72,7 +72,7 @@ def local_time(at: datetime | None, tz: str) -> str:
 
 
 def _location_id() -> int | None:
-    return request.args.get("location_id", type=int)
+    return request.args.get("location_id", type=id_arg)
 
 
 def _payload(schema: ma.Schema, tz: str, source: Mapping[str, str]) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def reconcile_count() -> Any:
 
 
 def _queue() -> queries.Queue:
-    return queries.queue(_location_id(), count_id=request.args.get("count_id", type=int))
+    return queries.queue(_location_id(), count_id=request.args.get("count_id", type=id_arg))
 
 
 @bp.get("/discrepancies")
