@@ -16,6 +16,7 @@ from bench.harness import BenchmarkError, Figure, handle_termination, note, warn
 #: the registry: module names under bench/, run in this order.
 BENCHMARKS: list[str] = [
     "users_me",
+    "ledger_append",
 ]
 
 

@@ -5,6 +5,10 @@ installed with apt-get when missing and we are root, else the Python one). Both 
 number of requests over a fixed number of keep-alive connections, stop at a time limit in any
 case, and report throughput and latency percentiles of the completed requests.
 
+Requests are GETs by default; a POST benchmark gives ``method``, ``bodies`` (sent in turn, request
+n gets ``bodies[n % len(bodies)]``) and ``unique_header`` (a header whose value is fresh for every
+request, ``<run prefix>-<n>``, e.g. an ``Idempotency-Key``).
+
 The Python generator is also this module's command line (``python -m bench.loadgen ...``).
 """
 
@@ -75,11 +79,38 @@ def loopback_only(host: str) -> None:
         raise BenchmarkError(f"refusing to send load to {host}: loopback addresses only")
 
 
+@dataclass(frozen=True)
+class Requests:
+    """What each request is, beyond path and fixed headers (default: a bodiless GET)."""
+
+    method: str = "GET"
+    bodies: tuple[str, ...] = ()  # request n sends bodies[n % len(bodies)]
+    unique_header: str | None = None  # a header with a fresh value per request: f"{prefix}-{n}"
+    prefix: str = ""  # unique_header's prefix; make it unique per run (a key must never repeat)
+
+    def body(self, n: int) -> str | None:
+        return self.bodies[n % len(self.bodies)] if self.bodies else None
+
+    def unique_value(self, n: int) -> str:
+        return f"{self.prefix}-{n}"
+
+
+GET = Requests()
+
+
 class LoadGenerator:
     name = "base"
 
     def run(
-        self, host: str, path: str, headers: Mapping[str, str], *, requests: int, concurrency: int, time_limit: float
+        self,
+        host: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        requests: int,
+        concurrency: int,
+        time_limit: float,
+        spec: Requests = GET,
     ) -> LoadResult:
         raise NotImplementedError
 
@@ -112,6 +143,47 @@ end
 """
 
 
+# Added to the script when the requests are not plain GETs: one thread, so a counter numbers them.
+_WRK_REQUEST = """\
+local method = %(method)s
+local bodies = {%(bodies)s}
+local unique = %(unique)s
+local prefix = %(prefix)s
+local sent = 0
+local hdrs = nil
+request = function()
+  if hdrs == nil then
+    hdrs = {}
+    for k, v in pairs(wrk.headers) do hdrs[k] = v end
+  end
+  local body = nil
+  if #bodies > 0 then body = bodies[(sent %% #bodies) + 1] end
+  if unique then hdrs[unique] = prefix .. "-" .. sent end
+  sent = sent + 1
+  return wrk.format(method, nil, hdrs, body)
+end
+"""
+
+
+def _lua_string(value: str | None) -> str:
+    if value is None:
+        return "nil"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def _wrk_script(spec: Requests) -> str:
+    if spec == GET:
+        return _WRK_SCRIPT
+    request = _WRK_REQUEST % {
+        "method": _lua_string(spec.method),
+        "bodies": ", ".join(_lua_string(b) for b in spec.bodies),
+        "unique": _lua_string(spec.unique_header),
+        "prefix": _lua_string(spec.prefix),
+    }
+    return request + _WRK_SCRIPT
+
+
 class Wrk(LoadGenerator):
     name = "wrk"
 
@@ -119,7 +191,15 @@ class Wrk(LoadGenerator):
         self.binary = binary
 
     def run(
-        self, host: str, path: str, headers: Mapping[str, str], *, requests: int, concurrency: int, time_limit: float
+        self,
+        host: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        requests: int,
+        concurrency: int,
+        time_limit: float,
+        spec: Requests = GET,
     ) -> LoadResult:
         loopback_only(host)
         args = [self.binary, "-t1", f"-c{concurrency}", f"-d{math.ceil(time_limit)}s", "--timeout", "5s"]
@@ -127,7 +207,7 @@ class Wrk(LoadGenerator):
             args += ["-H", f"{key}: {value}"]
         with tempfile.TemporaryDirectory(prefix="clinic-bench-wrk-") as tmp:
             script = Path(tmp) / "bounded.lua"
-            script.write_text(_WRK_SCRIPT)
+            script.write_text(_wrk_script(spec))
             args += ["-s", str(script), f"http://{host}{path}", "--", str(requests)]
             output, returncode = self._drive(args, time_limit + 15)
         match = re.search(r"^BENCH (.*)$", output, re.MULTILINE)
@@ -199,13 +279,26 @@ class PythonLoad(LoadGenerator):
     name = "python"
 
     def run(
-        self, host: str, path: str, headers: Mapping[str, str], *, requests: int, concurrency: int, time_limit: float
+        self,
+        host: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        requests: int,
+        concurrency: int,
+        time_limit: float,
+        spec: Requests = GET,
     ) -> LoadResult:
         loopback_only(host)
         args = [sys.executable, "-m", "bench.loadgen", "--host", host, "--path", path]
         args += ["--requests", str(requests), "--concurrency", str(concurrency), "--time-limit", str(time_limit)]
         for key, value in headers.items():
             args += ["--header", f"{key}: {value}"]
+        args += ["--method", spec.method]
+        for body in spec.bodies:
+            args += ["--body", body]
+        if spec.unique_header:
+            args += ["--unique-header", spec.unique_header, "--prefix", spec.prefix]
         try:
             done = subprocess.run(
                 args,
@@ -229,7 +322,14 @@ def _percentile(ordered: list[float], pct: float) -> float:
 
 
 def python_load(
-    host: str, path: str, headers: Mapping[str, str], *, requests: int, concurrency: int, time_limit: float
+    host: str,
+    path: str,
+    headers: Mapping[str, str],
+    *,
+    requests: int,
+    concurrency: int,
+    time_limit: float,
+    spec: Requests = GET,
 ) -> LoadResult:
     loopback_only(host)
     tickets = itertools.count()
@@ -243,10 +343,13 @@ def python_load(
         mine: list[float] = []
         non_2xx = errors = 0
         conn = http.client.HTTPConnection(host, timeout=5)
-        while next(tickets) < requests and time.perf_counter() < deadline:
+        while (n := next(tickets)) < requests and time.perf_counter() < deadline:
+            sending = dict(headers)
+            if spec.unique_header:
+                sending[spec.unique_header] = spec.unique_value(n)
             t0 = time.perf_counter()
             try:
-                conn.request("GET", path, headers=dict(headers))
+                conn.request(spec.method, path, body=spec.body(n), headers=sending)
                 resp = conn.getresponse()
                 resp.read()
             except (OSError, http.client.HTTPException):
@@ -311,8 +414,13 @@ def _main() -> None:
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--time-limit", type=float, required=True)
+    parser.add_argument("--method", default="GET")
+    parser.add_argument("--body", action="append", default=[], help="request body, repeatable: sent in turn")
+    parser.add_argument("--unique-header", default=None, help="header given a fresh PREFIX-N value per request")
+    parser.add_argument("--prefix", default="")
     args = parser.parse_args()
     headers = dict(h.split(": ", 1) for h in args.header)
+    spec = Requests(method=args.method, bodies=tuple(args.body), unique_header=args.unique_header, prefix=args.prefix)
     result = python_load(
         args.host,
         args.path,
@@ -320,6 +428,7 @@ def _main() -> None:
         requests=args.requests,
         concurrency=args.concurrency,
         time_limit=args.time_limit,
+        spec=spec,
     )
     print(json.dumps(asdict(result)))
 

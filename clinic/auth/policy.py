@@ -43,9 +43,15 @@ POLICY: dict[str, frozenset[Role]] = {
     "locations.view": ALL_ROLES,
     "locations.manage": frozenset({Role.admin}),
     "catalog.manage": frozenset({Role.admin}),
-    # Patients (issue 4 widens this).
+    # Patients: staff see demographics and contact (auditors never); clinical detail (screening
+    # answers and flags, weights) only clinicians and admins; clinicians chart; prescribers override.
     "patients.view": STAFF,
     "patients.create": frozenset({Role.front_desk, Role.nurse, Role.prescriber, Role.admin}),
+    "patients.update": frozenset({Role.front_desk, Role.nurse, Role.prescriber, Role.admin}),
+    "patients.clinical_view": frozenset({Role.prescriber, Role.nurse, Role.admin}),
+    "patients.chart": CLINICIANS,
+    "patients.override": frozenset({Role.prescriber}),
+    "patients.rems": STAFF,
     # The ledger: clinicians write, auditors read; admins configure but never move stock (§4.3).
     "inventory.view": frozenset({Role.nurse, Role.prescriber, Role.admin, Role.auditor}),
     "inventory.receive": CLINICIANS,
@@ -58,6 +64,9 @@ POLICY: dict[str, frozenset[Role]] = {
     "inventory.correct": CLINICIANS,
     "inventory.resolve": frozenset({Role.prescriber, Role.admin}),
     "inventory.report": frozenset({Role.prescriber, Role.nurse, Role.admin}),
+    # Scheduling: everyone on staff sees the calendar; front desk and clinicians book.
+    "scheduling.view": STAFF,
+    "scheduling.book": STAFF,
 }
 
 #: endpoints of libraries we do not decorate ourselves.
@@ -160,6 +169,7 @@ def _guard() -> None:
         g.auth_state = "unauthenticated"
         raise NotAuthenticated(headers={"WWW-Authenticate": "Bearer"} if is_api_request() else None)
     g.actor = user
+    g.actor_id = user.id  # a plain int: the view's commit expires the instance
     if permission is None or not allowed(user, permission):
         g.auth_state = "denied"
         raise PermissionDenied()
@@ -187,7 +197,7 @@ def _log_access(response: Response) -> Response:
     actor: User | None = g.get("actor")
     if actor is None and g.get("auth_state") is None:
         return _log_line(response)  # anonymous use of a public page: nothing to attribute
-    g.actor_id = actor.id if actor else None  # read before the rollback expires the object
+    g.actor_id = g.get("actor_id")  # set at authentication: actor.id would reload an expired user
     db.session.rollback()  # whatever the view did not commit is not done
     try:
         if g.get("touch_session"):

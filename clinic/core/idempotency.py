@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Response, request
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, delete, select
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -104,6 +104,8 @@ def idempotent(fn: Callable[..., Response]) -> Callable[..., Response]:
         claim = IdempotencyKey(user_id=actor_id, key=key, request_hash=request_hash)
         db.session.add(claim)
         try:
+            db.session.flush()
+            claim_id = claim.id  # now: after the commit it would be a reload
             db.session.commit()
         except IntegrityError:  # a concurrent twin claimed it first
             db.session.rollback()
@@ -111,14 +113,17 @@ def idempotent(fn: Callable[..., Response]) -> Callable[..., Response]:
             if row is None:
                 raise IdempotencyInFlight(headers={"Retry-After": "1"}) from None
             return _replay_or_refuse(row, request_hash)
-        claim_id = claim.id
         try:
             response = fn(*args, **kwargs)
-            row = db.session.get(IdempotencyKey, claim_id)
-            assert row is not None
-            row.status_code = response.status_code
-            row.content_type = response.content_type
-            row.response_body = response.get_data(as_text=True)
+            db.session.execute(  # no load of the claim row: this runs under the chain lock
+                update(IdempotencyKey)
+                .where(IdempotencyKey.id == claim_id)
+                .values(
+                    status_code=response.status_code,
+                    content_type=response.content_type,
+                    response_body=response.get_data(as_text=True),
+                )
+            )
             commit()
         except BaseException as exc:
             if getattr(exc, "keeps_writes", False):

@@ -347,9 +347,12 @@ def record_administration(
         raise ValidationFailed(errors={"patient_id": ["No such patient."]})
     at = _check_time(administered_at, "administered_at")
     container = get_container(container_id)
+    # Everything that can be read before the chain lock is: the lock serialises every append here.
+    day = _location_day(container.location_id, at)
+    _ = actor.id  # an instance expired by the idempotency claim's commit reloads now, not under the lock
     chain = _lock_chain(container.location_id)
     container = _lock_container(container_id)
-    _usable(container, on=_location_day(container.location_id, at))
+    _usable(container, on=day)
     return _append(
         chain=chain,
         kind=EntryKind.administration,
