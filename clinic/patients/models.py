@@ -37,8 +37,10 @@ class PatientWeight(db.Model):  # type: ignore[name-defined]
     """Weight history (kg as integer grams): doses are computed from the latest one."""
 
     __tablename__ = "patient_weights"
-    __table_args__ = (CheckConstraint("weight_g BETWEEN 2000 AND 400000", name="weight_plausible"),
-                      Index("ix_patient_weights_patient_measured", "patient_id", "measured_at"))
+    __table_args__ = (
+        CheckConstraint("weight_g BETWEEN 2000 AND 400000", name="weight_plausible"),
+        Index("ix_patient_weights_patient_measured", "patient_id", "measured_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))

@@ -87,7 +87,8 @@ class AppointmentSeries(db.Model):  # type: ignore[name-defined]
 
     protocol: Mapped[Protocol] = relationship(lazy="joined", innerjoin=True)
     appointments: Mapped[list[Appointment]] = relationship(
-        back_populates="series", order_by="Appointment.seq", lazy="selectin")
+        back_populates="series", order_by="Appointment.seq", lazy="selectin"
+    )
 
 
 class Appointment(db.Model):  # type: ignore[name-defined]
@@ -95,8 +96,9 @@ class Appointment(db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         UniqueConstraint("series_id", "seq"),
         CheckConstraint("ends_at > starts_at", name="ordered"),
-        CheckConstraint("status IN ('scheduled', 'checked_in', 'completed', 'cancelled', 'no_show', 'missed')",
-                        name="status_known"),
+        CheckConstraint(
+            "status IN ('scheduled', 'checked_in', 'completed', 'cancelled', 'no_show', 'missed')", name="status_known"
+        ),
         Index("ix_appointments_location_starts", "location_id", "starts_at"),
         Index("ix_appointments_patient_starts", "patient_id", "starts_at"),
     )
