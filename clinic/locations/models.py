@@ -20,6 +20,9 @@ DEFAULT_JURISDICTION: dict[str, Any] = {
     "board_loss_notice_days": None,  # DEA-37 state add-on, e.g. 14 (CA theft) or 30
     "retention_years": 2,  # DEA-08 floor; HIPAA documentation 6 (SYS-02)
     "small_discrepancy_pattern": {"count": 3, "days": 30},  # DEA-35
+    # DOMAIN.md §4: per-flag level overrides, e.g. {"CI-06": "HARD"}; defaults live in
+    # clinic/patients/screening.py, so an empty map means the suggested levels.
+    "screening_levels": {},
 }
 
 DEFAULT_HOURS: dict[str, list[str] | None] = {

@@ -29,6 +29,10 @@ class JurisdictionSchema(StrictSchema):
     board_loss_notice_days = ma.fields.Integer(allow_none=True, validate=validate.Range(min=0, max=90))
     retention_years = ma.fields.Integer(validate=validate.Range(min=2, max=30))
     small_discrepancy_pattern = ma.fields.Dict()
+    screening_levels = ma.fields.Dict(
+        keys=ma.fields.String(validate=validate.Regexp(r"^CI-\d{2}$", error="A flag code such as CI-06.")),
+        values=ma.fields.String(validate=validate.OneOf(["HARD", "OVERRIDE", "WARN"])),
+    )
 
 
 class CreateLocationSchema(StrictSchema):

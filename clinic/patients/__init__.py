@@ -1,1 +1,1 @@
-"""Patients: demographics needed on dispensing records (DEA-26). Screening arrives with issue 4."""
+"""Patients: demographics and contact (DEA-26), weights, REMS enrolment (SPR-05), screening (DOMAIN.md §4)."""

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from clinic.auth.policy import current_actor, require
+from clinic.core.errors import ValidationFailed
+from clinic.core.tx import commits
+from clinic.scheduling import calendar, service
+from clinic.scheduling.schemas import (
+    AbsentResultSchema,
+    AbsentSchema,
+    AppointmentListSchema,
+    AppointmentSchema,
+    CalendarFeedSchema,
+    CalendarQuerySchema,
+    CancelSchema,
+    ChairSchema,
+    ClosureSchema,
+    CreateChairSchema,
+    CreateClosureSchema,
+    CreateSeriesSchema,
+    ProtocolListSchema,
+    RescheduleSchema,
+    SeriesSchema,
+)
+
+blp = Blueprint("scheduling_api", __name__, url_prefix="/api/v1", description="Treatment courses")
+
+
+@blp.route("/protocols")
+class Protocols(MethodView):
+    @require("scheduling.view")
+    @blp.response(200, ProtocolListSchema)
+    def get(self) -> dict[str, Any]:
+        return {"items": service.list_protocols()}
+
+
+@blp.route("/locations/<int:location_id>/chairs")
+class Chairs(MethodView):
+    @require("locations.manage")
+    @blp.arguments(CreateChairSchema)
+    @blp.response(201, ChairSchema)
+    @commits
+    def post(self, args: dict[str, Any], location_id: int) -> Any:
+        return service.create_chair(actor=current_actor(), location_id=location_id, name=args["name"])
+
+
+@blp.route("/locations/<int:location_id>/closures")
+class Closures(MethodView):
+    @require("locations.manage")
+    @blp.arguments(CreateClosureSchema)
+    @blp.response(201, ClosureSchema)
+    @commits
+    def post(self, args: dict[str, Any], location_id: int) -> Any:
+        return service.create_closure(actor=current_actor(), location_id=location_id, **args)
+
+
+@blp.route("/series")
+class SeriesCollection(MethodView):
+    @require("scheduling.book")
+    @blp.arguments(CreateSeriesSchema)
+    @blp.response(201, SeriesSchema)
+    @commits
+    def post(self, args: dict[str, Any]) -> Any:
+        return service.create_series(actor=current_actor(), **args)
+
+
+@blp.route("/series/<int:series_id>")
+class SeriesById(MethodView):
+    @require("scheduling.view")
+    @blp.response(200, SeriesSchema)
+    def get(self, series_id: int) -> Any:
+        return service.get_series(series_id)
+
+
+@blp.route("/appointments")
+class Appointments(MethodView):
+    @require("scheduling.view")
+    @blp.arguments(CalendarQuerySchema, location="query")
+    @blp.response(200, AppointmentListSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not timedelta(0) < args["until"] - args["since"] <= timedelta(days=62):
+            raise ValidationFailed(errors={"until": ["Ask for at most 62 days after since."]})
+        return {"items": service.list_appointments(**args)}
+
+
+@blp.route("/appointments/<int:appointment_id>/cancel")
+class CancelAppointment(MethodView):
+    @require("scheduling.book")
+    @blp.arguments(CancelSchema)
+    @blp.response(200, AppointmentSchema)
+    @commits
+    def post(self, args: dict[str, Any], appointment_id: int) -> Any:
+        return service.cancel_appointment(actor=current_actor(), appointment_id=appointment_id, **args)
+
+
+@blp.route("/appointments/<int:appointment_id>/reschedule")
+class RescheduleAppointment(MethodView):
+    @require("scheduling.book")
+    @blp.arguments(RescheduleSchema)
+    @blp.response(200, AppointmentSchema)
+    @commits
+    def post(self, args: dict[str, Any], appointment_id: int) -> Any:
+        return service.reschedule_appointment(actor=current_actor(), appointment_id=appointment_id, **args)
+
+
+@blp.route("/appointments/<int:appointment_id>/no-show")
+class NoShow(MethodView):
+    @require("scheduling.book")
+    @blp.arguments(AbsentSchema)
+    @blp.response(200, AbsentResultSchema)
+    @commits
+    def post(self, args: dict[str, Any], appointment_id: int) -> Any:
+        return service.mark_absent(actor=current_actor(), appointment_id=appointment_id, status="no_show", **args)
+
+
+@blp.route("/appointments/<int:appointment_id>/missed")
+class Missed(MethodView):
+    @require("scheduling.book")
+    @blp.arguments(AbsentSchema)
+    @blp.response(200, AbsentResultSchema)
+    @commits
+    def post(self, args: dict[str, Any], appointment_id: int) -> Any:
+        return service.mark_absent(actor=current_actor(), appointment_id=appointment_id, status="missed", **args)
+
+
+@blp.route("/patients/<int:patient_id>/calendar-feed")
+class PatientCalendarFeed(MethodView):
+    @require("scheduling.book")
+    @blp.response(201, CalendarFeedSchema)
+    @commits
+    def post(self, patient_id: int) -> dict[str, Any]:
+        feed, raw = calendar.create_feed(actor=current_actor(), patient_id=patient_id)
+        return {"id": feed.id, "url": url_for("scheduling_ui.calendar_feed", token=raw, _external=True)}
+
+
+@blp.route("/users/me/calendar-feed")
+class MyCalendarFeed(MethodView):
+    @require("self.view")
+    @blp.response(201, CalendarFeedSchema)
+    @commits
+    def post(self) -> dict[str, Any]:
+        actor = current_actor()
+        feed, raw = calendar.create_feed(actor=actor, user_id=actor.id)
+        return {"id": feed.id, "url": url_for("scheduling_ui.calendar_feed", token=raw, _external=True)}
+
+
+@blp.route("/calendar-feeds/<int:feed_id>")
+class CalendarFeedById(MethodView):
+    @require("scheduling.book")
+    @blp.response(204)
+    @commits
+    def delete(self, feed_id: int) -> None:
+        calendar.revoke_feed(actor=current_actor(), feed_id=feed_id)

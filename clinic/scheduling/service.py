@@ -1,0 +1,509 @@
+"""Booking whole treatment courses (DOMAIN.md §2.4, §3): expand a protocol into visits in the
+location's time zone, on free chairs within clinic hours, keeping the protocol's spacing.
+
+Time-zone policy (F13): a visit keeps its local wall-clock time across DST changes. A local time
+that does not exist (spring forward) moves forward by the gap (02:30 -> 03:30); an ambiguous one
+(fall back) takes its first occurrence (fold=0). Everything is stored in UTC.
+
+Double booking is refused by the database: each live appointment holds one row per 15-minute slot,
+unique per chair and per patient. The checks here only make the refusal friendly (409 naming each
+clash and offering free slots); a lost race still ends in the same 409.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from clinic.audit import service as audit
+from clinic.auth.models import Role, User
+from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.time import utcnow
+from clinic.extensions import db
+from clinic.locations.models import Location
+from clinic.patients.models import Patient
+from clinic.scheduling.errors import BookingConflict, InvalidTransition
+from clinic.scheduling.models import (
+    SLOT_MINUTES,
+    Appointment,
+    AppointmentSeries,
+    AppointmentSlot,
+    Chair,
+    Closure,
+    Protocol,
+)
+from clinic.scheduling.protocols import WEEKLY_OFFSETS
+
+logger = logging.getLogger(__name__)
+
+SLOT = timedelta(minutes=SLOT_MINUTES)
+LIVE = ("scheduled", "checked_in")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SEARCH_DAYS = 14
+SUGGESTIONS = 3
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+
+def create_chair(*, actor: User, location_id: int, name: str) -> Chair:
+    _location(location_id)
+    if db.session.scalar(select(Chair.id).where(Chair.location_id == location_id, Chair.name == name)):
+        raise ValidationFailed(errors={"name": ["This location already has a chair with that name."]})
+    chair = Chair(location_id=location_id, name=name)
+    db.session.add(chair)
+    db.session.flush()
+    audit.record(actor=actor, tag="scheduling:chair:create", subject=("chair", chair.id), data={"name": name})
+    return chair
+
+
+def create_closure(*, actor: User, location_id: int, starts_on: date, ends_on: date, reason: str) -> Closure:
+    _location(location_id)
+    if ends_on < starts_on:
+        raise ValidationFailed(errors={"ends_on": ["Must not be before starts_on."]})
+    closure = Closure(location_id=location_id, starts_on=starts_on, ends_on=ends_on, reason=reason)
+    db.session.add(closure)
+    db.session.flush()
+    audit.record(
+        actor=actor,
+        tag="scheduling:closure:create",
+        subject=("closure", closure.id),
+        data={"starts_on": starts_on.isoformat(), "ends_on": ends_on.isoformat()},
+    )
+    return closure
+
+
+def list_protocols() -> list[Protocol]:
+    return list(db.session.scalars(select(Protocol).where(Protocol.is_current.is_(True)).order_by(Protocol.code)))
+
+
+def current_protocol(code: str) -> Protocol:
+    protocol = db.session.scalar(select(Protocol).where(Protocol.code == code, Protocol.is_current.is_(True)))
+    if protocol is None:
+        raise ValidationFailed(errors={"protocol": ["Unknown protocol code; see GET /protocols."]})
+    return protocol
+
+
+def _location(location_id: int) -> Location:
+    location = db.session.get(Location, location_id)
+    if location is None:
+        raise NotFound("No such location")
+    return location
+
+
+# --- time --------------------------------------------------------------------------------------
+
+
+def local_to_utc(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """The documented DST policy: gap -> forward by the gap, fold -> first occurrence."""
+    return datetime.combine(day, at).replace(tzinfo=tz, fold=0).astimezone(UTC)
+
+
+@dataclass
+class Calendar:
+    """What a booking needs to know about one location, loaded with a fixed number of queries."""
+
+    location: Location
+    tz: ZoneInfo
+    chairs: list[int]
+    closures: list[tuple[date, date]]
+
+    def open_span(self, day: date) -> tuple[time, time] | None:
+        if any(a <= day <= b for a, b in self.closures):
+            return None
+        span = (self.location.hours or {}).get(DAYS[day.weekday()])
+        if not span:
+            return None
+        return time.fromisoformat(span[0]), time.fromisoformat(span[1])
+
+    def fits(self, start: datetime, minutes: int) -> bool:
+        local = start.astimezone(self.tz)
+        span = self.open_span(local.date())
+        if span is None:
+            return False
+        end_local = (start + timedelta(minutes=minutes)).astimezone(self.tz)
+        return local.time() >= span[0] and end_local.date() == local.date() and end_local.time() <= span[1]
+
+
+def _calendar(location_id: int) -> Calendar:
+    location = _location(location_id)
+    chairs = list(
+        db.session.scalars(
+            select(Chair.id).where(Chair.location_id == location_id, Chair.is_active.is_(True)).order_by(Chair.name)
+        )
+    )
+    closures = [
+        (c.starts_on, c.ends_on) for c in db.session.scalars(select(Closure).where(Closure.location_id == location_id))
+    ]
+    return Calendar(location, ZoneInfo(location.timezone), chairs, closures)
+
+
+def _slots(start: datetime, minutes: int) -> list[datetime]:
+    n = -(-minutes // SLOT_MINUTES)
+    return [start + SLOT * i for i in range(n)]
+
+
+# --- booking -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Planned:
+    seq: int
+    phase: str
+    starts_at: datetime
+    dose_mg: str | None
+
+
+def _plan(protocol: Protocol, cal: Calendar, start_on: date, preferred: time) -> tuple[list[Planned], list[dict]]:
+    rules = protocol.rules
+    minutes = int(rules["chair_minutes"])
+    spacing = timedelta(hours=int(rules["min_spacing_hours"]))
+    dose = rules["dose"]
+    planned: list[Planned] = []
+    problems: list[dict[str, Any]] = []
+    week_start = start_on
+    seq = 0
+    for phase in rules["phases"]:
+        for _ in range(int(phase["weeks"])):
+            for offset in WEEKLY_OFFSETS[int(phase["per_week"])]:
+                seq += 1
+                day = week_start + timedelta(days=offset)
+                chosen = None
+                for shift in range(7):
+                    candidate = local_to_utc(day + timedelta(days=shift), preferred, cal.tz)
+                    if planned and candidate - planned[-1].starts_at < spacing:
+                        continue
+                    if cal.fits(candidate, minutes):
+                        chosen = candidate
+                        break
+                if chosen is None:
+                    problems.append(
+                        {
+                            "seq": seq,
+                            "date": day.isoformat(),
+                            "reason": "no open day within a week keeps the time and the spacing",
+                        }
+                    )
+                    continue
+                first = seq == 1 and dose["kind"] == "fixed"
+                planned.append(
+                    Planned(
+                        seq,
+                        phase["phase"],
+                        chosen,
+                        dose.get("first_mg") if first else dose.get("options_mg", [None])[0],
+                    )
+                )
+            week_start += timedelta(days=7)
+    return planned, problems
+
+
+def _busy(cal: Calendar, patient_id: int, slots: list[datetime]) -> tuple[set[tuple[int, datetime]], set[datetime]]:
+    if not slots:
+        return set(), set()
+    chair_rows = db.session.execute(
+        select(AppointmentSlot.chair_id, AppointmentSlot.slot_at).where(
+            AppointmentSlot.chair_id.in_(cal.chairs or [-1]), AppointmentSlot.slot_at.in_(slots)
+        )
+    ).all()
+    patient_rows = db.session.scalars(
+        select(AppointmentSlot.slot_at).where(
+            AppointmentSlot.patient_id == patient_id, AppointmentSlot.slot_at.in_(slots)
+        )
+    ).all()
+    return {(c, s) for c, s in chair_rows}, set(patient_rows)
+
+
+def _free_chair(cal: Calendar, busy: set[tuple[int, datetime]], slots: list[datetime]) -> int | None:
+    for chair in cal.chairs:
+        if not any((chair, s) in busy for s in slots):
+            return chair
+    return None
+
+
+def next_free(
+    cal: Calendar, patient_id: int, after: datetime, minutes: int, n: int = SUGGESTIONS
+) -> list[dict[str, Any]]:
+    """The first free (chair, start) pairs from `after`, within hours, over the next two weeks."""
+    until = after + timedelta(days=SEARCH_DAYS)
+    rows = db.session.execute(
+        select(AppointmentSlot.chair_id, AppointmentSlot.slot_at, AppointmentSlot.patient_id).where(
+            AppointmentSlot.slot_at >= after,
+            AppointmentSlot.slot_at < until,
+            (AppointmentSlot.chair_id.in_(cal.chairs or [-1])) | (AppointmentSlot.patient_id == patient_id),
+        )
+    ).all()
+    busy = {(c, s) for c, s, _ in rows}
+    patient_busy = {s for _, s, p in rows if p == patient_id}
+    found: list[dict[str, Any]] = []
+    start = after
+    while start < until and len(found) < n:
+        if cal.fits(start, minutes):
+            slots = _slots(start, minutes)
+            if not patient_busy.intersection(slots):
+                chair = _free_chair(cal, busy, slots)
+                if chair is not None:
+                    found.append({"starts_at": start.isoformat(), "chair_id": chair})
+        start += SLOT
+    return found
+
+
+def create_series(
+    *,
+    actor: User,
+    patient_id: int,
+    protocol: str,
+    location_id: int,
+    prescriber_id: int,
+    start_on: date,
+    preferred_time: time,
+) -> AppointmentSeries:
+    from clinic.patients import service as patients
+
+    proto = current_protocol(protocol)
+    patient = db.session.get(Patient, patient_id)
+    if patient is None:
+        raise ValidationFailed(errors={"patient_id": ["No such patient."]})
+    prescriber = db.session.get(User, prescriber_id)
+    if prescriber is None or prescriber.role_enum is not Role.prescriber or not prescriber.is_active:
+        raise ValidationFailed(errors={"prescriber_id": ["Must be an active prescriber."]})
+    cal = _calendar(location_id)
+    if not cal.chairs:
+        raise ValidationFailed(errors={"location_id": ["This location has no chairs yet."]})
+    today = utcnow().astimezone(cal.tz).date()
+    if start_on < today:
+        raise ValidationFailed(errors={"start_on": ["Cannot start in the past."]})
+    patients.assert_bookable(patient_id=patient_id, on=start_on, drug=proto.rules["drug"])
+
+    minutes = int(proto.rules["chair_minutes"])
+    planned, problems = _plan(proto, cal, start_on, preferred_time)
+    now = utcnow()
+    if start_on == today:  # booked for earlier today (back-charting) is allowed; only its first visit
+        planned = [p for p in planned if p.starts_at >= now - timedelta(hours=12)]
+    slot_sets = [_slots(p.starts_at, minutes) for p in planned]
+    busy, patient_busy = _busy(cal, patient_id, [s for slots in slot_sets for s in slots])
+    chairs: list[int] = []
+    for p, slots in zip(planned, slot_sets, strict=True):
+        chair = _free_chair(cal, busy, slots)
+        clash = patient_busy.intersection(slots)
+        if chair is None or clash:
+            problems.append(
+                {
+                    "seq": p.seq,
+                    "starts_at": p.starts_at.isoformat(),
+                    "reason": "the patient already has a visit then" if clash else "no chair is free then",
+                    "next_free": next_free(cal, patient_id, p.starts_at + SLOT, minutes),
+                }
+            )
+            continue
+        chairs.append(chair)
+        busy.update((chair, s) for s in slots)
+    if problems:
+        raise BookingConflict(errors={"conflicts": sorted(problems, key=lambda c: c["seq"])})
+
+    series = AppointmentSeries(
+        patient_id=patient_id,
+        location_id=location_id,
+        prescriber_id=prescriber_id,
+        protocol_id=proto.id,
+        start_on=start_on,
+        preferred_time=preferred_time,
+        created_by_id=actor.id,
+    )
+    db.session.add(series)
+    db.session.flush()
+    for p, chair, slots in zip(planned, chairs, slot_sets, strict=True):
+        appt = Appointment(
+            series_id=series.id,
+            seq=p.seq,
+            phase=p.phase,
+            patient_id=patient_id,
+            location_id=location_id,
+            chair_id=chair,
+            starts_at=p.starts_at,
+            ends_at=p.starts_at + timedelta(minutes=minutes),
+            planned_dose_mg=p.dose_mg,
+        )
+        db.session.add(appt)
+        db.session.flush()
+        _hold(appt, slots)
+    _flush_slots()
+    audit.record(
+        actor=actor,
+        tag="scheduling:series:create",
+        subject=("series", series.id),
+        data={"protocol": proto.code, "version": proto.version, "appointments": len(planned)},
+    )
+    return series
+
+
+def _hold(appt: Appointment, slots: list[datetime]) -> None:
+    db.session.add_all(
+        AppointmentSlot(appointment_id=appt.id, chair_id=appt.chair_id, patient_id=appt.patient_id, slot_at=s)
+        for s in slots
+    )
+
+
+def _flush_slots() -> None:
+    """Insert the slot rows; a concurrent booking that won the race turns into the same 409."""
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError:
+        raise BookingConflict(errors={"conflicts": [{"reason": "another booking took these slots just now"}]}) from None
+
+
+def get_series(series_id: int) -> AppointmentSeries:
+    series = db.session.get(AppointmentSeries, series_id)
+    if series is None:
+        raise NotFound("No such series")
+    return series
+
+
+def reviews(series: AppointmentSeries) -> list[dict[str, Any]]:
+    """End-of-induction and end-of-course reviews (SPR-21, IVK-08): when they fall due."""
+    live = [a for a in series.appointments if a.status != "cancelled"]
+    out: list[dict[str, Any]] = []
+    induction = [a for a in live if a.phase == "induction"]
+    if induction and any(a.phase != "induction" for a in live):
+        out.append({"kind": "end_of_induction", "due_at": induction[-1].ends_at.isoformat()})
+    if live:
+        out.append(
+            {
+                "kind": "end_of_course",
+                "due_at": live[-1].ends_at.isoformat(),
+                "endpoint": series.protocol.rules.get("endpoint"),
+            }
+        )
+    return out
+
+
+# --- changes to one visit ----------------------------------------------------------------------
+
+
+def _appointment(appointment_id: int) -> Appointment:
+    appt = db.session.get(Appointment, appointment_id)
+    if appt is None:
+        raise NotFound("No such appointment")
+    return appt
+
+
+def _release(appt: Appointment) -> None:
+    db.session.execute(delete(AppointmentSlot).where(AppointmentSlot.appointment_id == appt.id))
+
+
+def cancel_appointment(*, actor: User, appointment_id: int, reason: str) -> Appointment:
+    appt = _appointment(appointment_id)
+    if appt.status != "scheduled":
+        raise InvalidTransition(f"The appointment is {appt.status}.")
+    appt.status, appt.status_reason = "cancelled", reason
+    _release(appt)
+    db.session.flush()
+    audit.record(actor=actor, tag="scheduling:session:cancel", subject=("appointment", appt.id), data={})
+    return appt
+
+
+def mark_absent(*, actor: User, appointment_id: int, status: str, reason: str | None = None) -> dict[str, Any]:
+    """No-show or missed, with the SPR-23 follow-up: keep the schedule in induction; in maintenance a
+    prescriber considers returning to the previous frequency."""
+    appt = _appointment(appointment_id)
+    if appt.status not in LIVE:
+        raise InvalidTransition(f"The appointment is {appt.status}.")
+    if appt.starts_at > utcnow():
+        raise InvalidTransition("A visit cannot be missed before it starts.")
+    appt.status, appt.status_reason = status, reason
+    _release(appt)
+    db.session.flush()
+    audit.record(actor=actor, tag=f"scheduling:session:{status}", subject=("appointment", appt.id), data={})
+    follow_up = (
+        "continue the current schedule"
+        if appt.phase == "induction"
+        else "prescriber review: consider returning to the previous frequency"
+    )
+    return {"appointment": appt, "follow_up": follow_up}
+
+
+def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datetime) -> Appointment:
+    """Move one visit; later visits in the course move too where the protocol's spacing needs it."""
+    appt = _appointment(appointment_id)
+    if appt.status != "scheduled":
+        raise InvalidTransition(f"The appointment is {appt.status}.")
+    series = get_series(appt.series_id)
+    rules = series.protocol.rules
+    minutes, spacing = int(rules["chair_minutes"]), timedelta(hours=int(rules["min_spacing_hours"]))
+    cal = _calendar(appt.location_id)
+    starts_at = starts_at.astimezone(UTC)
+    if starts_at.minute % SLOT_MINUTES or starts_at.second or starts_at.microsecond:
+        raise ValidationFailed(errors={"starts_at": [f"Use a {SLOT_MINUTES}-minute boundary."]})
+    if not cal.fits(starts_at, minutes):
+        raise ValidationFailed(errors={"starts_at": ["Outside clinic hours, or the clinic is closed."]})
+    live = [a for a in series.appointments if a.status in LIVE]
+    before = [a for a in live if a.seq < appt.seq]
+    if before and starts_at - before[-1].starts_at < spacing:
+        raise ValidationFailed(errors={"starts_at": ["Too soon after the previous visit of this course."]})
+    later = [a for a in live if a.seq > appt.seq]
+    moves = [(appt, starts_at)]
+    prev = starts_at
+    for nxt in later:
+        target = nxt.starts_at
+        local_time = nxt.starts_at.astimezone(cal.tz).time()
+        day = nxt.starts_at.astimezone(cal.tz).date()
+        while target - prev < spacing or not cal.fits(target, minutes):
+            day += timedelta(days=1)
+            target = local_to_utc(day, local_time, cal.tz)
+            if target - nxt.starts_at > timedelta(days=SEARCH_DAYS):
+                raise BookingConflict(errors={"conflicts": [{"seq": nxt.seq, "reason": "no day keeps the spacing"}]})
+        moves.append((nxt, target))
+        prev = target
+    moving = [a for a, new in moves if new != a.starts_at or a is appt]
+    for a in moving:
+        _release(a)
+    db.session.flush()
+    targets = {a.id: new for a, new in moves}
+    all_slots = [s for a in moving for s in _slots(targets[a.id], minutes)]
+    busy, patient_busy = _busy(cal, appt.patient_id, all_slots)
+    problems = []
+    for a in moving:
+        slots = _slots(targets[a.id], minutes)
+        chair = a.chair_id if not any((a.chair_id, s) in busy for s in slots) else _free_chair(cal, busy, slots)
+        if chair is None or patient_busy.intersection(slots):
+            problems.append(
+                {
+                    "seq": a.seq,
+                    "starts_at": targets[a.id].isoformat(),
+                    "reason": "no chair is free then",
+                    "next_free": next_free(cal, a.patient_id, targets[a.id] + SLOT, minutes),
+                }
+            )
+            continue
+        busy.update((chair, s) for s in slots)
+        a.chair_id, a.starts_at, a.ends_at = chair, targets[a.id], targets[a.id] + timedelta(minutes=minutes)
+        _hold(a, slots)
+    if problems:
+        raise BookingConflict(errors={"conflicts": problems})
+    _flush_slots()
+    audit.record(
+        actor=actor,
+        tag="scheduling:session:reschedule",
+        subject=("appointment", appt.id),
+        data={"moved": [a.id for a in moving]},
+    )
+    return appt
+
+
+def list_appointments(*, location_id: int, since: datetime, until: datetime) -> list[Appointment]:
+    return list(
+        db.session.scalars(
+            select(Appointment)
+            .where(
+                Appointment.location_id == location_id, Appointment.starts_at >= since, Appointment.starts_at < until
+            )
+            .order_by(Appointment.starts_at, Appointment.chair_id)
+        )
+    )

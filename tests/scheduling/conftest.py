@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pytest
+
+from tests.conftest import Account, bearer
+from tests.inventory.conftest import make_location
+
+
+@dataclass
+class Desk:
+    client: Any
+    admin: dict[str, str]
+    desk: dict[str, str]
+    nurse: dict[str, str]
+    prescriber: Account
+    prescriber_h: dict[str, str]
+    location_id: int
+    chairs: list[int]
+
+    def patient(self, *, born: str = "1985-06-01", screen: dict[str, Any] | None = None, rems: bool = True) -> int:
+        resp = self.client.post(
+            "/api/v1/patients",
+            headers=self.desk,
+            json={
+                "first_name": "Casey",
+                "last_name": f"Course{uuid.uuid4().hex[:4]}",
+                "date_of_birth": born,
+                "address": "1 Test St",
+                "timezone": "America/New_York",
+            },
+        )
+        assert resp.status_code == 201, resp.json
+        pid = resp.json["id"]
+        answers = {
+            "pregnant": False,
+            "breastfeeding": False,
+            "psychosis_or_mania": False,
+            "uncontrolled_hypertension": False,
+            "cardiovascular_disease": False,
+            "aneurysm_avm_or_ich": False,
+            "substance_use_disorder": False,
+            "prior_ketamine_reaction": False,
+            "medications": [],
+            **(screen or {}),
+        }
+        screening = self.client.post(
+            f"/api/v1/patients/{pid}/screenings", headers=self.nurse, json={"answers": answers}
+        )
+        assert screening.status_code == 201, screening.json
+        if rems:
+            assert (
+                self.client.post(
+                    f"/api/v1/patients/{pid}/rems-enrollment", headers=self.nurse, json={"enrolled_on": "2026-11-01"}
+                ).status_code
+                == 201
+            )
+        return pid
+
+    def book(
+        self,
+        patient_id: int,
+        protocol: str = "esketamine-rems",
+        start_on: str = "2027-02-22",
+        preferred_time: str = "09:00",
+        headers: dict[str, str] | None = None,
+    ):
+        return self.client.post(
+            "/api/v1/series",
+            headers=headers or self.desk,
+            json={
+                "patient_id": patient_id,
+                "protocol": protocol,
+                "location_id": self.location_id,
+                "prescriber_id": self.prescriber.id,
+                "start_on": start_on,
+                "preferred_time": preferred_time,
+            },
+        )
+
+
+def make_desk(app, client, make_user, chairs: int = 2, tz: str = "America/New_York") -> Desk:
+    admin = bearer(app, make_user("admin"))
+    location_id = make_location(client, admin, timezone=tz)
+    chair_ids = []
+    for i in range(chairs):
+        resp = client.post(f"/api/v1/locations/{location_id}/chairs", headers=admin, json={"name": f"Chair {i + 1}"})
+        assert resp.status_code == 201, resp.json
+        chair_ids.append(resp.json["id"])
+    prescriber = make_user("prescriber")
+    return Desk(
+        client,
+        admin,
+        bearer(app, make_user("front_desk")),
+        bearer(app, make_user("nurse")),
+        prescriber,
+        bearer(app, prescriber),
+        location_id,
+        chair_ids,
+    )
+
+
+@pytest.fixture
+def desk(app, client, make_user) -> Desk:
+    return make_desk(app, client, make_user)
+
+
+def local(iso: str, tz: str = "America/New_York"):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromisoformat(iso).astimezone(ZoneInfo(tz))
+
+
+__all__ = ["date"]

@@ -1,0 +1,241 @@
+"""Booking whole courses (issue 4): protocol expansion, time zones and DST, conflicts, changes."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from tests.conftest import Client
+from tests.scheduling.conftest import local, make_desk
+
+NY = ZoneInfo("America/New_York")
+
+
+def test_esketamine_trd_course_keeps_its_local_time_through_dst(desk):
+    resp = desk.book(desk.patient())  # Monday 2027-02-22; DST starts 2027-03-14
+    assert resp.status_code == 201, resp.json
+    appts = resp.json["appointments"]
+    start = date(2027, 2, 22)
+    weeks = [(local(a["starts_at"]).date() - start).days // 7 for a in appts]
+    assert sum(1 for w in weeks if w < 4) == 8
+    assert sum(1 for w in weeks if 4 <= w < 8) == 4
+    assert len(appts) == 12
+    assert {local(a["starts_at"]).strftime("%H:%M") for a in appts} == {"09:00"}
+    offsets = {local(a["starts_at"]).utcoffset() for a in appts}
+    assert offsets == {timedelta(hours=-5), timedelta(hours=-4)}  # both sides of the change
+    assert [a["phase"] for a in appts] == ["induction"] * 8 + ["maintenance"] * 4
+    assert appts[0]["planned_dose_mg"] == "56"
+    assert resp.json["protocol"] == "esketamine-rems" and resp.json["protocol_version"] == 1
+    kinds = [r["kind"] for r in resp.json["reviews"]]
+    assert kinds == ["end_of_induction", "end_of_course"]
+
+
+def test_iv_induction_is_six_infusions_spaced_and_at_most_three_a_week(desk):
+    resp = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04")
+    assert resp.status_code == 201, resp.json
+    starts = [datetime.fromisoformat(a["starts_at"]) for a in resp.json["appointments"]]
+    assert len(starts) == 6
+    assert all(b - a >= timedelta(hours=40) for a, b in itertools.pairwise(starts))
+    for s in starts:
+        assert sum(1 for t in starts if s <= t < s + timedelta(days=7)) <= 3
+    assert (starts[-1] - starts[0]) <= timedelta(days=21)
+
+
+def test_weekend_and_closure_days_are_skipped(desk):
+    desk.client.post(
+        f"/api/v1/locations/{desk.location_id}/closures",
+        headers=desk.admin,
+        json={"starts_on": "2027-01-06", "ends_on": "2027-01-06", "reason": "staff training"},
+    )
+    resp = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04")
+    days = [local(a["starts_at"]).date() for a in resp.json["appointments"]]
+    assert date(2027, 1, 6) not in days
+    assert all(d.weekday() < 5 for d in days)
+
+
+def test_a_clash_is_409_naming_each_visit_and_offering_free_slots(app, client, make_user):
+    desk = make_desk(app, client, make_user, chairs=1)
+    assert desk.book(desk.patient()).status_code == 201
+    before = client.get(
+        f"/api/v1/appointments?location_id={desk.location_id}&since=2027-02-20T00:00:00Z&until=2027-04-20T00:00:00Z",
+        headers=desk.desk,
+    ).json["items"]
+    clash = desk.book(desk.patient())
+    assert clash.status_code == 409
+    assert clash.mimetype == "application/problem+json"
+    conflicts = clash.json["errors"]["conflicts"]
+    assert len(conflicts) == 12
+    assert all(c["reason"] == "no chair is free then" and c["next_free"] for c in conflicts)
+    first_free = datetime.fromisoformat(conflicts[0]["next_free"][0]["starts_at"])
+    assert first_free >= datetime.fromisoformat(conflicts[0]["starts_at"]) + timedelta(minutes=150)
+    after = client.get(
+        f"/api/v1/appointments?location_id={desk.location_id}&since=2027-02-20T00:00:00Z&until=2027-04-20T00:00:00Z",
+        headers=desk.desk,
+    ).json["items"]
+    assert after == before  # nothing written
+
+
+def test_a_patient_is_never_double_booked(desk):
+    pid = desk.patient()
+    assert desk.book(pid).status_code == 201
+    again = desk.book(pid, preferred_time="10:00")
+    assert again.status_code == 409
+    assert {c["reason"] for c in again.json["errors"]["conflicts"]} == {"the patient already has a visit then"}
+
+
+def test_two_clients_booking_the_same_chair_at_once(app, client, make_user):
+    desk = make_desk(app, client, make_user, chairs=1)
+    patients = [desk.patient(), desk.patient()]
+    barrier = threading.Barrier(2)
+    results: list[int] = []
+
+    def book(pid):
+        app.test_client_class = Client
+        c = app.test_client()
+        barrier.wait()
+        results.append(
+            c.post(
+                "/api/v1/series",
+                headers=desk.desk,
+                json={
+                    "patient_id": pid,
+                    "protocol": "esketamine-rems",
+                    "location_id": desk.location_id,
+                    "prescriber_id": desk.prescriber.id,
+                    "start_on": "2027-02-22",
+                    "preferred_time": "09:00",
+                },
+            ).status_code
+        )
+
+    threads = [threading.Thread(target=book, args=(p,)) for p in patients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [201, 409]
+
+
+def test_cancel_frees_the_chair(app, client, make_user):
+    desk = make_desk(app, client, make_user, chairs=1)
+    first = desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on="2027-01-05").json
+    other = desk.patient()
+    assert desk.book(other, protocol="ketamine-iv-booster", start_on="2027-01-05").status_code == 409
+    appt = first["appointments"][0]["id"]
+    cancelled = client.post(f"/api/v1/appointments/{appt}/cancel", headers=desk.desk, json={"reason": "patient ill"})
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+    assert desk.book(other, protocol="ketamine-iv-booster", start_on="2027-01-05").status_code == 201
+    again = client.post(f"/api/v1/appointments/{appt}/cancel", headers=desk.desk, json={"reason": "x"})
+    assert again.status_code == 409
+
+
+def test_reschedule_moves_later_visits_to_keep_the_spacing(desk):
+    series = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04").json
+    appts = series["appointments"]
+    second = appts[1]
+    new_start = (local(second["starts_at"]) + timedelta(days=1)).astimezone(UTC)  # Wed -> Thu
+    resp = desk.client.post(
+        f"/api/v1/appointments/{second['id']}/reschedule", headers=desk.desk, json={"starts_at": new_start.isoformat()}
+    )
+    assert resp.status_code == 200, resp.json
+    after = desk.client.get(f"/api/v1/series/{series['id']}", headers=desk.desk).json["appointments"]
+    starts = [datetime.fromisoformat(a["starts_at"]) for a in after]
+    assert starts[1] == new_start
+    assert all(b - a >= timedelta(hours=40) for a, b in itertools.pairwise(starts))
+    assert {local(a["starts_at"]).strftime("%H:%M") for a in after} == {"09:00"}
+    assert starts[0] == datetime.fromisoformat(appts[0]["starts_at"])  # earlier visits stay
+
+
+def test_reschedule_outside_hours_is_refused(desk):
+    series = desk.book(desk.patient(), start_on="2027-02-22").json
+    appt = series["appointments"][0]
+    late = datetime(2027, 2, 22, 17, 0, tzinfo=NY).astimezone(UTC)  # 150 min would end after 18:00
+    resp = desk.client.post(
+        f"/api/v1/appointments/{appt['id']}/reschedule", headers=desk.desk, json={"starts_at": late.isoformat()}
+    )
+    assert resp.status_code == 422
+
+
+def test_booking_refuses_bad_input(desk):
+    pid = desk.patient()
+    assert desk.book(pid, protocol="no-such-protocol").status_code == 422
+    assert desk.book(pid, start_on="2020-01-01").status_code == 422
+    wrong_prescriber = desk.client.post(
+        "/api/v1/series",
+        headers=desk.desk,
+        json={
+            "patient_id": pid,
+            "protocol": "esketamine-rems",
+            "location_id": desk.location_id,
+            "prescriber_id": 999999,
+            "start_on": "2027-02-22",
+            "preferred_time": "09:00",
+        },
+    )
+    assert wrong_prescriber.status_code == 422
+
+
+def test_local_time_policy_across_dst():
+    """F13: 52 weekly 09:00 visits keep 09:00; a nonexistent 02:30 moves forward; 01:30 takes its first."""
+    from clinic.scheduling.service import local_to_utc
+
+    start = date(2026, 1, 5)
+    weekly = [local_to_utc(start + timedelta(weeks=i), time(9, 0), NY) for i in range(52)]
+    assert {w.astimezone(NY).strftime("%H:%M") for w in weekly} == {"09:00"}
+    gap = local_to_utc(date(2026, 3, 8), time(2, 30), NY)
+    assert gap.astimezone(NY).strftime("%H:%M") == "03:30"
+    fold = local_to_utc(date(2026, 11, 1), time(1, 30), NY)
+    assert fold.astimezone(NY).utcoffset() == timedelta(hours=-4)  # the first 01:30 (EDT)
+    assert fold == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+
+
+def test_a_17_year_old_or_a_pregnant_patient_cannot_be_booked(desk):
+    from clinic.core.time import utcnow
+
+    today = utcnow().date()
+    seventeen = desk.patient(born=today.replace(year=today.year - 17).isoformat())
+    pregnant = desk.patient(screen={"pregnant": True})
+    for pid in (seventeen, pregnant):
+        resp = desk.book(pid)
+        assert resp.status_code == 409, resp.json
+        assert resp.json["code"] == "patient_ineligible"
+    series = desk.client.get(
+        f"/api/v1/appointments?location_id={desk.location_id}&since=2027-02-01T00:00:00Z&until=2027-04-01T00:00:00Z",
+        headers=desk.desk,
+    ).json["items"]
+    assert [a for a in series if a["patient_id"] in (seventeen, pregnant)] == []
+
+
+def test_esketamine_needs_rems_enrolment(desk):
+    resp = desk.book(desk.patient(rems=False))
+    assert resp.status_code == 409
+    assert resp.json["code"] == "rems_enrollment_required"
+
+
+def test_calendar_feed_is_unguessable_minimal_and_revocable(desk):
+    pid = desk.patient()
+    desk.book(pid)
+    feed = desk.client.post(f"/api/v1/patients/{pid}/calendar-feed", headers=desk.desk)
+    assert feed.status_code == 201
+    path = feed.json["url"].split("localhost", 1)[1]
+    assert len(path.rsplit("/", 1)[1]) > 40
+    ics = desk.client.get(path)
+    assert ics.status_code == 200 and ics.mimetype == "text/calendar"
+    body = ics.get_data(as_text=True)
+    assert body.startswith("BEGIN:VCALENDAR\r\n") and body.count("BEGIN:VEVENT") == 12
+    assert "DTSTART:20270222T140000Z" in body  # 09:00 EST
+    assert "Casey" not in body and "Course" not in body  # no names in a URL-only feed
+    assert all(len(line.encode()) <= 75 for line in body.split("\r\n"))
+    assert desk.client.get(path.replace(".ics", "x.ics")).status_code == 404
+    assert desk.client.delete(f"/api/v1/calendar-feeds/{feed.json['id']}", headers=desk.desk).status_code == 204
+    assert desk.client.get(path).status_code == 404
+
+
+def test_prescriber_feed_lists_their_patients_visits(desk):
+    desk.book(desk.patient())
+    feed = desk.client.post("/api/v1/users/me/calendar-feed", headers=desk.prescriber_h)
+    assert feed.status_code == 201
+    body = desk.client.get(feed.json["url"].split("localhost", 1)[1]).get_data(as_text=True)
+    assert body.count("BEGIN:VEVENT") == 12
