@@ -59,6 +59,8 @@ def seed(instance: Path) -> list[tuple[str, str, str]]:
     commit()
     _seed_clinic(passwords)
     commit()
+    _seed_schedule()
+    commit()
     return logins
 
 
@@ -183,3 +185,80 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
         **witness,
         lines=[{"container_id": c.id, "counted_ug": c.balance_ug, "exact": True} for c in on_hand],
     )
+
+
+NO_FLAGS: dict[str, Any] = {
+    "pregnant": False,
+    "breastfeeding": False,
+    "psychosis_or_mania": False,
+    "uncontrolled_hypertension": False,
+    "cardiovascular_disease": False,
+    "aneurysm_avm_or_ich": False,
+    "substance_use_disorder": False,
+    "prior_ketamine_reaction": False,
+    "medications": [],
+}
+
+
+def _seed_schedule() -> None:
+    """Chairs and patients at every stage: booked esketamine and IV courses, one awaiting a
+    prescriber's review, one ineligible, one not yet screened."""
+    from datetime import time, timedelta
+
+    from clinic.locations.models import Location
+    from clinic.patients import service as patients
+    from clinic.scheduling import service as scheduling
+    from clinic.scheduling.models import Chair
+
+    location = db.session.scalar(select(Location).where(Location.dea_registration == DEMO_DEA))
+    if location is None or db.session.scalar(select(Chair.id).where(Chair.location_id == location.id)):
+        return
+    admin, desk = _user("admin@demo.clinic"), _user("frontdesk@demo.clinic")
+    nurse, prescriber = _user("nurse@demo.clinic"), _user("prescriber@demo.clinic")
+    for name in ("Chair 1", "Chair 2", "Infusion bay"):
+        scheduling.create_chair(actor=admin, location_id=location.id, name=name)
+    today = utcnow().date()
+    monday = today + timedelta(days=7 - today.weekday())
+    cases: list[tuple[str, str, date, dict[str, Any] | None, bool, str | None, time | None]] = [
+        # (first, last, born, screening answers, REMS, protocol, preferred time)
+        ("Morgan", "Lee", date(1988, 2, 14), {}, True, "esketamine-rems", time(9, 0)),
+        (
+            "Riley",
+            "Santos",
+            date(1975, 8, 9),
+            {"medications": ["clonazepam", "lamotrigine"]},
+            False,
+            "ketamine-iv-induction",
+            time(13, 0),
+        ),
+        ("Taylor", "Brooks", date(1969, 4, 22), {"psychosis_or_mania": True}, False, None, None),
+        ("Jamie", "Fox", date(1993, 12, 3), {"pregnant": True}, False, None, None),
+        ("Avery", "Kim", date(2001, 7, 30), None, False, None, None),
+    ]
+    for first, last, born, answers, rems, protocol, at in cases:
+        patient = patients.create_patient(
+            actor=desk,
+            first_name=first,
+            last_name=last,
+            date_of_birth=born,
+            address="12 Demo St, Chicago IL",
+            timezone="America/Chicago",
+            email=f"{first.lower()}@example.org",
+        )
+        if answers is not None:
+            patients.record_screening(
+                actor=nurse, patient_id=patient.id, answers={**NO_FLAGS, **answers}, location_id=location.id
+            )
+        patients.record_weight(actor=nurse, patient_id=patient.id, weight_g=72_500)
+        if rems:
+            patients.enroll_in_rems(actor=nurse, patient_id=patient.id, enrolled_on=today)
+        if protocol and at:
+            scheduling.create_series(
+                actor=desk,
+                patient_id=patient.id,
+                protocol=protocol,
+                location_id=location.id,
+                prescriber_id=prescriber.id,
+                start_on=monday,
+                preferred_time=at,
+            )
