@@ -17,6 +17,7 @@ from bench.harness import BenchmarkError, Figure, handle_termination, note, warn
 BENCHMARKS: list[str] = [
     "users_me",
     "ledger_append",
+    "series_booking",
 ]
 
 

@@ -76,6 +76,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
     from clinic.patients import api as patients_api
+    from clinic.patients import views as patients_views
     from clinic.scheduling import api as scheduling_api
     from clinic.scheduling import views as scheduling_views
     from clinic.web import views as web_views
@@ -83,6 +84,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(web_views.bp)
     app.register_blueprint(auth_views.bp)
     app.register_blueprint(inventory_views.bp)
+    app.register_blueprint(patients_views.bp)
     app.register_blueprint(scheduling_views.bp)
     for blueprint in (auth_api.blp, locations_api.blp, patients_api.blp, inventory_api.blp, scheduling_api.blp):
         api.register_blueprint(blueprint)
@@ -93,6 +95,8 @@ NAV_ITEMS = [
     ("auth_ui.users", "Users", "users.view"),
     ("inventory_ui.safe", "Safe", "inventory.view"),
     ("inventory_ui.ledger", "Ledger", "inventory.view"),
+    ("patients_ui.index", "Patients", "patients.view"),
+    ("scheduling_ui.day", "Schedule", "scheduling.view"),
 ]
 
 

@@ -15,7 +15,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-import marshmallow as ma
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
@@ -34,6 +33,7 @@ from clinic.inventory.schemas import (
     TransferSchema,
     WasteSchema,
 )
+from clinic.web.forms import CHECKED, flat_errors, form_payload
 
 bp = Blueprint("inventory_ui", __name__, url_prefix="/inventory", template_folder="templates")
 
@@ -42,10 +42,7 @@ T = TypeVar("T")
 LEDGER_PAGE_SIZE = 50
 #: never sent back to the browser when a form is shown again
 SECRET_FIELDS = frozenset({"csrf_token", "witness_password", "witness_totp_code"})
-CHECKED = frozenset({"on", "true", "1", "yes"})
 LOSS_KINDS = ("theft", "loss", "breakage", "spill")
-_WHOLE = re.compile(r"^[+-]?\d{1,18}$")
-_LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 _COUNTED = re.compile(r"^counted_mg-(\d{1,18})$")
 _LINE_ERROR = re.compile(r"^lines\.(\d+)\.(\w+)$")
 
@@ -75,42 +72,10 @@ def _location_id() -> int | None:
     return request.args.get("location_id", type=id_arg)
 
 
-def _payload(schema: ma.Schema, tz: str, source: Mapping[str, str]) -> dict[str, Any]:
-    """A form as the API's JSON would carry it, for the API's schema to load.
-
-    Empty strings and the CSRF token are dropped (optional fields take their defaults); whole
-    numbers become ints for the schema's strict Integer fields; checkboxes become booleans; a
-    ``datetime-local`` value is read in the location's time zone. Anything else is left for the
-    schema to judge.
-    """
-    data: dict[str, Any] = {k: v for k, v in source.items() if k != "csrf_token" and v != ""}
-    for name, fld in schema.fields.items():
-        key = fld.data_key or name
-        value = data.get(key)
-        if isinstance(fld, ma.fields.Boolean):
-            data[key] = value in CHECKED
-        elif isinstance(value, str) and isinstance(fld, ma.fields.Integer) and _WHOLE.match(value):
-            data[key] = int(value)
-        elif isinstance(value, str) and isinstance(fld, ma.fields.AwareDateTime) and _LOCAL_DATETIME.match(value):
-            data[key] = datetime.fromisoformat(value).replace(tzinfo=ZoneInfo(tz)).isoformat()
-    return data
-
-
 def _attempt(action: Callable[[], T]) -> T:
     """Run one service call as the request's unit of work: committed when it returns, rolled back
     when it raises (bar a failure's own record, e.g. a witness's wrong password)."""
     return commits(action)()
-
-
-def _flat(messages: Any, prefix: str = "") -> dict[str, list[str]]:
-    """Field -> messages, nested messages (count lines) under dotted keys such as ``lines.0.counted_mg``."""
-    if isinstance(messages, dict):
-        flat: dict[str, list[str]] = {}
-        for key, value in messages.items():
-            flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    items = messages if isinstance(messages, list) else [messages]
-    return {prefix or "_schema": [str(m) for m in items]}
 
 
 def _refused(
@@ -122,9 +87,9 @@ def _refused(
 ) -> Any:
     """The same form again, with the errors by their fields and what was typed (no secrets)."""
     if isinstance(exc, ValidationError):
-        errors, message, status, headers = _flat(exc.normalized_messages()), None, 422, {}
+        errors, message, status, headers = flat_errors(exc.normalized_messages()), None, 422, {}
     else:
-        errors, message, status, headers = _flat(exc.errors or {}), exc.detail, exc.http_status, exc.headers
+        errors, message, status, headers = flat_errors(exc.errors or {}), exc.detail, exc.http_status, exc.headers
     context.setdefault("form", {k: v for k, v in request.form.items() if k not in SECRET_FIELDS})
     errors = rename(errors) if rename else errors
     return render_template(template, errors=errors, error=message, **context), status, headers
@@ -163,7 +128,7 @@ def receive_stock() -> Any:
     where = queries.where(_location_id())
     schema = ReceiveStockSchema()
     try:
-        args = schema.load(_payload(schema, where.timezone, request.form))
+        args = schema.load(form_payload(schema, where.timezone, request.form))
         receipt = _attempt(lambda: service.receive_stock(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
         return _refused("inventory/receive.html", exc, stock=queries.stock(_location_id()))
@@ -191,7 +156,7 @@ def record_waste() -> Any:
     where = queries.where(_location_id())
     schema = WasteSchema()
     try:
-        args = schema.load(_payload(schema, where.timezone, request.form))
+        args = schema.load(form_payload(schema, where.timezone, request.form))
         entry = _attempt(lambda: service.record_waste(actor=current_actor(), client_addr=client_addr(), **args))
     except (ValidationError, DomainError) as exc:
         return _refused("inventory/waste.html", exc, stock=queries.stock(_location_id()))
@@ -218,7 +183,7 @@ def record_transfer() -> Any:
     where = queries.where(_location_id())
     schema = TransferSchema()
     try:
-        args = schema.load(_payload(schema, where.timezone, request.form))
+        args = schema.load(form_payload(schema, where.timezone, request.form))
         entry = _attempt(lambda: service.record_transfer(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
         return _refused("inventory/transfer.html", exc, stock=queries.stock(_location_id()))
@@ -241,7 +206,7 @@ def record_loss() -> Any:
     where = queries.where(_location_id())
     schema = LossSchema()
     try:
-        args = schema.load(_payload(schema, where.timezone, request.form))
+        args = schema.load(form_payload(schema, where.timezone, request.form))
         entry = _attempt(lambda: service.record_loss(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
         return _refused("inventory/loss.html", exc, stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
@@ -265,7 +230,7 @@ def _count_body(form: Mapping[str, str], location_id: int | None, tz: str) -> di
         if (m := _COUNTED.match(key)) and value != ""
     ]
     rest = {k: v for k, v in form.items() if not k.startswith(("counted_mg-", "exact-"))}
-    return {**_payload(CountSchema(), tz, rest), "location_id": location_id, "lines": lines}
+    return {**form_payload(CountSchema(), tz, rest), "location_id": location_id, "lines": lines}
 
 
 def _line_errors(lines: list[dict[str, Any]]) -> Callable[[dict[str, list[str]]], dict[str, list[str]]]:
@@ -335,7 +300,7 @@ def discrepancies() -> Any:
 def resolve_discrepancy(discrepancy_id: int) -> Any:
     schema = ResolveDiscrepancySchema()
     try:
-        args = schema.load(_payload(schema, "UTC", request.form))
+        args = schema.load(form_payload(schema, "UTC", request.form))
         disc = _attempt(
             lambda: service.resolve_discrepancy(
                 actor=current_actor(), discrepancy_id=discrepancy_id, client_addr=client_addr(), **args
@@ -374,7 +339,10 @@ def ledger() -> Any:
     query = _day_bounds({"limit": str(LEDGER_PAGE_SIZE), **request.args.to_dict()}, where.timezone)
     try:
         args = schema.load(
-            {**_payload(schema, where.timezone, query), "location_id": where.location.id if where.location else None}
+            {
+                **form_payload(schema, where.timezone, query),
+                "location_id": where.location.id if where.location else None,
+            }
         )
     except ValidationError as exc:
         return _refused("inventory/ledger.html", exc, page=None, **context)

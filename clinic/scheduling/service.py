@@ -254,16 +254,25 @@ def next_free(
     return found
 
 
-def create_series(
-    *,
-    actor: User,
-    patient_id: int,
-    protocol: str,
-    location_id: int,
-    prescriber_id: int,
-    start_on: date,
-    preferred_time: time,
-) -> AppointmentSeries:
+@dataclass
+class SeriesPlan:
+    """A course as it would be booked: each visit with its chair (None where it clashes), and every
+    clash with the next free slots. Nothing is written; ``create_series`` books it if it is clean."""
+
+    protocol: Protocol
+    calendar: Calendar
+    patient: Patient
+    prescriber: User
+    minutes: int
+    visits: list[Planned]
+    chairs: list[int | None]
+    slot_sets: list[list[datetime]]
+    problems: list[dict[str, Any]]
+
+
+def plan_series(
+    *, patient_id: int, protocol: str, location_id: int, prescriber_id: int, start_on: date, preferred_time: time
+) -> SeriesPlan:
     from clinic.patients import service as patients
 
     proto = current_protocol(protocol)
@@ -283,12 +292,11 @@ def create_series(
 
     minutes = int(proto.rules["chair_minutes"])
     planned, problems = _plan(proto, cal, start_on, preferred_time)
-    now = utcnow()
-    if start_on == today:  # booked for earlier today (back-charting) is allowed; only its first visit
-        planned = [p for p in planned if p.starts_at >= now - timedelta(hours=12)]
+    if start_on == today:  # booked for earlier today (back-charting) is allowed
+        planned = [p for p in planned if p.starts_at >= utcnow() - timedelta(hours=12)]
     slot_sets = [_slots(p.starts_at, minutes) for p in planned]
     busy, patient_busy = _busy(cal, patient_id, [s for slots in slot_sets for s in slots])
-    chairs: list[int] = []
+    chairs: list[int | None] = []
     for p, slots in zip(planned, slot_sets, strict=True):
         chair = _free_chair(cal, busy, slots)
         clash = patient_busy.intersection(slots)
@@ -301,11 +309,36 @@ def create_series(
                     "next_free": next_free(cal, patient_id, p.starts_at + SLOT, minutes),
                 }
             )
+            chairs.append(None)
             continue
         chairs.append(chair)
         busy.update((chair, s) for s in slots)
-    if problems:
-        raise BookingConflict(errors={"conflicts": sorted(problems, key=lambda c: c["seq"])})
+    problems.sort(key=lambda c: c["seq"])
+    return SeriesPlan(proto, cal, patient, prescriber, minutes, planned, chairs, slot_sets, problems)
+
+
+def create_series(
+    *,
+    actor: User,
+    patient_id: int,
+    protocol: str,
+    location_id: int,
+    prescriber_id: int,
+    start_on: date,
+    preferred_time: time,
+) -> AppointmentSeries:
+    plan = plan_series(
+        patient_id=patient_id,
+        protocol=protocol,
+        location_id=location_id,
+        prescriber_id=prescriber_id,
+        start_on=start_on,
+        preferred_time=preferred_time,
+    )
+    if plan.problems:
+        raise BookingConflict(errors={"conflicts": plan.problems})
+    proto, minutes, planned, slot_sets = plan.protocol, plan.minutes, plan.visits, plan.slot_sets
+    chairs = [c for c in plan.chairs if c is not None]
 
     series = AppointmentSeries(
         patient_id=patient_id,
@@ -318,8 +351,8 @@ def create_series(
     )
     db.session.add(series)
     db.session.flush()
-    for p, chair, slots in zip(planned, chairs, slot_sets, strict=True):
-        appt = Appointment(
+    appointments = [
+        Appointment(
             series_id=series.id,
             seq=p.seq,
             phase=p.phase,
@@ -330,10 +363,11 @@ def create_series(
             ends_at=p.starts_at + timedelta(minutes=minutes),
             planned_dose_mg=p.dose_mg,
         )
-        db.session.add(appt)
-        db.session.flush()
-        _hold(appt, slots)
-    _flush_slots()
+        for p, chair in zip(planned, chairs, strict=True)
+    ]
+    db.session.add_all(appointments)
+    db.session.flush()  # one multi-row insert, ids returned
+    _hold([slot for appt, slots in zip(appointments, slot_sets, strict=True) for slot in _slot_rows(appt, slots)])
     audit.record(
         actor=actor,
         tag="scheduling:series:create",
@@ -343,17 +377,20 @@ def create_series(
     return series
 
 
-def _hold(appt: Appointment, slots: list[datetime]) -> None:
-    db.session.add_all(
+def _slot_rows(appt: Appointment, slots: list[datetime]) -> list[AppointmentSlot]:
+    return [
         AppointmentSlot(appointment_id=appt.id, chair_id=appt.chair_id, patient_id=appt.patient_id, slot_at=s)
         for s in slots
-    )
+    ]
 
 
-def _flush_slots() -> None:
-    """Insert the slot rows; a concurrent booking that won the race turns into the same 409."""
+def _hold(rows: list[AppointmentSlot]) -> None:
+    """Insert the slot rows in a savepoint with nothing else pending, so that a concurrent booking
+    that won the race (a unique-slot violation) becomes the same friendly 409."""
+    db.session.flush()
     try:
         with db.session.begin_nested():
+            db.session.add_all(rows)
             db.session.flush()
     except IntegrityError:
         raise BookingConflict(errors={"conflicts": [{"reason": "another booking took these slots just now"}]}) from None
@@ -469,6 +506,7 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
     all_slots = [s for a in moving for s in _slots(targets[a.id], minutes)]
     busy, patient_busy = _busy(cal, appt.patient_id, all_slots)
     problems = []
+    held: list[AppointmentSlot] = []
     for a in moving:
         slots = _slots(targets[a.id], minutes)
         chair = a.chair_id if not any((a.chair_id, s) in busy for s in slots) else _free_chair(cal, busy, slots)
@@ -484,10 +522,10 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
             continue
         busy.update((chair, s) for s in slots)
         a.chair_id, a.starts_at, a.ends_at = chair, targets[a.id], targets[a.id] + timedelta(minutes=minutes)
-        _hold(a, slots)
+        held.extend(_slot_rows(a, slots))
     if problems:
         raise BookingConflict(errors={"conflicts": problems})
-    _flush_slots()
+    _hold(held)
     audit.record(
         actor=actor,
         tag="scheduling:session:reschedule",

@@ -239,3 +239,17 @@ def test_prescriber_feed_lists_their_patients_visits(desk):
     assert feed.status_code == 201
     body = desk.client.get(feed.json["url"].split("localhost", 1)[1]).get_data(as_text=True)
     assert body.count("BEGIN:VEVENT") == 12
+
+
+def test_a_lost_race_is_the_same_friendly_409(app, client, make_user, monkeypatch):
+    """Both bookings passed their checks; the database's unique slots decide, and the loser gets a
+    booking_conflict problem, not a bare integrity error."""
+    from clinic.scheduling import service
+
+    desk = make_desk(app, client, make_user, chairs=1)
+    assert desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on="2027-01-05").status_code == 201
+    monkeypatch.setattr(service, "_busy", lambda cal, patient_id, slots: (set(), set()))  # the check saw nothing
+    resp = desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on="2027-01-05")
+    assert resp.status_code == 409
+    assert resp.json["code"] == "booking_conflict"
+    assert resp.json["errors"]["conflicts"]

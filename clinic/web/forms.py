@@ -1,0 +1,48 @@
+"""Reading HTML forms with the API's own schemas, shared by every domain's pages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import marshmallow as ma
+
+CHECKED = frozenset({"on", "true", "1", "yes"})
+WHOLE = re.compile(r"^[+-]?\d{1,18}$")
+_LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
+
+
+def form_payload(schema: ma.Schema, tz: str, source: Mapping[str, str]) -> dict[str, Any]:
+    """A form as the API's JSON would carry it, for the API's schema to load.
+
+    Empty strings and the CSRF token are dropped (optional fields take their defaults); whole
+    numbers become ints for strict Integer fields; checkboxes become booleans; a ``datetime-local``
+    value is read in the given time zone. Anything else is left for the schema to judge.
+    """
+    data: dict[str, Any] = {k: v for k, v in source.items() if k != "csrf_token" and v != ""}
+    for name, fld in schema.fields.items():
+        key = fld.data_key or name
+        value = data.get(key)
+        if isinstance(fld, ma.fields.Boolean):
+            data[key] = value in CHECKED
+        elif isinstance(value, str) and isinstance(fld, ma.fields.Integer) and WHOLE.match(value):
+            data[key] = int(value)
+        elif isinstance(value, str) and isinstance(fld, ma.fields.AwareDateTime) and _LOCAL_DATETIME.match(value):
+            data[key] = datetime.fromisoformat(value).replace(tzinfo=ZoneInfo(tz)).isoformat()
+    return data
+
+
+def flat_errors(messages: Any, prefix: str = "", *, transparent: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Field -> messages; nested ones under dotted keys (``lines.0.counted_mg``), except below the
+    ``transparent`` keys, whose children keep their own names (a form's ``answers.pregnant`` is ``pregnant``)."""
+    if isinstance(messages, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            name = str(key) if prefix in ("", *transparent) else f"{prefix}.{key}"
+            flat.update(flat_errors(value, name, transparent=transparent))
+        return flat
+    items = messages if isinstance(messages, list) else [messages]
+    return {prefix or "_schema": [str(m) for m in items]}

@@ -1,0 +1,177 @@
+"""The scheduling pages: the booking wizard (preview, then book), a course's page and its
+actions, and the day and week calendars by chair in the location's time zone."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.inventory.test_pages import assert_accessible, text
+from tests.scheduling.conftest import Desk, make_desk
+
+START = "2027-02-22"  # a Monday; visits on Mondays and Thursdays in induction
+
+
+def post(c, path: str, data: dict, page: str):
+    return c.post(path, data={**data, "csrf_token": c.csrf(page)})
+
+
+def wizard(desk: Desk, patient_id: int, **extra: str) -> dict[str, str]:
+    return {
+        "patient_id": str(patient_id),
+        "protocol": "esketamine-rems",
+        "location_id": str(desk.location_id),
+        "prescriber_id": str(desk.prescriber.id),
+        "start_on": START,
+        "preferred_time": "09:00",
+        **extra,
+    }
+
+
+def series_count(app) -> int:
+    from clinic.extensions import db
+    from clinic.scheduling.models import AppointmentSeries
+
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(AppointmentSeries)) or 0
+
+
+@pytest.fixture
+def one_chair(app, client, make_user) -> Desk:
+    return make_desk(app, client, make_user, chairs=1)
+
+
+def test_wizard_preview_shows_twelve_visits_in_local_time_and_saves_nothing(app, desk, login_as):
+    pid = desk.patient()
+    c, _ = login_as("front_desk")
+    form = c.get("/schedule/book", query_string={"patient_id": pid})
+    assert form.status_code == 200
+    assert_accessible(form)
+    assert f'<option value="{pid}" selected>' in text(form)
+
+    before = series_count(app)
+    preview = post(c, "/schedule/book/preview", wizard(desk, pid), "/schedule/book")
+    assert preview.status_code == 200
+    assert_accessible(preview)
+    html = text(preview)
+    rows = re.findall(r'<tr data-visit="(\d+)"', html)
+    assert rows == [str(i) for i in range(1, 13)]
+    # 09:00 in New York, not the 14:00 UTC it is stored as; induction twice a week, then weekly
+    assert "Mon 2027-02-22 09:00" in html and "Thu 2027-02-25 09:00" in html and "14:00" not in html
+    assert html.count(">induction<") == 8 and html.count(">maintenance<") == 4
+    assert "Chair 1" in html and "56 mg" in html
+    assert 'id="conflicts"' not in html and "Book these 12 visits" in html
+    assert series_count(app) == before
+
+
+def test_wizard_preview_shows_conflicts_with_next_free_slots(one_chair, login_as):
+    desk = one_chair
+    first = desk.patient()
+    assert desk.book(first).status_code == 201
+    second = desk.patient()
+    c, _ = login_as("front_desk")
+    preview = post(c, "/schedule/book/preview", wizard(desk, second), "/schedule/book")
+    assert preview.status_code == 200
+    html = text(preview)
+    assert 'id="conflicts"' in html and "12 visits cannot be booked as asked" in html
+    visit_1 = re.search(r'<li data-conflict="1">(.*?)</li>', html, re.S)
+    assert visit_1 and "no chair is free then" in visit_1.group(1)
+    # the chair is busy 09:00-11:30, so the first free start that day is 11:30
+    assert "Mon 2027-02-22 11:30 (Chair 1)" in visit_1.group(1)
+    assert "Book these" not in html
+
+
+def test_wizard_refuses_bad_input_and_an_unbookable_patient_on_the_form(desk, login_as):
+    c, _ = login_as("front_desk")
+    missing = post(c, "/schedule/book/preview", {"protocol": "esketamine-rems"}, "/schedule/book")
+    assert missing.status_code == 422
+    assert_accessible(missing)
+    assert 'href="#patient_id"' in text(missing)
+    no_rems = desk.patient(rems=False)
+    refused = post(c, "/schedule/book/preview", wizard(desk, no_rems), "/schedule/book")
+    assert refused.status_code == 409
+    assert "SPRAVATO REMS" in text(refused) and f'<option value="{no_rems}" selected>' in text(refused)
+
+
+def test_booking_saves_redirects_to_the_course_and_cancel_works_there(app, desk, login_as):
+    pid = desk.patient()
+    c, _ = login_as("front_desk")
+    before = series_count(app)
+    booked = post(c, "/schedule/book", wizard(desk, pid), "/schedule/book")
+    assert booked.status_code == 302
+    assert series_count(app) == before + 1
+    match = re.match(r"^/schedule/series/(\d+)$", booked.location)
+    assert match
+    page = c.get(booked.location)
+    assert page.status_code == 200
+    assert_accessible(page)
+    html = text(page)
+    assert len(re.findall(r'<tr data-appointment="\d+"', html)) == 12
+    assert "Course booked: 12 visits." in html and "Mon 2027-02-22 09:00" in html
+    assert "End of induction" in html and "End of course" in html
+
+    first = re.search(r'<tr data-appointment="(\d+)"', html).group(1)
+    path = f"/schedule/series/{match.group(1)}/appointments/{first}/cancel"
+    refused = post(c, path, {"reason": ""}, booked.location)
+    assert refused.status_code == 422
+    assert_accessible(refused)
+    done = post(c, path, {"reason": "Patient asked to move it"}, booked.location)
+    assert done.status_code == 302 and done.location == booked.location
+    row = re.search(rf'<tr data-appointment="{first}"(.*?)</tr>', text(c.get(booked.location)), re.S)
+    assert row and "cancelled" in row.group(1) and "Patient asked to move it" in row.group(1)
+
+    # the patient's chart lists the course with its visits
+    chart = text(c.get(f"/patients/{pid}"))
+    assert f'data-series="{match.group(1)}"' in chart and "Mon 2027-02-22 09:00" in chart
+
+
+def test_reschedule_from_the_course_page_reads_the_location_time_zone(desk, login_as):
+    pid = desk.patient()
+    series = desk.book(pid).json
+    c, _ = login_as("nurse")
+    page = f"/schedule/series/{series['id']}"
+    appt = series["appointments"][-1]["id"]
+    moved = post(c, f"{page}/appointments/{appt}/reschedule", {"starts_at": "2027-04-16T13:00"}, page)
+    assert moved.status_code == 302
+    row = re.search(rf'<tr data-appointment="{appt}"(.*?)</tr>', text(c.get(page)), re.S)
+    assert row and "Fri 2027-04-16 13:00" in row.group(1)
+
+
+def test_day_and_week_calendars_show_booked_visits_by_chair_in_local_time(desk, login_as):
+    pid = desk.patient()
+    series = desk.book(pid).json
+    first, second = series["appointments"][0], series["appointments"][1]
+    c, _ = login_as("front_desk")
+
+    day = c.get("/schedule/day", query_string={"location_id": desk.location_id, "date": START})
+    assert day.status_code == 200
+    assert_accessible(day)
+    html = text(day)
+    cell = re.search(
+        rf'<td rowspan="(\d+)" class="booked[^"]*" data-appointment="{first["id"]}">(.*?)</td>', html, re.S
+    )
+    assert cell and cell.group(1) == "10"  # 150 minutes = ten 15-minute rows
+    assert "09:00\u201311:30 Casey Course" in cell.group(2)
+    assert f'data-appointment="{second["id"]}"' not in html  # Thursday's visit is not on Monday
+    assert f'data-chair="{desk.chairs[0]}">Chair 1<' in html
+    assert "date=2027-02-21" in html and "date=2027-02-23" in html  # previous / next day
+
+    week = c.get("/schedule/week", query_string={"location_id": desk.location_id, "date": "2027-02-24"})
+    assert week.status_code == 200
+    assert_accessible(week)
+    html = text(week)
+    monday = re.search(r'<tr data-day="2027-02-22">(.*?)</tr>', html, re.S)
+    thursday = re.search(r'<tr data-day="2027-02-25">(.*?)</tr>', html, re.S)
+    assert monday and f'data-appointment="{first["id"]}"' in monday.group(1) and "09:00\u201311:30" in monday.group(1)
+    assert thursday and f'data-appointment="{second["id"]}"' in thursday.group(1)
+    assert "date=2027-02-15" in html and "date=2027-03-01" in html  # previous / next week
+
+
+def test_calendar_without_a_location_choice_defaults_and_nav_opens_it(login_as):
+    c, _ = login_as("nurse")
+    resp = c.get("/schedule/day")
+    assert resp.status_code == 200
+    assert_accessible(resp)
+    assert c.get("/schedule/week").status_code == 200
