@@ -207,6 +207,12 @@ def _append(
     return entry
 
 
+def _positive(quantity_ug: int) -> None:
+    """The schemas refuse it first; services called from tasks or the CLI get the same rule."""
+    if quantity_ug <= 0:
+        raise ValidationFailed(errors={"quantity_mg": ["Must be more than zero."]})
+
+
 def _usable(container: Container, *, on: date) -> None:
     if container.status in (ContainerStatus.quarantined, ContainerStatus.disposed, ContainerStatus.expired):
         raise ContainerUnusable(f"The container is {container.status}.")
@@ -340,8 +346,7 @@ def record_administration(
     appointment_id: int | None = None,
 ) -> LedgerEntry:
     """A dose given to a patient from a specific container (DEA-26)."""
-    if quantity_ug <= 0:
-        raise ValidationFailed(errors={"quantity_mg": ["Must be more than zero."]})
+    _positive(quantity_ug)
     patient = db.session.get(Patient, patient_id)
     if patient is None:
         raise ValidationFailed(errors={"patient_id": ["No such patient."]})
@@ -386,8 +391,7 @@ def record_waste(
     patient_id: int | None = None,
 ) -> LedgerEntry:
     """The unusable remainder of a dose, destroyed before a second licensed person (DEA-38..42)."""
-    if quantity_ug <= 0:
-        raise ValidationFailed(errors={"quantity_mg": ["Must be more than zero."]})
+    _positive(quantity_ug)
     at = _check_time(occurred_at)
     container = get_container(container_id)
     location = db.session.get(Location, container.location_id)
@@ -459,8 +463,7 @@ def record_loss(
     discovered_at: datetime | None = None,
 ) -> LedgerEntry:
     """Theft, loss, breakage or spill. Theft and loss open a DEA Form 106 draft with its deadlines."""
-    if quantity_ug <= 0:
-        raise ValidationFailed(errors={"quantity_mg": ["Must be more than zero."]})
+    _positive(quantity_ug)
     at = _check_time(occurred_at)
     found = _check_time(discovered_at, "discovered_at") if discovered_at else utcnow()
     container = get_container(container_id)
