@@ -431,6 +431,14 @@ def _appointment(appointment_id: int) -> Appointment:
     return appt
 
 
+def get_appointment(appointment_id: int, *, series_id: int | None = None) -> Appointment:
+    """An appointment, and (when a page names its course) only if it belongs to that course."""
+    appt = _appointment(appointment_id)
+    if series_id is not None and appt.series_id != series_id:
+        raise NotFound("No such appointment in this course")
+    return appt
+
+
 def _release(appt: Appointment) -> None:
     db.session.execute(delete(AppointmentSlot).where(AppointmentSlot.appointment_id == appt.id))
 

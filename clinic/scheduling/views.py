@@ -117,6 +117,7 @@ def series(series_id: int) -> Any:
 
 
 def _change(series_id: int, appointment_id: int, schema: ma.Schema, action: Callable[..., Any], done: str) -> Any:
+    service.get_appointment(appointment_id, series_id=series_id)
     page = queries.series_page(series_id)
     try:
         args = schema.load(form_payload(schema, page.location.timezone, request.form))

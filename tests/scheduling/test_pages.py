@@ -175,3 +175,14 @@ def test_calendar_without_a_location_choice_defaults_and_nav_opens_it(login_as):
     assert resp.status_code == 200
     assert_accessible(resp)
     assert c.get("/schedule/week").status_code == 200
+
+
+def test_a_visit_can_only_be_changed_from_its_own_course_page(desk, login_as):
+    mine, other = desk.book(desk.patient()).json, desk.book(desk.patient(), preferred_time="13:00").json
+    c, _ = login_as("front_desk")
+    foreign = other["appointments"][0]["id"]
+    path = f"/schedule/series/{mine['id']}/appointments/{foreign}/cancel"
+    resp = post(c, path, {"reason": "wrong page"}, f"/schedule/series/{mine['id']}")
+    assert resp.status_code == 404
+    after = desk.client.get(f"/api/v1/series/{other['id']}", headers=desk.desk).json["appointments"][0]
+    assert after["status"] == "scheduled"
