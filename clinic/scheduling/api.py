@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from clinic.auth.policy import current_actor, require
 from clinic.core.errors import ValidationFailed
 from clinic.core.tx import commits
+from clinic.locations.schemas import HoursSchema
 from clinic.scheduling import calendar, service
 from clinic.scheduling.schemas import (
     AbsentResultSchema,
@@ -24,6 +25,7 @@ from clinic.scheduling.schemas import (
     CreateChairSchema,
     CreateClosureSchema,
     CreateSeriesSchema,
+    PrescriberHoursSchema,
     ProtocolListSchema,
     RescheduleSchema,
     SeriesSchema,
@@ -157,3 +159,13 @@ class CalendarFeedById(MethodView):
     @commits
     def delete(self, feed_id: int) -> None:
         calendar.revoke_feed(actor=current_actor(), feed_id=feed_id)
+
+
+@blp.route("/locations/<int:location_id>/prescribers/<int:user_id>/hours")
+class PrescriberOnSiteHours(MethodView):
+    @require("locations.manage")
+    @blp.arguments(HoursSchema)
+    @blp.response(200, PrescriberHoursSchema)
+    @commits
+    def put(self, args: dict[str, Any], location_id: int, user_id: int) -> Any:
+        return service.set_prescriber_hours(actor=current_actor(), location_id=location_id, user_id=user_id, hours=args)

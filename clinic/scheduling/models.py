@@ -71,6 +71,20 @@ class Closure(db.Model):  # type: ignore[name-defined]
     reason: Mapped[str] = mapped_column(String(200))
 
 
+class PrescriberHours(db.Model):  # type: ignore[name-defined]
+    """When a prescriber is on site at a location, per weekday in local time. A prescriber with no
+    rows at a location is not constrained there (small clinics rarely keep rosters)."""
+
+    __tablename__ = "prescriber_hours"
+    __table_args__ = (UniqueConstraint("location_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: {"mon": ["08:00", "12:00"], ..., "sun": null}, as a location's own hours
+    hours: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class AppointmentSeries(db.Model):  # type: ignore[name-defined]
     __tablename__ = "appointment_series"
 

@@ -116,3 +116,9 @@ class AppointmentListSchema(ma.Schema):
 class CalendarFeedSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     url = ma.fields.String(required=True)
+
+
+class PrescriberHoursSchema(ma.Schema):
+    location_id = ma.fields.Integer(required=True)
+    user_id = ma.fields.Integer(required=True)
+    hours = ma.fields.Dict(required=True)

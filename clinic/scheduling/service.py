@@ -36,6 +36,7 @@ from clinic.scheduling.models import (
     AppointmentSlot,
     Chair,
     Closure,
+    PrescriberHours,
     Protocol,
 )
 from clinic.scheduling.protocols import WEEKLY_OFFSETS
@@ -113,25 +114,54 @@ class Calendar:
     tz: ZoneInfo
     chairs: list[int]
     closures: list[tuple[date, date]]
+    #: the course's prescriber's hours on site, when the location keeps a roster for them
+    prescriber_hours: dict[str, Any] | None = None
 
     def open_span(self, day: date) -> tuple[time, time] | None:
         if any(a <= day <= b for a, b in self.closures):
             return None
-        span = (self.location.hours or {}).get(DAYS[day.weekday()])
-        if not span:
-            return None
-        return time.fromisoformat(span[0]), time.fromisoformat(span[1])
+        return _span(self.location.hours, day)
 
     def fits(self, start: datetime, minutes: int) -> bool:
         local = start.astimezone(self.tz)
-        span = self.open_span(local.date())
-        if span is None:
-            return False
         end_local = (start + timedelta(minutes=minutes)).astimezone(self.tz)
-        return local.time() >= span[0] and end_local.date() == local.date() and end_local.time() <= span[1]
+        if end_local.date() != local.date():
+            return False
+        spans = [self.open_span(local.date())]
+        if self.prescriber_hours is not None:
+            spans.append(_span(self.prescriber_hours, local.date()))
+        return all(span is not None and span[0] <= local.time() and end_local.time() <= span[1] for span in spans)
 
 
-def _calendar(location_id: int) -> Calendar:
+def _span(hours: dict[str, Any] | None, day: date) -> tuple[time, time] | None:
+    span = (hours or {}).get(DAYS[day.weekday()])
+    if not span:
+        return None
+    return time.fromisoformat(span[0]), time.fromisoformat(span[1])
+
+
+def set_prescriber_hours(*, actor: User, location_id: int, user_id: int, hours: dict[str, Any]) -> PrescriberHours:
+    """When a prescriber is on site here; their courses are then booked inside these hours only."""
+    _location(location_id)
+    user = db.session.get(User, user_id)
+    if user is None or user.role_enum is not Role.prescriber:
+        raise ValidationFailed(errors={"user_id": ["Must be a prescriber."]})
+    row = db.session.scalar(
+        select(PrescriberHours).where(PrescriberHours.location_id == location_id, PrescriberHours.user_id == user_id)
+    )
+    if row is None:
+        row = PrescriberHours(location_id=location_id, user_id=user_id, hours=hours)
+        db.session.add(row)
+    else:
+        row.hours = hours
+    db.session.flush()
+    audit.record(
+        actor=actor, tag="scheduling:prescriber_hours:set", subject=("user", user_id), data={"location_id": location_id}
+    )
+    return row
+
+
+def _calendar(location_id: int, prescriber_id: int | None = None) -> Calendar:
     location = _location(location_id)
     chairs = list(
         db.session.scalars(
@@ -141,7 +171,14 @@ def _calendar(location_id: int) -> Calendar:
     closures = [
         (c.starts_on, c.ends_on) for c in db.session.scalars(select(Closure).where(Closure.location_id == location_id))
     ]
-    return Calendar(location, ZoneInfo(location.timezone), chairs, closures)
+    roster = None
+    if prescriber_id is not None:
+        roster = db.session.scalar(
+            select(PrescriberHours.hours).where(
+                PrescriberHours.location_id == location_id, PrescriberHours.user_id == prescriber_id
+            )
+        )
+    return Calendar(location, ZoneInfo(location.timezone), chairs, closures, roster)
 
 
 def _slots(start: datetime, minutes: int) -> list[datetime]:
@@ -282,7 +319,7 @@ def plan_series(
     prescriber = db.session.get(User, prescriber_id)
     if prescriber is None or prescriber.role_enum is not Role.prescriber or not prescriber.is_active:
         raise ValidationFailed(errors={"prescriber_id": ["Must be an active prescriber."]})
-    cal = _calendar(location_id)
+    cal = _calendar(location_id, prescriber_id)
     if not cal.chairs:
         raise ValidationFailed(errors={"location_id": ["This location has no chairs yet."]})
     today = utcnow().astimezone(cal.tz).date()
@@ -482,12 +519,14 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
     series = get_series(appt.series_id)
     rules = series.protocol.rules
     minutes, spacing = int(rules["chair_minutes"]), timedelta(hours=int(rules["min_spacing_hours"]))
-    cal = _calendar(appt.location_id)
+    cal = _calendar(appt.location_id, series.prescriber_id)
     starts_at = starts_at.astimezone(UTC)
     if starts_at.minute % SLOT_MINUTES or starts_at.second or starts_at.microsecond:
         raise ValidationFailed(errors={"starts_at": [f"Use a {SLOT_MINUTES}-minute boundary."]})
     if not cal.fits(starts_at, minutes):
-        raise ValidationFailed(errors={"starts_at": ["Outside clinic hours, or the clinic is closed."]})
+        raise ValidationFailed(
+            errors={"starts_at": ["Outside clinic hours, on a closed day, or when the prescriber is not on site."]}
+        )
     live = [a for a in series.appointments if a.status in LIVE]
     before = [a for a in live if a.seq < appt.seq]
     if before and starts_at - before[-1].starts_at < spacing:

@@ -253,3 +253,34 @@ def test_a_lost_race_is_the_same_friendly_409(app, client, make_user, monkeypatc
     assert resp.status_code == 409
     assert resp.json["code"] == "booking_conflict"
     assert resp.json["errors"]["conflicts"]
+
+
+def test_courses_follow_the_prescribers_hours_on_site(desk):
+    """With a roster, visits fall only when the prescriber is there; without one, clinic hours rule."""
+    roster = {
+        "mon": None,
+        "tue": ["08:00", "12:00"],
+        "wed": None,
+        "thu": None,
+        "fri": ["08:00", "12:00"],
+        "sat": None,
+        "sun": None,
+    }
+    path = f"/api/v1/locations/{desk.location_id}/prescribers/{desk.prescriber.id}/hours"
+    assert desk.client.put(path, headers=desk.admin, json=roster).status_code == 200
+    resp = desk.book(desk.patient(), start_on="2027-01-04")  # Monday; twice weekly becomes Tue + Fri
+    assert resp.status_code == 201, resp.json
+    days = {local(a["starts_at"]).strftime("%a") for a in resp.json["appointments"]}
+    assert days == {"Tue", "Fri"}
+    assert len(resp.json["appointments"]) == 12
+    # Three visits a week cannot fit a Tuesday/Friday roster: refused, not squeezed in.
+    iv = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04")
+    assert iv.status_code == 409
+    afternoon = desk.book(
+        desk.patient(rems=False), protocol="ketamine-iv-booster", start_on="2027-01-05", preferred_time="14:00"
+    )
+    assert afternoon.status_code == 409
+    nurse = desk.client.put(
+        f"/api/v1/locations/{desk.location_id}/prescribers/{desk.prescriber.id}/hours", headers=desk.desk, json=roster
+    )
+    assert nurse.status_code == 403
