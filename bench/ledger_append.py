@@ -53,6 +53,7 @@ from bench.harness import (
     tool,
 )
 from bench.loadgen import LoadResult, Requests, _percentile, load_generator
+from clinic.inventory.chain import HASHED_FIELDS  # stdlib only: no app is built by importing it
 
 PATH = "/api/v1/inventory/administrations"
 _ours_n, _, _base_n = os.environ.get("BENCH_LEDGER_APPEND_REQUESTS", "800,2500").partition(",")
@@ -268,27 +269,7 @@ _LOCK_CONTAINER = (
     " WHERE c.id = %s AND c.location_id = %s FOR UPDATE OF c"
 )
 _UPDATE_CONTAINER = "UPDATE containers SET balance_ug = %s, status = %s WHERE id = %s"
-_ENTRY_COLUMNS = (
-    "location_id",
-    "seq",
-    "kind",
-    "container_id",
-    "drug_id",
-    "delta_ug",
-    "balance_after_ug",
-    "patient_id",
-    "appointment_id",
-    "actor_id",
-    "witness_id",
-    "second_witness_id",
-    "corrects_seq",
-    "occurred_at",
-    "recorded_at",
-    "reason",
-    "details",
-    "prev_hash",
-    "hash",
-)
+_ENTRY_COLUMNS = (*HASHED_FIELDS, "hash")  # the chain's own field list, so the two cannot drift
 _INSERT_ENTRY = (
     f"INSERT INTO ledger_entries ({', '.join(_ENTRY_COLUMNS)})"
     f" VALUES ({', '.join(['%s'] * len(_ENTRY_COLUMNS))}) RETURNING id"
