@@ -43,9 +43,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
     api.init_app(app)
 
-    from clinic.core import errors
+    from clinic.core import errors, tx
 
     errors.init_app(app)
+    tx.init_app(app)
 
     from clinic.auth import policy
 

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "OPENAPI_SWAGGER_UI_PATH": None,
     "JSON_SORT_KEYS": False,
     "HEARTBEAT_STALE_SECONDS": 180,
+    # How long an unanswered Idempotency-Key claim blocks a retry: longer than any request takes.
+    "IDEMPOTENCY_LEASE_SECONDS": 30,
 }
 
 

@@ -55,12 +55,13 @@ csrf = CSRFProtect()
 
 
 def celery_init_app(app: Flask) -> Celery:
-    """The Flask docs' pattern: every task runs inside an app context."""
+    """The Flask docs' pattern: every task runs inside an app context, as one unit of work."""
+    from clinic.core import tx
 
     class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():
-                return self.run(*args, **kwargs)
+                return tx.commits(self.run)(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(app.config["CELERY"])

@@ -80,3 +80,40 @@ def test_console_script_upgrade_and_demo_on_a_fresh_instance(tmp_path):
     assert (tmp_path / "clinic.sqlite").exists()
     secret = tmp_path / "secret_key"
     assert secret.exists() and (secret.stat().st_mode & 0o077) == 0
+
+
+def _create(app, role: str, *extra: str):  # type: ignore[no-untyped-def]
+    email = f"cli-{uuid.uuid4().hex[:8]}@test.clinic"
+    args = ["users", "create", "--email", email, "--name", "Cli User", "--role", role, *extra, "--password-stdin"]
+    return email, app.test_cli_runner().invoke(args=args, input="a-long-enough-password\n")
+
+
+def test_a_licence_number_alone_takes_the_roles_licence_and_can_witness(app):
+    """CONTRACT.md's `clinic users create --license-number L` makes a nurse who can sign a waste."""
+    from sqlalchemy import select
+
+    from clinic.auth.models import User
+    from clinic.extensions import db
+
+    for role, expected in (("nurse", "RN"), ("prescriber", "MD")):
+        email, result = _create(app, role, "--license-number", "L-77")
+        assert result.exit_code == 0, result.output
+        with app.app_context():
+            user = db.session.scalar(select(User).where(User.email == email))
+            assert (user.license_type, user.license_number, user.can_witness) == (expected, "L-77", True)
+
+
+def test_a_licence_number_alone_for_another_role_is_refused_saying_what_to_add(app):
+    from sqlalchemy import func, select
+
+    from clinic.auth.models import User
+    from clinic.extensions import db
+
+    email, result = _create(app, "front_desk", "--license-number", "L-78")
+    assert result.exit_code != 0
+    assert "licence type" in result.output and "RN" in result.output
+    type_only_email, type_only = _create(app, "nurse", "--license-type", "LPN")
+    assert type_only.exit_code != 0 and "licence number" in type_only.output
+    with app.app_context():
+        made = db.session.scalar(select(func.count()).select_from(User).where(User.email.in_([email, type_only_email])))
+        assert made == 0

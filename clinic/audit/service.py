@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from flask import g, has_request_context
 
 from clinic.audit.models import AccessEvent, AuditEvent
+from clinic.core import tx
 from clinic.extensions import db
 
 if TYPE_CHECKING:
@@ -15,31 +16,37 @@ def _request_id() -> str | None:
     return getattr(g, "request_id", None) if has_request_context() else None
 
 
-def record(*, actor: User | None, tag: str, subject: tuple[str, int | None], data: dict[str, Any]) -> None:
-    """Add an audit row to the caller's transaction (ARCHITECTURE rule 10)."""
-    db.session.add(
-        AuditEvent(
-            actor_id=actor.id if actor else None,
-            tag=tag,
-            subject_type=subject[0],
-            subject_id=subject[1],
-            data=data,
-            request_id=_request_id(),
-        )
-    )
-
-
-def record_access(
-    *, user_id: int | None, action: str, obj: str, outcome: str, status_code: int, client_addr: str, request_id: str
+def record(
+    *, actor: User | None, tag: str, subject: tuple[str, int | None], data: dict[str, Any], keep: bool = False
 ) -> None:
-    db.session.add(
-        AccessEvent(
-            user_id=user_id,
-            action=action[:160],
-            object=obj[:200],
-            outcome=outcome,
-            status_code=status_code,
-            client_addr=client_addr[:64],
-            request_id=request_id[:64],
-        )
+    """Add an audit row to the caller's transaction (ARCHITECTURE rule 10).
+
+    ``keep``: the row records a failure and is written even when the unit of work rolls back.
+    """
+    event = AuditEvent(
+        actor_id=actor.id if actor else None,
+        tag=tag,
+        subject_type=subject[0],
+        subject_id=subject[1],
+        data=data,
+        request_id=_request_id(),
+    )
+    if keep:
+        tx.keep(event)
+    else:
+        db.session.add(event)
+
+
+def access_event(
+    *, user_id: int | None, action: str, obj: str, outcome: str, status_code: int, client_addr: str, request_id: str
+) -> AccessEvent:
+    """The access-log row of a request, for the request's unit of work to commit (HIP-01..03)."""
+    return AccessEvent(
+        user_id=user_id,
+        action=action[:160],
+        object=obj[:200],
+        outcome=outcome,
+        status_code=status_code,
+        client_addr=client_addr[:64],
+        request_id=request_id[:64],
     )

@@ -9,7 +9,6 @@ from flask_smorest import Blueprint
 from clinic.auth import service
 from clinic.auth.policy import client_addr, current_actor, public, require
 from clinic.auth.schemas import CreateTokenSchema, CreateUserSchema, TokenSchema, UserListSchema, UserSchema
-from clinic.core.tx import commits
 
 blp = Blueprint("auth_api", __name__, url_prefix="/api/v1", description="Sign-in tokens and users")
 
@@ -19,7 +18,6 @@ class Tokens(MethodView):
     @public
     @blp.arguments(CreateTokenSchema)
     @blp.response(201, TokenSchema)
-    @commits
     def post(self, args: dict[str, Any]) -> dict[str, Any]:
         """Exchange email, password (and a TOTP code when enrolled) for a bearer token."""
         user = service.authenticate(
@@ -33,7 +31,6 @@ class Tokens(MethodView):
 class CurrentToken(MethodView):
     @require("self.manage_tokens")
     @blp.response(204)
-    @commits
     def delete(self) -> None:
         """Revoke the token this request carries."""
         raw = request.headers["Authorization"].partition(" ")[2].strip()
@@ -58,6 +55,5 @@ class Users(MethodView):
     @require("users.manage")
     @blp.arguments(CreateUserSchema)
     @blp.response(201, UserSchema)
-    @commits
     def post(self, args: dict[str, Any]) -> Any:
         return service.create_user(actor=current_actor(), **args)

@@ -6,21 +6,17 @@ from clinic.core.errors import Conflict, DomainError, NotAuthenticated
 class InvalidCredentials(NotAuthenticated):
     code = "invalid_credentials"
     title = "Email, password or code is not correct"
-    #: the failed attempt must be kept, or throttling could be bypassed.
-    keeps_writes = True
 
 
 class TooManyAttempts(DomainError):
     code = "too_many_attempts"
     http_status = 429
     title = "Too many failed sign-in attempts; wait before trying again"
-    keeps_writes = True
 
 
 class SecondFactorRequired(NotAuthenticated):
     code = "second_factor_required"
     title = "A one-time code from the authenticator app is required"
-    keeps_writes = True
 
 
 class EmailTaken(Conflict):

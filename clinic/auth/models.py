@@ -29,6 +29,13 @@ class LicenseType(StrEnum):
     pharmd = "PharmD"
 
 
+#: the licence a number means when no type is given (CONTRACT.md names no --license-type)
+DEFAULT_LICENSE_TYPE = {Role.nurse: LicenseType.rn, Role.prescriber: LicenseType.md}
+
+#: who may sign as a second person for waste, disposal and counts (DEA-42, HIP-05)
+WITNESS_ROLES = frozenset({Role.nurse, Role.prescriber})
+
+
 def _in(column: str, enum: type[StrEnum]) -> str:
     values = ", ".join(f"'{m.value}'" for m in enum)
     return f"{column} IN ({values})"
@@ -64,6 +71,11 @@ class User(db.Model):  # type: ignore[name-defined]
     @property
     def is_licensed(self) -> bool:
         return bool(self.license_number and self.license_type)
+
+    @property
+    def can_witness(self) -> bool:
+        """Licensed clinician: a witness wherever the location requires one to be licensed."""
+        return self.is_active and self.role_enum in WITNESS_ROLES and self.is_licensed
 
     def __repr__(self) -> str:  # ids only: names and emails stay out of logs
         return f"<User {self.id} {self.role}>"

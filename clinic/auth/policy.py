@@ -16,10 +16,13 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request, session
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 
 from clinic.audit import service as audit
+from clinic.audit.models import AccessEvent
 from clinic.auth import service as auth
 from clinic.auth.models import Role, User
+from clinic.core import errors, tx
 from clinic.core.errors import NotAuthenticated, PermissionDenied
 from clinic.extensions import csrf, db
 
@@ -169,7 +172,7 @@ def _guard() -> None:
         g.auth_state = "unauthenticated"
         raise NotAuthenticated(headers={"WWW-Authenticate": "Bearer"} if is_api_request() else None)
     g.actor = user
-    g.actor_id = user.id  # a plain int: the view's commit expires the instance
+    g.actor_id = user.id
     if permission is None or not allowed(user, permission):
         g.auth_state = "denied"
         raise PermissionDenied()
@@ -192,31 +195,60 @@ def _outcome(status: int) -> str:
     return "error" if status >= 500 else "failed"
 
 
-def _log_access(response: Response) -> Response:
-    """Write the access-log row once the request's own transaction has ended."""
-    actor: User | None = g.get("actor")
-    if actor is None and g.get("auth_state") is None:
-        return _log_line(response)  # anonymous use of a public page: nothing to attribute
-    g.actor_id = g.get("actor_id")  # set at authentication: actor.id would reload an expired user
-    db.session.rollback()  # whatever the view did not commit is not done
+def _finish(response: Response) -> Response:
+    """Own the request's unit of work: its work and its access-log row commit together, once.
+
+    A response of 400 or more writes none of the work: it is rolled back, and the access-log row
+    (with what the failure kept, such as a failed sign-in) goes in a short transaction of its own.
+    If the commit fails, the client is told so (5xx or 409) rather than shown a success.
+    """
+    status = response.status_code
+    attributable = g.get("actor") is not None or g.get("auth_state") is not None
+    session_id = g.get("session_id") if g.get("touch_session") else None
+    if status >= 400:
+        if session_id is not None:
+            tx.on_rollback(lambda: auth.touch_session(session_id))
+        return _log_line(_end(response, ok=False, attributable=attributable))
     try:
-        if g.get("touch_session"):
-            auth.touch_session(g.session_id)
-        audit.record_access(
-            user_id=g.actor_id,
+        if session_id is not None:
+            auth.touch_session(session_id)
+        db.session.flush()  # the work's own conflicts (a race lost at a constraint) answer 409 here
+    except Exception as exc:
+        return _log_line(
+            _end(current_app.make_response(errors.handle_unexpected(exc)), ok=False, attributable=attributable)
+        )
+    return _log_line(_end(response, ok=True, attributable=attributable))
+
+
+def _end(response: Response, *, ok: bool, attributable: bool) -> Response:
+    try:
+        if ok:
+            tx.commit(_access_rows(response.status_code, attributable))
+        else:
+            tx.rollback(_access_rows(response.status_code, attributable))
+    except Exception as exc:  # the access-log row (or the database) failed: nothing may stand unlogged
+        # The name only: an exception's text can carry bound SQL parameters, i.e. PHI.
+        logger.error("unit of work failed request_id=%s: %s", g.get("request_id"), type(exc).__name__)  # noqa: TRY400
+        if isinstance(exc, OperationalError):
+            return current_app.make_response(errors.handle_unexpected(exc))
+        return current_app.make_response(errors.internal_error())
+    return response
+
+
+def _access_rows(status: int, attributable: bool) -> list[AccessEvent]:
+    if not attributable:  # anonymous use of a public page: nothing to attribute
+        return []
+    return [
+        audit.access_event(
+            user_id=g.get("actor_id"),
             action=f"{request.method} {request.endpoint}",
             obj=_object_of_request(),
-            outcome=_outcome(response.status_code),
-            status_code=response.status_code,
+            outcome=_outcome(status),
+            status_code=status,
             client_addr=client_addr(),
             request_id=g.request_id,
         )
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        logger.exception("access log write failed request_id=%s", g.get("request_id"))
-        raise
-    return _log_line(response)
+    ]
 
 
 def _log_line(response: Response) -> Response:
@@ -251,4 +283,4 @@ def init_app(app: Flask) -> None:
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     app.before_request(_guard)
-    app.after_request(_log_access)
+    app.after_request(_finish)

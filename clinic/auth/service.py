@@ -20,7 +20,8 @@ from sqlalchemy import func, select, update
 
 from clinic.audit import service as audit
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
-from clinic.auth.models import ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
+from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
+from clinic.core import tx
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.extensions import db
@@ -69,8 +70,8 @@ def create_user(
         raise ValidationFailed(errors={"email": ["Longer than maximum length 254."]})
     if role not in Role.__members__:
         raise ValidationFailed(errors={"role": [f"Must be one of: {', '.join(Role)}."]})
-    if license_type and license_type not in {t.value for t in LicenseType}:
-        raise ValidationFailed(errors={"license_type": [f"Must be one of: {', '.join(LicenseType)}."]})
+    license_number = (license_number or "").strip() or None
+    license_type = _license_type(Role(role), license_number, license_type or None)
     _check_password_rules(password)
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken()
@@ -79,8 +80,8 @@ def create_user(
         name=name.strip(),
         role=role,
         password_hash=hash_password(password),
-        license_number=license_number or None,
-        license_type=license_type or None,
+        license_number=license_number,
+        license_type=license_type,
     )
     db.session.add(user)
     db.session.flush()
@@ -91,6 +92,25 @@ def create_user(
         data={"role": role, "licensed": user.is_licensed},
     )
     return user
+
+
+def _license_type(role: Role, number: str | None, given: str | None) -> str | None:
+    """A number alone takes the role's usual licence (nurse RN, prescriber MD) or is refused:
+    a licence of unknown type would make a user who silently cannot witness."""
+    if given is not None and given not in {t.value for t in LicenseType}:
+        raise ValidationFailed(errors={"license_type": [f"Must be one of: {', '.join(LicenseType)}."]})
+    if number is None:
+        if given is not None:
+            raise ValidationFailed(errors={"license_number": ["Give the licence number for this licence type."]})
+        return None
+    if given is None:
+        default = DEFAULT_LICENSE_TYPE.get(role)
+        if default is None:
+            raise ValidationFailed(
+                errors={"license_type": [f"Add the licence type ({', '.join(LicenseType)}) for this licence number."]}
+            )
+        return default.value
+    return given
 
 
 def get_user(user_id: int) -> User:
@@ -180,8 +200,11 @@ def check_throttle(*, email: str, client_addr: str) -> None:
 
 
 def _attempt(email: str, client_addr: str, succeeded: bool) -> None:
-    db.session.add(AuthAttempt(email=email.strip().lower()[:254], client_addr=client_addr, succeeded=succeeded))
-    db.session.flush()
+    attempt = AuthAttempt(email=email.strip().lower()[:254], client_addr=client_addr, succeeded=succeeded)
+    if succeeded:
+        db.session.add(attempt)
+    else:  # counted by throttling even though the request that carried it writes nothing
+        tx.keep(attempt)
 
 
 def verify_password(*, email: str, password: str, client_addr: str) -> User:
@@ -202,6 +225,7 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
             tag="auth:session:failed",
             subject=("user", user.id if user else None),
             data={"factor": "password"},
+            keep=True,
         )
         raise InvalidCredentials()
     if _hasher.check_needs_rehash(user.password_hash):
@@ -222,7 +246,9 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
                 break
     if accepted is None or (user.totp_last_step is not None and accepted <= user.totp_last_step):
         _attempt(user.email, client_addr, False)
-        audit.record(actor=None, tag="auth:session:failed", subject=("user", user.id), data={"factor": "totp"})
+        audit.record(
+            actor=None, tag="auth:session:failed", subject=("user", user.id), data={"factor": "totp"}, keep=True
+        )
         raise InvalidCredentials()
     user.totp_last_step = accepted
     if secret:

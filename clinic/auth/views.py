@@ -11,9 +11,9 @@ from clinic.auth import service
 from clinic.auth.models import LicenseType, Role, User
 from clinic.auth.policy import client_addr, current_actor, public, require
 from clinic.auth.schemas import CreateUserSchema
+from clinic.core import tx
 from clinic.core.errors import DomainError
 from clinic.core.time import utcnow
-from clinic.core.tx import commit, commits
 
 bp = Blueprint("auth_ui", __name__, template_folder="templates")
 
@@ -45,7 +45,6 @@ def _pending_user() -> User | None:
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-@commits
 def login() -> Any:
     if request.method == "GET":
         if request.args.get("next"):
@@ -57,8 +56,6 @@ def login() -> Any:
             email=email, password=request.form.get("password", ""), client_addr=client_addr()
         )
     except DomainError as exc:
-        if exc.keeps_writes:
-            commit()
         return render_template("auth/login.html", error=exc.detail, email=email), exc.http_status, exc.headers
     if service.totp_required(user):
         session.pop("enrol_secret", None)  # never carry one person's new key over to the next
@@ -69,7 +66,6 @@ def login() -> Any:
 
 @bp.route("/login/totp", methods=["GET", "POST"])
 @public
-@commits
 def totp() -> Any:
     user = _pending_user()
     if user is None or user.totp_secret is None:
@@ -80,15 +76,12 @@ def totp() -> Any:
         service.check_throttle(email=user.email, client_addr=client_addr())
         service.verify_totp(user=user, code=request.form.get("code", "").strip(), client_addr=client_addr())
     except DomainError as exc:
-        if exc.keeps_writes:
-            commit()
         return render_template("auth/totp.html", error=exc.detail), exc.http_status, exc.headers
     return _finish_sign_in(user)
 
 
 @bp.route("/login/enrol", methods=["GET", "POST"])
 @public
-@commits
 def enrol() -> Any:
     user = _pending_user()
     if user is None or user.totp_secret is not None:
@@ -106,15 +99,12 @@ def enrol() -> Any:
             user=user, code=request.form.get("code", "").strip(), client_addr=client_addr(), secret=secret
         )
     except DomainError as exc:
-        if exc.keeps_writes:
-            commit()
         return render_template("auth/enrol.html", error=exc.detail, **context), exc.http_status, exc.headers
     return _finish_sign_in(user)
 
 
 @bp.route("/logout", methods=["POST"])
 @require("self.view")
-@commits
 def logout() -> Any:
     raw = session.get("sid")
     if raw:
@@ -146,12 +136,11 @@ def users() -> Any:
 
 @bp.route("/admin/users", methods=["POST"])
 @require("users.manage")
-@commits
 def create_user() -> Any:
     raw = {k: v for k, v in request.form.items() if k != "csrf_token" and v != ""}
     try:
         args = CreateUserSchema().load(raw)
-        user = service.create_user(actor=current_actor(), **args)
+        user = tx.attempt(lambda: service.create_user(actor=current_actor(), **args))
     except ValidationError as exc:
         return _users_page(raw, exc.normalized_messages(), 422)
     except DomainError as exc:
@@ -162,7 +151,6 @@ def create_user() -> Any:
 
 @bp.route("/admin/users/<int:user_id>/active", methods=["POST"])
 @require("users.manage")
-@commits
 def set_active(user_id: int) -> Any:
     user = service.set_active(actor=current_actor(), user_id=user_id, is_active=request.form.get("is_active") == "1")
     flash(f"{user.email} is now {'active' if user.is_active else 'disabled; their sessions ended'}.", "success")
@@ -171,11 +159,12 @@ def set_active(user_id: int) -> Any:
 
 @bp.route("/admin/users/<int:user_id>/password", methods=["POST"])
 @require("users.manage")
-@commits
 def reset_password(user_id: int) -> Any:
     try:
-        user = service.reset_password(
-            actor=current_actor(), user_id=user_id, new_password=request.form.get("password", "")
+        user = tx.attempt(
+            lambda: service.reset_password(
+                actor=current_actor(), user_id=user_id, new_password=request.form.get("password", "")
+            )
         )
     except DomainError as exc:
         return _users_page(
@@ -187,7 +176,6 @@ def reset_password(user_id: int) -> Any:
 
 @bp.route("/admin/users/<int:user_id>/totp", methods=["POST"])
 @require("users.manage")
-@commits
 def reset_totp(user_id: int) -> Any:
     user = service.reset_totp(actor=current_actor(), user_id=user_id)
     flash(f"Second factor for {user.email} reset; they enrol again at next sign-in.", "success")

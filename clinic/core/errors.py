@@ -14,7 +14,7 @@ from flask import Flask, Response, g, jsonify, redirect, render_template, reques
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from clinic.extensions import db
+from clinic.core import tx
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ class DomainError(Exception):
     code = "domain_error"
     http_status = 409
     title = "The request breaks a rule"
-    #: commit what the service wrote before raising (only for records of the failure itself).
-    keeps_writes = False
 
     def __init__(
         self, detail: str | None = None, *, errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -146,12 +144,12 @@ def _render(
 
 
 def handle_domain_error(exc: DomainError) -> Any:
-    db.session.rollback()
+    tx.discard()
     return _render(exc.http_status, exc.title, exc.detail, code=exc.code, errors=exc.errors, headers=exc.headers)
 
 
 def handle_http_exception(exc: HTTPException) -> Any:
-    db.session.rollback()
+    tx.discard()
     status = exc.code or 500
     errors = None
     data = getattr(exc, "data", None)
@@ -166,7 +164,7 @@ def handle_http_exception(exc: HTTPException) -> Any:
 
 
 def handle_unexpected(exc: Exception) -> Any:
-    db.session.rollback()
+    tx.discard()
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
     if isinstance(exc, OperationalError):
@@ -179,6 +177,10 @@ def handle_unexpected(exc: Exception) -> Any:
     # Frames only: exception messages can carry bound SQL parameters, i.e. PHI.
     frames = " <- ".join(f"{f.filename}:{f.lineno} {f.name}" for f in reversed(traceback.extract_tb(exc.__traceback__)))
     logger.error("unhandled %s at %s", type(exc).__name__, frames)
+    return internal_error()
+
+
+def internal_error() -> Any:
     return _render(500, "Internal Server Error", "Something went wrong; the error was logged.", code="internal_error")
 
 

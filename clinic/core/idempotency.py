@@ -1,9 +1,17 @@
 """``Idempotency-Key`` for POSTs that write ledger entries (CONTRACT.md, F4).
 
-A key is claimed in its own short transaction, so a concurrent duplicate sees it at once (409).
-The work, the stored response and the commit then happen in one transaction: a replay returns the
-first response byte for byte and writes nothing; the same key with another body is a 422. A
-request that fails releases its key, so the client may retry.
+A claim is a row (user, key, request hash) with a lease. The work, the stored response and the
+access-log row then commit together in the request's one unit of work, so a replay returns the
+first response byte for byte and writes nothing, and the same key with another body is a 422.
+
+On PostgreSQL the claim is inserted in a short transaction of its own (a concurrent twin sees it
+at once and gets a 409) and then row-locked by the work's transaction. A request killed mid-write
+loses its lock with its connection; once the lease has run out a retry takes the claim over and
+runs the operation, and an UPDATE on a claim still locked by a live request waits for it, then
+replays it: the operation runs once. On SQLite every transaction takes the write lock
+(BEGIN IMMEDIATE), so the claim is simply part of the work and a crash rolls both back.
+
+A request that fails releases its key, so the client may retry at once.
 """
 
 from __future__ import annotations
@@ -11,18 +19,18 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Response, request
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, delete, select, update
+from flask import Response, current_app, request
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clinic.core import tx
 from clinic.core.db import UtcDateTime
 from clinic.core.errors import Conflict, ValidationFailed
 from clinic.core.time import utcnow
-from clinic.core.tx import commit
 from clinic.extensions import db
 
 HEADER = "Idempotency-Key"
@@ -41,6 +49,8 @@ class IdempotencyKey(db.Model):  # type: ignore[name-defined]
     content_type: Mapped[str | None] = mapped_column(String(100))
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: while unanswered: until when the claiming request may still be working (a retry waits)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class IdempotencyInFlight(Conflict):
@@ -77,14 +87,53 @@ def _replay_or_refuse(row: IdempotencyKey, request_hash: str) -> Response:
     )
 
 
+def _lease_end() -> datetime:
+    return utcnow() + timedelta(seconds=current_app.config["IDEMPOTENCY_LEASE_SECONDS"])
+
+
+def _claim(user_id: int, key: str, request_hash: str) -> int | None:
+    """A new claim, held by this request's transaction; None when a twin claimed it first."""
+    values = {"user_id": user_id, "key": key, "request_hash": request_hash, "lease_until": _lease_end()}
+    values["created_at"] = utcnow()
+    if db.engine.dialect.name != "postgresql":
+        return db.session.execute(insert(IdempotencyKey).values(values).returning(IdempotencyKey.id)).scalar_one()
+    try:
+        with db.engine.begin() as conn:  # visible to twins now, without committing the request's session
+            claim_id: int = conn.execute(
+                insert(IdempotencyKey).values(values).returning(IdempotencyKey.id)
+            ).scalar_one()
+    except IntegrityError:
+        return None
+    db.session.execute(select(IdempotencyKey.id).where(IdempotencyKey.id == claim_id).with_for_update())
+    return claim_id
+
+
+def _take_over(row_id: int) -> bool:
+    """Take a claim whose lease ran out (its request died); waits for, then loses to, a live one."""
+    now = utcnow()
+    taken = db.session.execute(
+        update(IdempotencyKey)
+        .where(
+            IdempotencyKey.id == row_id,
+            IdempotencyKey.status_code.is_(None),
+            or_(IdempotencyKey.lease_until.is_(None), IdempotencyKey.lease_until <= now),
+        )
+        .values(lease_until=_lease_end())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+
 def _release(claim_id: int) -> None:
-    db.session.rollback()
-    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == claim_id))
-    db.session.commit()
+    db.session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.id == claim_id, IdempotencyKey.status_code.is_(None))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def idempotent(fn: Callable[..., Response]) -> Callable[..., Response]:
-    """Wrap an API method *outside* its ``@blp.response``; the wrapper owns the commit."""
+    """Wrap an API method *outside* its ``@blp.response``."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
@@ -92,57 +141,45 @@ def idempotent(fn: Callable[..., Response]) -> Callable[..., Response]:
 
         key = request.headers.get(HEADER)
         if key is None:
-            return _commit_once(fn, *args, **kwargs)
+            return fn(*args, **kwargs)
         if not key.strip() or len(key) > MAX_KEY_LENGTH:
             raise ValidationFailed(errors={HEADER: [f"Must be 1 to {MAX_KEY_LENGTH} characters."]})
         actor_id = current_actor().id
         request_hash = _request_hash()
-        db.session.rollback()
-        row = _existing(actor_id, key)
-        if row is not None:
-            return _replay_or_refuse(row, request_hash)
-        claim = IdempotencyKey(user_id=actor_id, key=key, request_hash=request_hash)
-        db.session.add(claim)
-        try:
-            db.session.flush()
-            claim_id = claim.id  # now: after the commit it would be a reload
-            db.session.commit()
-        except IntegrityError:  # a concurrent twin claimed it first
-            db.session.rollback()
-            row = _existing(actor_id, key)
-            if row is None:
-                raise IdempotencyInFlight(headers={"Retry-After": "1"}) from None
-            return _replay_or_refuse(row, request_hash)
-        try:
-            response = fn(*args, **kwargs)
-            db.session.execute(  # no load of the claim row: this runs under the chain lock
-                update(IdempotencyKey)
-                .where(IdempotencyKey.id == claim_id)
-                .values(
-                    status_code=response.status_code,
-                    content_type=response.content_type,
-                    response_body=response.get_data(as_text=True),
-                )
+        claim_id = _claim_or_replay(actor_id, key, request_hash)
+        if isinstance(claim_id, Response):
+            return claim_id
+        tx.on_rollback(lambda: _release(claim_id))
+        response = fn(*args, **kwargs)
+        db.session.execute(  # no load of the claim row: this runs under the chain lock
+            update(IdempotencyKey)
+            .where(IdempotencyKey.id == claim_id)
+            .values(
+                status_code=response.status_code,
+                content_type=response.content_type,
+                response_body=response.get_data(as_text=True),
+                lease_until=None,
             )
-            commit()
-        except BaseException as exc:
-            if getattr(exc, "keeps_writes", False):
-                commit()
-            _release(claim_id)
-            raise
+            .execution_options(synchronize_session=False)
+        )
         return response
 
     return wrapper
 
 
-def _commit_once(fn: Callable[..., Response], *args: Any, **kwargs: Any) -> Response:
-    try:
-        response = fn(*args, **kwargs)
-    except BaseException as exc:
-        if getattr(exc, "keeps_writes", False):
-            commit()
-        else:
-            db.session.rollback()
-        raise
-    commit()
-    return response
+def _claim_or_replay(actor_id: int, key: str, request_hash: str) -> int | Response:
+    for _ in range(2):  # a twin's claim can vanish (it failed and released it) between our reads
+        row = _existing(actor_id, key)
+        if row is None:
+            claim_id = _claim(actor_id, key, request_hash)
+            if claim_id is not None:
+                return claim_id
+            continue
+        if row.request_hash != request_hash or row.status_code is not None:
+            return _replay_or_refuse(row, request_hash)
+        if row.lease_until is not None and row.lease_until > utcnow():
+            raise IdempotencyInFlight(headers={"Retry-After": "1"})
+        if _take_over(row.id):
+            return row.id
+        db.session.expire(row)
+    raise IdempotencyInFlight(headers={"Retry-After": "1"})

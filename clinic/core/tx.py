@@ -1,13 +1,29 @@
-"""One commit per request or task, and side effects only after it succeeds."""
+"""The unit of work: one owner commits each request, task or CLI command, once.
+
+Services only ``flush()``. The owner (``init_app`` for requests, the Celery task base, the CLI's
+``commit()``) ends the unit of work with :func:`commit` or :func:`rollback`:
+
+- on success the work, the records it carries (the request's access-log row) and the records kept
+  with :func:`keep` commit together, then the :func:`after_commit` queue runs;
+- on failure the work is rolled back, the after-commit queue is dropped, and only the kept records
+  (a failed sign-in or witness attempt, which throttling counts), the :func:`on_rollback` statements
+  and the carried records are written, in a short transaction of their own.
+
+Inside a request nobody else may commit the session: a ``before_commit`` guard raises, so a view
+cannot commit half its work early, and a test walks every route to prove none does.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-from flask import g, has_app_context
+from flask import Flask, g, has_app_context, has_request_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from clinic.extensions import db
 
@@ -17,48 +33,122 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class CommitOutsideOwner(RuntimeError):
+    """Something other than the unit of work's owner tried to commit inside a request."""
+
+
 def after_commit(fn: Callable[[], Any]) -> None:
     """Run ``fn`` once the surrounding unit of work has committed; dropped on rollback."""
-    queue: list[Callable[[], Any]] = g.setdefault("_after_commit", [])
-    queue.append(fn)
+    g.setdefault("_after_commit", []).append(fn)
 
 
-def _drain(run: bool) -> None:
-    queue: list[Callable[[], Any]] = g.pop("_after_commit", []) if has_app_context() else []
-    if not run:
-        return
-    for fn in queue:
+def keep(obj: object) -> None:
+    """Write ``obj`` whether the unit of work commits or rolls back.
+
+    Only for records of a failure itself: a failed sign-in must be counted even though the
+    request that carried it writes nothing else.
+    """
+    g.setdefault("_kept", []).append(obj)
+
+
+def on_rollback(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` (statements on ``db.session``) in the short transaction that follows a rollback."""
+    g.setdefault("_on_rollback", []).append(fn)
+
+
+def _take(name: str) -> list[Any]:
+    return g.pop(name, []) if has_app_context() else []
+
+
+@contextlib.contextmanager
+def _owner() -> Iterator[None]:
+    g._owner_commits = True
+    try:
+        yield
+    finally:
+        g._owner_commits = False
+
+
+def commit(records: Iterable[object] = ()) -> None:
+    """Commit the work with ``records``; on failure roll back (keeping the kept records) and raise."""
+    kept = _take("_kept")
+    db.session.add_all([*kept, *records])
+    try:
+        with _owner():
+            db.session.commit()
+    except BaseException:
+        g._kept = kept  # the failure path writes them
+        rollback()
+        raise
+    _take("_on_rollback")
+    for fn in _take("_after_commit"):
         try:
             fn()
         except Exception:  # a failed side effect must not undo a committed record
             logger.exception("after-commit hook failed")
 
 
-def commit() -> None:
+def discard() -> None:
+    """Roll back the work and drop its after-commit queue; kept records wait for :func:`rollback`."""
+    db.session.rollback()
+    _take("_after_commit")
+
+
+def rollback(records: Iterable[object] = ()) -> None:
+    """Roll back the work, then write the kept records, on-rollback statements and ``records``."""
+    discard()
+    kept, hooks, extra = _take("_kept"), _take("_on_rollback"), list(records)
+    if not (kept or hooks or extra):
+        return
     try:
-        db.session.commit()
+        for fn in hooks:
+            fn()
+        db.session.add_all([*kept, *extra])
+        with _owner():
+            db.session.commit()
     except BaseException:
         db.session.rollback()
-        _drain(run=False)
         raise
-    _drain(run=True)
+
+
+def attempt(action: Callable[[], R]) -> R:
+    """Run a page's service call; if it fails, undo its writes at once.
+
+    The page is then rendered again with the error, and what it reads must not show half of
+    what failed. The owner still ends the unit of work (writing what the failure kept).
+    """
+    try:
+        result = action()
+        db.session.flush()  # a constraint lost to a race fails here, as a form error, not at the commit
+    except BaseException:
+        discard()
+        raise
+    return result
 
 
 def commits(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorate a view, API method or task body: commit once on success, roll back on any error."""
+    """Own the unit of work of a CLI command or a task body: commit once, or roll back on any error."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             result = fn(*args, **kwargs)
-        except BaseException as exc:
-            if getattr(exc, "keeps_writes", False):
-                commit()  # e.g. a failed sign-in: the attempt record is what throttling counts
-            else:
-                db.session.rollback()
-                _drain(run=False)
+        except BaseException:
+            rollback()
             raise
         commit()
         return result
 
     return wrapper
+
+
+def _guard_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # releasing a SAVEPOINT commits nothing
+        return
+    if has_request_context() and not g.get("_owner_commits"):
+        raise CommitOutsideOwner("only the request's unit of work commits (clinic.core.tx)")
+
+
+def init_app(app: Flask) -> None:
+    if not event.contains(db.session, "before_commit", _guard_commit):  # one listener for every app
+        event.listen(db.session, "before_commit", _guard_commit)

@@ -9,7 +9,6 @@ from flask_smorest import Blueprint
 
 from clinic.auth.policy import client_addr, current_actor, require
 from clinic.core.idempotency import idempotent
-from clinic.core.tx import commits
 from clinic.inventory import service
 from clinic.inventory.schemas import (
     AdministrationSchema,
@@ -53,7 +52,6 @@ class Drugs(MethodView):
     @require("catalog.manage")
     @blp.arguments(CreateDrugSchema)
     @blp.response(201, DrugSchema)
-    @commits
     def post(self, args: dict[str, Any]) -> Any:
         return service.create_drug(actor=current_actor(), **args)
 
@@ -204,6 +202,5 @@ class LossReportSteps(MethodView):
     @require("inventory.report")
     @blp.arguments(LossReportStepSchema)
     @blp.response(200, LossReportSchema)
-    @commits
     def post(self, args: dict[str, Any], report_id: int) -> Any:
         return service.mark_loss_report(actor=current_actor(), report_id=report_id, **args)

@@ -45,5 +45,4 @@ class IdempotencyMismatch(ValidationFailed):
 
 
 class WitnessCredentialsInvalid(WitnessInvalid):
-    #: the failed attempt is kept so that witness sign-ins are throttled like any other
-    keeps_writes = True
+    """A witness's wrong password or code; the attempt itself is kept, so witnesses are throttled."""

@@ -19,9 +19,9 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from clinic.auth.policy import client_addr, current_actor, require
+from clinic.core import tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import format_mg, id_arg
-from clinic.core.tx import commits
 from clinic.inventory import queries, service
 from clinic.inventory.models import CountKind, EntryKind
 from clinic.inventory.schemas import (
@@ -73,9 +73,7 @@ def _location_id() -> int | None:
 
 
 def _attempt(action: Callable[[], T]) -> T:
-    """Run one service call as the request's unit of work: committed when it returns, rolled back
-    when it raises (bar a failure's own record, e.g. a witness's wrong password)."""
-    return commits(action)()
+    return tx.attempt(action)
 
 
 def _refused(

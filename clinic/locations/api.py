@@ -6,7 +6,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from clinic.auth.policy import current_actor, require
-from clinic.core.tx import commits
 from clinic.locations import service
 from clinic.locations.schemas import (
     CreateLocationSchema,
@@ -31,7 +30,6 @@ class Locations(MethodView):
     @require("locations.manage")
     @blp.arguments(CreateLocationSchema)
     @blp.response(201, LocationSchema)
-    @commits
     def post(self, args: dict[str, Any]) -> Any:
         return service.create_location(actor=current_actor(), **args)
 
@@ -46,7 +44,6 @@ class LocationById(MethodView):
     @require("locations.manage")
     @blp.arguments(UpdateLocationSchema)
     @blp.response(200, LocationSchema)
-    @commits
     def patch(self, args: dict[str, Any], location_id: int) -> Any:
         return service.update_location(actor=current_actor(), location_id=location_id, changes=args)
 
@@ -56,7 +53,6 @@ class LocationHours(MethodView):
     @require("locations.manage")
     @blp.arguments(HoursSchema)
     @blp.response(200, LocationSchema)
-    @commits
     def put(self, args: dict[str, Any], location_id: int) -> Any:
         return service.set_hours(actor=current_actor(), location_id=location_id, hours=args)
 
@@ -66,6 +62,5 @@ class StorageSites(MethodView):
     @require("locations.manage")
     @blp.arguments(CreateStorageSiteSchema)
     @blp.response(201, StorageSiteSchema)
-    @commits
     def post(self, args: dict[str, Any], location_id: int) -> Any:
         return service.create_storage_site(actor=current_actor(), location_id=location_id, name=args["name"])

@@ -14,7 +14,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from clinic.auth.policy import allowed, current_actor, require
-from clinic.core.tx import commits
 from clinic.patients import service
 from clinic.patients.schemas import (
     CreatePatientSchema,
@@ -59,7 +58,6 @@ class Patients(MethodView):
     @require("patients.create")
     @blp.arguments(CreatePatientSchema)
     @blp.response(201, PatientClinicalSchema, description=VIEW_NOTE)
-    @commits
     def post(self, args: dict[str, Any]) -> Response:
         patient = service.create_patient(actor=current_actor(), **args)
         return _patient_view(service.get_patient_record(patient.id), 201)
@@ -75,7 +73,6 @@ class PatientById(MethodView):
     @require("patients.update")
     @blp.arguments(UpdatePatientSchema)
     @blp.response(200, PatientClinicalSchema, description=VIEW_NOTE)
-    @commits
     def patch(self, args: dict[str, Any], patient_id: int) -> Response:
         service.update_patient(actor=current_actor(), patient_id=patient_id, changes=args)
         return _patient_view(service.get_patient_record(patient_id), 200)
@@ -91,7 +88,6 @@ class PatientWeights(MethodView):
     @require("patients.chart")
     @blp.arguments(RecordWeightSchema)
     @blp.response(201, WeightSchema)
-    @commits
     def post(self, args: dict[str, Any], patient_id: int) -> Any:
         return service.record_weight(actor=current_actor(), patient_id=patient_id, **args)
 
@@ -101,7 +97,6 @@ class PatientRemsEnrollment(MethodView):
     @require("patients.rems")
     @blp.arguments(RemsEnrollmentSchema)
     @blp.response(201, RemsEnrollmentOutSchema)
-    @commits
     def post(self, args: dict[str, Any], patient_id: int) -> Any:
         return service.enroll_in_rems(actor=current_actor(), patient_id=patient_id, **args)
 
@@ -116,7 +111,6 @@ class PatientScreenings(MethodView):
     @require("patients.chart")
     @blp.arguments(RecordScreeningSchema)
     @blp.response(201, ScreeningSchema)
-    @commits
     def post(self, args: dict[str, Any], patient_id: int) -> Any:
         return service.record_screening(actor=current_actor(), patient_id=patient_id, **args)
 
@@ -134,7 +128,6 @@ class ScreeningOverride(MethodView):
     @require("patients.override")
     @blp.arguments(OverrideScreeningSchema)
     @blp.response(200, ScreeningSchema)
-    @commits
     def post(self, args: dict[str, Any], patient_id: int, screening_id: int) -> Any:
         return service.override_screening(
             actor=current_actor(), patient_id=patient_id, screening_id=screening_id, reason=args["reason"]

@@ -21,8 +21,8 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from clinic.auth.policy import allowed, current_actor, require
+from clinic.core import tx
 from clinic.core.errors import DomainError
-from clinic.core.tx import commits
 from clinic.locations import service as locations_service
 from clinic.patients import screening, service
 from clinic.patients.models import PatientWeight
@@ -228,7 +228,7 @@ def create() -> Any:
     schema = CreatePatientSchema()
     try:
         args = schema.load(form_payload(schema, "UTC", request.form))
-        patient = commits(lambda: service.create_patient(actor=current_actor(), **args))()
+        patient = tx.attempt(lambda: service.create_patient(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
         return _refused("patients/new.html", exc, **_new_context())
     flash(f"Patient #{patient.id} added.", "success")
@@ -251,7 +251,7 @@ def record_weight(patient_id: int) -> Any:
     try:
         tz = service.get_patient(patient_id).timezone
         args = schema.load(form_payload(schema, tz, request.form))
-        weight = commits(lambda: service.record_weight(actor=current_actor(), patient_id=patient_id, **args))()
+        weight = tx.attempt(lambda: service.record_weight(actor=current_actor(), patient_id=patient_id, **args))
     except (ValidationError, DomainError) as exc:
         return _refused("patients/chart.html", exc, failed="weight", **_chart(patient_id))
     flash(f"Weight {kg(weight.weight_g)} recorded.", "success")
@@ -264,7 +264,7 @@ def enroll_in_rems(patient_id: int) -> Any:
     schema = RemsEnrollmentSchema()
     try:
         args = schema.load(form_payload(schema, "UTC", request.form))
-        commits(lambda: service.enroll_in_rems(actor=current_actor(), patient_id=patient_id, **args))()
+        tx.attempt(lambda: service.enroll_in_rems(actor=current_actor(), patient_id=patient_id, **args))
     except (ValidationError, DomainError) as exc:
         return _refused("patients/chart.html", exc, failed="rems", **_chart(patient_id))
     flash(f"Enrolled in the SPRAVATO REMS on {args['enrolled_on'].isoformat()}.", "success")
@@ -295,7 +295,7 @@ def screening_form(patient_id: int) -> Any:
 def record_screening(patient_id: int) -> Any:
     try:
         args = RecordScreeningSchema().load(_screening_body(request.form))
-        result = commits(lambda: service.record_screening(actor=current_actor(), patient_id=patient_id, **args))()
+        result = tx.attempt(lambda: service.record_screening(actor=current_actor(), patient_id=patient_id, **args))
     except (ValidationError, DomainError) as exc:
         return _refused("patients/screening_form.html", exc, **_screening_context(patient_id))
     flash(f"Screening recorded: {result.eligibility}.", "success")
@@ -322,11 +322,11 @@ def override_screening(patient_id: int, screening_id: int) -> Any:
     schema = OverrideScreeningSchema()
     try:
         args = schema.load(form_payload(schema, "UTC", request.form))
-        commits(
+        tx.attempt(
             lambda: service.override_screening(
                 actor=current_actor(), patient_id=patient_id, screening_id=screening_id, reason=args["reason"]
             )
-        )()
+        )
     except (ValidationError, DomainError) as exc:
         return _refused("patients/chart.html", exc, failed=f"override-{screening_id}", **_chart(patient_id))
     flash(f"Screening #{screening_id} overridden: the patient may now be booked.", "success")

@@ -9,7 +9,6 @@ from flask_smorest import Blueprint
 
 from clinic.auth.policy import current_actor, require
 from clinic.core.errors import ValidationFailed
-from clinic.core.tx import commits
 from clinic.locations.schemas import HoursSchema
 from clinic.scheduling import calendar, service
 from clinic.scheduling.schemas import (
@@ -47,7 +46,6 @@ class Chairs(MethodView):
     @require("locations.manage")
     @blp.arguments(CreateChairSchema)
     @blp.response(201, ChairSchema)
-    @commits
     def post(self, args: dict[str, Any], location_id: int) -> Any:
         return service.create_chair(actor=current_actor(), location_id=location_id, name=args["name"])
 
@@ -57,7 +55,6 @@ class Closures(MethodView):
     @require("locations.manage")
     @blp.arguments(CreateClosureSchema)
     @blp.response(201, ClosureSchema)
-    @commits
     def post(self, args: dict[str, Any], location_id: int) -> Any:
         return service.create_closure(actor=current_actor(), location_id=location_id, **args)
 
@@ -67,7 +64,6 @@ class SeriesCollection(MethodView):
     @require("scheduling.book")
     @blp.arguments(CreateSeriesSchema)
     @blp.response(201, SeriesSchema)
-    @commits
     def post(self, args: dict[str, Any]) -> Any:
         return service.create_series(actor=current_actor(), **args)
 
@@ -96,7 +92,6 @@ class CancelAppointment(MethodView):
     @require("scheduling.book")
     @blp.arguments(CancelSchema)
     @blp.response(200, AppointmentSchema)
-    @commits
     def post(self, args: dict[str, Any], appointment_id: int) -> Any:
         return service.cancel_appointment(actor=current_actor(), appointment_id=appointment_id, **args)
 
@@ -106,7 +101,6 @@ class RescheduleAppointment(MethodView):
     @require("scheduling.book")
     @blp.arguments(RescheduleSchema)
     @blp.response(200, AppointmentSchema)
-    @commits
     def post(self, args: dict[str, Any], appointment_id: int) -> Any:
         return service.reschedule_appointment(actor=current_actor(), appointment_id=appointment_id, **args)
 
@@ -116,7 +110,6 @@ class NoShow(MethodView):
     @require("scheduling.book")
     @blp.arguments(AbsentSchema)
     @blp.response(200, AbsentResultSchema)
-    @commits
     def post(self, args: dict[str, Any], appointment_id: int) -> Any:
         return service.mark_absent(actor=current_actor(), appointment_id=appointment_id, status="no_show", **args)
 
@@ -126,7 +119,6 @@ class Missed(MethodView):
     @require("scheduling.book")
     @blp.arguments(AbsentSchema)
     @blp.response(200, AbsentResultSchema)
-    @commits
     def post(self, args: dict[str, Any], appointment_id: int) -> Any:
         return service.mark_absent(actor=current_actor(), appointment_id=appointment_id, status="missed", **args)
 
@@ -135,7 +127,6 @@ class Missed(MethodView):
 class PatientCalendarFeed(MethodView):
     @require("scheduling.book")
     @blp.response(201, CalendarFeedSchema)
-    @commits
     def post(self, patient_id: int) -> dict[str, Any]:
         feed, raw = calendar.create_feed(actor=current_actor(), patient_id=patient_id)
         return {"id": feed.id, "url": url_for("scheduling_ui.calendar_feed", token=raw, _external=True)}
@@ -145,7 +136,6 @@ class PatientCalendarFeed(MethodView):
 class MyCalendarFeed(MethodView):
     @require("self.view")
     @blp.response(201, CalendarFeedSchema)
-    @commits
     def post(self) -> dict[str, Any]:
         actor = current_actor()
         feed, raw = calendar.create_feed(actor=actor, user_id=actor.id)
@@ -156,7 +146,6 @@ class MyCalendarFeed(MethodView):
 class CalendarFeedById(MethodView):
     @require("scheduling.book")
     @blp.response(204)
-    @commits
     def delete(self, feed_id: int) -> None:
         calendar.revoke_feed(actor=current_actor(), feed_id=feed_id)
 
@@ -166,6 +155,5 @@ class PrescriberOnSiteHours(MethodView):
     @require("locations.manage")
     @blp.arguments(HoursSchema)
     @blp.response(200, PrescriberHoursSchema)
-    @commits
     def put(self, args: dict[str, Any], location_id: int, user_id: int) -> Any:
         return service.set_prescriber_hours(actor=current_actor(), location_id=location_id, user_id=user_id, hours=args)

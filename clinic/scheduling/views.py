@@ -13,9 +13,9 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from marshmallow import ValidationError
 
 from clinic.auth.policy import current_actor, public, require
+from clinic.core import tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import id_arg
-from clinic.core.tx import commits
 from clinic.locations import service as locations_service
 from clinic.locations.models import Location
 from clinic.patients import service as patients_service
@@ -101,7 +101,7 @@ def book() -> Any:
     schema = CreateSeriesSchema()
     try:
         args = schema.load(form_payload(schema, "UTC", request.form))
-        series = commits(lambda: service.create_series(actor=current_actor(), **args))()
+        series = tx.attempt(lambda: service.create_series(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
         return _refused("scheduling/book.html", exc, **_wizard_choices())
     flash(f"Course booked: {len(series.appointments)} visits.", "success")
@@ -121,7 +121,7 @@ def _change(series_id: int, appointment_id: int, schema: ma.Schema, action: Call
     page = queries.series_page(series_id)
     try:
         args = schema.load(form_payload(schema, page.location.timezone, request.form))
-        result = commits(lambda: action(actor=current_actor(), appointment_id=appointment_id, **args))()
+        result = tx.attempt(lambda: action(actor=current_actor(), appointment_id=appointment_id, **args))
     except (ValidationError, DomainError) as exc:
         return _refused("scheduling/series.html", exc, page=queries.series_page(series_id), failed_id=appointment_id)
     follow_up = result.get("follow_up") if isinstance(result, dict) else None

@@ -2,11 +2,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from clinic.core.tx import commits
 from clinic.system import service
 
 
 @shared_task(name="system.heartbeat", acks_late=True, ignore_result=True)
-@commits
 def heartbeat() -> str:
     return service.record_heartbeat().isoformat()

@@ -130,3 +130,31 @@ def test_unknown_user_is_404(login_as):
     c, _ = login_as("admin")
     resp = c.post("/admin/users/99999999/active", data={"is_active": "0", "csrf_token": c.csrf("/admin/users")})
     assert resp.status_code == 404
+
+
+def test_licence_rules_are_the_same_on_the_api_and_the_page(app, client, token_for, login_as):
+    headers = token_for("admin")
+
+    def body(role: str, **extra: str) -> dict[str, str]:
+        return {
+            "email": f"lic-{uuid.uuid4().hex[:8]}@test.clinic",
+            "name": "L",
+            "role": role,
+            "password": "p" * 14,
+            **extra,
+        }
+
+    nurse = client.post("/api/v1/users", headers=headers, json=body("nurse", license_number="N-1"))
+    assert nurse.status_code == 201 and nurse.json["license_type"] == "RN"
+    refused = client.post("/api/v1/users", headers=headers, json=body("admin", license_number="A-1"))
+    assert refused.status_code == 422
+    assert "licence type" in refused.json["errors"]["license_type"][0]
+
+    page, _ = login_as("admin")
+    form = {**body("front_desk", license_number="F-1"), "csrf_token": page.csrf("/admin/users")}
+    resp = page.post("/admin/users", data=form)
+    assert resp.status_code == 422 and "licence type" in resp.get_data(as_text=True)
+    listing = page.get("/admin/users").get_data(as_text=True)
+    assert form["email"] not in listing
+    row = next(r for r in listing.split("<tr>") if nurse.json["email"] in r)
+    assert "<td>yes</td>" in row  # the users page says who can witness

@@ -46,26 +46,52 @@ def test_a_failed_request_releases_its_key(clinic):
     assert clinic.container(cid)["balance_mg"] == "500"
 
 
-def test_in_flight_key_is_409(app, clinic):
-    from clinic.core.idempotency import IdempotencyKey, _request_hash  # noqa: F401
+def _claim(app, clinic, key: str, request_hash: str, lease_seconds: int) -> None:
+    """A claim with no response yet, as a request that is still running (or died) leaves it."""
+    from datetime import timedelta
+
+    from clinic.core.idempotency import IdempotencyKey
+    from clinic.core.time import utcnow
     from clinic.extensions import db
 
+    with app.app_context():
+        db.session.add(
+            IdempotencyKey(
+                user_id=clinic.nurse.id,
+                key=key,
+                request_hash=request_hash,
+                lease_until=utcnow() + timedelta(seconds=lease_seconds),
+            )
+        )
+        db.session.commit()
+
+
+def test_in_flight_key_is_409(app, clinic):
     cid = clinic.receive(count=1).json["containers"][0]["id"]
+    other_key = str(uuid.uuid4())
+    _claim(app, clinic, other_key, "0" * 64, lease_seconds=60)
+    assert _admin(clinic, cid, other_key).status_code == 422  # another body under that key
     key = str(uuid.uuid4())
-    with app.app_context():
-        # A claim with no response yet: exactly what a concurrent twin sees mid-flight.
-        db.session.add(IdempotencyKey(user_id=clinic.nurse.id, key=key, request_hash="0" * 64))
-        db.session.commit()
-    resp = _admin(clinic, cid, key)
-    assert resp.status_code in (409, 422)
-    with app.app_context():
-        row = db.session.query(IdempotencyKey).filter_by(user_id=clinic.nurse.id, key=key).one()
-        row.request_hash = _hash_of(app, cid, clinic)
-        db.session.commit()
+    _claim(app, clinic, key, _hash_of(app, cid, clinic), lease_seconds=60)
     resp = _admin(clinic, cid, key)
     assert resp.status_code == 409
     assert resp.json["code"] == "idempotency_in_flight"
     assert clinic.container(cid)["balance_mg"] == "500"
+
+
+def test_a_claim_whose_lease_ran_out_is_completed_once_by_a_retry(app, clinic):
+    """A request killed mid-write leaves its claim; after the lease the retry runs the operation."""
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    key = str(uuid.uuid4())
+    _claim(app, clinic, key, _hash_of(app, cid, clinic), lease_seconds=-1)
+    first = _admin(clinic, cid, key)
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers
+    again = _admin(clinic, cid, key)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    assert clinic.container(cid)["balance_mg"] == "490"
 
 
 def _hash_of(app, cid, clinic) -> str:
