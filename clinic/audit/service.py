@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from flask import g, has_request_context
 
 from clinic.audit.models import AccessEvent, AuditEvent
+from clinic.audit.tags import Tag
 from clinic.core import tx
 from clinic.extensions import db
 
@@ -17,7 +18,7 @@ def _request_id() -> str | None:
 
 
 def record(
-    *, actor: User | None, tag: str, subject: tuple[str, int | None], data: dict[str, Any], keep: bool = False
+    *, actor: User | None, tag: Tag, subject: tuple[str, int | None], data: dict[str, Any], keep: bool = False
 ) -> None:
     """Add an audit row to the caller's transaction (ARCHITECTURE rule 10).
 
@@ -25,7 +26,7 @@ def record(
     """
     event = AuditEvent(
         actor_id=actor.id if actor else None,
-        tag=tag,
+        tag=tag.value,
         subject_type=subject[0],
         subject_id=subject[1],
         data=data,

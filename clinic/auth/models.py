@@ -6,7 +6,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from clinic.core.db import UtcDateTime
+from clinic.core.db import UtcDateTime, enum_check
 from clinic.core.time import utcnow
 from clinic.extensions import db
 
@@ -36,16 +36,11 @@ DEFAULT_LICENSE_TYPE = {Role.nurse: LicenseType.rn, Role.prescriber: LicenseType
 WITNESS_ROLES = frozenset({Role.nurse, Role.prescriber})
 
 
-def _in(column: str, enum: type[StrEnum]) -> str:
-    values = ", ".join(f"'{m.value}'" for m in enum)
-    return f"{column} IN ({values})"
-
-
 class User(db.Model):  # type: ignore[name-defined]
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint(_in("role", Role), name="role_known"),
-        CheckConstraint(f"license_type IS NULL OR {_in('license_type', LicenseType)}", name="license_type_known"),
+        CheckConstraint(enum_check("role", Role), name="role_known"),
+        CheckConstraint(enum_check("license_type", LicenseType, nullable=True), name="license_type_known"),
         CheckConstraint("email = lower(email)", name="email_lowercase"),
     )
 

@@ -19,6 +19,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 
 from clinic.audit import service as audit
+from clinic.audit.tags import Tag
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
 from clinic.core import tx
@@ -87,7 +88,7 @@ def create_user(
     db.session.flush()
     audit.record(
         actor=actor,
-        tag="auth:user:create",
+        tag=Tag.auth_user_create,
         subject=("user", user.id),
         data={"role": role, "licensed": user.is_licensed},
     )
@@ -132,7 +133,7 @@ def set_active(*, actor: User, user_id: int, is_active: bool) -> User:
             revoke_all(user_id=user.id)
         audit.record(
             actor=actor,
-            tag="auth:user:" + ("enable" if is_active else "disable"),
+            tag=Tag.auth_user_enable if is_active else Tag.auth_user_disable,
             subject=("user", user.id),
             data={"is_active": [not is_active, is_active]},
         )
@@ -146,7 +147,7 @@ def reset_password(*, actor: User, user_id: int, new_password: str) -> User:
     user.password_hash = hash_password(new_password)
     user.password_changed_at = utcnow()
     revoke_all(user_id=user.id)
-    audit.record(actor=actor, tag="auth:user:reset_password", subject=("user", user.id), data={})
+    audit.record(actor=actor, tag=Tag.auth_user_reset_password, subject=("user", user.id), data={})
     db.session.flush()
     return user
 
@@ -156,7 +157,7 @@ def reset_totp(*, actor: User, user_id: int) -> User:
     user.totp_secret = None
     user.totp_last_step = None
     revoke_all(user_id=user.id)
-    audit.record(actor=actor, tag="auth:user:reset_totp", subject=("user", user.id), data={})
+    audit.record(actor=actor, tag=Tag.auth_user_reset_totp, subject=("user", user.id), data={})
     db.session.flush()
     return user
 
@@ -222,7 +223,7 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
         _attempt(email, client_addr, False)
         audit.record(
             actor=None,
-            tag="auth:session:failed",
+            tag=Tag.auth_session_failed,
             subject=("user", user.id if user else None),
             data={"factor": "password"},
             keep=True,
@@ -247,13 +248,13 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
     if accepted is None or (user.totp_last_step is not None and accepted <= user.totp_last_step):
         _attempt(user.email, client_addr, False)
         audit.record(
-            actor=None, tag="auth:session:failed", subject=("user", user.id), data={"factor": "totp"}, keep=True
+            actor=None, tag=Tag.auth_session_failed, subject=("user", user.id), data={"factor": "totp"}, keep=True
         )
         raise InvalidCredentials()
     user.totp_last_step = accepted
     if secret:
         user.totp_secret = secret
-        audit.record(actor=user, tag="auth:user:enrol_totp", subject=("user", user.id), data={})
+        audit.record(actor=user, tag=Tag.auth_user_enrol_totp, subject=("user", user.id), data={})
     db.session.flush()
 
 
@@ -294,7 +295,7 @@ def start_session(*, user: User, client_addr: str) -> str:
             client_addr=client_addr,
         )
     )
-    audit.record(actor=user, tag="auth:session:start", subject=("user", user.id), data={})
+    audit.record(actor=user, tag=Tag.auth_session_start, subject=("user", user.id), data={})
     db.session.flush()
     return raw
 
@@ -342,7 +343,7 @@ def issue_token(*, user: User, ttl_hours: float | None = None) -> tuple[str, dat
     raw = "cot_" + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(hours=hours)
     db.session.add(ApiToken(token_hash=token_hash(raw), user_id=user.id, expires_at=expires_at))
-    audit.record(actor=user, tag="auth:token:issue", subject=("user", user.id), data={"ttl_hours": hours})
+    audit.record(actor=user, tag=Tag.auth_token_issue, subject=("user", user.id), data={"ttl_hours": hours})
     db.session.flush()
     return raw, expires_at
 
@@ -360,4 +361,4 @@ def revoke_token(*, actor: User, raw: str) -> None:
         .where(ApiToken.token_hash == token_hash(raw), ApiToken.user_id == actor.id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    audit.record(actor=actor, tag="auth:token:revoke", subject=("user", actor.id), data={})
+    audit.record(actor=actor, tag=Tag.auth_token_revoke, subject=("user", actor.id), data={})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, event
@@ -17,6 +18,12 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def enum_check(column: str, enum: type[StrEnum], *, nullable: bool = False) -> str:
+    """A CHECK that keeps ``column`` to the enum's values: the database refuses what the code would."""
+    values = f"{column} IN ({', '.join(repr(m.value) for m in enum)})"
+    return f"{column} IS NULL OR {values}" if nullable else values
 
 
 class Base(DeclarativeBase):

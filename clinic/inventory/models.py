@@ -24,13 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from clinic.core.db import UtcDateTime
+from clinic.core.db import UtcDateTime, enum_check
 from clinic.core.time import utcnow
 from clinic.extensions import db
-
-
-def _in(column: str, enum: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(m.value) for m in enum)})"
 
 
 class Schedule(StrEnum):
@@ -77,12 +73,38 @@ class EntryKind(StrEnum):
     correction = "correction"
 
 
+class LossKind(StrEnum):
+    """What a loss entry says happened (DEA-29..33: theft and significant loss go to Form 106)."""
+
+    theft = "theft"
+    loss = "loss"
+    breakage = "breakage"
+    spill = "spill"
+
+
+#: kinds a count shortage can be escalated to: it is unexplained, so it cannot be a spill
+ESCALATION_KINDS = (LossKind.theft, LossKind.loss)
+
+
+class DiscrepancyAction(StrEnum):
+    """How a prescriber resolves a count discrepancy (DEA-20/21)."""
+
+    explain = "explain"
+    adjust = "adjust"
+    escalate = "escalate"
+
+
+class LossReportStep(StrEnum):
+    notified = "notified"
+    filed = "filed"
+
+
 class Drug(db.Model):  # type: ignore[name-defined]
     __tablename__ = "drugs"
     __table_args__ = (
-        CheckConstraint(_in("schedule", Schedule), name="schedule_known"),
-        CheckConstraint(_in("form", DrugForm), name="form_known"),
-        CheckConstraint(_in("unit", DrugUnit), name="unit_known"),
+        CheckConstraint(enum_check("schedule", Schedule), name="schedule_known"),
+        CheckConstraint(enum_check("form", DrugForm), name="form_known"),
+        CheckConstraint(enum_check("unit", DrugUnit), name="unit_known"),
         CheckConstraint("ug_per_unit > 0", name="strength_positive"),
         CheckConstraint("milliunits_per_container > 0", name="size_positive"),
     )
@@ -111,7 +133,7 @@ class Container(db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         CheckConstraint("balance_ug >= 0", name="balance_not_negative"),
         CheckConstraint("balance_ug <= initial_ug", name="balance_within_initial"),
-        CheckConstraint(_in("status", ContainerStatus), name="status_known"),
+        CheckConstraint(enum_check("status", ContainerStatus), name="status_known"),
         Index("ix_containers_location_status", "location_id", "status"),
     )
 
@@ -151,7 +173,7 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         UniqueConstraint("location_id", "seq"),
         UniqueConstraint("location_id", "prev_hash"),  # no two entries continue the same head: no forks
-        CheckConstraint(_in("kind", EntryKind), name="kind_known"),
+        CheckConstraint(enum_check("kind", EntryKind), name="kind_known"),
         CheckConstraint("balance_after_ug IS NULL OR balance_after_ug >= 0", name="balance_after_not_negative"),
         CheckConstraint("witness_id IS NULL OR witness_id <> actor_id", name="witness_not_actor"),
         CheckConstraint("second_witness_id IS NULL OR second_witness_id <> actor_id", name="second_witness_not_actor"),
@@ -201,7 +223,7 @@ class DiscrepancyStatus(StrEnum):
 
 class Count(db.Model):  # type: ignore[name-defined]
     __tablename__ = "counts"
-    __table_args__ = (CheckConstraint(_in("kind", CountKind), name="kind_known"),)
+    __table_args__ = (CheckConstraint(enum_check("kind", CountKind), name="kind_known"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))
@@ -231,7 +253,7 @@ class Discrepancy(db.Model):  # type: ignore[name-defined]
 
     __tablename__ = "discrepancies"
     __table_args__ = (
-        CheckConstraint(_in("status", DiscrepancyStatus), name="status_known"),
+        CheckConstraint(enum_check("status", DiscrepancyStatus), name="status_known"),
         Index("ix_discrepancies_location_status", "location_id", "status"),
     )
 
@@ -257,6 +279,7 @@ class LossReport(db.Model):  # type: ignore[name-defined]
     """A DEA Form 106 draft with its deadlines (DEA-31/32): notice in 1 business day, filing in 45 days."""
 
     __tablename__ = "loss_reports"
+    __table_args__ = (CheckConstraint(enum_check("kind", LossKind), name="kind_known"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))

@@ -6,7 +6,18 @@ import marshmallow as ma
 from marshmallow import validate
 
 from clinic.core.fields import AwareDateTime, DecimalString, Id, Milligrams, StrictSchema, format_mg
-from clinic.inventory.models import ContainerStatus, CountKind, DrugForm, DrugUnit, EntryKind, Schedule
+from clinic.inventory.models import (
+    ESCALATION_KINDS,
+    ContainerStatus,
+    CountKind,
+    DiscrepancyAction,
+    DrugForm,
+    DrugUnit,
+    EntryKind,
+    LossKind,
+    LossReportStep,
+    Schedule,
+)
 
 _DEA = validate.Regexp(r"^[A-Z][A-Z9]\d{7}$", error="Two letters and seven digits, e.g. AB1234563.")
 _NDC = validate.Regexp(r"^\d{4,5}-\d{3,4}-\d{1,2}$", error="An NDC such as 42023-113-10.")
@@ -125,7 +136,7 @@ class TransferSchema(StrictSchema):
 class LossSchema(StrictSchema):
     container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
-    kind = ma.fields.String(required=True, validate=validate.OneOf(["theft", "loss", "breakage", "spill"]))
+    kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in LossKind]))
     description = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
     occurred_at = AwareDateTime(load_default=None)
     discovered_at = AwareDateTime(load_default=None)
@@ -185,9 +196,11 @@ class CountResultSchema(ma.Schema):
 
 
 class ResolveDiscrepancySchema(WitnessFields):
-    action = ma.fields.String(required=True, validate=validate.OneOf(["explain", "adjust", "escalate"]))
+    action = ma.fields.String(required=True, validate=validate.OneOf([a.value for a in DiscrepancyAction]))
     explanation = ma.fields.String(required=True, validate=validate.Length(min=1, max=1000))
-    loss_kind = ma.fields.String(load_default="loss", validate=validate.OneOf(["theft", "loss"]))
+    loss_kind = ma.fields.String(
+        load_default=LossKind.loss.value, validate=validate.OneOf([k.value for k in ESCALATION_KINDS])
+    )
 
 
 class LedgerQuerySchema(StrictSchema):
@@ -251,5 +264,5 @@ class LossReportQuerySchema(StrictSchema):
 
 
 class LossReportStepSchema(StrictSchema):
-    step = ma.fields.String(required=True, validate=validate.OneOf(["notified", "filed"]))
+    step = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in LossReportStep]))
     occurred_at = AwareDateTime(load_default=None)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from clinic.audit import service as audit
+from clinic.audit.tags import Tag, ledger_tag, loss_report_tag
 from clinic.auth import service as auth
 from clinic.auth.errors import InvalidCredentials
 from clinic.auth.models import Role, User
@@ -87,7 +88,7 @@ def create_drug(
     )
     db.session.add(drug)
     db.session.flush()
-    audit.record(actor=actor, tag="inventory:drug:create", subject=("drug", drug.id), data={"ndc": ndc})
+    audit.record(actor=actor, tag=Tag.inventory_drug_create, subject=("drug", drug.id), data={"ndc": ndc})
     return drug
 
 
@@ -200,7 +201,7 @@ def _append(
     db.session.flush()
     audit.record(
         actor=actor,
-        tag=f"inventory:ledger:{kind.value}",
+        tag=ledger_tag(kind.value),
         subject=("ledger_entry", entry.id),
         data={"seq": entry.seq, "container_id": entry.container_id, "delta_ug": delta_ug},
     )
@@ -830,7 +831,7 @@ def resolve_discrepancy(
     disc.resolved_by_id = actor.id
     disc.resolved_at = utcnow()
     audit.record(
-        actor=actor, tag="inventory:discrepancy:resolve", subject=("discrepancy", disc.id), data={"action": action}
+        actor=actor, tag=Tag.inventory_discrepancy_resolve, subject=("discrepancy", disc.id), data={"action": action}
     )
     db.session.flush()
     return disc
@@ -937,7 +938,7 @@ def mark_loss_report(*, actor: User, report_id: int, step: str, occurred_at: dat
         raise ValidationFailed(errors={"step": ["One of: notified, filed."]})
     audit.record(
         actor=actor,
-        tag=f"inventory:loss_report:{step}",
+        tag=loss_report_tag(step),
         subject=("loss_report", report.id),
         data={"at": at.isoformat()},
     )
@@ -967,7 +968,7 @@ def flag_overdue_loss_reports(now: datetime) -> int:
             ("filing", report.filed_at is None and report.filing_due_on < now.date(), report.filing_due_on.isoformat()),
         )
         for deadline, late, due in deadlines:
-            tag = f"inventory:loss_report:{deadline}_overdue"
+            tag = loss_report_tag(f"{deadline}_overdue")
             if (
                 not late
                 or db.session.scalar(

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import select
 
 from clinic.audit import service as audit
+from clinic.audit.tags import Tag
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.extensions import db
@@ -38,7 +39,7 @@ def create_location(
     db.session.flush()
     audit.record(
         actor=actor,
-        tag="locations:location:create",
+        tag=Tag.locations_location_create,
         subject=("location", location.id),
         data={"dea_registration": dea_registration},
     )
@@ -71,7 +72,7 @@ def update_location(*, actor: User, location_id: int, changes: dict[str, Any]) -
             diff[field] = [str(old), str(value)]
             setattr(location, field, value)
     db.session.flush()
-    audit.record(actor=actor, tag="locations:location:update", subject=("location", location.id), data=diff)
+    audit.record(actor=actor, tag=Tag.locations_location_update, subject=("location", location.id), data=diff)
     return location
 
 
@@ -79,7 +80,7 @@ def set_hours(*, actor: User, location_id: int, hours: dict[str, list[str] | Non
     location = get_location(location_id)
     location.hours = hours
     db.session.flush()
-    audit.record(actor=actor, tag="locations:hours:set", subject=("location", location.id), data=hours)
+    audit.record(actor=actor, tag=Tag.locations_hours_set, subject=("location", location.id), data=hours)
     return location
 
 
@@ -92,7 +93,7 @@ def create_storage_site(*, actor: User, location_id: int, name: str) -> StorageS
     site = StorageSite(location_id=location_id, name=name)
     db.session.add(site)
     db.session.flush()
-    audit.record(actor=actor, tag="locations:storage_site:create", subject=("storage_site", site.id), data={})
+    audit.record(actor=actor, tag=Tag.locations_storage_site_create, subject=("storage_site", site.id), data={})
     return site
 
 

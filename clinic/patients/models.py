@@ -1,18 +1,28 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, CheckConstraint, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from clinic.core.db import UtcDateTime
+from clinic.core.db import UtcDateTime, enum_check
 from clinic.core.time import utcnow
 from clinic.extensions import db
 
 
+class Channel(StrEnum):
+    """How a patient wants reminders (SPR-09, IVK-07/08): or not at all."""
+
+    email = "email"
+    sms = "sms"
+    none = "none"
+
+
 class Patient(db.Model):  # type: ignore[name-defined]
     __tablename__ = "patients"
+    __table_args__ = (CheckConstraint(enum_check("preferred_channel", Channel), name="channel_known"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     first_name: Mapped[str] = mapped_column(String(100))

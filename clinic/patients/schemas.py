@@ -14,10 +14,11 @@ import marshmallow as ma
 from marshmallow import validate
 
 from clinic.core.fields import AwareDateTime, DecimalString, Id, StrictSchema, TimeZoneName
+from clinic.patients.models import Channel
 from clinic.patients.screening import Eligibility, Level
 
 SEXES = ("M", "F", "X")
-CHANNELS = ("email", "sms", "none")
+CHANNELS = tuple(c.value for c in Channel)
 _PHONE = validate.Regexp(r"^\+?[0-9 ().-]{7,40}$", error="Digits, spaces and + ( ) . - only, e.g. +1 312 555 0100.")
 _PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")
 

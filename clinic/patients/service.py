@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from clinic.audit import service as audit
+from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import utcnow
@@ -30,7 +31,7 @@ from clinic.patients.errors import (
     ScreeningIncomplete,
     ScreeningNeedsReview,
 )
-from clinic.patients.models import Patient, PatientWeight, RemsEnrollment, ScreeningResult
+from clinic.patients.models import Channel, Patient, PatientWeight, RemsEnrollment, ScreeningResult
 from clinic.patients.screening import Eligibility, Level
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,8 @@ logger = logging.getLogger(__name__)
 #: Clock skew tolerated for a back-charted time said to be "now" by another machine.
 FUTURE_TOLERANCE = timedelta(minutes=2)
 MAX_AGE_YEARS = 130
-CHANNELS = ("email", "sms", "none")
 #: the contact detail each reminder channel needs
-CHANNEL_NEEDS = {"email": "email", "sms": "phone"}
+CHANNEL_NEEDS: dict[str, str] = {Channel.email: "email", Channel.sms: "phone"}
 PATIENT_FIELDS = (
     "first_name",
     "last_name",
@@ -156,7 +156,7 @@ def create_patient(
     db.session.flush()
     audit.record(
         actor=actor,
-        tag="patients:patient:create",
+        tag=Tag.patients_patient_create,
         subject=("patient", patient.id),
         data={"fields": sorted(k for k, v in values.items() if v not in (None, False))},
     )
@@ -190,7 +190,7 @@ def update_patient(*, actor: User, patient_id: int, changes: dict[str, Any]) -> 
     db.session.flush()
     if changed:
         audit.record(
-            actor=actor, tag="patients:patient:update", subject=("patient", patient.id), data={"fields": changed}
+            actor=actor, tag=Tag.patients_patient_update, subject=("patient", patient.id), data={"fields": changed}
         )
     return patient
 
@@ -250,7 +250,7 @@ def record_weight(*, actor: User, patient_id: int, weight_g: int, measured_at: d
     db.session.add(weight)
     db.session.flush()
     audit.record(
-        actor=actor, tag="patients:weight:record", subject=("patient", patient.id), data={"weight_id": weight.id}
+        actor=actor, tag=Tag.patients_weight_record, subject=("patient", patient.id), data={"weight_id": weight.id}
     )
     return weight
 
@@ -292,7 +292,7 @@ def enroll_in_rems(*, actor: User, patient_id: int, enrolled_on: date) -> RemsEn
     db.session.flush()
     audit.record(
         actor=actor,
-        tag="patients:rems:enroll",
+        tag=Tag.patients_rems_enroll,
         subject=("patient", patient.id),
         data={"enrollment_id": enrollment.id, "enrolled_on": enrolled_on.isoformat()},
     )
@@ -376,7 +376,9 @@ def record_screening(
             stored[key] = bool(answers[key])
     stored["medications"] = _clean_medications(list(answers.get("medications") or []))
     result = _store_screening(actor=actor, patient=patient, answers=stored, location_id=location_id)
-    audit.record(actor=actor, tag="patients:screening:record", subject=("patient", patient.id), data=_decision(result))
+    audit.record(
+        actor=actor, tag=Tag.patients_screening_record, subject=("patient", patient.id), data=_decision(result)
+    )
     return result
 
 
@@ -441,7 +443,7 @@ def override_screening(*, actor: User, patient_id: int, screening_id: int, reaso
     db.session.flush()
     audit.record(
         actor=actor,
-        tag="patients:screening:override",
+        tag=Tag.patients_screening_override,
         subject=("patient", patient_id),
         data={**_decision(result), "overridden": [f["code"] for f in screening.flags_at(result.flags, Level.OVERRIDE)]},
     )
@@ -520,7 +522,7 @@ def reconfirm_at_visit(
         _carry_override(previous, result)
     audit.record(
         actor=actor,
-        tag="patients:screening:reconfirm",
+        tag=Tag.patients_screening_reconfirm,
         subject=("patient", patient.id),
         data={
             "previous_screening_id": previous.id,

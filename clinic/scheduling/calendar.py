@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from clinic.audit import service as audit
+from clinic.audit.tags import Tag
 from clinic.auth.models import User
 from clinic.auth.service import token_hash
 from clinic.core.errors import NotFound
@@ -19,7 +20,7 @@ from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, AppointmentSeries, CalendarFeed
+from clinic.scheduling.models import IN_CHAIR, Appointment, AppointmentSeries, CalendarFeed
 
 
 def create_feed(*, actor: User, patient_id: int | None = None, user_id: int | None = None) -> tuple[CalendarFeed, str]:
@@ -31,7 +32,7 @@ def create_feed(*, actor: User, patient_id: int | None = None, user_id: int | No
     db.session.flush()
     audit.record(
         actor=actor,
-        tag="scheduling:calendar_feed:create",
+        tag=Tag.scheduling_calendar_feed_create,
         subject=("calendar_feed", feed.id),
         data={"patient_id": patient_id, "user_id": user_id},
     )
@@ -46,7 +47,7 @@ def revoke_feed(*, actor: User, feed_id: int) -> None:
     )
     if not done.rowcount:  # type: ignore[attr-defined]
         raise NotFound("No such live feed")
-    audit.record(actor=actor, tag="scheduling:calendar_feed:revoke", subject=("calendar_feed", feed_id), data={})
+    audit.record(actor=actor, tag=Tag.scheduling_calendar_feed_revoke, subject=("calendar_feed", feed_id), data={})
 
 
 def _fmt(dt: datetime) -> str:
@@ -64,7 +65,7 @@ def render(raw: str) -> str:
     q = (
         select(Appointment, Location.name)
         .join(Location, Location.id == Appointment.location_id)
-        .where(Appointment.status.in_(["scheduled", "checked_in", "completed"]))
+        .where(Appointment.status.in_([s.value for s in IN_CHAIR]))
     )
     if feed.patient_id is not None:
         q = q.where(Appointment.patient_id == feed.patient_id)

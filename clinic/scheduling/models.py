@@ -8,6 +8,7 @@ time cannot both commit, on PostgreSQL and on SQLite alike.
 from __future__ import annotations
 
 from datetime import date, datetime, time
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from clinic.core.db import UtcDateTime
+from clinic.core.db import UtcDateTime, enum_check
 from clinic.core.time import utcnow
 from clinic.extensions import db
 
@@ -85,8 +86,51 @@ class PrescriberHours(db.Model):  # type: ignore[name-defined]
     hours: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class SeriesStatus(StrEnum):
+    active = "active"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class AppointmentStatus(StrEnum):
+    """A visit's state; the dosing visit walks it from check-in to a safe discharge (SPR-10..19)."""
+
+    scheduled = "scheduled"
+    checked_in = "checked_in"
+    dosed = "dosed"
+    observing = "observing"
+    ready_for_discharge = "ready_for_discharge"
+    discharged = "discharged"
+    cancelled = "cancelled"
+    no_show = "no_show"
+    missed = "missed"
+
+
+S = AppointmentStatus
+#: every move a visit may make; anything else is refused, naming where it stands (409)
+TRANSITIONS: dict[AppointmentStatus, frozenset[AppointmentStatus]] = {
+    S.scheduled: frozenset({S.checked_in, S.cancelled, S.no_show, S.missed}),
+    # Checked in but not dosed: the visit can still be called off, or the patient leave unseen.
+    S.checked_in: frozenset({S.dosed, S.cancelled, S.no_show, S.missed}),
+    S.dosed: frozenset({S.observing}),
+    S.observing: frozenset({S.ready_for_discharge, S.discharged}),
+    # Discharge criteria can lapse again (a late rise in blood pressure) before the patient leaves.
+    S.ready_for_discharge: frozenset({S.discharged, S.observing}),
+    S.discharged: frozenset(),
+    S.cancelled: frozenset(),
+    S.no_show: frozenset(),
+    S.missed: frozenset(),
+}
+#: visits that still hold their chair and their place in the course
+LIVE = frozenset({S.scheduled, S.checked_in})
+#: visits that took place or are taking place: drawn in their chair on the calendar
+IN_CHAIR = frozenset({S.scheduled, S.checked_in, S.dosed, S.observing, S.ready_for_discharge, S.discharged})
+del S
+
+
 class AppointmentSeries(db.Model):  # type: ignore[name-defined]
     __tablename__ = "appointment_series"
+    __table_args__ = (CheckConstraint(enum_check("status", SeriesStatus), name="status_known"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
@@ -95,7 +139,7 @@ class AppointmentSeries(db.Model):  # type: ignore[name-defined]
     protocol_id: Mapped[int] = mapped_column(ForeignKey("protocols.id"))
     start_on: Mapped[date] = mapped_column(Date)
     preferred_time: Mapped[time] = mapped_column(Time)
-    status: Mapped[str] = mapped_column(String(12), default="active")
+    status: Mapped[str] = mapped_column(String(20), default=SeriesStatus.active.value)
     created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -110,9 +154,7 @@ class Appointment(db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         UniqueConstraint("series_id", "seq"),
         CheckConstraint("ends_at > starts_at", name="ordered"),
-        CheckConstraint(
-            "status IN ('scheduled', 'checked_in', 'completed', 'cancelled', 'no_show', 'missed')", name="status_known"
-        ),
+        CheckConstraint(enum_check("status", AppointmentStatus), name="status_known"),
         Index("ix_appointments_location_starts", "location_id", "starts_at"),
         Index("ix_appointments_patient_starts", "patient_id", "starts_at"),
     )
@@ -127,7 +169,7 @@ class Appointment(db.Model):  # type: ignore[name-defined]
     starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
     planned_dose_mg: Mapped[str | None] = mapped_column(String(12))
-    status: Mapped[str] = mapped_column(String(12), default="scheduled")
+    status: Mapped[str] = mapped_column(String(20), default=AppointmentStatus.scheduled.value)
     status_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 

@@ -22,12 +22,10 @@ from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
 from clinic.scheduling import service
-from clinic.scheduling.models import SLOT_MINUTES, Appointment, AppointmentSeries, Chair, Protocol
+from clinic.scheduling.models import IN_CHAIR, SLOT_MINUTES, Appointment, AppointmentSeries, Chair, Protocol
 
 logger = logging.getLogger(__name__)
 
-#: statuses drawn in a chair on the calendar (they held the chair); the rest are listed below it
-IN_CHAIR = frozenset({"scheduled", "checked_in", "completed"})
 DEFAULT_SPAN = (time(8, 0), time(18, 0))
 
 

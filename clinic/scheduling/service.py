@@ -22,18 +22,22 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.audit import service as audit
+from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
-from clinic.scheduling.errors import BookingConflict, InvalidTransition
+from clinic.scheduling.errors import ACTIONS, BookingConflict, InvalidTransition, refused_transition
 from clinic.scheduling.models import (
+    LIVE,
     SLOT_MINUTES,
+    TRANSITIONS,
     Appointment,
     AppointmentSeries,
     AppointmentSlot,
+    AppointmentStatus,
     Chair,
     Closure,
     PrescriberHours,
@@ -44,7 +48,6 @@ from clinic.scheduling.protocols import WEEKLY_OFFSETS
 logger = logging.getLogger(__name__)
 
 SLOT = timedelta(minutes=SLOT_MINUTES)
-LIVE = ("scheduled", "checked_in")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SEARCH_DAYS = 14
 SUGGESTIONS = 3
@@ -60,7 +63,7 @@ def create_chair(*, actor: User, location_id: int, name: str) -> Chair:
     chair = Chair(location_id=location_id, name=name)
     db.session.add(chair)
     db.session.flush()
-    audit.record(actor=actor, tag="scheduling:chair:create", subject=("chair", chair.id), data={"name": name})
+    audit.record(actor=actor, tag=Tag.scheduling_chair_create, subject=("chair", chair.id), data={"name": name})
     return chair
 
 
@@ -73,7 +76,7 @@ def create_closure(*, actor: User, location_id: int, starts_on: date, ends_on: d
     db.session.flush()
     audit.record(
         actor=actor,
-        tag="scheduling:closure:create",
+        tag=Tag.scheduling_closure_create,
         subject=("closure", closure.id),
         data={"starts_on": starts_on.isoformat(), "ends_on": ends_on.isoformat()},
     )
@@ -156,7 +159,10 @@ def set_prescriber_hours(*, actor: User, location_id: int, user_id: int, hours: 
         row.hours = hours
     db.session.flush()
     audit.record(
-        actor=actor, tag="scheduling:prescriber_hours:set", subject=("user", user_id), data={"location_id": location_id}
+        actor=actor,
+        tag=Tag.scheduling_prescriber_hours_set,
+        subject=("user", user_id),
+        data={"location_id": location_id},
     )
     return row
 
@@ -407,7 +413,7 @@ def create_series(
     _hold([slot for appt, slots in zip(appointments, slot_sets, strict=True) for slot in _slot_rows(appt, slots)])
     audit.record(
         actor=actor,
-        tag="scheduling:series:create",
+        tag=Tag.scheduling_series_create,
         subject=("series", series.id),
         data={"protocol": proto.code, "version": proto.version, "appointments": len(planned)},
     )
@@ -442,7 +448,7 @@ def get_series(series_id: int) -> AppointmentSeries:
 
 def reviews(series: AppointmentSeries) -> list[dict[str, Any]]:
     """End-of-induction and end-of-course reviews (SPR-21, IVK-08): when they fall due."""
-    live = [a for a in series.appointments if a.status != "cancelled"]
+    live = [a for a in series.appointments if a.status != AppointmentStatus.cancelled]
     out: list[dict[str, Any]] = []
     induction = [a for a in live if a.phase == "induction"]
     if induction and any(a.phase != "induction" for a in live):
@@ -461,8 +467,9 @@ def reviews(series: AppointmentSeries) -> list[dict[str, Any]]:
 # --- changes to one visit ----------------------------------------------------------------------
 
 
-def _appointment(appointment_id: int) -> Appointment:
-    appt = db.session.get(Appointment, appointment_id)
+def _appointment(appointment_id: int, *, lock: bool = True) -> Appointment:
+    """The appointment, row-locked for a state change: of two racing changes, the second sees the first."""
+    appt = db.session.get(Appointment, appointment_id, with_for_update=lock, populate_existing=lock)
     if appt is None:
         raise NotFound("No such appointment")
     return appt
@@ -470,7 +477,7 @@ def _appointment(appointment_id: int) -> Appointment:
 
 def get_appointment(appointment_id: int, *, series_id: int | None = None) -> Appointment:
     """An appointment, and (when a page names its course) only if it belongs to that course."""
-    appt = _appointment(appointment_id)
+    appt = _appointment(appointment_id, lock=False)
     if series_id is not None and appt.series_id != series_id:
         raise NotFound("No such appointment in this course")
     return appt
@@ -480,14 +487,20 @@ def _release(appt: Appointment) -> None:
     db.session.execute(delete(AppointmentSlot).where(AppointmentSlot.appointment_id == appt.id))
 
 
+def move(appt: Appointment, to: AppointmentStatus, *, reason: str | None = None) -> None:
+    """The one way a visit changes state: only along TRANSITIONS (the caller locked ``appt``)."""
+    current = AppointmentStatus(appt.status)
+    if to not in TRANSITIONS[current]:
+        raise refused_transition(current, TRANSITIONS[current], doing=ACTIONS[to])
+    appt.status, appt.status_reason = to.value, reason
+
+
 def cancel_appointment(*, actor: User, appointment_id: int, reason: str) -> Appointment:
     appt = _appointment(appointment_id)
-    if appt.status != "scheduled":
-        raise InvalidTransition(f"The appointment is {appt.status}.")
-    appt.status, appt.status_reason = "cancelled", reason
+    move(appt, AppointmentStatus.cancelled, reason=reason)
     _release(appt)
     db.session.flush()
-    audit.record(actor=actor, tag="scheduling:session:cancel", subject=("appointment", appt.id), data={})
+    audit.record(actor=actor, tag=Tag.scheduling_session_cancel, subject=("appointment", appt.id), data={})
     return appt
 
 
@@ -495,14 +508,16 @@ def mark_absent(*, actor: User, appointment_id: int, status: str, reason: str | 
     """No-show or missed, with the SPR-23 follow-up: keep the schedule in induction; in maintenance a
     prescriber considers returning to the previous frequency."""
     appt = _appointment(appointment_id)
-    if appt.status not in LIVE:
-        raise InvalidTransition(f"The appointment is {appt.status}.")
-    if appt.starts_at > utcnow():
+    if status not in (AppointmentStatus.no_show, AppointmentStatus.missed):
+        raise ValidationFailed(errors={"status": ["One of: no_show, missed."]})
+    to = AppointmentStatus(status)
+    if appt.status in LIVE and appt.starts_at > utcnow():
         raise InvalidTransition("A visit cannot be missed before it starts.")
-    appt.status, appt.status_reason = status, reason
+    move(appt, to, reason=reason)
     _release(appt)
     db.session.flush()
-    audit.record(actor=actor, tag=f"scheduling:session:{status}", subject=("appointment", appt.id), data={})
+    tag = Tag.scheduling_session_no_show if to == AppointmentStatus.no_show else Tag.scheduling_session_missed
+    audit.record(actor=actor, tag=tag, subject=("appointment", appt.id), data={})
     follow_up = (
         "continue the current schedule"
         if appt.phase == "induction"
@@ -514,8 +529,9 @@ def mark_absent(*, actor: User, appointment_id: int, status: str, reason: str | 
 def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datetime) -> Appointment:
     """Move one visit; later visits in the course move too where the protocol's spacing needs it."""
     appt = _appointment(appointment_id)
-    if appt.status != "scheduled":
-        raise InvalidTransition(f"The appointment is {appt.status}.")
+    if appt.status != AppointmentStatus.scheduled:
+        current = AppointmentStatus(appt.status)
+        raise refused_transition(current, TRANSITIONS[current], doing="reschedule")
     series = get_series(appt.series_id)
     rules = series.protocol.rules
     minutes, spacing = int(rules["chair_minutes"]), timedelta(hours=int(rules["min_spacing_hours"]))
@@ -575,7 +591,7 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
     _hold(held)
     audit.record(
         actor=actor,
-        tag="scheduling:session:reschedule",
+        tag=Tag.scheduling_session_reschedule,
         subject=("appointment", appt.id),
         data={"moved": [a.id for a in moving]},
     )

@@ -1,0 +1,76 @@
+"""Every audit tag, in one registry: ``domain:subject:action``.
+
+An auditor reads the trail by these names, so they are fixed like an API: add new ones here, never
+rename one in use. ``audit.record`` takes only a ``Tag``; tests/audit/test_tags.py checks that no
+service spells a tag as a string.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Tag(StrEnum):
+    auth_user_create = "auth:user:create"
+    auth_user_enable = "auth:user:enable"
+    auth_user_disable = "auth:user:disable"
+    auth_user_reset_password = "auth:user:reset_password"
+    auth_user_reset_totp = "auth:user:reset_totp"
+    auth_user_enrol_totp = "auth:user:enrol_totp"
+    auth_session_start = "auth:session:start"
+    auth_session_failed = "auth:session:failed"
+    auth_token_issue = "auth:token:issue"
+    auth_token_revoke = "auth:token:revoke"
+
+    locations_location_create = "locations:location:create"
+    locations_location_update = "locations:location:update"
+    locations_hours_set = "locations:hours:set"
+    locations_storage_site_create = "locations:storage_site:create"
+
+    patients_patient_create = "patients:patient:create"
+    patients_patient_update = "patients:patient:update"
+    patients_weight_record = "patients:weight:record"
+    patients_rems_enroll = "patients:rems:enroll"
+    patients_screening_record = "patients:screening:record"
+    patients_screening_override = "patients:screening:override"
+    patients_screening_reconfirm = "patients:screening:reconfirm"
+
+    scheduling_chair_create = "scheduling:chair:create"
+    scheduling_closure_create = "scheduling:closure:create"
+    scheduling_prescriber_hours_set = "scheduling:prescriber_hours:set"
+    scheduling_calendar_feed_create = "scheduling:calendar_feed:create"
+    scheduling_calendar_feed_revoke = "scheduling:calendar_feed:revoke"
+    scheduling_series_create = "scheduling:series:create"
+    scheduling_session_cancel = "scheduling:session:cancel"
+    scheduling_session_reschedule = "scheduling:session:reschedule"
+    scheduling_session_no_show = "scheduling:session:no_show"
+    scheduling_session_missed = "scheduling:session:missed"
+
+    inventory_drug_create = "inventory:drug:create"
+    inventory_discrepancy_resolve = "inventory:discrepancy:resolve"
+    inventory_loss_report_notified = "inventory:loss_report:notified"
+    inventory_loss_report_filed = "inventory:loss_report:filed"
+    inventory_loss_report_notice_overdue = "inventory:loss_report:notice_overdue"
+    inventory_loss_report_filing_overdue = "inventory:loss_report:filing_overdue"
+    # One per ledger entry kind (clinic.inventory.models.EntryKind), looked up by ledger_tag().
+    inventory_ledger_initial_inventory = "inventory:ledger:initial_inventory"
+    inventory_ledger_receipt = "inventory:ledger:receipt"
+    inventory_ledger_administration = "inventory:ledger:administration"
+    inventory_ledger_waste = "inventory:ledger:waste"
+    inventory_ledger_transfer = "inventory:ledger:transfer"
+    inventory_ledger_return_to_distributor = "inventory:ledger:return_to_distributor"
+    inventory_ledger_destruction = "inventory:ledger:destruction"
+    inventory_ledger_loss = "inventory:ledger:loss"
+    inventory_ledger_count = "inventory:ledger:count"
+    inventory_ledger_adjustment = "inventory:ledger:adjustment"
+    inventory_ledger_correction = "inventory:ledger:correction"
+
+
+def ledger_tag(kind: str) -> Tag:
+    """The tag of a ledger entry of ``kind`` (an EntryKind value)."""
+    return Tag(f"inventory:ledger:{kind}")
+
+
+def loss_report_tag(step: str) -> Tag:
+    """The tag of a Form 106 step (``notified``, ``filed``) or a missed deadline (``notice_overdue``)."""
+    return Tag(f"inventory:loss_report:{step}")
