@@ -61,10 +61,6 @@ def get_container(container_id: int) -> Container:
     return container
 
 
-def get_balance(container_id: int) -> int:
-    return get_container(container_id).balance_ug
-
-
 def balances(location_id: int) -> tuple[list[Container], list[dict[str, Any]]]:
     containers = list(
         db.session.scalars(

@@ -87,7 +87,6 @@ def receive_stock(
                 details=details,
             )
         )
-        container.status = ContainerStatus.sealed.value
     return receipt
 
 

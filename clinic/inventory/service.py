@@ -7,7 +7,7 @@ the second signature, ``movements``, ``counts`` and ``losses`` decide what is re
 
 from __future__ import annotations
 
-from clinic.inventory.catalog import balances, create_drug, get_balance, get_container, list_drugs
+from clinic.inventory.catalog import balances, create_drug, get_container, list_drugs
 from clinic.inventory.counts import (
     next_inventory_due_on,
     reconcile_count,
@@ -31,7 +31,6 @@ __all__ = [
     "balances",
     "create_drug",
     "flag_overdue_loss_reports",
-    "get_balance",
     "get_container",
     "list_drugs",
     "list_entries",
