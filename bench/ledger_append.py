@@ -176,8 +176,7 @@ def set_up(url: str, instance: Path) -> Clinic:
             kind="initial",
             lines=[],
             business_hours="opening",
-            witness_email=WITNESS_EMAIL,
-            witness_password=PASSWORD,
+            witness=inventory.WitnessSignature(WITNESS_EMAIL, PASSWORD),
             client_addr="127.0.0.1",
         )
         receipt = inventory.receive_stock(

@@ -85,8 +85,7 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
         return
     admin, nurse = _user("admin@demo.clinic"), _user("nurse@demo.clinic")
     witness: dict[str, Any] = {
-        "witness_email": "nurse2@demo.clinic",
-        "witness_password": passwords["nurse2@demo.clinic"],
+        "witness": inventory.WitnessSignature("nurse2@demo.clinic", passwords["nurse2@demo.clinic"]),
         "client_addr": "127.0.0.1",
     }
     location = locations.create_location(

@@ -11,12 +11,13 @@ from flask import Flask, abort
 from sqlalchemy import event, func, select
 
 from clinic.audit.models import AccessEvent, AuditEvent
+from clinic.audit.tags import Tag
 from clinic.auth.models import AuthAttempt
 from clinic.core import tx
 from clinic.extensions import db
 from tests.conftest import Client, bearer, temp_app
 
-TAG = "test:probe:write"
+TAG = Tag.locations_location_update  # any registered tag; the marker in its data tells the rows apart
 
 
 def _probe_app(backend: str) -> Iterator[Flask]:
@@ -174,7 +175,7 @@ def test_a_failed_access_row_undoes_the_work_and_answers_5xx(probe_app, monkeypa
 
 def test_a_commit_outside_the_owner_is_refused(probe_app):
     with probe_app.test_request_context("/"):
-        db.session.add(AuditEvent(tag=TAG, subject_type="probe", data={}))
+        db.session.add(AuditEvent(tag=TAG.value, subject_type="probe", data={}))
         with pytest.raises(tx.CommitOutsideOwner):
             db.session.commit()
         db.session.rollback()

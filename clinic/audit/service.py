@@ -38,6 +38,12 @@ def record(
         db.session.add(event)
 
 
+def touched(kind: str, object_id: int) -> None:
+    """Name an object the request created, for its access-log row (a new ledger entry, not only the URL's ids)."""
+    if has_request_context():
+        g.setdefault("_touched", []).append(f"{kind}:{object_id}")
+
+
 def access_event(
     *, user_id: int | None, action: str, obj: str, outcome: str, status_code: int, client_addr: str, request_id: str
 ) -> AccessEvent:

@@ -179,9 +179,10 @@ def _guard() -> None:
     _check_csrf()
 
 
-def _object_of_request() -> str:
+def _object_of_request(ok: bool) -> str:
     args = request.view_args or {}
-    return ",".join(f"{k.removesuffix('_id')}:{v}" for k, v in sorted(args.items()))
+    named = [f"{k.removesuffix('_id')}:{v}" for k, v in sorted(args.items())]
+    return ",".join(named + (g.get("_touched", []) if ok else []))
 
 
 def _outcome(status: int) -> str:
@@ -242,7 +243,7 @@ def _access_rows(status: int, attributable: bool) -> list[AccessEvent]:
         audit.access_event(
             user_id=g.get("actor_id"),
             action=f"{request.method} {request.endpoint}",
-            obj=_object_of_request(),
+            obj=_object_of_request(status < 400),
             outcome=_outcome(status),
             status_code=status,
             client_addr=client_addr(),

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from clinic.core.errors import Conflict, DomainError, ValidationFailed
+from clinic.core.errors import Conflict, ValidationFailed
 
 
 class InsufficientStock(Conflict):
@@ -26,22 +26,6 @@ class WitnessInvalid(ValidationFailed):
 class InitialInventoryRequired(Conflict):
     code = "initial_inventory_required"
     title = "Take the initial inventory (it may be zero) before receiving stock"
-
-
-class LedgerEntryImmutable(DomainError):
-    code = "ledger_entry_immutable"
-    http_status = 409
-    title = "Ledger entries are never changed; record a correction instead"
-
-
-class IdempotencyConflict(Conflict):
-    code = "idempotency_in_flight"
-    title = "A request with this Idempotency-Key is still being processed"
-
-
-class IdempotencyMismatch(ValidationFailed):
-    code = "idempotency_key_reused"
-    title = "This Idempotency-Key was used with a different request"
 
 
 class WitnessCredentialsInvalid(WitnessInvalid):

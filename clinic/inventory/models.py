@@ -74,7 +74,7 @@ class EntryKind(StrEnum):
 
 
 class LossKind(StrEnum):
-    """What a loss entry says happened (DEA-29..33: theft and significant loss go to Form 106)."""
+    """What a loss entry says happened; theft and significant loss also open a Form 106 draft."""
 
     theft = "theft"
     loss = "loss"

@@ -1,7 +1,7 @@
 """Read-only page data for the staff pages (``views.py``), built on ``service``'s readers.
 
 Nothing here writes, decides a rule or commits; it gathers what one page shows, so that each
-view makes one call. ``service.py`` stays the home of the ledger rules.
+view makes one call. The ledger rules stay in the modules behind ``service``.
 """
 
 from __future__ import annotations

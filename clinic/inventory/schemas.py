@@ -18,6 +18,7 @@ from clinic.inventory.models import (
     LossReportStep,
     Schedule,
 )
+from clinic.inventory.witness import WitnessSignature
 
 _DEA = validate.Regexp(r"^[A-Z][A-Z9]\d{7}$", error="Two letters and seven digits, e.g. AB1234563.")
 _NDC = validate.Regexp(r"^\d{4,5}-\d{3,4}-\d{1,2}$", error="An NDC such as 42023-113-10.")
@@ -118,6 +119,14 @@ class WitnessFields(StrictSchema):
     witness_password = ma.fields.String(load_default=None, load_only=True, validate=validate.Length(max=1024))
     witness_totp_code = ma.fields.String(load_default=None, load_only=True, validate=validate.Regexp(r"^\d{6}$"))
 
+    @ma.post_load
+    def _witness(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """The service takes the signature as one value; its errors still name these fields."""
+        data["witness"] = WitnessSignature.from_fields(
+            data.pop("witness_email"), data.pop("witness_password"), data.pop("witness_totp_code")
+        )
+        return data
+
 
 class WasteSchema(WitnessFields):
     container_id = Id(required=True)
@@ -155,6 +164,13 @@ class DisposalSchema(WitnessFields):
     second_witness_password = ma.fields.String(load_default=None, load_only=True, validate=validate.Length(max=1024))
     reverse_distributor = ma.fields.Nested(ReverseDistributorSchema, load_default=None)
     occurred_at = AwareDateTime(load_default=None)
+
+    @ma.post_load
+    def _second_witness(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data["second_witness"] = WitnessSignature.from_fields(
+            data.pop("second_witness_email"), data.pop("second_witness_password")
+        )
+        return data
 
 
 class CorrectionSchema(WitnessFields):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -23,7 +23,7 @@ from clinic.core import tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import format_mg, id_arg
 from clinic.inventory import queries, service
-from clinic.inventory.models import CountKind, EntryKind
+from clinic.inventory.models import CountKind, EntryKind, LossKind
 from clinic.inventory.schemas import (
     CountSchema,
     LedgerQuerySchema,
@@ -33,16 +33,13 @@ from clinic.inventory.schemas import (
     TransferSchema,
     WasteSchema,
 )
-from clinic.web.forms import CHECKED, flat_errors, form_payload
+from clinic.web.forms import CHECKED, form_page, form_payload, refused
 
 bp = Blueprint("inventory_ui", __name__, url_prefix="/inventory", template_folder="templates")
 
-T = TypeVar("T")
 
 LEDGER_PAGE_SIZE = 50
-#: never sent back to the browser when a form is shown again
-SECRET_FIELDS = frozenset({"csrf_token", "witness_password", "witness_totp_code"})
-LOSS_KINDS = ("theft", "loss", "breakage", "spill")
+LOSS_KINDS = tuple(k.value for k in LossKind)
 _COUNTED = re.compile(r"^counted_mg-(\d{1,18})$")
 _LINE_ERROR = re.compile(r"^lines\.(\d+)\.(\w+)$")
 
@@ -72,32 +69,6 @@ def _location_id() -> int | None:
     return request.args.get("location_id", type=id_arg)
 
 
-def _attempt(action: Callable[[], T]) -> T:
-    return tx.attempt(action)
-
-
-def _refused(
-    template: str,
-    exc: ValidationError | DomainError,
-    *,
-    rename: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
-    **context: Any,
-) -> Any:
-    """The same form again, with the errors by their fields and what was typed (no secrets)."""
-    if isinstance(exc, ValidationError):
-        errors, message, status, headers = flat_errors(exc.normalized_messages()), None, 422, {}
-    else:
-        errors, message, status, headers = flat_errors(exc.errors or {}), exc.detail, exc.http_status, exc.headers
-    context.setdefault("form", {k: v for k, v in request.form.items() if k not in SECRET_FIELDS})
-    errors = rename(errors) if rename else errors
-    return render_template(template, errors=errors, error=message, **context), status, headers
-
-
-def _form_page(template: str, **context: Any) -> Any:
-    """A form's first showing; the query string may preselect values (``?container_id=12``)."""
-    return render_template(template, form=request.args.to_dict(), errors={}, error=None, **context)
-
-
 def _back_to_safe(where: queries.Where) -> Any:
     return redirect(url_for(".safe", location_id=where.location.id if where.location else None))
 
@@ -117,7 +88,7 @@ def safe() -> Any:
 @bp.get("/receive")
 @require("inventory.receive")
 def receive_form() -> Any:
-    return _form_page("inventory/receive.html", stock=queries.stock(_location_id()))
+    return form_page("inventory/receive.html", stock=queries.stock(_location_id()))
 
 
 @bp.post("/receive")
@@ -127,9 +98,9 @@ def receive_stock() -> Any:
     schema = ReceiveStockSchema()
     try:
         args = schema.load(form_payload(schema, where.timezone, request.form))
-        receipt = _attempt(lambda: service.receive_stock(actor=current_actor(), **args))
+        receipt = tx.attempt(lambda: service.receive_stock(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
-        return _refused("inventory/receive.html", exc, stock=queries.stock(_location_id()))
+        return refused("inventory/receive.html", exc, stock=queries.stock(_location_id()))
     first, last = receipt.entries[0], receipt.entries[-1]
     flash(
         f"Received {len(receipt.entries)} container(s) of lot {args['lot_number']} "
@@ -145,7 +116,7 @@ def receive_stock() -> Any:
 @bp.get("/waste")
 @require("inventory.waste")
 def waste_form() -> Any:
-    return _form_page("inventory/waste.html", stock=queries.stock(_location_id()))
+    return form_page("inventory/waste.html", stock=queries.stock(_location_id()))
 
 
 @bp.post("/waste")
@@ -155,9 +126,9 @@ def record_waste() -> Any:
     schema = WasteSchema()
     try:
         args = schema.load(form_payload(schema, where.timezone, request.form))
-        entry = _attempt(lambda: service.record_waste(actor=current_actor(), client_addr=client_addr(), **args))
+        entry = tx.attempt(lambda: service.record_waste(actor=current_actor(), client_addr=client_addr(), **args))
     except (ValidationError, DomainError) as exc:
-        return _refused("inventory/waste.html", exc, stock=queries.stock(_location_id()))
+        return refused("inventory/waste.html", exc, stock=queries.stock(_location_id()))
     flash(
         f"Waste of {format_mg(-entry.delta_ug)} mg from container #{entry.container_id} recorded "
         f"(ledger #{entry.seq}; {format_mg(entry.balance_after_ug or 0)} mg left).",
@@ -172,7 +143,7 @@ def record_waste() -> Any:
 @bp.get("/transfer")
 @require("inventory.transfer")
 def transfer_form() -> Any:
-    return _form_page("inventory/transfer.html", stock=queries.stock(_location_id()))
+    return form_page("inventory/transfer.html", stock=queries.stock(_location_id()))
 
 
 @bp.post("/transfer")
@@ -182,9 +153,9 @@ def record_transfer() -> Any:
     schema = TransferSchema()
     try:
         args = schema.load(form_payload(schema, where.timezone, request.form))
-        entry = _attempt(lambda: service.record_transfer(actor=current_actor(), **args))
+        entry = tx.attempt(lambda: service.record_transfer(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
-        return _refused("inventory/transfer.html", exc, stock=queries.stock(_location_id()))
+        return refused("inventory/transfer.html", exc, stock=queries.stock(_location_id()))
     flash(f"Container #{entry.container_id} moved (ledger #{entry.seq}).", "success")
     return _back_to_safe(where)
 
@@ -195,7 +166,7 @@ def record_transfer() -> Any:
 @bp.get("/loss")
 @require("inventory.loss")
 def loss_form() -> Any:
-    return _form_page("inventory/loss.html", stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
+    return form_page("inventory/loss.html", stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
 
 
 @bp.post("/loss")
@@ -205,9 +176,9 @@ def record_loss() -> Any:
     schema = LossSchema()
     try:
         args = schema.load(form_payload(schema, where.timezone, request.form))
-        entry = _attempt(lambda: service.record_loss(actor=current_actor(), **args))
+        entry = tx.attempt(lambda: service.record_loss(actor=current_actor(), **args))
     except (ValidationError, DomainError) as exc:
-        return _refused("inventory/loss.html", exc, stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
+        return refused("inventory/loss.html", exc, stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
     flash(
         f"{args['kind'].capitalize()} of {format_mg(-entry.delta_ug)} mg from container #{entry.container_id} "
         f"recorded (ledger #{entry.seq}).",
@@ -250,7 +221,7 @@ def _line_errors(lines: list[dict[str, Any]]) -> Callable[[dict[str, list[str]]]
 @bp.get("/count")
 @require("inventory.count")
 def count_form() -> Any:
-    return _form_page("inventory/count.html", stock=queries.stock(_location_id()), kinds=list(CountKind))
+    return form_page("inventory/count.html", stock=queries.stock(_location_id()), kinds=list(CountKind))
 
 
 @bp.post("/count")
@@ -261,11 +232,11 @@ def reconcile_count() -> Any:
     try:
         args = CountSchema().load(body)
         lines = args.pop("lines")
-        result = _attempt(
+        result = tx.attempt(
             lambda: service.reconcile_count(actor=current_actor(), client_addr=client_addr(), lines=lines, **args)
         )
     except (ValidationError, DomainError) as exc:
-        return _refused(
+        return refused(
             "inventory/count.html",
             exc,
             rename=_line_errors(body["lines"]),
@@ -299,13 +270,13 @@ def resolve_discrepancy(discrepancy_id: int) -> Any:
     schema = ResolveDiscrepancySchema()
     try:
         args = schema.load(form_payload(schema, "UTC", request.form))
-        disc = _attempt(
+        disc = tx.attempt(
             lambda: service.resolve_discrepancy(
                 actor=current_actor(), discrepancy_id=discrepancy_id, client_addr=client_addr(), **args
             )
         )
     except (ValidationError, DomainError) as exc:
-        return _refused("inventory/discrepancies.html", exc, page=_queue(), failed_id=discrepancy_id)
+        return refused("inventory/discrepancies.html", exc, page=_queue(), failed_id=discrepancy_id)
     flash(f"Discrepancy #{disc.id} {disc.status}.", "success")
     return redirect(url_for(".discrepancies", location_id=_location_id(), count_id=request.args.get("count_id")))
 
@@ -343,7 +314,7 @@ def ledger() -> Any:
             }
         )
     except ValidationError as exc:
-        return _refused("inventory/ledger.html", exc, page=None, **context)
+        return refused("inventory/ledger.html", exc, page=None, **context)
     return render_template(
         "inventory/ledger.html", page=queries.ledger_page(**args), cursor=args["cursor"], errors={}, **context
     )

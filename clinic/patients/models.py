@@ -13,7 +13,7 @@ from clinic.extensions import db
 
 
 class Channel(StrEnum):
-    """How a patient wants reminders (SPR-09, IVK-07/08): or not at all."""
+    """How a patient wants reminders, or not at all."""
 
     email = "email"
     sms = "sms"

@@ -38,7 +38,7 @@ from clinic.patients.schemas import (
     ScreeningAnswersSchema,
 )
 from clinic.scheduling import queries as scheduling_queries
-from clinic.web.forms import WHOLE, flat_errors, form_payload
+from clinic.web.forms import WHOLE, flat_errors, form_payload, refused
 
 bp = Blueprint("patients_ui", __name__, url_prefix="/patients", template_folder="templates")
 
@@ -112,17 +112,7 @@ def _screening_body(form: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _refused(template: str, exc: ValidationError | DomainError, **context: Any) -> Any:
-    """The same page again, with the errors by their fields and what was typed."""
-    if isinstance(exc, ValidationError):
-        errors, message, status = flat_errors(exc.normalized_messages(), transparent=("answers",)), None, 422
-    else:
-        errors, message, status = (
-            flat_errors(exc.errors, transparent=("answers",)) if exc.errors else {},
-            exc.detail,
-            exc.http_status,
-        )
-    context.setdefault("form", {k: v for k, v in request.form.items() if k != "csrf_token"})
-    return render_template(template, errors=errors, error=message, **context), status
+    return refused(template, exc, transparent=("answers",), **context)
 
 
 # --- the chart's data (clinical parts only for clinical roles) ------------------------------------

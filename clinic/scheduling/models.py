@@ -93,7 +93,7 @@ class SeriesStatus(StrEnum):
 
 
 class AppointmentStatus(StrEnum):
-    """A visit's state; the dosing visit walks it from check-in to a safe discharge (SPR-10..19)."""
+    """A visit's state; the dosing visit walks it from check-in to a safe discharge."""
 
     scheduled = "scheduled"
     checked_in = "checked_in"

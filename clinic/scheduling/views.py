@@ -21,7 +21,7 @@ from clinic.locations.models import Location
 from clinic.patients import service as patients_service
 from clinic.scheduling import calendar, queries, service
 from clinic.scheduling.schemas import AbsentSchema, CancelSchema, CreateSeriesSchema, RescheduleSchema
-from clinic.web.forms import flat_errors, form_payload
+from clinic.web.forms import form_payload, refused
 
 bp = Blueprint("scheduling_ui", __name__, template_folder="templates")
 
@@ -55,14 +55,7 @@ def fromiso(value: str) -> datetime:
 
 
 def _refused(template: str, exc: ValidationError | DomainError, **context: Any) -> Any:
-    """The same page again, with the errors by their fields and what was typed."""
-    if isinstance(exc, ValidationError):
-        errors, message, status = flat_errors(exc.normalized_messages()), None, 422
-    else:
-        raw = {k: v for k, v in (exc.errors or {}).items() if k not in _NOT_LISTED}
-        errors, message, status = flat_errors(raw) if raw else {}, exc.detail, exc.http_status
-    context.setdefault("form", {k: v for k, v in request.form.items() if k != "csrf_token"})
-    return render_template(template, errors=errors, error=message, **context), status
+    return refused(template, exc, unlisted=_NOT_LISTED, **context)
 
 
 def _wizard_choices() -> dict[str, Any]:

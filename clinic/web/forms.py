@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import marshmallow as ma
+from flask import render_template, request
+
+from clinic.core.errors import DomainError
 
 CHECKED = frozenset({"on", "true", "1", "yes"})
 WHOLE = re.compile(r"^[+-]?\d{1,18}$")
@@ -46,3 +49,46 @@ def flat_errors(messages: Any, prefix: str = "", *, transparent: tuple[str, ...]
         return flat
     items = messages if isinstance(messages, list) else [messages]
     return {prefix or "_schema": [str(m) for m in items]}
+
+
+#: never sent back to the browser when a form is shown again
+SECRET_FIELDS = frozenset(
+    {
+        "csrf_token",
+        "password",
+        "witness_password",
+        "witness_totp_code",
+        "second_witness_password",
+        "second_witness_totp_code",
+    }
+)
+
+
+def refused(
+    template: str,
+    exc: ma.ValidationError | DomainError,
+    *,
+    transparent: tuple[str, ...] = (),
+    unlisted: Collection[str] = (),
+    rename: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
+    **context: Any,
+) -> Any:
+    """The same page again: the errors by their fields, the message, and what was typed (no secrets).
+
+    ``unlisted`` error keys carry data the page shows its own way (a booking's conflicts), not as
+    field errors; ``rename`` maps the API's field names to the form's.
+    """
+    if isinstance(exc, ma.ValidationError):
+        messages, message, status, headers = exc.normalized_messages(), None, 422, {}
+    else:
+        messages = {k: v for k, v in (exc.errors or {}).items() if k not in unlisted}
+        message, status, headers = exc.detail, exc.http_status, exc.headers
+    errors = flat_errors(messages, transparent=transparent) if messages else {}
+    errors = rename(errors) if rename else errors
+    context.setdefault("form", {k: v for k, v in request.form.items() if k not in SECRET_FIELDS})
+    return render_template(template, errors=errors, error=message, **context), status, headers
+
+
+def form_page(template: str, **context: Any) -> Any:
+    """A form's first showing; the query string may preselect values (``?container_id=12``)."""
+    return render_template(template, form=request.args.to_dict(), errors={}, error=None, **context)

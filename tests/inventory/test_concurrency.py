@@ -88,8 +88,7 @@ def _setup(app) -> dict:
             kind="initial",
             lines=[],
             business_hours="opening",
-            witness_email=witness.email,
-            witness_password="concurrency-pass-2",
+            witness=inventory.WitnessSignature(witness.email, "concurrency-pass-2"),
             client_addr="127.0.0.1",
         )
         receipt = inventory.receive_stock(

@@ -107,8 +107,8 @@ class LedgerMachine(RuleBasedStateMachine):
         db.session.commit()
         return result
 
-    def _witness(self) -> dict[str, str]:
-        return {"witness_email": self.witness_email, "witness_password": PASSWORD, "client_addr": "127.0.0.1"}
+    def _witness(self) -> dict[str, object]:
+        return {"witness": inventory.WitnessSignature(self.witness_email, PASSWORD), "client_addr": "127.0.0.1"}
 
     @initialize()
     def open_location(self) -> None:
@@ -184,7 +184,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def dispose(self, cid, on_site):
         before = self.model[cid]
         how = (
-            {"second_witness_email": self.second_witness_email, "second_witness_password": PASSWORD}
+            {"second_witness": inventory.WitnessSignature(self.second_witness_email, PASSWORD)}
             if on_site
             else {"reverse_distributor": {"name": "R", "address": "A", "dea_registration": dea_number()}}
         )

@@ -1,0 +1,254 @@
+"""Counts and inventories (DEA-14..22), and the discrepancies they open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+
+from clinic.audit import service as audit
+from clinic.audit.tags import Tag
+from clinic.auth.models import User
+from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.time import utcnow
+from clinic.extensions import db
+from clinic.inventory.catalog import get_container
+from clinic.inventory.errors import InitialInventoryRequired
+from clinic.inventory.ledger import append, check_time, lock_chain, lock_container
+from clinic.inventory.losses import record_loss
+from clinic.inventory.models import (
+    Container,
+    ContainerStatus,
+    Count,
+    CountKind,
+    CountLine,
+    Discrepancy,
+    DiscrepancyStatus,
+    EntryKind,
+)
+from clinic.inventory.witness import WitnessSignature, verify_witness
+from clinic.locations.models import Location
+
+
+@dataclass
+class CountResult:
+    count: Count
+    discrepancies: list[Discrepancy]
+
+
+def reconcile_count(
+    *,
+    actor: User,
+    location_id: int,
+    kind: str,
+    lines: list[dict[str, Any]],
+    witness: WitnessSignature | None,
+    client_addr: str,
+    business_hours: str | None = None,
+    occurred_at: datetime | None = None,
+) -> CountResult:
+    """A shift count or an initial/biennial inventory (DEA-14..21). Differences open discrepancies."""
+    at = check_time(occurred_at)
+    location = db.session.get(Location, location_id)
+    if location is None:
+        raise NotFound("No such location")
+    if kind != CountKind.shift and business_hours not in ("opening", "close"):
+        raise ValidationFailed(errors={"business_hours": ["Say whether it was taken at opening or close."]})
+    signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
+    chain = lock_chain(location_id)
+    if kind == CountKind.initial and chain.has_initial_inventory:
+        raise ValidationFailed(errors={"kind": ["This location already has its initial inventory."]})
+    if kind != CountKind.initial and not chain.has_initial_inventory:
+        raise InitialInventoryRequired()
+    on_hand = {
+        c.id: c
+        for c in db.session.scalars(
+            select(Container)
+            .where(Container.location_id == location_id, Container.status != ContainerStatus.disposed.value)
+            .with_for_update(of=Container)
+            .execution_options(populate_existing=True)
+        )
+    }
+    seen: set[int] = set()
+    count = Count(
+        location_id=location_id,
+        kind=kind,
+        business_hours=business_hours,
+        actor_id=actor.id,
+        witness_id=signed_by.id,
+        occurred_at=at,
+    )
+    db.session.add(count)
+    db.session.flush()
+    result = CountResult(count, [])
+    exact_required = location.rule("count_mode") == "exact"
+    for i, line in enumerate(lines):
+        container = on_hand.get(line["container_id"])
+        if container is None or container.id in seen:
+            raise ValidationFailed(errors={f"lines.{i}.container_id": ["Not on hand here, or listed twice."]})
+        seen.add(container.id)
+        if line["counted_ug"] > container.initial_ug:
+            raise ValidationFailed(errors={f"lines.{i}.counted_mg": ["More than the container can hold."]})
+        if exact_required and not line.get("exact", True):
+            raise ValidationFailed(errors={f"lines.{i}.exact": ["This jurisdiction requires exact counts."]})
+        db.session.add(
+            CountLine(
+                count_id=count.id,
+                container_id=container.id,
+                expected_ug=container.balance_ug,
+                counted_ug=line["counted_ug"],
+                is_exact=line.get("exact", True),
+            )
+        )
+        if line["counted_ug"] != container.balance_ug:
+            disc = Discrepancy(
+                location_id=location_id,
+                count_id=count.id,
+                container_id=container.id,
+                expected_ug=container.balance_ug,
+                counted_ug=line["counted_ug"],
+            )
+            db.session.add(disc)
+            result.discrepancies.append(disc)
+    if kind != CountKind.shift:
+        missing = sorted(set(on_hand) - seen)
+        if missing:
+            raise ValidationFailed(
+                errors={"lines": [f"An inventory lists every container on hand; missing {missing}."]}
+            )
+    entry_kind = EntryKind.initial_inventory if kind == CountKind.initial else EntryKind.stock_count
+    entry = append(
+        chain=chain,
+        kind=entry_kind,
+        actor=actor,
+        occurred_at=at,
+        witness=signed_by,
+        details={
+            "count_id": count.id,
+            "count_kind": kind,
+            "business_hours": business_hours,
+            "lines": [
+                {"container_id": ln["container_id"], "counted_ug": ln["counted_ug"], "exact": ln.get("exact", True)}
+                for ln in lines
+            ],
+        },
+    )
+    count.entry_id = entry.id
+    if kind == CountKind.initial:
+        chain.has_initial_inventory = True
+    db.session.flush()
+    return result
+
+
+def resolve_discrepancy(
+    *,
+    actor: User,
+    discrepancy_id: int,
+    action: str,
+    explanation: str,
+    witness: WitnessSignature | None = None,
+    client_addr: str = "",
+    loss_kind: str = "loss",
+) -> Discrepancy:
+    """Explain (books stand), adjust (two signatures; the books follow the count) or escalate to a loss."""
+    disc = db.session.get(Discrepancy, discrepancy_id)
+    if disc is None:
+        raise NotFound("No such discrepancy")
+    if disc.status != DiscrepancyStatus.open:
+        raise ValidationFailed(errors={"status": ["Already resolved."]})
+    if not explanation.strip():
+        raise ValidationFailed(errors={"explanation": ["Explain the difference."]})
+    if action == "explain":
+        disc.status = DiscrepancyStatus.explained.value
+    elif action == "adjust":
+        signed_by = verify_witness(witness, actor=actor, location_id=disc.location_id, client_addr=client_addr)
+        chain = lock_chain(disc.location_id)
+        container = lock_container(disc.container_id)
+        delta = disc.counted_ug - container.balance_ug
+        entry = append(
+            chain=chain,
+            kind=EntryKind.adjustment,
+            actor=actor,
+            occurred_at=utcnow(),
+            container=container,
+            delta_ug=delta,
+            witness=signed_by,
+            reason=explanation,
+            details={"discrepancy_id": disc.id, "count_id": disc.count_id},
+        )
+        disc.entry_id = entry.id
+        disc.status = DiscrepancyStatus.adjusted.value
+    elif action == "escalate":
+        missing = disc.expected_ug - disc.counted_ug
+        if missing <= 0:
+            raise ValidationFailed(errors={"action": ["Only a shortage can be escalated to a loss."]})
+        container = get_container(disc.container_id)
+        entry = record_loss(
+            actor=actor,
+            container_id=container.id,
+            quantity_ug=min(missing, container.balance_ug),
+            kind=loss_kind,
+            description=explanation,
+        )
+        disc.entry_id = entry.id
+        disc.status = DiscrepancyStatus.escalated.value
+    else:
+        raise ValidationFailed(errors={"action": ["One of: explain, adjust, escalate."]})
+    disc.resolution = explanation
+    disc.resolved_by_id = actor.id
+    disc.resolved_at = utcnow()
+    audit.record(
+        actor=actor, tag=Tag.inventory_discrepancy_resolve, subject=("discrepancy", disc.id), data={"action": action}
+    )
+    db.session.flush()
+    return disc
+
+
+def small_discrepancy_pattern(location_id: int) -> bool:
+    """DEA-35: a continuing pattern of small unexplained losses is significant."""
+    location = db.session.get(Location, location_id)
+    if location is None:
+        raise NotFound("No such location")
+    rule = location.rule("small_discrepancy_pattern")
+    since = utcnow() - timedelta(days=rule["days"])
+    n = db.session.scalar(
+        select(func.count())
+        .select_from(Discrepancy)
+        .where(
+            Discrepancy.location_id == location_id,
+            Discrepancy.created_at >= since,
+            Discrepancy.counted_ug < Discrepancy.expected_ug,
+            Discrepancy.status.in_([DiscrepancyStatus.open.value, DiscrepancyStatus.explained.value]),
+        )
+    )
+    return bool(n and n >= rule["count"])
+
+
+def next_inventory_due_on(location_id: int) -> date | None:
+    """The next full inventory: biennial federally (DEA-15), sooner where the profile says (DEA-22)."""
+    location = db.session.get(Location, location_id)
+    if location is None:
+        raise NotFound("No such location")
+    last = db.session.scalar(
+        select(func.max(Count.occurred_at)).where(
+            Count.location_id == location_id, Count.kind.in_([CountKind.initial.value, CountKind.biennial.value])
+        )
+    )
+    if last is None:
+        return None
+    if last.tzinfo is None:  # aggregates skip the column type on SQLite
+        last = datetime.fromisoformat(str(last)).replace(tzinfo=UTC)
+    day = last.astimezone(ZoneInfo(location.timezone)).date()
+    months = int(location.rule("inventory_interval_months"))
+    year, month = divmod(day.month - 1 + months, 12)
+    year += day.year
+    month += 1
+    for d in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, d)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")

@@ -1,0 +1,175 @@
+"""Theft, loss, breakage and spill, and the DEA Form 106 drafts that theft and loss open (DEA-31/32)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from clinic.audit import service as audit
+from clinic.audit.models import AuditEvent
+from clinic.audit.tags import loss_report_tag
+from clinic.auth.models import User
+from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.fields import format_mg
+from clinic.core.time import utcnow
+from clinic.extensions import db
+from clinic.inventory.catalog import get_container
+from clinic.inventory.ledger import append, check_time, lock_chain, lock_container, require_positive
+from clinic.inventory.models import Container, EntryKind, LedgerEntry, LossReport
+from clinic.locations.models import Location
+
+logger = logging.getLogger(__name__)
+
+REPORTABLE_LOSS_KINDS = frozenset({"theft", "loss"})
+
+
+def record_loss(
+    *,
+    actor: User,
+    container_id: int,
+    quantity_ug: int,
+    kind: str,
+    description: str,
+    occurred_at: datetime | None = None,
+    discovered_at: datetime | None = None,
+) -> LedgerEntry:
+    """Theft, loss, breakage or spill. Theft and loss open a DEA Form 106 draft with its deadlines."""
+    require_positive(quantity_ug)
+    at = check_time(occurred_at)
+    found = check_time(discovered_at, "discovered_at") if discovered_at else utcnow()
+    container = get_container(container_id)
+    chain = lock_chain(container.location_id)
+    container = lock_container(container_id)
+    entry = append(
+        chain=chain,
+        kind=EntryKind.loss,
+        actor=actor,
+        occurred_at=at,
+        container=container,
+        delta_ug=-quantity_ug,
+        reason=description,
+        details={"loss_kind": kind},
+    )
+    if kind in REPORTABLE_LOSS_KINDS:
+        _open_form_106(entry=entry, container=container, kind=kind, discovered_at=found, quantity_ug=quantity_ug)
+    return entry
+
+
+def _add_business_days(day: date, n: int) -> date:
+    while n:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            n -= 1
+    return day
+
+
+def _open_form_106(
+    *, entry: LedgerEntry, container: Container, kind: str, discovered_at: datetime, quantity_ug: int
+) -> LossReport:
+    location = db.session.get(Location, container.location_id)
+    assert location is not None
+    tz = ZoneInfo(location.timezone)
+    local_day = discovered_at.astimezone(tz).date()
+    # DEA-31: written notice within one business day of discovery (end of that local day).
+    notice_day = _add_business_days(local_day, 1)
+    notice_due = datetime.combine(notice_day, time(23, 59, 59), tzinfo=tz).astimezone(UTC)
+    drug = container.drug
+    report = LossReport(
+        location_id=location.id,
+        entry_id=entry.id,
+        kind=kind,
+        discovered_at=discovered_at,
+        notice_due_at=notice_due,
+        filing_due_on=local_day + timedelta(days=45),  # DEA-32
+        form={
+            "registrant_name": location.name,
+            "registrant_address": location.address,
+            "dea_registration": location.dea_registration,
+            "date_of_loss": local_day.isoformat(),
+            "type": kind,
+            "products": [
+                {"ndc": drug.ndc, "name": drug.name, "form": drug.form, "quantity_lost_mg": format_mg(quantity_ug)}
+            ],
+        },
+    )
+    db.session.add(report)
+    db.session.flush()
+    return report
+
+
+def list_loss_reports(location_id: int | None = None) -> list[LossReport]:
+    q = select(LossReport).order_by(LossReport.discovered_at.desc(), LossReport.id.desc())
+    if location_id is not None:
+        q = q.where(LossReport.location_id == location_id)
+    return list(db.session.scalars(q))
+
+
+def mark_loss_report(*, actor: User, report_id: int, step: str, occurred_at: datetime | None = None) -> LossReport:
+    """Record that DEA was notified in writing (DEA-31) or that Form 106 was filed (DEA-32)."""
+    report = db.session.get(LossReport, report_id)
+    if report is None:
+        raise NotFound("No such loss report")
+    at = check_time(occurred_at)
+    if at < report.discovered_at:
+        raise ValidationFailed(errors={"occurred_at": ["Cannot be before the loss was discovered."]})
+    if step == "notified":
+        if report.notified_at is not None:
+            raise ValidationFailed(errors={"step": ["The notice is already recorded."]})
+        report.notified_at = at
+    elif step == "filed":
+        if report.filed_at is not None:
+            raise ValidationFailed(errors={"step": ["The filing is already recorded."]})
+        report.filed_at = at
+    else:
+        raise ValidationFailed(errors={"step": ["One of: notified, filed."]})
+    audit.record(
+        actor=actor,
+        tag=loss_report_tag(step),
+        subject=("loss_report", report.id),
+        data={"at": at.isoformat()},
+    )
+    db.session.flush()
+    return report
+
+
+def overdue_loss_reports(now: datetime) -> list[LossReport]:
+    return list(
+        db.session.scalars(
+            select(LossReport).where(
+                ((LossReport.notified_at.is_(None)) & (LossReport.notice_due_at < now))
+                | ((LossReport.filed_at.is_(None)) & (LossReport.filing_due_on < now.date()))
+            )
+        )
+    )
+
+
+def flag_overdue_loss_reports(now: datetime) -> int:
+    """Beat task body: one audit alert per overdue report and deadline, never repeated."""
+    flagged = 0
+    for report in overdue_loss_reports(now):
+        deadlines = (
+            ("notice", report.notified_at is None and report.notice_due_at < now, report.notice_due_at.isoformat()),
+            ("filing", report.filed_at is None and report.filing_due_on < now.date(), report.filing_due_on.isoformat()),
+        )
+        for deadline, late, due in deadlines:
+            tag = loss_report_tag(f"{deadline}_overdue")
+            if (
+                not late
+                or db.session.scalar(
+                    select(AuditEvent.id).where(
+                        AuditEvent.tag == tag,
+                        AuditEvent.subject_type == "loss_report",
+                        AuditEvent.subject_id == report.id,
+                    )
+                )
+                is not None
+            ):
+                continue
+            audit.record(actor=None, tag=tag, subject=("loss_report", report.id), data={"due": due})
+            logger.warning("loss report %s: %s deadline passed", report.id, deadline)
+            flagged += 1
+    db.session.flush()
+    return flagged

@@ -1,0 +1,298 @@
+"""Stock moving in, out and around: receipts, doses, waste, transfers, disposal, and corrections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import select
+
+from clinic.auth.models import User
+from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.fields import format_mg
+from clinic.extensions import db
+from clinic.inventory.catalog import get_container, get_drug
+from clinic.inventory.errors import ContainerUnusable, InitialInventoryRequired, WitnessInvalid, WitnessRequired
+from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
+from clinic.inventory.models import Container, ContainerStatus, EntryKind, LedgerEntry
+from clinic.inventory.witness import WitnessSignature, verify_witness
+from clinic.locations.models import Location, StorageSite
+from clinic.patients.models import Patient
+
+
+@dataclass
+class Receipt:
+    containers: list[Container]
+    entries: list[LedgerEntry]
+
+
+def receive_stock(
+    *,
+    actor: User,
+    storage_site_id: int,
+    drug_id: int,
+    lot_number: str,
+    expires_on: date,
+    container_count: int,
+    supplier_name: str,
+    supplier_address: str,
+    supplier_dea_registration: str,
+    invoice_number: str,
+    occurred_at: datetime | None = None,
+) -> Receipt:
+    """A shipment into a safe (DEA-23/24): one container row and one receipt entry per container."""
+    site = db.session.get(StorageSite, storage_site_id)
+    if site is None:
+        raise NotFound("No such storage site")
+    drug = get_drug(drug_id)
+    at = check_time(occurred_at)
+    chain = lock_chain(site.location_id)
+    if not chain.has_initial_inventory:
+        raise InitialInventoryRequired()
+    if expires_on < location_day(site.location_id, at):
+        raise ContainerUnusable("This lot is already past its expiry date.")
+    details = {
+        "supplier_name": supplier_name,
+        "supplier_address": supplier_address,
+        "supplier_dea_registration": supplier_dea_registration,
+        "invoice_number": invoice_number,
+        "lot_number": lot_number,
+        "expires_on": expires_on.isoformat(),
+        "storage_site_id": site.id,
+        "container_count": container_count,
+    }
+    receipt = Receipt([], [])
+    for _ in range(container_count):
+        container = Container(
+            location_id=site.location_id,
+            storage_site_id=site.id,
+            drug_id=drug.id,
+            lot_number=lot_number,
+            expires_on=expires_on,
+            status=ContainerStatus.sealed.value,
+            initial_ug=drug.container_ug,
+            balance_ug=0,
+        )
+        db.session.add(container)
+        db.session.flush()
+        receipt.containers.append(container)
+        receipt.entries.append(
+            append(
+                chain=chain,
+                kind=EntryKind.receipt,
+                actor=actor,
+                occurred_at=at,
+                container=container,
+                delta_ug=drug.container_ug,
+                details=details,
+            )
+        )
+    return receipt
+
+
+def _usable(container: Container, *, on: date) -> None:
+    if container.status in (ContainerStatus.quarantined, ContainerStatus.disposed, ContainerStatus.expired):
+        raise ContainerUnusable(f"The container is {container.status}.")
+    if container.expires_on < on:
+        raise ContainerUnusable("The container is past its expiry date.")
+
+
+def record_administration(
+    *,
+    actor: User,
+    container_id: int,
+    patient_id: int,
+    quantity_ug: int,
+    administered_at: datetime | None = None,
+    appointment_id: int | None = None,
+) -> LedgerEntry:
+    """A dose given to a patient from a specific container (DEA-26)."""
+    require_positive(quantity_ug)
+    patient = db.session.get(Patient, patient_id)
+    if patient is None:
+        raise ValidationFailed(errors={"patient_id": ["No such patient."]})
+    at = check_time(administered_at, "administered_at")
+    container = get_container(container_id)
+    # Everything that can be read before the chain lock is: the lock serialises every append here.
+    day = location_day(container.location_id, at)
+    _ = actor.id  # an instance expired by the idempotency claim's commit reloads now, not under the lock
+    chain = lock_chain(container.location_id)
+    container = lock_container(container_id)
+    _usable(container, on=day)
+    return append(
+        chain=chain,
+        kind=EntryKind.administration,
+        actor=actor,
+        occurred_at=at,
+        container=container,
+        delta_ug=-quantity_ug,
+        patient_id=patient.id,
+        appointment_id=appointment_id,
+        details={
+            "patient_name": f"{patient.first_name} {patient.last_name}",
+            "patient_address": patient.address,
+            "drug_name": container.drug.name,
+            "ndc": container.drug.ndc,
+            "lot_number": container.lot_number,
+        },
+    )
+
+
+def record_waste(
+    *,
+    actor: User,
+    container_id: int,
+    quantity_ug: int,
+    reason: str,
+    witness: WitnessSignature | None,
+    client_addr: str,
+    occurred_at: datetime | None = None,
+    patient_id: int | None = None,
+) -> LedgerEntry:
+    """The unusable remainder of a dose, destroyed before a second licensed person (DEA-38..42)."""
+    require_positive(quantity_ug)
+    at = check_time(occurred_at)
+    container = get_container(container_id)
+    location = db.session.get(Location, container.location_id)
+    assert location is not None
+    signed_by = None
+    if location.rule("waste_witness_required") or witness is not None:
+        signed_by = verify_witness(witness, actor=actor, location_id=location.id, client_addr=client_addr)
+    chain = lock_chain(container.location_id)
+    container = lock_container(container_id)
+    if container.status in (ContainerStatus.disposed, ContainerStatus.quarantined):
+        raise ContainerUnusable(f"The container is {container.status}.")
+    return append(
+        chain=chain,
+        kind=EntryKind.waste,
+        actor=actor,
+        occurred_at=at,
+        container=container,
+        delta_ug=-quantity_ug,
+        witness=signed_by,
+        reason=reason,
+        patient_id=patient_id,
+    )
+
+
+def record_transfer(
+    *, actor: User, container_id: int, to_storage_site_id: int, occurred_at: datetime | None = None
+) -> LedgerEntry:
+    at = check_time(occurred_at)
+    site = db.session.get(StorageSite, to_storage_site_id)
+    container = get_container(container_id)
+    if site is None or site.location_id != container.location_id:
+        raise ValidationFailed(errors={"to_storage_site_id": ["Must be a storage site of the same location."]})
+    if site.id == container.storage_site_id:
+        raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
+    chain = lock_chain(container.location_id)
+    container = lock_container(container_id)
+    if container.status == ContainerStatus.disposed:
+        raise ContainerUnusable("The container is disposed.")
+    details = {"from_storage_site_id": container.storage_site_id, "to_storage_site_id": site.id}
+    container.storage_site_id = site.id
+    return append(
+        chain=chain, kind=EntryKind.transfer, actor=actor, occurred_at=at, container=container, details=details
+    )
+
+
+def record_disposal(
+    *,
+    actor: User,
+    container_id: int,
+    method: str,
+    witness: WitnessSignature | None,
+    client_addr: str,
+    second_witness: WitnessSignature | None = None,
+    reverse_distributor: dict[str, str] | None = None,
+    occurred_at: datetime | None = None,
+) -> LedgerEntry:
+    """Expired or unwanted stock out of inventory: to a reverse distributor (DEA-43/44, the actor
+    and a second employee) or destroyed on site (DEA-45/46, Form 41 data: two witnesses)."""
+    at = check_time(occurred_at)
+    container = get_container(container_id)
+    first = verify_witness(witness, actor=actor, location_id=container.location_id, client_addr=client_addr)
+    second = None
+    if reverse_distributor is None and second_witness is None:
+        # On-site destruction: Form 41 carries two witnesses besides the person destroying (DEA-45/46).
+        raise WitnessRequired(errors={"second_witness_email": ["On-site destruction needs a second witness."]})
+    if second_witness is not None:
+        second = verify_witness(
+            second_witness,
+            actor=actor,
+            location_id=container.location_id,
+            client_addr=client_addr,
+            field="second_witness",
+        )
+        if second.id == first.id:
+            raise WitnessInvalid(errors={"second_witness_email": ["Two different witnesses are needed."]})
+    chain = lock_chain(container.location_id)
+    container = lock_container(container_id)
+    if container.status == ContainerStatus.disposed:
+        raise ContainerUnusable("The container is already disposed.")
+    kind = EntryKind.return_to_distributor if reverse_distributor else EntryKind.destruction
+    drug = container.drug
+    details = {
+        "method": method,
+        "ndc": drug.ndc,
+        "lot_number": container.lot_number,
+        "quantity_mg": format_mg(container.balance_ug),
+        **({"reverse_distributor": reverse_distributor} if reverse_distributor else {}),
+    }
+    entry = append(
+        chain=chain,
+        kind=kind,
+        actor=actor,
+        occurred_at=at,
+        container=container,
+        delta_ug=-container.balance_ug,
+        witness=first,
+        second_witness=second,
+        details=details,
+    )
+    container.status = ContainerStatus.disposed.value
+    db.session.flush()
+    return entry
+
+
+def record_correction(
+    *,
+    actor: User,
+    location_id: int,
+    corrects_seq: int,
+    reason: str,
+    witness: WitnessSignature | None,
+    client_addr: str,
+    occurred_at: datetime | None = None,
+) -> LedgerEntry:
+    """Reverse an entry's effect with a new, linked entry (SYS-01). Nothing is edited."""
+    if not reason.strip():
+        raise ValidationFailed(errors={"reason": ["Say why the entry is corrected."]})
+    at = check_time(occurred_at)
+    original = db.session.scalar(
+        select(LedgerEntry).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == corrects_seq)
+    )
+    if original is None:
+        raise NotFound("No such ledger entry")
+    already = db.session.scalar(
+        select(LedgerEntry.id).where(LedgerEntry.location_id == location_id, LedgerEntry.corrects_seq == corrects_seq)
+    )
+    if already is not None:
+        raise ValidationFailed(errors={"corrects_seq": ["That entry is already corrected."]})
+    signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
+    chain = lock_chain(location_id)
+    container = lock_container(original.container_id) if original.container_id else None
+    if container is not None and container.balance_ug - original.delta_ug > container.initial_ug:
+        raise ValidationFailed(errors={"corrects_seq": ["Reversing it would exceed the container's size."]})
+    return append(
+        chain=chain,
+        kind=EntryKind.correction,
+        actor=actor,
+        occurred_at=at,
+        container=container,
+        delta_ug=-original.delta_ug,
+        witness=signed_by,
+        corrects_seq=corrects_seq,
+        reason=reason,
+        patient_id=original.patient_id,
+    )
