@@ -36,7 +36,8 @@ def verify_witness(
     client_addr: str,
     field: str = "witness",
 ) -> User:
-    """The person who signed, if they may witness here. ``field`` names the request fields the errors go to.
+    """The person who signed, now, with their own credentials, if they may witness here (HIP-05,
+    DEA-42, ASVS V2.3.5). ``field`` names the request fields the errors go to.
 
     A wrong password or code is kept as a failed sign-in (throttling counts it) while the request's
     own work is rolled back (clinic.core.tx).

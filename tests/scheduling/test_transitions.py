@@ -69,3 +69,42 @@ def test_the_database_refuses_a_value_outside_the_vocabulary(app, client, make_u
                 {"t": "2026-01-01 00:00:00", "d": "2026-02-15"},
             )
         conn.rollback()
+
+
+def test_racing_state_changes_on_one_visit_exactly_one_wins(app, client, make_user):
+    """Cancel, no-show and missed at the same instant: one answers 200, the rest 409, one audit row."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from clinic.audit.models import AuditEvent
+    from clinic.extensions import db
+
+    desk = make_desk(app, client, make_user, chairs=1)
+    series = desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on=_monday_ahead()).json
+    appt = series["appointments"][0]["id"]
+    barrier = threading.Barrier(4)
+    answers: list[int] = []
+
+    def act(path: str, body: dict) -> None:
+        c = app.test_client()
+        barrier.wait()
+        answers.append(c.post(f"/api/v1/appointments/{appt}/{path}", headers=desk.desk, json=body).status_code)
+
+    calls = [("cancel", {"reason": "a"}), ("cancel", {"reason": "b"}), ("cancel", {"reason": "c"})]
+    threads = [threading.Thread(target=act, args=call) for call in calls]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(answers) == [200, 409, 409]
+    with app.app_context():
+        rows = db.session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(
+                AuditEvent.subject_type == "appointment", AuditEvent.subject_id == appt, AuditEvent.tag.like("%cancel")
+            )
+        )
+        assert rows == 1
