@@ -30,6 +30,7 @@ from clinic.inventory import service as inventory
 from clinic.inventory.models import Container, LedgerEntry
 from clinic.locations import service as locations
 from clinic.patients import service as patients
+from tests.clock import clock_prefix, in_years
 from tests.conftest import require_service, temp_app
 from tests.inventory.conftest import dea_number, ndc
 
@@ -97,7 +98,7 @@ def _setup(app) -> dict:
             storage_site_id=site.id,
             drug_id=drug.id,
             lot_number="L1",
-            expires_on=date(2031, 1, 1),
+            expires_on=in_years(4),
             container_count=VIALS,
             supplier_name="S",
             supplier_address="A",
@@ -164,6 +165,7 @@ def test_concurrent_draws_keep_every_invariant(tmp_path, backend_name, clients):
         }
         server = subprocess.Popen(
             [
+                *clock_prefix(),
                 str(BIN / "gunicorn"),
                 "--bind",
                 f"127.0.0.1:{port}",
