@@ -9,15 +9,15 @@ function given its own ``on`` date.
 ``CLINIC_TEST_NOW`` (an ISO instant with its offset, e.g. ``2028-12-03T02:30:00Z``) runs the whole
 suite at that time: ``start_shift`` (called from ``pytest_configure``, before any test module is
 imported, since some compute dates at import) makes time-machine move this process's clock there,
-ticking; ``clock_prefix`` gives subprocesses (the ``clinic`` CLI, gunicorn, celery) the same
+ticking; ``clock_env`` gives subprocesses (the ``clinic`` CLI, gunicorn, celery) the same
 clock through libfaketime. PostgreSQL's own ``now()`` is not shifted: the app never asks the
 database for the time (every timestamp is ``clinic.core.time.utcnow`` on the Python side).
 """
 
 from __future__ import annotations
 
+import glob
 import os
-import shutil
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -63,24 +63,35 @@ def offset_seconds() -> float:
     return utcnow().timestamp() - time_machine.escape_hatch.time.time()
 
 
-def clock_prefix() -> list[str]:
-    """What to put before a subprocess's argv so it runs on this process's clock: nothing on the
-    real clock, else libfaketime with the same offset.
+# Debian's multi-threaded libfaketime (gunicorn's threads, celery's): apt-get install faketime.
+_LIBFAKETIME = ("/usr/lib/*/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1")
 
-    A relative offset, not a start instant, so every process the child forks or execs (gunicorn's
-    workers, celery's pool) keeps the same clock, ticking; the monotonic clock stays real so
-    timeouts and sleeps behave.
+
+def _libfaketime() -> str | None:
+    found = [path for pattern in _LIBFAKETIME for path in sorted(glob.glob(pattern))]
+    return found[0] if found else None
+
+
+def clock_env() -> dict[str, str]:
+    """Environment variables that put a subprocess on this process's clock: none on the real clock,
+    else libfaketime preloaded with the same offset.
+
+    Preloaded rather than through the ``faketime`` wrapper, which forks and does not pass SIGTERM
+    on (a terminated worker would live on holding its pipes). A relative offset, not a start
+    instant, so every process the child forks or execs (gunicorn's workers, celery's pool) keeps
+    the same ticking clock; the monotonic clock stays real so timeouts and sleeps behave.
     """
     offset = round(offset_seconds())
     if abs(offset) < 2:
-        return []
-    faketime = shutil.which("faketime")
-    if faketime is None:
-        message = "the clock is shifted and faketime is missing (apt-get install faketime)"
+        return {}
+    lib = _libfaketime()
+    if lib is None:
+        message = "the clock is shifted and libfaketime is missing (apt-get install faketime)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return [faketime, "-m", "--exclude-monotonic", "-f", f"{offset:+d}"]
+    preload = " ".join(p for p in (lib, os.environ.get("LD_PRELOAD")) if p)
+    return {"LD_PRELOAD": preload, "FAKETIME": f"{offset:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 # --- dates relative to today at a place ----------------------------------------------------------

@@ -30,7 +30,7 @@ from clinic.inventory import service as inventory
 from clinic.inventory.models import Container, LedgerEntry
 from clinic.locations import service as locations
 from clinic.patients import service as patients
-from tests.clock import clock_prefix, in_years
+from tests.clock import clock_env, in_years
 from tests.conftest import require_service, temp_app
 from tests.inventory.conftest import dea_number, ndc
 
@@ -162,10 +162,10 @@ def test_concurrent_draws_keep_every_invariant(tmp_path, backend_name, clients):
             "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
             "CLINIC_INSTANCE_PATH": str(tmp_path),
             "SECRET_KEY": "concurrency-test",
+            **clock_env(),
         }
         server = subprocess.Popen(
             [
-                *clock_prefix(),
                 str(BIN / "gunicorn"),
                 "--bind",
                 f"127.0.0.1:{port}",

@@ -34,7 +34,7 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from tests.clock import clock_prefix
+from tests.clock import clock_env
 from tests.conftest import IN_CI, Account
 
 pytestmark = pytest.mark.browser
@@ -90,18 +90,13 @@ def _server_env(instance: Path) -> dict[str, str]:
     env["CLINIC_INSTANCE_PATH"] = str(instance)
     env["DATABASE_URL"] = f"sqlite:///{instance / 'clinic.sqlite'}"
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(clock_env())  # the server's clock is the tests' (sessions, TOTP codes)
     return env
 
 
 def _clinic(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
-        [*clock_prefix(), str(BIN / "clinic"), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [str(BIN / "clinic"), *args], env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, f"clinic {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -163,7 +158,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     log_path = instance / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*clock_prefix(), str(BIN / "clinic"), "run", "--host", BIND, "--port", str(port)],
+            [str(BIN / "clinic"), "run", "--host", BIND, "--port", str(port)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
