@@ -60,6 +60,8 @@ def stop_shift() -> None:
 
 def offset_seconds() -> float:
     """How far this process's clock (shifted or frozen by time-machine) is from the real one."""
+    if not time_machine.escape_hatch.is_travelling():  # its escape hatch only answers while travelling
+        return 0.0
     return utcnow().timestamp() - time_machine.escape_hatch.time.time()
 
 
