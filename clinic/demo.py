@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from clinic.auth import service as auth
 from clinic.auth.models import User
-from clinic.core.time import utcnow
+from clinic.core.time import today_at
 from clinic.core.tx import commit
 from clinic.extensions import db
 
@@ -129,7 +129,7 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
         "supplier_address": "9 Depot Rd, Joliet IL",
         "supplier_dea_registration": "RW7654329",
     }
-    today = utcnow().date()
+    today = today_at(location.timezone)  # the clinic's own day: UTC's is a day ahead in its evenings
     vials = inventory.receive_stock(
         actor=nurse,
         storage_site_id=safe.id,
@@ -216,8 +216,10 @@ def _seed_schedule() -> None:
     nurse, prescriber = _user("nurse@demo.clinic"), _user("prescriber@demo.clinic")
     for name in ("Chair 1", "Chair 2", "Infusion bay"):
         scheduling.create_chair(actor=admin, location_id=location.id, name=name)
-    today = utcnow().date()
-    monday = today + timedelta(days=7 - today.weekday())
+    # The clinic's own day: at 00:00-06:00 UTC, UTC's date is still tomorrow in Chicago, and a REMS
+    # enrolment "today" by UTC's calendar is refused there as a date in the future.
+    today = today_at(location.timezone)
+    monday = today + timedelta(days=7 - today.weekday())  # next Monday, 1 to 7 days ahead
     cases: list[tuple[str, str, date, dict[str, Any] | None, bool, str | None, time | None]] = [
         # (first, last, born, screening answers, REMS, protocol, preferred time)
         ("Morgan", "Lee", date(1988, 2, 14), {}, True, "esketamine-rems", time(9, 0)),

@@ -23,6 +23,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests import clock
+
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_URL = os.environ.get("CLINIC_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CLINIC_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -32,6 +34,21 @@ _INSTANCE = Path(tempfile.mkdtemp(prefix="clinic-test-"))
 os.environ["CLINIC_INSTANCE_PATH"] = str(_INSTANCE)
 for var in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "SECRET_KEY"):
     os.environ.pop(var, None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: some test modules compute dates when they are imported.
+    clock.start_shift()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    clock.stop_shift()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    target = clock.shift_target()
+    return f"clock: shifted to {target.isoformat()} ({clock.SHIFT_VAR})" if target else "clock: real"
+
 
 TEST_CONFIG = {
     "TESTING": True,

@@ -9,6 +9,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from tests.clock import clock_env
+
 BIN = Path(sys.executable).parent
 
 
@@ -67,6 +69,7 @@ def test_console_script_upgrade_and_demo_on_a_fresh_instance(tmp_path):
     """The README's path on the embedded default: no DATABASE_URL, no broker, nothing running."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env["CLINIC_INSTANCE_PATH"] = str(tmp_path)
+    env.update(clock_env())  # the demo books on the clinic's day: run it on the tests' clock
     clinic = str(BIN / "clinic")
     for _ in range(2):  # both commands are idempotent
         up = subprocess.run([clinic, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60)

@@ -1,14 +1,41 @@
-"""The one clock. UTC inside; zones only at the edges (schemas, templates)."""
+"""The one clock. UTC inside; zones only at the edges (schemas, templates).
+
+Every "now" comes from ``utcnow``. A calendar day is always a day *somewhere*: a location's or a
+patient's IANA zone, never the server's and never UTC's (at 02:30 UTC it is still yesterday in
+the Americas). Ask ``today_at(zone)`` for it, and ``local_day(instant, zone)`` for the day an
+instant falls on there.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
+
+Zone = str | ZoneInfo
+
+
+def _zone(tz: Zone) -> ZoneInfo:
+    return tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def to_zone(dt: datetime, tz: str) -> datetime:
-    return dt.astimezone(ZoneInfo(tz))
+def to_zone(dt: datetime, tz: Zone) -> datetime:
+    return dt.astimezone(_zone(tz))
+
+
+def local_now(tz: Zone) -> datetime:
+    """Now as a wall clock in ``tz`` shows it (an aware datetime in that zone)."""
+    return to_zone(utcnow(), tz)
+
+
+def local_day(at: datetime, tz: Zone) -> date:
+    """The calendar date in ``tz`` at the instant ``at`` (an aware datetime)."""
+    return to_zone(at, tz).date()
+
+
+def today_at(tz: Zone) -> date:
+    """Today's date in ``tz``: the day a location's staff or a patient there would write down."""
+    return local_day(utcnow(), tz)

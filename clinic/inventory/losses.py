@@ -17,7 +17,7 @@ from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.inventory.catalog import get_container
-from clinic.inventory.ledger import append, check_time, lock_chain, lock_container, require_positive
+from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
 from clinic.inventory.models import Container, EntryKind, LedgerEntry, LossReport
 from clinic.locations.models import Location
 
@@ -140,7 +140,8 @@ def overdue_loss_reports(now: datetime) -> list[LossReport]:
         db.session.scalars(
             select(LossReport).where(
                 ((LossReport.notified_at.is_(None)) & (LossReport.notice_due_at < now))
-                | ((LossReport.filed_at.is_(None)) & (LossReport.filing_due_on < now.date()))
+                # A local day (judged per location below); no zone's date is ahead of UTC's in 14 hours.
+                | ((LossReport.filed_at.is_(None)) & (LossReport.filing_due_on < (now + timedelta(hours=14)).date()))
             )
         )
     )
@@ -152,7 +153,11 @@ def flag_overdue_loss_reports(now: datetime) -> int:
     for report in overdue_loss_reports(now):
         deadlines = (
             ("notice", report.notified_at is None and report.notice_due_at < now, report.notice_due_at.isoformat()),
-            ("filing", report.filed_at is None and report.filing_due_on < now.date(), report.filing_due_on.isoformat()),
+            (
+                "filing",
+                report.filed_at is None and report.filing_due_on < location_day(report.location_id, now),
+                report.filing_due_on.isoformat(),
+            ),
         )
         for deadline, late, due in deadlines:
             tag = loss_report_tag(f"{deadline}_overdue")

@@ -10,12 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from clinic.auth.models import User
-from clinic.core.time import utcnow
+from clinic.core.time import today_at
 from clinic.extensions import db
 from clinic.inventory import service
 from clinic.inventory.models import Container, Discrepancy, DiscrepancyStatus, Drug, LedgerEntry, LossReport
@@ -38,7 +37,7 @@ class Where:
     @property
     def today(self) -> date:
         """The location's own calendar day, for expiry warnings."""
-        return utcnow().astimezone(ZoneInfo(self.timezone)).date()
+        return today_at(self.timezone)
 
 
 def where(location_id: int | None) -> Where:

@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
@@ -19,7 +18,7 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
-from clinic.core.time import utcnow
+from clinic.core.time import today_at, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients import screening
@@ -79,7 +78,7 @@ class PatientRecord:
 
 def today_for(patient: Patient) -> date:
     """The patient's calendar date now (ages and back-dating are judged in their time zone)."""
-    return utcnow().astimezone(ZoneInfo(patient.timezone)).date()
+    return today_at(patient.timezone)
 
 
 def _clean(values: dict[str, Any], tz: str) -> dict[str, Any]:
@@ -97,7 +96,7 @@ def _clean(values: dict[str, Any], tz: str) -> dict[str, Any]:
         out["email"] = out["email"].lower()
     born = out.get("date_of_birth")
     if born is not None:
-        today = utcnow().astimezone(ZoneInfo(tz)).date()
+        today = today_at(tz)
         if born > today:
             errors["date_of_birth"] = ["Cannot be in the future."]
         elif screening.age_on(born, today) > MAX_AGE_YEARS:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from clinic.auth.models import Role, User
+from clinic.core import time as clock
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
@@ -281,7 +282,7 @@ def week_view(location: Location, day: date) -> Week:
 
 
 def today_at(location: Location) -> date:
-    return utcnow().astimezone(ZoneInfo(location.timezone)).date()
+    return clock.today_at(location.timezone)
 
 
 # --- series and courses ------------------------------------------------------------------------

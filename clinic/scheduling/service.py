@@ -25,7 +25,7 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, ValidationFailed
-from clinic.core.time import utcnow
+from clinic.core.time import today_at, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
@@ -328,7 +328,7 @@ def plan_series(
     cal = _calendar(location_id, prescriber_id)
     if not cal.chairs:
         raise ValidationFailed(errors={"location_id": ["This location has no chairs yet."]})
-    today = utcnow().astimezone(cal.tz).date()
+    today = today_at(cal.tz)
     if start_on < today:
         raise ValidationFailed(errors={"start_on": ["Cannot start in the past."]})
     patients.assert_bookable(patient_id=patient_id, on=start_on, drug=proto.rules["drug"])

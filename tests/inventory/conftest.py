@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.clock import in_years
 from tests.conftest import Account, bearer
 
 _n = itertools.count(1)
@@ -53,7 +54,7 @@ class Clinic:
             "storage_site_id": self.safe_id,
             "drug_id": self.drug_id,
             "lot_number": f"L{uuid.uuid4().hex[:6]}",
-            "expires_on": "2030-01-31",
+            "expires_on": in_years(3).isoformat(),
             "container_count": count,
             "supplier_name": "Acme Wholesale",
             "supplier_address": "1 Supply Rd, Newark NJ",

@@ -30,6 +30,7 @@ from clinic.inventory import service as inventory
 from clinic.inventory.models import Container, LedgerEntry
 from clinic.locations import service as locations
 from clinic.patients import service as patients
+from tests.clock import clock_env, in_years
 from tests.conftest import require_service, temp_app
 from tests.inventory.conftest import dea_number, ndc
 
@@ -96,7 +97,7 @@ def _setup(app) -> dict:
             storage_site_id=site.id,
             drug_id=drug.id,
             lot_number="L1",
-            expires_on=date(2031, 1, 1),
+            expires_on=in_years(4),
             container_count=VIALS,
             supplier_name="S",
             supplier_address="A",
@@ -160,6 +161,7 @@ def test_concurrent_draws_keep_every_invariant(tmp_path, backend_name, clients):
             "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
             "CLINIC_INSTANCE_PATH": str(tmp_path),
             "SECRET_KEY": "concurrency-test",
+            **clock_env(),
         }
         server = subprocess.Popen(
             [

@@ -169,6 +169,7 @@ def test_theft_opens_a_form_106_draft_with_deadlines(app, clinic):
     with app.app_context():
         report = db.session.scalar(select(LossReport).where(LossReport.entry_id == resp.json["id"]))
         # Discovered Friday 2026-11-20 (Chicago): notice by the next business day, Monday; filing in 45 days.
+        # A fixed date on purpose: a calendar fact, and in the past whenever the suite runs.
         assert report.notice_due_at.isoformat().startswith("2026-11-24T05:59:59")
         assert report.filing_due_on.isoformat() == "2027-01-04"
         assert report.form["products"][0]["quantity_lost_mg"] == "100"
@@ -367,15 +368,16 @@ def test_loss_report_deadlines_and_steps(app, clinic, make_user):
 
 
 def test_next_inventory_due_follows_the_jurisdiction(app, clinic):
-    from clinic.core.time import utcnow
+    from tests.clock import today_in
 
+    today = today_in("America/Chicago")  # the location's day: its count was taken today there
     body = clinic.client.get(
         "/api/v1/inventory/balances", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
     ).json
     from datetime import date
 
     due = date.fromisoformat(body["next_inventory_due_on"])
-    assert 365 * 2 - 3 <= (due - utcnow().date()).days <= 365 * 2 + 3
+    assert 365 * 2 - 3 <= (due - today).days <= 365 * 2 + 3
     annual = clinic.client.patch(
         f"/api/v1/locations/{clinic.location_id}",
         headers=clinic.admin,
@@ -385,7 +387,7 @@ def test_next_inventory_due_follows_the_jurisdiction(app, clinic):
     body = clinic.client.get(
         "/api/v1/inventory/balances", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
     ).json
-    assert 362 <= (date.fromisoformat(body["next_inventory_due_on"]) - utcnow().date()).days <= 368
+    assert 362 <= (date.fromisoformat(body["next_inventory_due_on"]) - today).days <= 368
 
 
 def test_on_site_destruction_needs_two_witnesses(clinic, make_user):

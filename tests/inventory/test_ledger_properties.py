@@ -23,6 +23,7 @@ from clinic.inventory import service as inventory
 from clinic.inventory.models import Container, Discrepancy, LedgerEntry, LossReport
 from clinic.locations import service as locations
 from clinic.patients import service as patients
+from tests.clock import in_years
 from tests.inventory.conftest import dea_number, ndc
 
 # F17 asks for about 10,000 steps in CI: 100 examples of up to 50 steps on each of the two
@@ -139,7 +140,7 @@ class LedgerMachine(RuleBasedStateMachine):
             storage_site_id=self.sites[0],
             drug_id=self.staff["drug"],
             lot_number="L",
-            expires_on=date(2031, 1, 1),
+            expires_on=in_years(4),
             container_count=n,
             supplier_name="S",
             supplier_address="A",

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.clock import in_years, today_in
 from tests.conftest import Client, sign_in
 
 CHICAGO = ZoneInfo("America/Chicago")
+LATER = in_years(5).isoformat()  # an expiry date that stays ahead whenever the suite runs
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def field_value(resp, name: str) -> str | None:
 
 def test_safe_lists_containers_per_site_with_balances_expiry_and_totals(clinic, nurse):
     full, opened = receive(clinic, 2)
-    soon = (datetime.now(UTC).astimezone(CHICAGO).date() + timedelta(days=10)).isoformat()
+    soon = (today_in(CHICAGO.key) + timedelta(days=10)).isoformat()
     (expiring,) = receive(clinic, 1, expires_on=soon, lot_number="SOON1")
     clinic.post(
         "/inventory/administrations", {"container_id": opened, "patient_id": clinic.patient_id, "quantity_mg": "37.5"}
@@ -165,7 +167,7 @@ def test_receive_through_the_form(clinic, nurse):
         "storage_site_id": str(clinic.safe_id),
         "drug_id": str(clinic.drug_id),
         "lot_number": "FORM-LOT-1",
-        "expires_on": "2031-06-30",
+        "expires_on": LATER,
         "container_count": "3",
         "supplier_name": "Acme Wholesale",
         "supplier_address": "1 Supply Rd, Newark NJ",
@@ -193,7 +195,7 @@ def test_receive_reads_a_back_charted_time_in_the_location_zone(clinic, nurse):
             "storage_site_id": str(clinic.safe_id),
             "drug_id": str(clinic.drug_id),
             "lot_number": "BACK-1",
-            "expires_on": "2031-06-30",
+            "expires_on": LATER,
             "container_count": "1",
             "supplier_name": "Acme",
             "supplier_address": "1 Supply Rd",
@@ -217,7 +219,7 @@ def test_receive_with_errors_keeps_the_typed_values(clinic, nurse):
             "storage_site_id": str(clinic.safe_id),
             "drug_id": str(clinic.drug_id),
             "lot_number": "KEEP-ME",
-            "expires_on": "2031-06-30",
+            "expires_on": LATER,
             "container_count": "0",
             "supplier_name": "Acme",
             "supplier_address": "1 Supply Rd",
@@ -519,7 +521,7 @@ def test_ledger_filters_by_kind_and_pages_by_cursor(clinic, nurse):
 
 def test_ledger_filters_by_local_days(clinic, nurse):
     receive(clinic)
-    today = datetime.now(UTC).astimezone(CHICAGO).date()
+    today = today_in(CHICAGO.key)
     path = f"/inventory/ledger?location_id={clinic.location_id}"
     assert len(re.findall(r"data-seq=", text(nurse.get(f"{path}&since={today}&until={today}")))) == 2
     yesterday = today - timedelta(days=1)

@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
 
-from clinic.core.time import utcnow
+from clinic.core.time import today_at
+from tests.clock import years_before
 from tests.conftest import Account, bearer
 
 TZ = "America/Chicago"
@@ -19,14 +19,7 @@ PROBLEM = "application/problem+json"
 
 
 def local_today(tz: str = TZ) -> date:
-    return utcnow().astimezone(ZoneInfo(tz)).date()
-
-
-def years_before(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year - years)
-    except ValueError:  # 29 February
-        return day.replace(year=day.year - years, day=28)
+    return today_at(tz)
 
 
 def born_aged(years: int, *, days_past_birthday: int = 30) -> str:

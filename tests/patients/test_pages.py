@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 
 import pytest
 
+from tests.clock import today_in
 from tests.inventory.test_pages import assert_accessible, text
-from tests.scheduling.conftest import Desk, make_desk
+from tests.scheduling.conftest import PATIENT_TZ, Desk, make_desk
 
 NO = dict.fromkeys(
     (
@@ -94,7 +96,7 @@ def test_chart_shows_clinicians_flags_and_weights_but_the_front_desk_only_eligib
     assert 'data-flag="CI-13"' in html and "WARN" in html
     assert "72.4 kg" in html and "<svg" in html and "<circle" in html
     assert 'data-eligibility="eligible"' in html
-    assert "enrolled on 2026-11-01" in html
+    assert f"enrolled on {desk.enrolled_on}" in html
 
     front, _ = login_as("front_desk")
     page = front.get(f"/patients/{pid}")
@@ -176,6 +178,7 @@ def test_weight_and_rems_forms_on_the_chart(desk, login_as):
     bad = post(c, f"{chart}/weights", {"weight_kg": "900"}, chart)
     assert bad.status_code == 422 and 'value="900"' in text(bad)
     assert post(c, f"{chart}/weights", {"weight_kg": "80.5"}, chart).status_code == 302
-    assert post(c, f"{chart}/rems", {"enrolled_on": "2026-11-02"}, chart).status_code == 302
+    last_week = (today_in(PATIENT_TZ) - timedelta(days=7)).isoformat()
+    assert post(c, f"{chart}/rems", {"enrolled_on": last_week}, chart).status_code == 302
     html = text(c.get(chart))
-    assert "80.5 kg" in html and "enrolled on 2026-11-02" in html
+    assert "80.5 kg" in html and f"enrolled on {last_week}" in html

@@ -11,7 +11,7 @@ from clinic.patients.schemas import ScreeningAnswersSchema
 from clinic.patients.screening import Level, age_on, classify_medications, evaluate
 
 ADULT = date(1980, 2, 3)
-TODAY = date(2026, 11, 23)
+TODAY = date(2026, 11, 23)  # a fixed day on purpose: evaluate() is given its date and reads no clock
 NO = dict.fromkeys(screening.REQUIRED_ANSWERS, False)
 
 

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 
+from tests.clock import MONDAY, next_weekday, today_in
 from tests.conftest import Account, bearer
 from tests.inventory.conftest import make_location
+
+PATIENT_TZ = "America/New_York"
 
 
 @dataclass
@@ -21,6 +24,28 @@ class Desk:
     prescriber_h: dict[str, str]
     location_id: int
     chairs: list[int]
+    tz: str
+    # The Monday courses start on unless a test says otherwise: a few weeks ahead of the
+    # location's today, so the whole course is in the future whenever the suite runs.
+    start: date
+
+    def day(self, days: int) -> str:
+        """``start`` plus ``days``, as the API takes it."""
+        return (self.start + timedelta(days=days)).isoformat()
+
+    def appointments(self, since_day: int, until_day: int) -> list[dict[str, Any]]:
+        """The location's appointments from UTC midnight of ``day(since_day)`` to ``day(until_day)``."""
+        window = {"since": f"{self.day(since_day)}T00:00:00Z", "until": f"{self.day(until_day)}T00:00:00Z"}
+        resp = self.client.get(
+            "/api/v1/appointments", query_string={"location_id": self.location_id, **window}, headers=self.desk
+        )
+        assert resp.status_code == 200, resp.json
+        return resp.json["items"]
+
+    @property
+    def enrolled_on(self) -> str:
+        """A REMS enrolment a month before the patient's today (patients here live in New York)."""
+        return (today_in(PATIENT_TZ) - timedelta(days=30)).isoformat()
 
     def patient(self, *, born: str = "1985-06-01", screen: dict[str, Any] | None = None, rems: bool = True) -> int:
         resp = self.client.post(
@@ -31,7 +56,7 @@ class Desk:
                 "last_name": f"Course{uuid.uuid4().hex[:4]}",
                 "date_of_birth": born,
                 "address": "1 Test St",
-                "timezone": "America/New_York",
+                "timezone": PATIENT_TZ,
             },
         )
         assert resp.status_code == 201, resp.json
@@ -55,7 +80,9 @@ class Desk:
         if rems:
             assert (
                 self.client.post(
-                    f"/api/v1/patients/{pid}/rems-enrollment", headers=self.nurse, json={"enrolled_on": "2026-11-01"}
+                    f"/api/v1/patients/{pid}/rems-enrollment",
+                    headers=self.nurse,
+                    json={"enrolled_on": self.enrolled_on},
                 ).status_code
                 == 201
             )
@@ -65,7 +92,7 @@ class Desk:
         self,
         patient_id: int,
         protocol: str = "esketamine-rems",
-        start_on: str = "2027-02-22",
+        start_on: str | None = None,
         preferred_time: str = "09:00",
         headers: dict[str, str] | None = None,
     ):
@@ -77,7 +104,7 @@ class Desk:
                 "protocol": protocol,
                 "location_id": self.location_id,
                 "prescriber_id": self.prescriber.id,
-                "start_on": start_on,
+                "start_on": start_on or self.start.isoformat(),
                 "preferred_time": preferred_time,
             },
         )
@@ -101,6 +128,8 @@ def make_desk(app, client, make_user, chairs: int = 2, tz: str = "America/New_Yo
         bearer(app, prescriber),
         location_id,
         chair_ids,
+        tz,
+        next_weekday(MONDAY, tz, at_least_days=14),
     )
 
 

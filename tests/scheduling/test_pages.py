@@ -4,14 +4,25 @@ actions, and the day and week calendars by chair in the location's time zone."""
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from tests.clock import at_local
 from tests.inventory.test_pages import assert_accessible, text
 from tests.scheduling.conftest import Desk, make_desk
 
-START = "2027-02-22"  # a Monday; visits on Mondays and Thursdays in induction
+# Courses start on desk.start, a Monday a few weeks ahead; visits on Mondays and Thursdays in induction.
+
+
+def shown(day: date, hh_mm: str) -> str:
+    """A visit as the pages show it: weekday, date and local time."""
+    return f"{day:%a} {day.isoformat()} {hh_mm}"
+
+
+def plus(day: date, days: int) -> date:
+    return day + timedelta(days=days)
 
 
 def post(c, path: str, data: dict, page: str):
@@ -24,7 +35,7 @@ def wizard(desk: Desk, patient_id: int, **extra: str) -> dict[str, str]:
         "protocol": "esketamine-rems",
         "location_id": str(desk.location_id),
         "prescriber_id": str(desk.prescriber.id),
-        "start_on": START,
+        "start_on": desk.start.isoformat(),
         "preferred_time": "09:00",
         **extra,
     }
@@ -58,8 +69,9 @@ def test_wizard_preview_shows_twelve_visits_in_local_time_and_saves_nothing(app,
     html = text(preview)
     rows = re.findall(r'<tr data-visit="(\d+)"', html)
     assert rows == [str(i) for i in range(1, 13)]
-    # 09:00 in New York, not the 14:00 UTC it is stored as; induction twice a week, then weekly
-    assert "Mon 2027-02-22 09:00" in html and "Thu 2027-02-25 09:00" in html and "14:00" not in html
+    # 09:00 in New York, not the 14:00 (or in summer 13:00) UTC it is stored as; induction twice a week, then weekly
+    stored = f"{at_local(desk.start, '09:00', desk.tz):%H:%M}"
+    assert shown(desk.start, "09:00") in html and shown(plus(desk.start, 3), "09:00") in html and stored not in html
     assert html.count(">induction<") == 8 and html.count(">maintenance<") == 4
     assert "Chair 1" in html and "56 mg" in html
     assert 'id="conflicts"' not in html and "Book these 12 visits" in html
@@ -79,7 +91,7 @@ def test_wizard_preview_shows_conflicts_with_next_free_slots(one_chair, login_as
     visit_1 = re.search(r'<li data-conflict="1">(.*?)</li>', html, re.S)
     assert visit_1 and "no chair is free then" in visit_1.group(1)
     # the chair is busy 09:00-11:30, so the first free start that day is 11:30
-    assert "Mon 2027-02-22 11:30 (Chair 1)" in visit_1.group(1)
+    assert f"{shown(desk.start, '11:30')} (Chair 1)" in visit_1.group(1)
     assert "Book these" not in html
 
 
@@ -109,7 +121,7 @@ def test_booking_saves_redirects_to_the_course_and_cancel_works_there(app, desk,
     assert_accessible(page)
     html = text(page)
     assert len(re.findall(r'<tr data-appointment="\d+"', html)) == 12
-    assert "Course booked: 12 visits." in html and "Mon 2027-02-22 09:00" in html
+    assert "Course booked: 12 visits." in html and shown(desk.start, "09:00") in html
     assert "End of induction" in html and "End of course" in html
 
     first = re.search(r'<tr data-appointment="(\d+)"', html).group(1)
@@ -124,7 +136,7 @@ def test_booking_saves_redirects_to_the_course_and_cancel_works_there(app, desk,
 
     # the patient's chart lists the course with its visits
     chart = text(c.get(f"/patients/{pid}"))
-    assert f'data-series="{match.group(1)}"' in chart and "Mon 2027-02-22 09:00" in chart
+    assert f'data-series="{match.group(1)}"' in chart and shown(desk.start, "09:00") in chart
 
 
 def test_reschedule_from_the_course_page_reads_the_location_time_zone(desk, login_as):
@@ -133,10 +145,11 @@ def test_reschedule_from_the_course_page_reads_the_location_time_zone(desk, logi
     c, _ = login_as("nurse")
     page = f"/schedule/series/{series['id']}"
     appt = series["appointments"][-1]["id"]
-    moved = post(c, f"{page}/appointments/{appt}/reschedule", {"starts_at": "2027-04-16T13:00"}, page)
+    friday = plus(desk.start, 53)  # after the last visit (week 7), typed as New York's wall time
+    moved = post(c, f"{page}/appointments/{appt}/reschedule", {"starts_at": f"{friday}T13:00"}, page)
     assert moved.status_code == 302
     row = re.search(rf'<tr data-appointment="{appt}"(.*?)</tr>', text(c.get(page)), re.S)
-    assert row and "Fri 2027-04-16 13:00" in row.group(1)
+    assert row and shown(friday, "13:00") in row.group(1)
 
 
 def test_day_and_week_calendars_show_booked_visits_by_chair_in_local_time(desk, login_as):
@@ -145,7 +158,7 @@ def test_day_and_week_calendars_show_booked_visits_by_chair_in_local_time(desk, 
     first, second = series["appointments"][0], series["appointments"][1]
     c, _ = login_as("front_desk")
 
-    day = c.get("/schedule/day", query_string={"location_id": desk.location_id, "date": START})
+    day = c.get("/schedule/day", query_string={"location_id": desk.location_id, "date": desk.start.isoformat()})
     assert day.status_code == 200
     assert_accessible(day)
     html = text(day)
@@ -156,17 +169,17 @@ def test_day_and_week_calendars_show_booked_visits_by_chair_in_local_time(desk, 
     assert "09:00\u201311:30 Casey Course" in cell.group(2)
     assert f'data-appointment="{second["id"]}"' not in html  # Thursday's visit is not on Monday
     assert f'data-chair="{desk.chairs[0]}">Chair 1<' in html
-    assert "date=2027-02-21" in html and "date=2027-02-23" in html  # previous / next day
+    assert f"date={plus(desk.start, -1)}" in html and f"date={plus(desk.start, 1)}" in html  # previous / next day
 
-    week = c.get("/schedule/week", query_string={"location_id": desk.location_id, "date": "2027-02-24"})
+    week = c.get("/schedule/week", query_string={"location_id": desk.location_id, "date": desk.day(2)})
     assert week.status_code == 200
     assert_accessible(week)
     html = text(week)
-    monday = re.search(r'<tr data-day="2027-02-22">(.*?)</tr>', html, re.S)
-    thursday = re.search(r'<tr data-day="2027-02-25">(.*?)</tr>', html, re.S)
+    monday = re.search(rf'<tr data-day="{desk.start}">(.*?)</tr>', html, re.S)
+    thursday = re.search(rf'<tr data-day="{plus(desk.start, 3)}">(.*?)</tr>', html, re.S)
     assert monday and f'data-appointment="{first["id"]}"' in monday.group(1) and "09:00\u201311:30" in monday.group(1)
     assert thursday and f'data-appointment="{second["id"]}"' in thursday.group(1)
-    assert "date=2027-02-15" in html and "date=2027-03-01" in html  # previous / next week
+    assert f"date={plus(desk.start, -7)}" in html and f"date={plus(desk.start, 7)}" in html  # previous / next week
 
 
 def test_calendar_without_a_location_choice_defaults_and_nav_opens_it(login_as):

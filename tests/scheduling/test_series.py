@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from tests.clock import MONDAY, at_local, next_offset_change, on_or_after, today_in, years_before
 from tests.conftest import Client
 from tests.scheduling.conftest import local, make_desk
 
@@ -14,10 +15,13 @@ NY = ZoneInfo("America/New_York")
 
 
 def test_esketamine_trd_course_keeps_its_local_time_through_dst(desk):
-    resp = desk.book(desk.patient())  # Monday 2027-02-22; DST starts 2027-03-14
+    # Start on the Monday at least a week before New York's next change of offset (spring or
+    # autumn, whichever comes first), so the twice-weekly induction straddles it.
+    change = next_offset_change("America/New_York", after=today_in(desk.tz) + timedelta(days=14))
+    start = on_or_after(change - timedelta(days=13), MONDAY)
+    resp = desk.book(desk.patient(), start_on=start.isoformat())
     assert resp.status_code == 201, resp.json
     appts = resp.json["appointments"]
-    start = date(2027, 2, 22)
     weeks = [(local(a["starts_at"]).date() - start).days // 7 for a in appts]
     assert sum(1 for w in weeks if w < 4) == 8
     assert sum(1 for w in weeks if 4 <= w < 8) == 4
@@ -33,7 +37,7 @@ def test_esketamine_trd_course_keeps_its_local_time_through_dst(desk):
 
 
 def test_iv_induction_is_six_infusions_spaced_and_at_most_three_a_week(desk):
-    resp = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04")
+    resp = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction")
     assert resp.status_code == 201, resp.json
     starts = [datetime.fromisoformat(a["starts_at"]) for a in resp.json["appointments"]]
     assert len(starts) == 6
@@ -47,21 +51,18 @@ def test_weekend_and_closure_days_are_skipped(desk):
     desk.client.post(
         f"/api/v1/locations/{desk.location_id}/closures",
         headers=desk.admin,
-        json={"starts_on": "2027-01-06", "ends_on": "2027-01-06", "reason": "staff training"},
+        json={"starts_on": desk.day(2), "ends_on": desk.day(2), "reason": "staff training"},  # the Wednesday
     )
-    resp = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04")
+    resp = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction")
     days = [local(a["starts_at"]).date() for a in resp.json["appointments"]]
-    assert date(2027, 1, 6) not in days
+    assert days[0] == desk.start and date.fromisoformat(desk.day(2)) not in days
     assert all(d.weekday() < 5 for d in days)
 
 
 def test_a_clash_is_409_naming_each_visit_and_offering_free_slots(app, client, make_user):
     desk = make_desk(app, client, make_user, chairs=1)
     assert desk.book(desk.patient()).status_code == 201
-    before = client.get(
-        f"/api/v1/appointments?location_id={desk.location_id}&since=2027-02-20T00:00:00Z&until=2027-04-20T00:00:00Z",
-        headers=desk.desk,
-    ).json["items"]
+    before = desk.appointments(-2, 57)
     clash = desk.book(desk.patient())
     assert clash.status_code == 409
     assert clash.mimetype == "application/problem+json"
@@ -70,11 +71,8 @@ def test_a_clash_is_409_naming_each_visit_and_offering_free_slots(app, client, m
     assert all(c["reason"] == "no chair is free then" and c["next_free"] for c in conflicts)
     first_free = datetime.fromisoformat(conflicts[0]["next_free"][0]["starts_at"])
     assert first_free >= datetime.fromisoformat(conflicts[0]["starts_at"]) + timedelta(minutes=150)
-    after = client.get(
-        f"/api/v1/appointments?location_id={desk.location_id}&since=2027-02-20T00:00:00Z&until=2027-04-20T00:00:00Z",
-        headers=desk.desk,
-    ).json["items"]
-    assert after == before  # nothing written
+    after = desk.appointments(-2, 57)
+    assert before and after == before  # nothing written
 
 
 def test_a_patient_is_never_double_booked(desk):
@@ -104,7 +102,7 @@ def test_two_clients_booking_the_same_chair_at_once(app, client, make_user):
                     "protocol": "esketamine-rems",
                     "location_id": desk.location_id,
                     "prescriber_id": desk.prescriber.id,
-                    "start_on": "2027-02-22",
+                    "start_on": desk.start.isoformat(),
                     "preferred_time": "09:00",
                 },
             ).status_code
@@ -120,19 +118,19 @@ def test_two_clients_booking_the_same_chair_at_once(app, client, make_user):
 
 def test_cancel_frees_the_chair(app, client, make_user):
     desk = make_desk(app, client, make_user, chairs=1)
-    first = desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on="2027-01-05").json
+    first = desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on=desk.day(1)).json
     other = desk.patient()
-    assert desk.book(other, protocol="ketamine-iv-booster", start_on="2027-01-05").status_code == 409
+    assert desk.book(other, protocol="ketamine-iv-booster", start_on=desk.day(1)).status_code == 409
     appt = first["appointments"][0]["id"]
     cancelled = client.post(f"/api/v1/appointments/{appt}/cancel", headers=desk.desk, json={"reason": "patient ill"})
     assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
-    assert desk.book(other, protocol="ketamine-iv-booster", start_on="2027-01-05").status_code == 201
+    assert desk.book(other, protocol="ketamine-iv-booster", start_on=desk.day(1)).status_code == 201
     again = client.post(f"/api/v1/appointments/{appt}/cancel", headers=desk.desk, json={"reason": "x"})
     assert again.status_code == 409
 
 
 def test_reschedule_moves_later_visits_to_keep_the_spacing(desk):
-    series = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04").json
+    series = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction").json
     appts = series["appointments"]
     second = appts[1]
     new_start = (local(second["starts_at"]) + timedelta(days=1)).astimezone(UTC)  # Wed -> Thu
@@ -149,9 +147,9 @@ def test_reschedule_moves_later_visits_to_keep_the_spacing(desk):
 
 
 def test_reschedule_outside_hours_is_refused(desk):
-    series = desk.book(desk.patient(), start_on="2027-02-22").json
+    series = desk.book(desk.patient()).json
     appt = series["appointments"][0]
-    late = datetime(2027, 2, 22, 17, 0, tzinfo=NY).astimezone(UTC)  # 150 min would end after 18:00
+    late = at_local(desk.start, "17:00", desk.tz)  # 150 min would end after 18:00
     resp = desk.client.post(
         f"/api/v1/appointments/{appt['id']}/reschedule", headers=desk.desk, json={"starts_at": late.isoformat()}
     )
@@ -161,7 +159,8 @@ def test_reschedule_outside_hours_is_refused(desk):
 def test_booking_refuses_bad_input(desk):
     pid = desk.patient()
     assert desk.book(pid, protocol="no-such-protocol").status_code == 422
-    assert desk.book(pid, start_on="2020-01-01").status_code == 422
+    yesterday = today_in(desk.tz) - timedelta(days=1)
+    assert desk.book(pid, start_on=yesterday.isoformat()).status_code == 422
     wrong_prescriber = desk.client.post(
         "/api/v1/series",
         headers=desk.desk,
@@ -170,7 +169,7 @@ def test_booking_refuses_bad_input(desk):
             "protocol": "esketamine-rems",
             "location_id": desk.location_id,
             "prescriber_id": 999999,
-            "start_on": "2027-02-22",
+            "start_on": desk.start.isoformat(),
             "preferred_time": "09:00",
         },
     )
@@ -178,7 +177,9 @@ def test_booking_refuses_bad_input(desk):
 
 
 def test_local_time_policy_across_dst():
-    """F13: 52 weekly 09:00 visits keep 09:00; a nonexistent 02:30 moves forward; 01:30 takes its first."""
+    """F13: 52 weekly 09:00 visits keep 09:00; a nonexistent 02:30 moves forward; 01:30 takes its first.
+
+    Fixed dates on purpose: they are New York's 2026 changes, and local_to_utc reads no clock."""
     from clinic.scheduling.service import local_to_utc
 
     start = date(2026, 1, 5)
@@ -192,19 +193,13 @@ def test_local_time_policy_across_dst():
 
 
 def test_a_17_year_old_or_a_pregnant_patient_cannot_be_booked(desk):
-    from clinic.core.time import utcnow
-
-    today = utcnow().date()
-    seventeen = desk.patient(born=today.replace(year=today.year - 17).isoformat())
+    seventeen = desk.patient(born=years_before(today_in("America/New_York"), 17).isoformat())
     pregnant = desk.patient(screen={"pregnant": True})
     for pid in (seventeen, pregnant):
         resp = desk.book(pid)
         assert resp.status_code == 409, resp.json
         assert resp.json["code"] == "patient_ineligible"
-    series = desk.client.get(
-        f"/api/v1/appointments?location_id={desk.location_id}&since=2027-02-01T00:00:00Z&until=2027-04-01T00:00:00Z",
-        headers=desk.desk,
-    ).json["items"]
+    series = desk.appointments(-7, 55)
     assert [a for a in series if a["patient_id"] in (seventeen, pregnant)] == []
 
 
@@ -225,7 +220,7 @@ def test_calendar_feed_is_unguessable_minimal_and_revocable(desk):
     assert ics.status_code == 200 and ics.mimetype == "text/calendar"
     body = ics.get_data(as_text=True)
     assert body.startswith("BEGIN:VCALENDAR\r\n") and body.count("BEGIN:VEVENT") == 12
-    assert "DTSTART:20270222T140000Z" in body  # 09:00 EST
+    assert f"DTSTART:{at_local(desk.start, '09:00', desk.tz):%Y%m%dT%H%M%SZ}" in body  # 09:00 in New York
     assert "Casey" not in body and "Course" not in body  # no names in a URL-only feed
     assert all(len(line.encode()) <= 75 for line in body.split("\r\n"))
     assert desk.client.get(path.replace(".ics", "x.ics")).status_code == 404
@@ -247,9 +242,9 @@ def test_a_lost_race_is_the_same_friendly_409(app, client, make_user, monkeypatc
     from clinic.scheduling import service
 
     desk = make_desk(app, client, make_user, chairs=1)
-    assert desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on="2027-01-05").status_code == 201
+    assert desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on=desk.day(1)).status_code == 201
     monkeypatch.setattr(service, "_busy", lambda cal, patient_id, slots: (set(), set()))  # the check saw nothing
-    resp = desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on="2027-01-05")
+    resp = desk.book(desk.patient(), protocol="ketamine-iv-booster", start_on=desk.day(1))
     assert resp.status_code == 409
     assert resp.json["code"] == "booking_conflict"
     assert resp.json["errors"]["conflicts"]
@@ -268,16 +263,16 @@ def test_courses_follow_the_prescribers_hours_on_site(desk):
     }
     path = f"/api/v1/locations/{desk.location_id}/prescribers/{desk.prescriber.id}/hours"
     assert desk.client.put(path, headers=desk.admin, json=roster).status_code == 200
-    resp = desk.book(desk.patient(), start_on="2027-01-04")  # Monday; twice weekly becomes Tue + Fri
+    resp = desk.book(desk.patient())  # a Monday; twice weekly becomes Tue + Fri
     assert resp.status_code == 201, resp.json
     days = {local(a["starts_at"]).strftime("%a") for a in resp.json["appointments"]}
     assert days == {"Tue", "Fri"}
     assert len(resp.json["appointments"]) == 12
     # Three visits a week cannot fit a Tuesday/Friday roster: refused, not squeezed in.
-    iv = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on="2027-01-04")
+    iv = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction")
     assert iv.status_code == 409
     afternoon = desk.book(
-        desk.patient(rems=False), protocol="ketamine-iv-booster", start_on="2027-01-05", preferred_time="14:00"
+        desk.patient(rems=False), protocol="ketamine-iv-booster", start_on=desk.day(1), preferred_time="14:00"
     )
     assert afternoon.status_code == 409
     nurse = desk.client.put(

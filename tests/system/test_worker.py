@@ -14,13 +14,14 @@ from sqlalchemy import select
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.system.models import Heartbeat
+from tests.clock import clock_env
 from tests.conftest import REDIS_URL, require_service, temp_app
 
 BIN = Path(sys.executable).parent
 
 
 def _start_worker(env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **env_extra}
+    env = {**os.environ, **clock_env(), **env_extra}
     return subprocess.Popen(
         [
             str(BIN / "celery"),

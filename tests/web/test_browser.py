@@ -34,6 +34,7 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from tests.clock import clock_env
 from tests.conftest import IN_CI, Account
 
 pytestmark = pytest.mark.browser
@@ -89,6 +90,7 @@ def _server_env(instance: Path) -> dict[str, str]:
     env["CLINIC_INSTANCE_PATH"] = str(instance)
     env["DATABASE_URL"] = f"sqlite:///{instance / 'clinic.sqlite'}"
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(clock_env())  # the server's clock is the tests' (sessions, TOTP codes)
     return env
 
 
