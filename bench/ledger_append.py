@@ -53,6 +53,7 @@ from bench.harness import (
     tool,
 )
 from bench.loadgen import LoadResult, Requests, _percentile, load_generator
+from bench.wirecount import drive, wire_counter
 from clinic.inventory.chain import HASHED_FIELDS  # stdlib only: no app is built by importing it
 
 PATH = "/api/v1/inventory/administrations"
@@ -63,6 +64,8 @@ VIALS = max(1, int(os.environ.get("BENCH_LEDGER_APPEND_VIALS", "40")))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 WARMUP = {"ours": 150, "baseline": 400}
 TIME_LIMIT = 8.0  # seconds per load run, whatever the count
+COUNTED_WARMUP = 40  # through the counting proxy: opens the pooled connections, prepares the statements
+COUNTED_REQUESTS = 200
 
 DRAW_MG = "0.1"
 DRAW_UG = 100
@@ -540,10 +543,66 @@ def probe(server: Server, clinic: Clinic) -> None:
         raise BenchmarkError(f"ours answered {resp.status} to a draw: {body[:500]!r}\n{server.log_tail()}")
 
 
+def round_trips_ours(clinic: Clinic, env: dict[str, str], log_dir: Path) -> tuple[float, int]:
+    """SQL round trips per draw of ours, served through the counting proxy (every answer awaited);
+    also the number of draws it answered 201, which the books must hold."""
+    headers = {"Authorization": f"Bearer {clinic.token}", "Content-Type": "application/json"}
+    prefix = f"counted-{uuid.uuid4().hex[:12]}"
+    draws = [
+        ("POST", PATH, headers | {"Idempotency-Key": f"{prefix}-{n}"}, clinic.bodies[n % len(clinic.bodies)])
+        for n in range(COUNTED_WARMUP + COUNTED_REQUESTS)
+    ]
+    with (
+        wire_counter(env["DATABASE_URL"]) as wire,
+        gunicorn(
+            "ours-counted",
+            "clinic.wsgi:app",
+            env=env | {"DATABASE_URL": wire.url(env["DATABASE_URL"])},
+            log_dir=log_dir,
+        ) as server,
+    ):
+        status, body = server.wait_ready("/api/v1/users/me", headers)
+        if status != 200:
+            raise BenchmarkError(f"ours through the counting proxy answered {status}: {body[:300]!r}")
+        warm = drive(server.host, draws[:COUNTED_WARMUP], concurrency=CONCURRENCY)
+        before = wire.snapshot()
+        counted = drive(server.host, draws[COUNTED_WARMUP:], concurrency=CONCURRENCY)
+        after = wire.snapshot()
+    statuses = warm + counted
+    if len(counted) != COUNTED_REQUESTS or any(s != 201 for s in statuses):
+        raise BenchmarkError(f"ours: the counting run was answered {sorted(set(statuses))}, {len(counted)} answers")
+    return _per_draw("ours", before, after), len(statuses)
+
+
+def round_trips_baseline(clinic: Clinic) -> tuple[float, int]:
+    """The baseline's round trips per draw: its transaction on one connection through the counting proxy."""
+    import psycopg
+
+    prefix = f"counted-{uuid.uuid4().hex[:12]}"
+    with wire_counter(clinic.url) as wire, psycopg.connect(wire.url(clinic.url), autocommit=True) as conn:
+        for n in range(COUNTED_WARMUP):
+            _draw(conn, clinic, clinic.bodies, n, prefix)
+        before = wire.snapshot()
+        for n in range(COUNTED_WARMUP, COUNTED_WARMUP + COUNTED_REQUESTS):
+            _draw(conn, clinic, clinic.bodies, n, prefix)
+        after = wire.snapshot()
+    return _per_draw("baseline", before, after), COUNTED_WARMUP + COUNTED_REQUESTS
+
+
+def _per_draw(label: str, before: tuple[int, int], after: tuple[int, int]) -> float:
+    trips, statements = after[0] - before[0], after[1] - before[1]
+    note(
+        f"ledger_append: {label} sends {trips / COUNTED_REQUESTS:.2f} SQL round trips per draw "
+        f"({statements / COUNTED_REQUESTS:.2f} statements, BEGIN and COMMIT included; {COUNTED_REQUESTS} draws)"
+    )
+    return trips / COUNTED_REQUESTS
+
+
 def main() -> list[Figure]:
     generator = load_generator()
-    planned_ours = WARMUP["ours"] + ROUNDS * REQUESTS["ours"] + 1
-    planned_base = WARMUP["baseline"] + ROUNDS * REQUESTS["baseline"]
+    counted = COUNTED_WARMUP + COUNTED_REQUESTS
+    planned_ours = WARMUP["ours"] + ROUNDS * REQUESTS["ours"] + 1 + counted
+    planned_base = WARMUP["baseline"] + ROUNDS * REQUESTS["baseline"] + counted
     if max(planned_ours, planned_base) * DRAW_UG * 2 > VIALS * VIAL_UG:
         raise BenchmarkError(f"{VIALS} vials of {VIAL_UG // 1000} mg are too few for the planned draws")
     note(
@@ -622,6 +681,9 @@ def main() -> list[Figure]:
 
         ours.stop()  # graceful: every request it accepted is finished before the books are checked
         workers.stop()
+        per_draw_ours, counted_ours = round_trips_ours(clinics["ours"], envs["ours"], tmp)
+        answered_ours += counted_ours
+        per_draw_base, counted_base = round_trips_baseline(clinics["baseline"])
         committed_ours = check_books("ours", clinics["ours"], tmp / "instance-ours")
         slack = runs_ours * CONCURRENCY  # wrk drops the answers in flight when it stops a run
         if not answered_ours <= committed_ours <= answered_ours + (slack if generator.name == "wrk" else 0):
@@ -634,9 +696,10 @@ def main() -> list[Figure]:
                 f"in flight when it stopped a run ({runs_ours} runs)"
             )
         committed_base = check_books("baseline", clinics["baseline"], tmp / "instance-baseline")
-        if committed_base != workers.committed:
+        if committed_base != workers.committed + counted_base:
             raise BenchmarkError(
-                f"baseline: workers committed {workers.committed} draws, the ledger has {committed_base}"
+                f"baseline: workers committed {workers.committed} draws and the counting run {counted_base}, "
+                f"the ledger has {committed_base}"
             )
     note(f"ledger_append: {time.monotonic() - started:.0f}s in all")
 
@@ -647,6 +710,7 @@ def main() -> list[Figure]:
         Figure("ledger_append.rps", median("ours", "rps"), median("baseline", "rps"), decimals=1),
         Figure("ledger_append.p50_ms", median("ours", "p50_ms"), median("baseline", "p50_ms"), decimals=2),
         Figure("ledger_append.p99_ms", median("ours", "p99_ms"), median("baseline", "p99_ms"), decimals=2),
+        Figure("ledger_append.sql_per_request", per_draw_ours, per_draw_base, decimals=2),
     ]
 
 

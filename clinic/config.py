@@ -99,4 +99,7 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 5}}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    # No pool_pre_ping: it costs a round trip on every checkout. A connection the server dropped fails
+    # on use instead; SQLAlchemy then invalidates the pool, and clinic.auth.policy retries the request's
+    # first statement once on a fresh connection (any later failure answers 503 with Retry-After).
+    return {"pool_size": 5, "max_overflow": 10}

@@ -160,7 +160,7 @@ def test_a_failed_access_row_undoes_the_work_and_answers_5xx(probe_app, monkeypa
 
     def broken(**kwargs):  # type: ignore[no-untyped-def]
         row = real(**kwargs)
-        row.action = None  # NOT NULL: the insert fails at the commit
+        row["action"] = None  # NOT NULL: the insert fails
         return row
 
     monkeypatch.setattr(audit, "access_event", broken)

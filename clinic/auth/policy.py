@@ -12,14 +12,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, request, session
+from flask import Flask, Request, Response, current_app, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 
 from clinic.audit import service as audit
-from clinic.audit.models import AccessEvent
 from clinic.auth import service as auth
 from clinic.auth.models import Role, User
 from clinic.core import errors, tx
@@ -138,8 +138,26 @@ def is_api_request() -> bool:
 
 
 def _authenticate() -> User | None:
+    """The request's user, from its bearer token (API) or its session cookie (pages).
+
+    This is the request's first statement, so a pooled connection the database dropped (a restart, a
+    failover) fails here and nowhere later: SQLAlchemy then invalidates the whole pool, and since
+    nothing has been done yet, the lookup is tried once more on a fresh connection. That is all the
+    disconnect handling there is (no ping per checkout); a database still down answers 503.
+    """
+    try:
+        return _credentials_user()
+    except OperationalError as exc:
+        if not exc.connection_invalidated:
+            raise
+        logger.warning("database connection lost; retrying on a new one request_id=%s", g.get("request_id"))
+        tx.discard()
+        return _credentials_user()
+
+
+def _credentials_user() -> User | None:
     if is_api_request():
-        header = request.headers.get("Authorization", "")
+        header = request.environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, raw = header.partition(" ")
         if scheme.lower() == "bearer" and raw.strip():
             return auth.load_token(raw.strip())
@@ -156,37 +174,48 @@ def _authenticate() -> User | None:
     return live.user
 
 
+def _here() -> tuple[Any, Request]:
+    """The request's ``g`` and ``request`` themselves: the request path below reads them a few dozen
+    times, and every read through Flask's proxies is a context-variable lookup."""
+    return cast(Any, g)._get_current_object(), cast(Any, request)._get_current_object()
+
+
 def _guard() -> None:
-    g.started = time.perf_counter()
-    supplied = request.headers.get("X-Request-ID", "")
-    g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
-    if request.endpoint is None:  # 404/405: let routing answer
+    here, req = _here()
+    here.started = time.perf_counter()
+    supplied = req.environ.get("HTTP_X_REQUEST_ID", "")
+    here.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    endpoint = req.endpoint
+    if endpoint is None:  # 404/405: let routing answer
         return
-    permission = permission_for(current_app, request.endpoint, request.method)
-    g.permission = permission
+    permission = permission_for(current_app, endpoint, req.method)
+    here.permission = permission
     if permission == PUBLIC:
         _check_csrf()
         return
     user = _authenticate()
     if user is None:
-        g.auth_state = "unauthenticated"
+        here.auth_state = "unauthenticated"
         raise NotAuthenticated(headers={"WWW-Authenticate": "Bearer"} if is_api_request() else None)
-    g.actor = user
-    g.actor_id = user.id
+    here.actor = user
+    here.actor_id = user.id
     if permission is None or not allowed(user, permission):
-        g.auth_state = "denied"
+        here.auth_state = "denied"
         raise PermissionDenied()
     _check_csrf()
 
 
-def _object_of_request(ok: bool) -> str:
-    args = request.view_args or {}
+def _object_of_request(req: Request, here: Any, ok: bool) -> str:
+    """The URL's ids, and on success the objects the request created (a new ledger entry's id)."""
+    args = req.view_args or {}
     named = [f"{k.removesuffix('_id')}:{v}" for k, v in sorted(args.items())]
-    return ",".join(named + (g.get("_touched", []) if ok else []))
+    if ok:
+        named += here.get("_touched", [])
+    return ",".join(named)
 
 
-def _outcome(status: int) -> str:
-    state = g.get("auth_state")
+def _outcome(here: Any, status: int) -> str:
+    state = here.get("auth_state")
     if state:
         return state
     if status < 400:
@@ -204,8 +233,9 @@ def _finish(response: Response) -> Response:
     If the commit fails, the client is told so (5xx or 409) rather than shown a success.
     """
     status = response.status_code
-    attributable = g.get("actor") is not None or g.get("auth_state") is not None
-    session_id = g.get("session_id") if g.get("touch_session") else None
+    here = _here()[0]
+    attributable = here.get("actor") is not None or here.get("auth_state") is not None
+    session_id = here.get("session_id") if here.get("touch_session") else None
     if status >= 400:
         if session_id is not None:
             tx.on_rollback(lambda: auth.touch_session(session_id))
@@ -222,11 +252,20 @@ def _finish(response: Response) -> Response:
 
 
 def _end(response: Response, *, ok: bool, attributable: bool) -> Response:
+    row = _access_row(response.status_code, attributable)
     try:
         if ok:
-            tx.commit(_access_rows(response.status_code, attributable))
+            try:
+                if row is not None:
+                    audit.log_access(row)
+            except BaseException:
+                tx.rollback()  # as a failed commit would: the work undone, what it kept written
+                raise
+            tx.commit()
         else:
-            tx.rollback(_access_rows(response.status_code, attributable))
+            if row is not None:
+                tx.on_rollback(lambda: audit.log_access(row))
+            tx.rollback()
     except Exception as exc:  # the access-log row (or the database) failed: nothing may stand unlogged
         # The name only: an exception's text can carry bound SQL parameters, i.e. PHI.
         logger.error("unit of work failed request_id=%s: %s", g.get("request_id"), type(exc).__name__)  # noqa: TRY400
@@ -236,33 +275,35 @@ def _end(response: Response, *, ok: bool, attributable: bool) -> Response:
     return response
 
 
-def _access_rows(status: int, attributable: bool) -> list[AccessEvent]:
+def _access_row(status: int, attributable: bool) -> dict[str, Any] | None:
     if not attributable:  # anonymous use of a public page: nothing to attribute
-        return []
-    return [
-        audit.access_event(
-            user_id=g.get("actor_id"),
-            action=f"{request.method} {request.endpoint}",
-            obj=_object_of_request(status < 400),
-            outcome=_outcome(status),
-            status_code=status,
-            client_addr=client_addr(),
-            request_id=g.request_id,
-        )
-    ]
+        return None
+    here, req = _here()
+    return audit.access_event(
+        user_id=here.get("actor_id"),
+        action=f"{req.method} {req.endpoint}",
+        obj=_object_of_request(req, here, status < 400),
+        outcome=_outcome(here, status),
+        status_code=status,
+        client_addr=req.remote_addr or "unknown",
+        request_id=here.request_id,
+    )
 
 
 def _log_line(response: Response) -> Response:
-    response.headers["X-Request-ID"] = g.get("request_id", "")
+    here, req = _here()
+    request_id = here.get("request_id")
+    response.headers["X-Request-ID"] = request_id or ""
+    now = time.perf_counter()
     logger.info(
         "request",
         extra={
-            "request_id": g.get("request_id"),
-            "method": request.method,
-            "endpoint": request.endpoint,
+            "request_id": request_id,
+            "method": req.method,
+            "endpoint": req.endpoint,
             "status": response.status_code,
-            "user_id": g.get("actor_id"),
-            "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
+            "user_id": here.get("actor_id"),
+            "ms": round((now - here.get("started", now)) * 1000, 1),
         },
     )
     return response
@@ -280,7 +321,18 @@ def _check_csrf() -> None:
         ) from None
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, but a request without cookies (as API requests come) gets its
+    empty session without a signing serializer being built for it first."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and "HTTP_COOKIE" not in request.environ:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = _SessionInterface()
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     app.before_request(_guard)

@@ -16,7 +16,7 @@ import pyotp
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
@@ -300,6 +300,31 @@ def start_session(*, user: User, client_addr: str) -> str:
     return raw
 
 
+# Built once: every request runs one of these, and the checks are in the WHERE clause, so a dead or
+# revoked credential and an unknown one cost the same single round trip.
+_LIVE_TOKEN = (
+    select(User)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        ApiToken.expires_at > bindparam("now"),
+        User.is_active.is_(True),
+    )
+)
+_LIVE_SESSION = (
+    select(User, UserSession.id, UserSession.last_seen_at)
+    .join(UserSession, UserSession.user_id == User.id)
+    .where(
+        UserSession.token_hash == bindparam("token_hash"),
+        UserSession.revoked_at.is_(None),
+        UserSession.expires_at > bindparam("now"),
+        UserSession.last_seen_at > bindparam("idle_since"),
+        User.is_active.is_(True),
+    )
+)
+
+
 @dataclass(frozen=True)
 class LiveSession:
     session_id: int
@@ -308,19 +333,16 @@ class LiveSession:
 
 
 def load_session(raw: str) -> LiveSession | None:
-    """The session behind a cookie if it is live: not revoked, not idle, not past its lifetime."""
-    row = db.session.scalar(select(UserSession).where(UserSession.token_hash == token_hash(raw)))
+    """The session behind a cookie if it is live (not revoked, not idle, not past its lifetime) and its
+    user active: one query, the session and its user joined."""
     now = utcnow()
     idle = timedelta(minutes=current_app.config["IDLE_TIMEOUT_MINUTES"])
-    if (
-        row is None
-        or row.revoked_at is not None
-        or row.expires_at <= now
-        or row.last_seen_at + idle <= now
-        or not row.user.is_active
-    ):
+    params = {"token_hash": token_hash(raw), "now": now, "idle_since": now - idle}
+    row = db.session.execute(_LIVE_SESSION, params).first()
+    if row is None:
         return None
-    return LiveSession(row.id, row.user, needs_touch=now - row.last_seen_at > timedelta(seconds=30))
+    user, session_id, last_seen_at = row
+    return LiveSession(session_id, user, needs_touch=now - last_seen_at > timedelta(seconds=30))
 
 
 def touch_session(session_id: int) -> None:
@@ -349,10 +371,8 @@ def issue_token(*, user: User, ttl_hours: float | None = None) -> tuple[str, dat
 
 
 def load_token(raw: str) -> User | None:
-    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(raw)))
-    if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.user.is_active:
-        return None
-    return row.user
+    """The active user behind a live bearer token: one query, the token and its user joined."""
+    return db.session.scalar(_LIVE_TOKEN, {"token_hash": token_hash(raw), "now": utcnow()})
 
 
 def revoke_token(*, actor: User, raw: str) -> None:

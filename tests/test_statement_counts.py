@@ -1,0 +1,139 @@
+"""SQL statements per request, counted exactly, so a regression on the hot paths fails here.
+
+Counted with a ``before_cursor_execute`` listener on the app's engine; SQLite's ``BEGIN IMMEDIATE``
+(clinic.core.db, emitted as a statement) is left out so both backends count the same work, and
+commits are counted with the engine's ``commit`` event. On PostgreSQL psycopg also sends a BEGIN
+before each transaction's first statement, so the round trips are statements + 2 per commit
+(bench/ prints those, measured on the wire).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flask import Flask
+from sqlalchemy import event, update
+
+from clinic.auth.models import UserSession
+from clinic.core import tx
+from clinic.core.time import utcnow
+from clinic.extensions import db
+from tests.conftest import bearer, sign_in
+from tests.inventory.conftest import clinic  # noqa: F401  (the fixture)
+
+#: (statements, commits) of GET /api/v1/users/me with a bearer token: one SELECT of the live token
+#: joined to its active user; the access-log INSERT (no RETURNING); one commit. No pool ping.
+USERS_ME_BEARER = (2, 1)
+
+#: GET / (the dashboard) with a session cookie (the API takes bearer tokens only): one SELECT of the
+#: live session joined to its active user; the dashboard's heartbeat SELECT; the access-log INSERT.
+DASHBOARD_SESSION = (3, 1)
+
+#: the same, when the session was last seen over 30 s ago: plus the UPDATE of its last_seen_at.
+DASHBOARD_SESSION_TOUCHED = (4, 1)
+
+#: POST /api/v1/inventory/administrations with an Idempotency-Key. First the token-and-user SELECT,
+#: the key's SELECT and the claim's INSERT. On PostgreSQL the claim commits at once on a connection
+#: of its own (so a retry sees it), and the draw's transaction then locks it again (SELECT ... FOR
+#: UPDATE); on SQLite, whose transactions are serial, the claim is part of the one transaction. Then:
+#: the patient, the container (with its drug), the location, the chain head FOR UPDATE, the container
+#: again FOR UPDATE, UPDATE the chain head, UPDATE the container, INSERT the entry, INSERT the audit
+#: row, UPDATE the key with its answer, INSERT the access-log row.
+ADMINISTRATION = {"postgresql": (15, 2), "sqlite": (14, 1)}
+
+
+@dataclass
+class Counter:
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return len(self.statements), self.commits
+
+
+@contextlib.contextmanager
+def counting(app: Flask) -> Iterator[Counter]:
+    with app.app_context():
+        engine = db.engine
+    counter = Counter()
+
+    def on_execute(_conn, _cursor, statement, _params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            counter.statements.append(statement)
+
+    def on_commit(_conn) -> None:  # type: ignore[no-untyped-def]
+        counter.commits += 1
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+
+
+def _explain(counter: Counter) -> str:
+    return "\n".join(" ".join(s.split())[:160] for s in counter.statements)
+
+
+def test_users_me_with_a_bearer_token(app, client, make_user):
+    headers = bearer(app, make_user("nurse"))
+    assert client.get("/api/v1/users/me", headers=headers).status_code == 200  # warm: nothing first-time counted
+    with counting(app) as counter:
+        resp = client.get("/api/v1/users/me", headers=headers)
+    assert resp.status_code == 200
+    assert counter.counts == USERS_ME_BEARER, _explain(counter)
+    with app.app_context():  # a ping per checkout would be a round trip more, unseen by the listener
+        assert not db.engine.pool._pre_ping
+
+
+def test_a_page_with_a_session_cookie(app, client, make_user):
+    account = make_user("nurse")
+    sign_in(client, account)
+    assert client.get("/").status_code == 200
+    with counting(app) as counter:
+        resp = client.get("/")
+    assert resp.status_code == 200
+    assert counter.counts == DASHBOARD_SESSION, _explain(counter)
+
+    with app.app_context():  # last seen a minute ago: this request moves it on
+        db.session.execute(
+            update(UserSession)
+            .where(UserSession.user_id == account.id)
+            .values(last_seen_at=utcnow() - timedelta(minutes=1))
+        )
+        tx.commit()
+    with counting(app) as counter:
+        resp = client.get("/")
+    assert resp.status_code == 200
+    assert counter.counts == DASHBOARD_SESSION_TOUCHED, _explain(counter)
+
+
+def test_an_administration(clinic, backend):  # noqa: F811
+    app = clinic.client.application
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    body = {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "1"}
+
+    def administer():  # type: ignore[no-untyped-def]
+        headers = clinic.nurse_h | {"Idempotency-Key": uuid.uuid4().hex}
+        return clinic.client.post("/api/v1/inventory/administrations", json=body, headers=headers)
+
+    assert administer().status_code == 201
+    with counting(app) as counter:
+        resp = administer()
+    assert resp.status_code == 201, resp.json
+    assert counter.counts == ADMINISTRATION[backend], _explain(counter)
+
+
+def test_an_unknown_token_costs_the_same_single_lookup(app, client):
+    with counting(app) as counter:
+        resp = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer cot_{uuid.uuid4().hex}"})
+    assert resp.status_code == 401
+    # the lookup, and the access-log row of the refusal (in the short transaction after the rollback)
+    assert counter.counts == (2, 1), _explain(counter)
