@@ -173,6 +173,33 @@ def test_a_failed_access_row_undoes_the_work_and_answers_5xx(probe_app, monkeypa
     assert marker not in probe_app.config["HOOKS_RAN"]
 
 
+def test_a_failed_commit_still_leaves_the_failure_in_the_access_log(probe_app, monkeypatch):
+    """The work's commit fails once: the work is undone, the client gets a 500, and the access log
+    says so (a row with status 500 for this request)."""
+    from clinic.audit import service as audit
+
+    nurse = _user(probe_app)
+    headers = bearer(probe_app, nurse)
+    real = audit.access_event
+    calls: list[int] = []
+
+    def first_broken(**kwargs):  # type: ignore[no-untyped-def]
+        row = real(**kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            row["action"] = None
+        return row
+
+    monkeypatch.setattr(audit, "access_event", first_broken)
+    marker = uuid.uuid4().hex
+    resp = probe_app.test_client().post(f"/api/v1/probe/hook/{marker}/ok", headers=headers)
+    assert resp.status_code == 500
+    assert _probe_rows(probe_app, marker) == 0
+    with probe_app.app_context():
+        (row,) = db.session.scalars(select(AccessEvent).where(AccessEvent.object.like(f"%{marker}%"))).all()
+        assert (row.status_code, row.outcome, row.user_id) == (500, "error", nurse.id)
+
+
 def test_a_commit_outside_the_owner_is_refused(probe_app):
     with probe_app.test_request_context("/"):
         db.session.add(AuditEvent(tag=TAG.value, subject_type="probe", data={}))

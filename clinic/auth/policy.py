@@ -270,9 +270,25 @@ def _end(response: Response, *, ok: bool, attributable: bool) -> Response:
         # The name only: an exception's text can carry bound SQL parameters, i.e. PHI.
         logger.error("unit of work failed request_id=%s: %s", g.get("request_id"), type(exc).__name__)  # noqa: TRY400
         if isinstance(exc, OperationalError):
-            return current_app.make_response(errors.handle_unexpected(exc))
-        return current_app.make_response(errors.internal_error())
+            failed = current_app.make_response(errors.handle_unexpected(exc))
+        else:
+            failed = current_app.make_response(errors.internal_error())
+        _log_failure(failed.status_code, attributable)
+        return failed
     return response
+
+
+def _log_failure(status: int, attributable: bool) -> None:
+    """The failed request's own access-log row, alone; if even that cannot be written, say so in the log."""
+    row = _access_row(status, attributable)
+    if row is None:
+        return
+    try:
+        audit.log_access(row)
+        tx.commit()
+    except Exception as exc:
+        tx.discard()
+        logger.error("access log write failed request_id=%s: %s", g.get("request_id"), type(exc).__name__)  # noqa: TRY400
 
 
 def _access_row(status: int, attributable: bool) -> dict[str, Any] | None:
