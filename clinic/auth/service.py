@@ -16,7 +16,7 @@ import pyotp
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
@@ -245,13 +245,23 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
             if secrets.compare_digest(totp.at(step * 30), code):
                 accepted = step
                 break
-    if accepted is None or (user.totp_last_step is not None and accepted <= user.totp_last_step):
+    if accepted is not None:
+        # Claim the step in the database: of two requests racing with one code, only one gets it.
+        claimed = db.session.execute(
+            update(User)
+            .where(User.id == user.id, or_(User.totp_last_step.is_(None), User.totp_last_step < accepted))
+            .values(totp_last_step=accepted)
+            .execution_options(synchronize_session=False)
+        )
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            accepted = None
+    if accepted is None:
         _attempt(user.email, client_addr, False)
         audit.record(
             actor=None, tag=Tag.auth_session_failed, subject=("user", user.id), data={"factor": "totp"}, keep=True
         )
         raise InvalidCredentials()
-    user.totp_last_step = accepted
+    user.totp_last_step = accepted  # already written above; keeps the loaded user in step
     if secret:
         user.totp_secret = secret
         audit.record(actor=user, tag=Tag.auth_user_enrol_totp, subject=("user", user.id), data={})

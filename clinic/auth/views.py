@@ -32,6 +32,7 @@ def _finish_sign_in(user: User) -> Any:
     session.clear()  # a fresh cookie at every privilege change (no fixation)
     session["sid"] = raw
     g.actor = user
+    g.actor_id = user.id  # the access-log row of a sign-in names who signed in
     return redirect(next_url)
 
 

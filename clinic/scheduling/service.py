@@ -468,10 +468,20 @@ def reviews(series: AppointmentSeries) -> list[dict[str, Any]]:
 
 
 def _appointment(appointment_id: int, *, lock: bool = True) -> Appointment:
-    """The appointment, row-locked for a state change: of two racing changes, the second sees the first."""
-    appt = db.session.get(Appointment, appointment_id, with_for_update=lock, populate_existing=lock)
+    """The appointment; for a change, with its whole course locked first.
+
+    A reschedule moves later visits of the course too, so one change per course at a time: of two
+    racing changes (to this visit or to another of its course) the second sees what the first did.
+    """
+    appt = db.session.get(Appointment, appointment_id)
     if appt is None:
         raise NotFound("No such appointment")
+    if lock:
+        db.session.execute(select(AppointmentSeries.id).where(AppointmentSeries.id == appt.series_id).with_for_update())
+        db.session.refresh(appt)
+        series = db.session.get(AppointmentSeries, appt.series_id)
+        if series is not None:
+            db.session.expire(series, ["appointments"])  # re-read under the lock when the change needs them
     return appt
 
 
