@@ -16,11 +16,15 @@ from tests.conftest import Account, bearer
 _n = itertools.count(1)
 
 
+#: one run makes thousands of locations: random numbers would collide (the birthday bound), a counter does not
+_dea = itertools.count(random.randrange(10**6))
+
+
 def dea_number(rng: random.Random | None = None) -> str:
-    rng = rng or random.Random()
-    d = [rng.randrange(10) for _ in range(6)]
+    serial = rng.randrange(10**6) if rng else next(_dea) % 10**6
+    d = [int(c) for c in f"{serial:06d}"]
     check = (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10
-    return "A" + rng.choice("BFGM") + "".join(map(str, d)) + str(check)
+    return "A" + (rng or random).choice("BFGM") + "".join(map(str, d)) + str(check)
 
 
 def ndc() -> str:
