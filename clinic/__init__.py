@@ -69,7 +69,9 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.patients.models
     import clinic.scheduling.models
     import clinic.system.models
-    import clinic.system.tasks  # noqa: F401
+    import clinic.system.tasks
+    import clinic.visits.models
+    import clinic.visits.tasks  # noqa: F401
     from clinic.auth import api as auth_api
     from clinic.auth import views as auth_views
     from clinic.extensions import api
@@ -80,6 +82,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.patients import views as patients_views
     from clinic.scheduling import api as scheduling_api
     from clinic.scheduling import views as scheduling_views
+    from clinic.visits import api as visits_api
     from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
@@ -87,7 +90,14 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(inventory_views.bp)
     app.register_blueprint(patients_views.bp)
     app.register_blueprint(scheduling_views.bp)
-    for blueprint in (auth_api.blp, locations_api.blp, patients_api.blp, inventory_api.blp, scheduling_api.blp):
+    for blueprint in (
+        auth_api.blp,
+        locations_api.blp,
+        patients_api.blp,
+        inventory_api.blp,
+        scheduling_api.blp,
+        visits_api.blp,
+    ):
         api.register_blueprint(blueprint)
 
 

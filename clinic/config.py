@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_STALE_SECONDS": 180,
     # How long an unanswered Idempotency-Key claim blocks a retry: longer than any request takes.
     "IDEMPOTENCY_LEASE_SECONDS": 30,
+    # A post-dose vitals checkpoint not met this many minutes after it is due raises "vitals overdue".
+    "VITALS_OVERDUE_MINUTES": 10,
 }
 
 

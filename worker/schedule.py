@@ -11,4 +11,6 @@ BEAT_SCHEDULE: dict[str, Any] = {
     "ledger-checkpoints": {"task": "inventory.sign_checkpoints", "schedule": 3600.0},
     # DEA Form 106 deadlines (one business day for the notice, 45 days to file).
     "loss-report-deadlines": {"task": "inventory.flag_overdue_loss_reports", "schedule": 900.0},
+    # Observation timers (SYS-06): due alerts are rows; this sweep raises each once, within seconds.
+    "observation-alerts": {"task": "visits.raise_due_alerts", "schedule": 10.0, "options": {"expires": 9}},
 }

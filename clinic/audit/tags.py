@@ -46,6 +46,18 @@ class Tag(StrEnum):
     scheduling_session_no_show = "scheduling:session:no_show"
     scheduling_session_missed = "scheduling:session:missed"
 
+    visits_visit_check_in = "visits:visit:check_in"
+    visits_visit_arrangements = "visits:visit:arrangements"
+    visits_vitals_record = "visits:vitals:record"
+    visits_hold_release = "visits:hold:release"
+    visits_dose_order = "visits:dose:order"
+    visits_dose_record = "visits:dose:record"
+    visits_infusion_end = "visits:infusion:end"
+    visits_remainder_resolve = "visits:remainder:resolve"
+    visits_visit_discharge = "visits:visit:discharge"
+    visits_alert_raise = "visits:alert:raise"
+    visits_pmf_submit = "visits:pmf:submit"
+
     inventory_drug_create = "inventory:drug:create"
     inventory_discrepancy_resolve = "inventory:discrepancy:resolve"
     inventory_loss_report_notified = "inventory:loss_report:notified"

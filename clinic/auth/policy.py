@@ -70,6 +70,15 @@ POLICY: dict[str, frozenset[Role]] = {
     # Scheduling: everyone on staff sees the calendar; front desk and clinicians book.
     "scheduling.view": STAFF,
     "scheduling.book": STAFF,
+    # The dosing visit: staff see the board and check patients in; clinicians chart, dose and
+    # discharge; prescribers order, release a blood-pressure hold and discharge early (SPR-11).
+    "visits.view": STAFF,
+    "visits.check_in": STAFF,
+    "visits.chart": CLINICIANS,
+    "visits.dose": CLINICIANS,
+    "visits.discharge": CLINICIANS,
+    "visits.order": frozenset({Role.prescriber}),
+    "visits.release_hold": frozenset({Role.prescriber}),
 }
 
 #: endpoints of libraries we do not decorate ourselves.

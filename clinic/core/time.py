@@ -8,7 +8,7 @@ instant falls on there.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 Zone = str | ZoneInfo
@@ -39,3 +39,21 @@ def local_day(at: datetime, tz: Zone) -> date:
 def today_at(tz: Zone) -> date:
     """Today's date in ``tz``: the day a location's staff or a patient there would write down."""
     return local_day(utcnow(), tz)
+
+
+#: Clock skew tolerated for a back-charted time said to be "now" by another machine.
+FUTURE_TOLERANCE = timedelta(minutes=2)
+
+
+def happened_at(value: datetime | None, field: str) -> datetime:
+    """When something happened, as the client charts it: default now, never in the future, UTC."""
+    from clinic.core.errors import ValidationFailed
+
+    now = utcnow()
+    if value is None:
+        return now
+    if value.tzinfo is None:
+        raise ValidationFailed(errors={field: ["Give a time zone offset."]})
+    if value > now + FUTURE_TOLERANCE:
+        raise ValidationFailed(errors={field: ["Cannot be in the future."]})
+    return value.astimezone(UTC)

@@ -81,6 +81,10 @@ class Administrations(MethodView):
     @blp.arguments(AdministrationSchema)
     @blp.response(201, LedgerEntrySchema)
     def post(self, args: dict[str, Any]) -> Any:
+        if args.get("appointment_id") is not None:
+            from clinic.visits.service import check_ledger_link
+
+            check_ledger_link(appointment_id=args["appointment_id"], patient_id=args["patient_id"])
         return service.record_administration(actor=current_actor(), **args)
 
 

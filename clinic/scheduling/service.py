@@ -485,6 +485,11 @@ def _appointment(appointment_id: int, *, lock: bool = True) -> Appointment:
     return appt
 
 
+def appointment_for_change(appointment_id: int) -> Appointment:
+    """The appointment with its course locked, for a change by another domain (the visit)."""
+    return _appointment(appointment_id)
+
+
 def get_appointment(appointment_id: int, *, series_id: int | None = None) -> Appointment:
     """An appointment, and (when a page names its course) only if it belongs to that course."""
     appt = _appointment(appointment_id, lock=False)
