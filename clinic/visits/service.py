@@ -48,6 +48,7 @@ UNDER_WAY = frozenset({S.checked_in, S.dosed, S.observing, S.ready_for_discharge
 
 def visit_for(appointment_id: int, *, lock: bool) -> tuple[Appointment, Visit | None]:
     appt = scheduling.appointment_for_change(appointment_id) if lock else scheduling.get_appointment(appointment_id)
+    audit.touched("patient", appt.patient_id)  # the access log names whose visit it was (HIP-01)
     visit = db.session.scalar(select(Visit).where(Visit.appointment_id == appt.id))
     if visit is not None and lock:
         db.session.refresh(visit)
