@@ -24,22 +24,27 @@ in one fresh PostgreSQL database ``clinic_bench_board_<pid>_<hex>``, measured in
    same chairs, on the weekdays before that Monday: courses of 12 esketamine-rems visits (every third
    weekday, the same chair and time: 08:00, 10:30, 13:00 or 15:30), one fresh patient each (with a
    screening and a REMS enrolment), each visit an appointment ``discharged`` holding its ten 15-minute
-   slots, a ``visits`` row with ``closed = true`` (checked in, dosed 56 or 84 mg, observed, discharged;
-   2% early by a prescriber with a reason; the monitoring form submitted when it was due before now),
+   slots (inserted by SQL from the loaded appointments), a ``visits`` row with ``closed = true``
+   (checked in, dosed 56 or 84 mg, observed, discharged; 2% early by a prescriber with a reason; the
+   monitoring form submitted when it was due before now),
    its five ``visit_events``, three vital signs (pre-dose, 40 min with some late or out of range, 120
    min or before an early discharge) and six observation alerts raised / satisfied / cancelled as the
    services would have left them. Not loaded: ``visit_doses`` and their hash-chained ledger entries
    and containers (the board reads neither), nor audit rows. The first BASE_PAST visits are loaded
    for the baseline, then the rest up to PAST for ours; VACUUM ANALYZE (the whole database) after
-   each load.
+   each load, and after the top-up a check that every past visit has its slots, events, readings and
+   alerts.
 4. Each phase: a bearer token issued for a nurse, WARMUP requests, then REQUESTS measured one after
-   the other. Every answer must be 200 with the OPEN visits, byte for byte the same in both phases.
+   the other. Every answer must be 200 with the OPEN visits, byte for byte the same within a phase
+   and the same as the baseline's once each item's alerts are in id order (the board's alerts query
+   has no ORDER BY, and the plan that reads them changes with the table's size).
 
 SQL statements are counted per request with a ``before_cursor_execute`` listener on the engine (every
 statement sent: the token lookup, the board's reads, the access-log insert; BEGIN/COMMIT are not
 cursor statements). Every request of both phases must send the same number, or the benchmark fails:
 the board must not cost more as past visits pile up. Per-statement database time is printed to
-stderr, and EXPLAIN (ANALYZE, BUFFERS) of the board's SELECTs at PAST past visits. About 60-90 s.
+stderr, and EXPLAIN (ANALYZE, BUFFERS) of the request's SELECTs after each phase. The app's JSON log
+lines (one per request) go to a file in the temp folder, not stderr. About 1.5-2 minutes.
 
 Knobs (environment): BENCH_OBSERVATION_BOARD_REQUESTS (measured per phase, default 300),
 BENCH_OBSERVATION_BOARD_WARMUP (default 30), BENCH_OBSERVATION_BOARD_PAST (default 50000),
