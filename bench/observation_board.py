@@ -44,7 +44,7 @@ statement sent: the token lookup, the board's reads, the access-log insert; BEGI
 cursor statements). Every request of both phases must send the same number, or the benchmark fails:
 the board must not cost more as past visits pile up. Per-statement database time is printed to
 stderr, and EXPLAIN (ANALYZE, BUFFERS) of the request's SELECTs after each phase. The app's JSON log
-lines (one per request) go to a file in the temp folder, not stderr. About 1.5-2 minutes.
+lines (one per request) go to a file in the temp folder, not stderr. About 1-2 minutes.
 
 Knobs (environment): BENCH_OBSERVATION_BOARD_REQUESTS (measured per phase, default 300),
 BENCH_OBSERVATION_BOARD_WARMUP (default 30), BENCH_OBSERVATION_BOARD_PAST (default 50000),
