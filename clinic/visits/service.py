@@ -240,7 +240,7 @@ def latest_weight(patient_id: int, *, at: datetime) -> PatientWeight | None:
 
 def gates(appt: Appointment, visit: Visit, *, at: datetime) -> list[Gate]:
     """Every pre-dose check that fails at ``at``, each in words for the page (SPR-08..11, SPR-16,
-    CI-21, IVK-03). An empty list means the dose may be given."""
+    IVK-03; the screening as re-confirmed at check-in). An empty list means the dose may be given."""
     rules_ = protocol_rules(visit)
     failed: list[Gate] = []
     patient = db.session.get(Patient, visit.patient_id)
@@ -255,7 +255,7 @@ def gates(appt: Appointment, visit: Visit, *, at: datetime) -> list[Gate]:
     if rules_.get("requires_rems"):
         certified = location.rems_certified_until
         if certified is None or certified < local_day(at, location.timezone):
-            failed.append(Gate("rems_location", "This location is not certified in the SPRAVATO REMS."))
+            failed.append(Gate("rems_location", "This location is not certified in the SPRAVATO REMS (SPR-03)."))
     if rules_["dose"]["kind"] == "mg_per_kg":
         weight = latest_weight(patient.id, at=at)
         days = int(rules.rule(rules_, "weight_valid_days"))

@@ -1,5 +1,5 @@
 """Other ways to the same state: a re-screening, a change at check-in, another location's stock,
-a replayed request, a missed maintenance visit (CI-21, SPR-01, SPR-23)."""
+a replayed request, a missed maintenance visit (CI-21, SPR-03, SPR-23)."""
 
 from __future__ import annotations
 
