@@ -66,6 +66,7 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.inventory.models
     import clinic.inventory.tasks
     import clinic.locations.models
+    import clinic.outcomes.models
     import clinic.patients.models
     import clinic.scheduling.models
     import clinic.system.models
