@@ -77,6 +77,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.inventory import api as inventory_api
     from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
+    from clinic.outcomes import api as outcomes_api
     from clinic.patients import api as patients_api
     from clinic.patients import views as patients_views
     from clinic.scheduling import api as scheduling_api
@@ -90,6 +91,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(scheduling_views.bp)
     for blueprint in (auth_api.blp, locations_api.blp, patients_api.blp, inventory_api.blp, scheduling_api.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(outcomes_api.blp)
 
 
 NAV_ITEMS = [
