@@ -78,6 +78,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
     from clinic.outcomes import api as outcomes_api
+    from clinic.outcomes import views as outcomes_views
     from clinic.patients import api as patients_api
     from clinic.patients import views as patients_views
     from clinic.scheduling import api as scheduling_api
@@ -89,6 +90,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(inventory_views.bp)
     app.register_blueprint(patients_views.bp)
     app.register_blueprint(scheduling_views.bp)
+    app.register_blueprint(outcomes_views.bp)
     for blueprint in (auth_api.blp, locations_api.blp, patients_api.blp, inventory_api.blp, scheduling_api.blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(outcomes_api.blp)
@@ -101,6 +103,7 @@ NAV_ITEMS = [
     ("inventory_ui.ledger", "Ledger", "inventory.view"),
     ("patients_ui.index", "Patients", "patients.view"),
     ("scheduling_ui.day", "Schedule", "scheduling.view"),
+    ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
 ]
 
 
