@@ -66,6 +66,7 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.inventory.models
     import clinic.inventory.tasks
     import clinic.locations.models
+    import clinic.outcomes.models
     import clinic.patients.models
     import clinic.scheduling.models
     import clinic.system.models
@@ -78,6 +79,8 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.inventory import api as inventory_api
     from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
+    from clinic.outcomes import api as outcomes_api
+    from clinic.outcomes import views as outcomes_views
     from clinic.patients import api as patients_api
     from clinic.patients import views as patients_views
     from clinic.scheduling import api as scheduling_api
@@ -90,6 +93,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(inventory_views.bp)
     app.register_blueprint(patients_views.bp)
     app.register_blueprint(scheduling_views.bp)
+    app.register_blueprint(outcomes_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -97,6 +101,7 @@ def _register_blueprints(app: Flask) -> None:
         inventory_api.blp,
         scheduling_api.blp,
         visits_api.blp,
+        outcomes_api.blp,
     ):
         api.register_blueprint(blueprint)
 
@@ -108,6 +113,7 @@ NAV_ITEMS = [
     ("inventory_ui.ledger", "Ledger", "inventory.view"),
     ("patients_ui.index", "Patients", "patients.view"),
     ("scheduling_ui.day", "Schedule", "scheduling.view"),
+    ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
 ]
 
 

@@ -47,6 +47,7 @@ FAMILY_FILES = {
     "CI": "screening.md",
     "HIP": "hipaa.md",
     "SYS": "system.md",
+    "OUT": "outcomes.md",
 }
 _FAMILIES = "|".join(FAMILY_FILES)
 #: ``DEA-26``, and the shorthands the code uses: ``DEA-23/24``, ``DEA-38..42``, ``CI-01..CI-20``

@@ -35,6 +35,10 @@ class Tag(StrEnum):
     patients_screening_override = "patients:screening:override"
     patients_screening_reconfirm = "patients:screening:reconfirm"
 
+    outcomes_score_record = "outcomes:score:record"
+    outcomes_safety_alert_raise = "outcomes:safety_alert:raise"
+    outcomes_safety_alert_acknowledge = "outcomes:safety_alert:acknowledge"
+
     scheduling_chair_create = "scheduling:chair:create"
     scheduling_closure_create = "scheduling:closure:create"
     scheduling_prescriber_hours_set = "scheduling:prescriber_hours:set"

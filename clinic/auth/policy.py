@@ -79,6 +79,11 @@ POLICY: dict[str, frozenset[Role]] = {
     "visits.discharge": CLINICIANS,
     "visits.order": frozenset({Role.prescriber}),
     "visits.release_hold": frozenset({Role.prescriber}),
+    # Outcome measures (PHQ-9, GAD-7): clinicians record, clinicians and admins read, prescribers
+    # acknowledge the item-9 safety alert; never the front desk or auditors.
+    "outcomes.record": CLINICIANS,
+    "outcomes.view": frozenset({Role.prescriber, Role.nurse, Role.admin}),
+    "outcomes.acknowledge": frozenset({Role.prescriber}),
 }
 
 #: endpoints of libraries we do not decorate ourselves.
