@@ -8,9 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CLINIC_INSTANCE_PATH=/var/lib/clinic
 
-# Pango (with its fontconfig and FreeType) renders the PDF exports.
+# Pango (with its fontconfig and FreeType), HarfBuzz's subsetter and DejaVu render the PDFs (WeasyPrint).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 \
+    && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 clinic \
