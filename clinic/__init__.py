@@ -86,6 +86,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.scheduling import api as scheduling_api
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
+    from clinic.visits import pmf_api
     from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
@@ -102,6 +103,7 @@ def _register_blueprints(app: Flask) -> None:
         scheduling_api.blp,
         visits_api.blp,
         outcomes_api.blp,
+        pmf_api.blp,
     ):
         api.register_blueprint(blueprint)
 
