@@ -86,7 +86,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.scheduling import api as scheduling_api
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
-    from clinic.visits import pmf_api
+    from clinic.visits import pmf_api, pmf_views
     from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
@@ -95,6 +95,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(patients_views.bp)
     app.register_blueprint(scheduling_views.bp)
     app.register_blueprint(outcomes_views.bp)
+    app.register_blueprint(pmf_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,

@@ -26,7 +26,7 @@ from clinic.extensions import db
 from clinic.patients import screening
 from clinic.visits import alerts, pmf
 from tests.clock import at_local
-from tests.conftest import bearer
+from tests.conftest import bearer, sign_in
 from tests.visits.conftest import TZ, Ward
 
 MEDICINES = ["Xanax 0.5 mg", "Adderall XR 20 mg", "gabapentin 300 mg", "sertraline 100 mg"]
@@ -289,6 +289,38 @@ def test_the_pdf_is_the_form_with_its_text_extractable(ward: Ward) -> None:
         "Xanax 0.5 mg",
     ):
         assert pdf_has(pdf, needle), needle
+
+
+def test_the_page_shows_the_form_and_records_the_reference(app, ward: Ward, make_user) -> None:
+    s = session(ward)
+    appt = s["appointment"]
+    page_client = app.test_client()
+    sign_in(page_client, ward.nurse)  # type: ignore[arg-type]
+    page = page_client.get(f"/visits/{appt}/monitoring-form")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Download PDF" in html
+    assert "138/86" in html
+    assert 'data-flag="late_reading"' in html
+    pdf = page_client.get(f"/visits/{appt}/monitoring-form.pdf")
+    assert pdf.status_code == 200
+    assert pdf.data.startswith(b"%PDF")
+
+    token = page_client.csrf(f"/visits/{appt}/monitoring-form")
+    empty = page_client.post(f"/visits/{appt}/monitoring-form/submission", data={"reference": "", "csrf_token": token})
+    assert empty.status_code == 422
+    assert "Nothing was recorded" in empty.get_data(as_text=True)
+    done = page_client.post(
+        f"/visits/{appt}/monitoring-form/submission", data={"reference": "PMF-77-1203", "csrf_token": token}
+    )
+    assert done.status_code == 302, done.get_data(as_text=True)[-800:]
+    after = page_client.get(done.location).get_data(as_text=True)
+    assert "PMF-77-1203" in after
+    assert 'data-submitted="PMF-77-1203"' in after
+    assert "Record the submission</button>" not in after
+
+    no_token = page_client.post(f"/visits/{appt}/monitoring-form/submission", data={"reference": "X"})
+    assert no_token.status_code == 403
 
 
 # --- the submission ------------------------------------------------------------------------------------
