@@ -9,6 +9,9 @@ Services only ``flush()``. The owner (``init_app`` for requests, the Celery task
   (a failed sign-in or witness attempt, which throttling counts), the :func:`on_rollback` statements
   and the carried records are written, in a short transaction of their own.
 
+A record that must be visible to other requests at once (a sign-in attempt, counted by throttling
+before its password is checked) is written in a transaction of its own with :func:`alone`.
+
 Inside a request nobody else may commit the session: a ``before_commit`` guard raises, so a view
 cannot commit half its work early, and a test walks every route to prove none does.
 """
@@ -18,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask, g, has_app_context, has_request_context
-from sqlalchemy import event
+from flask import Flask, current_app, g, has_app_context, has_request_context
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
 from clinic.extensions import db
@@ -140,6 +144,50 @@ def commits(fn: Callable[P, R]) -> Callable[P, R]:
         return result
 
     return wrapper
+
+
+_ALONE = "clinic_alone_engine"
+_alone_lock = threading.Lock()
+
+
+def _alone_engine() -> Engine:
+    """The app's engine for :func:`alone`, made on first use: the same database, a small pool of its own."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    engine: Engine | None = app.extensions.get(_ALONE)
+    if engine is None:
+        with _alone_lock:
+            engine = app.extensions.get(_ALONE)
+            if engine is None:
+                from clinic.core.db import configure_sqlite
+
+                url = db.engine.url
+                options: dict[str, Any] = {"pool_pre_ping": True}  # rare and short: a ping costs little here
+                if url.get_backend_name() == "sqlite":
+                    options["connect_args"] = {"timeout": 5}
+                else:
+                    options.update(pool_size=2, max_overflow=8)
+                engine = create_engine(url, **options)
+                configure_sqlite(engine)
+                app.extensions[_ALONE] = engine
+    return engine
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[Connection]:
+    """A short transaction of its own, committed as the block ends, whatever the unit of work does.
+
+    On a pool of its own: the caller often holds a connection of the request pool already, and N
+    requests each waiting for a second one from a pool of N would wait for each other until the pool
+    timed out. Never while the request's SQLite transaction is open (it holds the write lock).
+    """
+    with _alone_engine().begin() as conn:
+        yield conn
+
+
+def dispose_alone(app: Flask) -> None:
+    engine = app.extensions.pop(_ALONE, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _guard_commit(session: Session) -> None:
