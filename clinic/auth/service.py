@@ -9,7 +9,7 @@ import hashlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pyotp
@@ -236,7 +236,7 @@ def _claim(email: str, client_addr: str, *, user_email: str | None = None) -> _C
     many as the limit still allows are claimed, and each claim is committed before its password is
     checked, so no attempt is judged against a count that misses the others. ``_settle`` turns the
     claim into a success; a failure needs nothing more, and stays counted whatever the request does.
-    With ``user_email`` the account's password hash is read in the same transaction.
+    With ``user_email`` the account (id, password hash, whether active) is read in that transaction.
     """
     with tx.alone() as conn:
         if conn.dialect.name == "postgresql":
@@ -300,12 +300,20 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
     email = email.strip().lower()
     if not _claims_alone():
         return _verify_password_in_transaction(email, password, client_addr)
-    claim = _claim(email, client_addr, user_email=email)
+    # The account is read in the claim's transaction while the session is idle (on SQLite a read of
+    # its own would take the write lock the settling needs); else by the session, which may hold
+    # the account uncommitted (a CLI command or a task that creates a user and has them sign).
+    idle = not db.session().in_transaction()
+    claim = _claim(email, client_addr, user_email=email if idle else None)
+    if not idle:
+        loaded = db.session.scalar(select(User).where(User.email == email))
+        if loaded is not None:
+            claim = replace(claim, user_id=loaded.id, password_hash=loaded.password_hash, is_active=loaded.is_active)
     if not (_password_ok(claim.password_hash, password) and claim.is_active and claim.user_id is not None):
         raise _password_failed(claim.user_id)
     _settle(claim.attempt_id)
     user = db.session.get(User, claim.user_id)
-    if user is None:  # deleted between the claim and now: users are never deleted, but say so
+    if user is None:  # users are never deleted; but the claim's read is no promise of the session's
         raise InvalidCredentials()
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)

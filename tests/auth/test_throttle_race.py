@@ -64,3 +64,22 @@ def test_a_right_password_among_concurrent_ones_is_not_counted_as_a_failure(app,
             ).all()
         )
     assert rows == {True: limit}  # one record per attempt, none left counted as a failure
+
+
+def test_a_user_created_in_the_same_unit_of_work_can_sign(app):
+    """The claim commits on a connection of its own, which cannot see the session's uncommitted rows:
+    a command or task that creates a witness and has them sign at once (the demo, the test setups)
+    must still find the account."""
+    import uuid
+
+    from clinic.auth import service
+    from clinic.core import tx
+
+    email = f"fresh.{uuid.uuid4().hex[:8]}@test.clinic"
+    with app.app_context():
+        created = service.create_user(
+            actor=None, email=email, name="Fresh", role="nurse", password="fresh-password-1", license_number="L-9"
+        )
+        signed = service.verify_password(email=email, password="fresh-password-1", client_addr="192.0.2.9")
+        assert signed.id == created.id
+        tx.commit()
