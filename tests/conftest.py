@@ -114,12 +114,10 @@ def migrate(app: Flask, revision: str = "head") -> None:
 
 
 def dispose(app: Flask) -> None:
-    from clinic.core import tx
     from clinic.extensions import db
 
     with app.app_context():
         db.engine.dispose()
-    tx.dispose_alone(app)
 
 
 @contextlib.contextmanager

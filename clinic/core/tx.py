@@ -28,6 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Flask, current_app, g, has_app_context, has_request_context
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from clinic.extensions import db
 
@@ -151,7 +152,12 @@ _alone_lock = threading.Lock()
 
 
 def _alone_engine() -> Engine:
-    """The app's engine for :func:`alone`, made on first use: the same database, a small pool of its own."""
+    """The app's engine for :func:`alone`, made on first use: the same database, no pool.
+
+    A connection per use, closed after it: these transactions are rare (sign-in attempts) and short,
+    at most one per request thread at a time, so nothing is worth keeping open; and nothing kept open
+    means nothing to dispose, nothing left stale by a database restart, nothing to ping.
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     engine: Engine | None = app.extensions.get(_ALONE)
     if engine is None:
@@ -161,12 +167,8 @@ def _alone_engine() -> Engine:
                 from clinic.core.db import configure_sqlite
 
                 url = db.engine.url
-                options: dict[str, Any] = {"pool_pre_ping": True}  # rare and short: a ping costs little here
-                if url.get_backend_name() == "sqlite":
-                    options["connect_args"] = {"timeout": 5}
-                else:
-                    options.update(pool_size=2, max_overflow=8)
-                engine = create_engine(url, **options)
+                connect_args = {"timeout": 5} if url.get_backend_name() == "sqlite" else {}
+                engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
                 configure_sqlite(engine)
                 app.extensions[_ALONE] = engine
     return engine
@@ -176,18 +178,12 @@ def _alone_engine() -> Engine:
 def alone() -> Iterator[Connection]:
     """A short transaction of its own, committed as the block ends, whatever the unit of work does.
 
-    On a pool of its own: the caller often holds a connection of the request pool already, and N
-    requests each waiting for a second one from a pool of N would wait for each other until the pool
-    timed out. Never while the request's SQLite transaction is open (it holds the write lock).
+    Not from the request pool: the caller often holds a connection of it already, and N requests
+    each waiting for a second one from a pool of N would wait for each other until it timed out.
+    Never while the request's SQLite transaction is open (it holds the write lock).
     """
     with _alone_engine().begin() as conn:
         yield conn
-
-
-def dispose_alone(app: Flask) -> None:
-    engine = app.extensions.pop(_ALONE, None)
-    if engine is not None:
-        engine.dispose()
 
 
 def _guard_commit(session: Session) -> None:
