@@ -104,4 +104,5 @@ def _engine_options(url: str) -> dict[str, Any]:
     # No pool_pre_ping: it costs a round trip on every checkout. A connection the server dropped fails
     # on use instead; SQLAlchemy then invalidates the pool, and clinic.auth.policy retries the request's
     # first statement once on a fresh connection (any later failure answers 503 with Retry-After).
+    # tests/test_disconnects.py holds it to that under terminated backends and a database restart.
     return {"pool_size": 5, "max_overflow": 10}

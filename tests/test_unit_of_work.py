@@ -3,6 +3,7 @@ once; a failure writes none of the work but keeps the record of the failure itse
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -115,6 +116,35 @@ def test_wrong_witness_passwords_are_throttled(probe_app):
         for n in range(limit + 1)
     ]
     assert codes == [401] * limit + [429]
+
+
+def test_concurrent_wrong_witness_passwords_are_throttled_after_the_limit(probe_app):
+    """Review: N witness signatures with a wrong password at once were each judged against the same
+    stale count. Each request's own work still rolls back; at most the limit are checked and counted."""
+    nurse, witness = _user(probe_app), _user(probe_app)
+    headers = bearer(probe_app, nurse)
+    limit = probe_app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
+    n = 3 * limit
+    barrier = threading.Barrier(n)
+    codes: list[int] = []
+    markers = [uuid.uuid4().hex for _ in range(n)]
+
+    def sign(marker: str) -> None:
+        c = probe_app.test_client()
+        barrier.wait()
+        codes.append(c.post(f"/api/v1/probe/witness/{marker}/{witness.email}", headers=headers).status_code)
+
+    threads = [threading.Thread(target=sign, args=(m,)) for m in markers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(codes) == n and set(codes) <= {401, 429}, codes
+    assert codes.count(401) <= limit, codes
+    assert _failures(probe_app, witness.email) <= limit
+    assert all(_probe_rows(probe_app, m) == 0 for m in markers)  # no request's own work was written
+    throttled = probe_app.test_client().post("/api/v1/probe/witness/last/" + witness.email, headers=headers)
+    assert throttled.status_code == 429
 
 
 @pytest.mark.parametrize(

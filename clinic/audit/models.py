@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, SmallInteger, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clinic.core.db import UtcDateTime
@@ -29,8 +29,9 @@ class AccessEvent(db.Model):  # type: ignore[name-defined]
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     #: "GET auth_api.Me": the method and the endpoint, stable across URL changes.
     action: Mapped[str] = mapped_column(String(160))
-    #: "user:17", or "" when the request names no object.
-    object: Mapped[str] = mapped_column(String(200), default="")
+    #: "user:17", or "" when the request names no object; every object, however many (a receipt of
+    #: 500 containers names its 500 ledger entries), so unbounded text, never cut.
+    object: Mapped[str] = mapped_column(Text, default="")
     #: allowed, denied (authorisation), unauthenticated, failed (4xx other than those), error (5xx)
     outcome: Mapped[str] = mapped_column(String(20))
     status_code: Mapped[int] = mapped_column(SmallInteger)

@@ -53,7 +53,7 @@ def access_event(
         "occurred_at": utcnow(),
         "user_id": user_id,
         "action": action[:160],
-        "object": obj[:200],
+        "object": obj,  # never cut: an auditor must see every object touched
         "outcome": outcome,
         "status_code": status_code,
         "client_addr": client_addr[:64],

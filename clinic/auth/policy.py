@@ -202,6 +202,10 @@ def _guard() -> None:
     endpoint = req.endpoint
     if endpoint is None:  # 404/405: let routing answer
         return
+    if req.method == "OPTIONS" and getattr(req.url_rule, "provide_automatic_options", False):
+        # Flask answers it (Allow, no body) without running the view: nothing to protect or log.
+        here.permission = PUBLIC
+        return
     permission = permission_for(current_app, endpoint, req.method)
     here.permission = permission
     if permission == PUBLIC:

@@ -9,14 +9,15 @@ import hashlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pyotp
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
@@ -180,14 +181,18 @@ def totp_required(user: User) -> bool:
 
 def check_throttle(*, email: str, client_addr: str) -> None:
     """Refuse before looking at the password once too many recent attempts failed."""
+    _refuse_if_throttled(db.session(), email.strip().lower(), client_addr)
+
+
+def _refuse_if_throttled(db_conn: Connection | Session, email: str, client_addr: str) -> None:
     cfg = current_app.config
     window = timedelta(minutes=cfg["LOGIN_WINDOW_MINUTES"])
     since = utcnow() - window
     for column, value, limit in (
-        (AuthAttempt.email, email.strip().lower(), cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
+        (AuthAttempt.email, email[:254], cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
         (AuthAttempt.client_addr, client_addr, cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]),
     ):
-        failures = db.session.execute(
+        failures = db_conn.execute(
             select(func.count(), func.min(AuthAttempt.attempted_at)).where(
                 column == value, AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False)
             )
@@ -200,7 +205,65 @@ def check_throttle(*, email: str, client_addr: str) -> None:
             raise TooManyAttempts(headers={"Retry-After": str(retry)})
 
 
+# Advisory-lock classes (PostgreSQL): one per throttled key, so an account's key never meets an address's.
+_LOCK_ACCOUNT, _LOCK_ADDRESS = 0x61757468, 0x61646472
+
+
+def _claims_alone() -> bool:
+    """Whether an attempt can be claimed in a transaction of its own, on a second connection.
+
+    Not on SQLite once the request's transaction has begun (a witness signing mid-request): that
+    transaction holds the database's one write lock (BEGIN IMMEDIATE), so a second connection would
+    wait on it. Then nobody else can count or record an attempt meanwhile either, and the request's
+    own count is exact: the failure is kept (clinic.core.tx) as before.
+    """
+    return db.engine.dialect.name != "sqlite" or not db.session().in_transaction()
+
+
+@dataclass(frozen=True)
+class _Claim:
+    attempt_id: int
+    user_id: int | None
+    password_hash: str | None
+    is_active: bool
+
+
+def _claim(email: str, client_addr: str, *, user_email: str | None = None) -> _Claim:
+    """Count this attempt as failed before its secret is looked at, or refuse it (429).
+
+    Counted and recorded in one short transaction of its own, under a lock per account and per
+    address on PostgreSQL (SQLite's BEGIN IMMEDIATE serialises it): of N attempts at once, only as
+    many as the limit still allows are claimed, and each claim is committed before its password is
+    checked, so no attempt is judged against a count that misses the others. ``_settle`` turns the
+    claim into a success; a failure needs nothing more, and stays counted whatever the request does.
+    With ``user_email`` the account (id, password hash, whether active) is read in that transaction.
+    """
+    with tx.alone() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ACCOUNT, func.hashtext(email))))
+            conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ADDRESS, func.hashtext(client_addr))))
+        _refuse_if_throttled(conn, email, client_addr)
+        attempt_id: int = conn.execute(
+            insert(AuthAttempt).values(email=email[:254], client_addr=client_addr, succeeded=False)
+        ).inserted_primary_key[0]  # type: ignore[index]
+        row = None
+        if user_email is not None:
+            row = conn.execute(
+                select(User.id, User.password_hash, User.is_active).where(User.email == user_email)
+            ).first()
+    if row is None:
+        return _Claim(attempt_id, None, None, False)
+    return _Claim(attempt_id, row.id, row.password_hash, bool(row.is_active))
+
+
+def _settle(attempt_id: int) -> None:
+    """The claimed attempt succeeded: no longer a failure (in its own transaction, like the claim)."""
+    with tx.alone() as conn:
+        conn.execute(update(AuthAttempt).where(AuthAttempt.id == attempt_id).values(succeeded=True))
+
+
 def _attempt(email: str, client_addr: str, succeeded: bool) -> None:
+    """Record an attempt made inside the request's SQLite transaction (see ``_claims_alone``)."""
     attempt = AuthAttempt(email=email.strip().lower()[:254], client_addr=client_addr, succeeded=succeeded)
     if succeeded:
         db.session.add(attempt)
@@ -208,34 +271,75 @@ def _attempt(email: str, client_addr: str, succeeded: bool) -> None:
         tx.keep(attempt)
 
 
+def _password_ok(password_hash: str | None, password: str) -> bool:
+    try:
+        return bool(_hasher.verify(password_hash or _DUMMY_HASH, password)) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _password_failed(user_id: int | None) -> InvalidCredentials:
+    audit.record(
+        actor=None,
+        tag=Tag.auth_session_failed,
+        subject=("user", user_id),
+        data={"factor": "password"},
+        keep=True,
+    )
+    return InvalidCredentials()
+
+
 def verify_password(*, email: str, password: str, client_addr: str) -> User:
-    """First factor. Raises the same error for an unknown email and a wrong password."""
+    """First factor. Raises the same error for an unknown email and a wrong password.
+
+    Every attempt is recorded; a failed one is counted by throttling even though the request that
+    carried it (a witness's signature on a movement, say) writes nothing else.
+    """
     if "\x00" in email or len(email) > 254:  # cannot be anyone's email; PostgreSQL text refuses NUL
         raise InvalidCredentials()
-    check_throttle(email=email, client_addr=client_addr)
-    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-        ok = user is not None and user.is_active
-    except (VerificationError, InvalidHashError):
-        ok = False
-    if not ok or user is None:
-        _attempt(email, client_addr, False)
-        audit.record(
-            actor=None,
-            tag=Tag.auth_session_failed,
-            subject=("user", user.id if user else None),
-            data={"factor": "password"},
-            keep=True,
-        )
+    email = email.strip().lower()
+    if not _claims_alone():
+        return _verify_password_in_transaction(email, password, client_addr)
+    # The account is read in the claim's transaction while the session is idle (on SQLite a read of
+    # its own would take the write lock the settling needs); else by the session, which may hold
+    # the account uncommitted (a CLI command or a task that creates a user and has them sign).
+    idle = not db.session().in_transaction()
+    claim = _claim(email, client_addr, user_email=email if idle else None)
+    if not idle:
+        loaded = db.session.scalar(select(User).where(User.email == email))
+        if loaded is not None:
+            claim = replace(claim, user_id=loaded.id, password_hash=loaded.password_hash, is_active=loaded.is_active)
+    if not (_password_ok(claim.password_hash, password) and claim.is_active and claim.user_id is not None):
+        raise _password_failed(claim.user_id)
+    _settle(claim.attempt_id)
+    user = db.session.get(User, claim.user_id)
+    if user is None:  # users are never deleted; but the claim's read is no promise of the session's
         raise InvalidCredentials()
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return user
 
 
+def _verify_password_in_transaction(email: str, password: str, client_addr: str) -> User:
+    check_throttle(email=email, client_addr=client_addr)
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is None or not (_password_ok(user.password_hash, password) and user.is_active):
+        _attempt(email, client_addr, False)
+        raise _password_failed(user.id if user else None)
+    _attempt(email, client_addr, True)
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
 def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None = None) -> None:
-    """Second factor: the current or the previous 30 s step, each step usable once."""
+    """Second factor: the current or the previous 30 s step, each step usable once.
+
+    Throttled like the password: the attempt is claimed (counted) before the code is compared.
+    """
+    claim = _claim(user.email, client_addr) if _claims_alone() else None
+    if claim is None:
+        check_throttle(email=user.email, client_addr=client_addr)
     seed = secret or user.totp_secret
     step_now = int(time.time()) // 30
     accepted: int | None = None
@@ -256,11 +360,16 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
         if not claimed.rowcount:  # type: ignore[attr-defined]
             accepted = None
     if accepted is None:
-        _attempt(user.email, client_addr, False)
+        if claim is None:
+            _attempt(user.email, client_addr, False)
         audit.record(
             actor=None, tag=Tag.auth_session_failed, subject=("user", user.id), data={"factor": "totp"}, keep=True
         )
         raise InvalidCredentials()
+    if claim is not None:
+        _settle(claim.attempt_id)
+    else:
+        _attempt(user.email, client_addr, True)
     user.totp_last_step = accepted  # already written above; keeps the loaded user in step
     if secret:
         user.totp_secret = secret
@@ -277,7 +386,6 @@ def authenticate(*, email: str, password: str, totp_code: str | None, client_add
         if not totp_code:
             raise SecondFactorRequired()
         verify_totp(user=user, code=totp_code, client_addr=client_addr)
-    _attempt(email, client_addr, True)
     return user
 
 

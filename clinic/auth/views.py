@@ -74,7 +74,6 @@ def totp() -> Any:
     if request.method == "GET":
         return render_template("auth/totp.html")
     try:
-        service.check_throttle(email=user.email, client_addr=client_addr())
         service.verify_totp(user=user, code=request.form.get("code", "").strip(), client_addr=client_addr())
     except DomainError as exc:
         return render_template("auth/totp.html", error=exc.detail), exc.http_status, exc.headers
@@ -95,7 +94,6 @@ def enrol() -> Any:
     if request.method == "GET":
         return render_template("auth/enrol.html", **context)
     try:
-        service.check_throttle(email=user.email, client_addr=client_addr())
         service.verify_totp(
             user=user, code=request.form.get("code", "").strip(), client_addr=client_addr(), secret=secret
         )

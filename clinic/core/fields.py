@@ -11,6 +11,8 @@ import marshmallow as ma
 from marshmallow import validate
 from werkzeug.routing import IntegerConverter
 
+from clinic.core.time import EARLIEST, LATEST, OFF_THE_CALENDAR
+
 
 class Milligrams(ma.fields.Field):
     """A drug amount: a decimal string in mg on the wire ("37.5"), integer micrograms inside.
@@ -112,9 +114,12 @@ class AwareDateTime(ma.fields.AwareDateTime):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         moment = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return moment.astimezone(UTC)
+            moment = moment.astimezone(UTC)
         except (OverflowError, ValueError):  # year 1 or 9999 pushed over the edge by its offset
-            raise ma.ValidationError("Out of range.") from None
+            raise ma.ValidationError(OFF_THE_CALENDAR) from None
+        if not EARLIEST <= moment <= LATEST:  # stored, it could not be shown in every zone
+            raise ma.ValidationError(OFF_THE_CALENDAR)
+        return moment
 
 
 #: Our ids are 32-bit INTEGER columns on PostgreSQL; larger numbers cannot name anything.

@@ -8,10 +8,33 @@ instant falls on there.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 Zone = str | ZoneInfo
+
+#: The instants an input may name: Python's calendar (years 1 to 9999) less a day at each end, so any
+#: of them can be shown in any zone (UTC offsets are under a day) without running off the calendar.
+EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+OFF_THE_CALENDAR = "Too far in the past or the future."
+
+
+@contextlib.contextmanager
+def on_the_calendar(field: str) -> Iterator[None]:
+    """Date arithmetic on a date or time someone gave: running off the calendar there (a day added to
+    9999-12-31, a zone applied to year 1) is their input's fault, a 422 naming ``field``, not a 500.
+
+    Wrap the arithmetic, not the writes: nothing is written once it fails (the request rolls back).
+    """
+    try:
+        yield
+    except OverflowError:
+        from clinic.core.errors import ValidationFailed
+
+        raise ValidationFailed(errors={field: [OFF_THE_CALENDAR]}) from None
 
 
 def _zone(tz: Zone) -> ZoneInfo:

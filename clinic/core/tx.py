@@ -9,6 +9,9 @@ Services only ``flush()``. The owner (``init_app`` for requests, the Celery task
   (a failed sign-in or witness attempt, which throttling counts), the :func:`on_rollback` statements
   and the carried records are written, in a short transaction of their own.
 
+A record that must be visible to other requests at once (a sign-in attempt, counted by throttling
+before its password is checked) is written in a transaction of its own with :func:`alone`.
+
 Inside a request nobody else may commit the session: a ``before_commit`` guard raises, so a view
 cannot commit half its work early, and a test walks every route to prove none does.
 """
@@ -18,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask, g, has_app_context, has_request_context
-from sqlalchemy import event
+from flask import Flask, current_app, g, has_app_context, has_request_context
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from clinic.extensions import db
 
@@ -140,6 +145,45 @@ def commits(fn: Callable[P, R]) -> Callable[P, R]:
         return result
 
     return wrapper
+
+
+_ALONE = "clinic_alone_engine"
+_alone_lock = threading.Lock()
+
+
+def _alone_engine() -> Engine:
+    """The app's engine for :func:`alone`, made on first use: the same database, no pool.
+
+    A connection per use, closed after it: these transactions are rare (sign-in attempts) and short,
+    at most one per request thread at a time, so nothing is worth keeping open; and nothing kept open
+    means nothing to dispose, nothing left stale by a database restart, nothing to ping.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    engine: Engine | None = app.extensions.get(_ALONE)
+    if engine is None:
+        with _alone_lock:
+            engine = app.extensions.get(_ALONE)
+            if engine is None:
+                from clinic.core.db import configure_sqlite
+
+                url = db.engine.url
+                connect_args = {"timeout": 5} if url.get_backend_name() == "sqlite" else {}
+                engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+                configure_sqlite(engine)
+                app.extensions[_ALONE] = engine
+    return engine
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[Connection]:
+    """A short transaction of its own, committed as the block ends, whatever the unit of work does.
+
+    Not from the request pool: the caller often holds a connection of it already, and N requests
+    each waiting for a second one from a pool of N would wait for each other until it timed out.
+    Never while the request's SQLite transaction is open (it holds the write lock).
+    """
+    with _alone_engine().begin() as conn:
+        yield conn
 
 
 def _guard_commit(session: Session) -> None:

@@ -22,6 +22,7 @@ from clinic.auth.policy import client_addr, current_actor, require
 from clinic.core import tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import format_mg, id_arg
+from clinic.core.time import OFF_THE_CALENDAR
 from clinic.inventory import queries, service
 from clinic.inventory.models import CountKind, EntryKind, LossKind
 from clinic.inventory.schemas import (
@@ -287,14 +288,17 @@ def resolve_discrepancy(discrepancy_id: int) -> Any:
 def _day_bounds(query: dict[str, str], tz: str) -> dict[str, str]:
     """``since``/``until`` as the location's calendar days: from the start of ``since`` to the end
     of ``until`` (the service's ``until`` is exclusive). A value that is not a date is left for the
-    schema to refuse."""
+    schema to refuse; one at the end of the calendar is refused here."""
     out = dict(query)
     for key, shift in (("since", 0), ("until", 1)):
         try:
-            day = date.fromisoformat(query[key]) + timedelta(days=shift)
+            day = date.fromisoformat(query[key])
         except (KeyError, ValueError):
             continue
-        out[key] = datetime.combine(day, time(0), tzinfo=ZoneInfo(tz)).isoformat()
+        try:
+            out[key] = datetime.combine(day + timedelta(days=shift), time(0), tzinfo=ZoneInfo(tz)).isoformat()
+        except OverflowError:  # the day after 9999-12-31: a form error, as the schema's own would be
+            raise ValidationError({key: [OFF_THE_CALENDAR]}) from None
     return out
 
 
@@ -305,8 +309,8 @@ def ledger() -> Any:
     filters = {k: v for k, v in request.args.items() if v != "" and k != "cursor"}
     context: dict[str, Any] = {"where": where, "form": filters, "kinds": list(EntryKind), "page_size": LEDGER_PAGE_SIZE}
     schema = LedgerQuerySchema()
-    query = _day_bounds({"limit": str(LEDGER_PAGE_SIZE), **request.args.to_dict()}, where.timezone)
     try:
+        query = _day_bounds({"limit": str(LEDGER_PAGE_SIZE), **request.args.to_dict()}, where.timezone)
         args = schema.load(
             {
                 **form_payload(schema, where.timezone, query),

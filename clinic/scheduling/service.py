@@ -25,7 +25,7 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, ValidationFailed
-from clinic.core.time import today_at, utcnow
+from clinic.core.time import on_the_calendar, today_at, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
@@ -331,31 +331,32 @@ def plan_series(
     today = today_at(cal.tz)
     if start_on < today:
         raise ValidationFailed(errors={"start_on": ["Cannot start in the past."]})
-    patients.assert_bookable(patient_id=patient_id, on=start_on, drug=proto.rules["drug"])
+    with on_the_calendar("start_on"):
+        patients.assert_bookable(patient_id=patient_id, on=start_on, drug=proto.rules["drug"])
 
-    minutes = int(proto.rules["chair_minutes"])
-    planned, problems = _plan(proto, cal, start_on, preferred_time)
-    if start_on == today:  # booked for earlier today (back-charting) is allowed
-        planned = [p for p in planned if p.starts_at >= utcnow() - timedelta(hours=12)]
-    slot_sets = [_slots(p.starts_at, minutes) for p in planned]
-    busy, patient_busy = _busy(cal, patient_id, [s for slots in slot_sets for s in slots])
-    chairs: list[int | None] = []
-    for p, slots in zip(planned, slot_sets, strict=True):
-        chair = _free_chair(cal, busy, slots)
-        clash = patient_busy.intersection(slots)
-        if chair is None or clash:
-            problems.append(
-                {
-                    "seq": p.seq,
-                    "starts_at": p.starts_at.isoformat(),
-                    "reason": "the patient already has a visit then" if clash else "no chair is free then",
-                    "next_free": next_free(cal, patient_id, p.starts_at + SLOT, minutes),
-                }
-            )
-            chairs.append(None)
-            continue
-        chairs.append(chair)
-        busy.update((chair, s) for s in slots)
+        minutes = int(proto.rules["chair_minutes"])
+        planned, problems = _plan(proto, cal, start_on, preferred_time)
+        if start_on == today:  # booked for earlier today (back-charting) is allowed
+            planned = [p for p in planned if p.starts_at >= utcnow() - timedelta(hours=12)]
+        slot_sets = [_slots(p.starts_at, minutes) for p in planned]
+        busy, patient_busy = _busy(cal, patient_id, [s for slots in slot_sets for s in slots])
+        chairs: list[int | None] = []
+        for p, slots in zip(planned, slot_sets, strict=True):
+            chair = _free_chair(cal, busy, slots)
+            clash = patient_busy.intersection(slots)
+            if chair is None or clash:
+                problems.append(
+                    {
+                        "seq": p.seq,
+                        "starts_at": p.starts_at.isoformat(),
+                        "reason": "the patient already has a visit then" if clash else "no chair is free then",
+                        "next_free": next_free(cal, patient_id, p.starts_at + SLOT, minutes),
+                    }
+                )
+                chairs.append(None)
+                continue
+            chairs.append(chair)
+            busy.update((chair, s) for s in slots)
     problems.sort(key=lambda c: c["seq"])
     return SeriesPlan(proto, cal, patient, prescriber, minutes, planned, chairs, slot_sets, problems)
 
@@ -551,56 +552,60 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
     rules = series.protocol.rules
     minutes, spacing = int(rules["chair_minutes"]), timedelta(hours=int(rules["min_spacing_hours"]))
     cal = _calendar(appt.location_id, series.prescriber_id)
-    starts_at = starts_at.astimezone(UTC)
-    if starts_at.minute % SLOT_MINUTES or starts_at.second or starts_at.microsecond:
-        raise ValidationFailed(errors={"starts_at": [f"Use a {SLOT_MINUTES}-minute boundary."]})
-    if not cal.fits(starts_at, minutes):
-        raise ValidationFailed(
-            errors={"starts_at": ["Outside clinic hours, on a closed day, or when the prescriber is not on site."]}
-        )
-    live = [a for a in series.appointments if a.status in LIVE]
-    before = [a for a in live if a.seq < appt.seq]
-    if before and starts_at - before[-1].starts_at < spacing:
-        raise ValidationFailed(errors={"starts_at": ["Too soon after the previous visit of this course."]})
-    later = [a for a in live if a.seq > appt.seq]
-    moves = [(appt, starts_at)]
-    prev = starts_at
-    for nxt in later:
-        target = nxt.starts_at
-        local_time = nxt.starts_at.astimezone(cal.tz).time()
-        day = nxt.starts_at.astimezone(cal.tz).date()
-        while target - prev < spacing or not cal.fits(target, minutes):
-            day += timedelta(days=1)
-            target = local_to_utc(day, local_time, cal.tz)
-            if target - nxt.starts_at > timedelta(days=SEARCH_DAYS):
-                raise BookingConflict(errors={"conflicts": [{"seq": nxt.seq, "reason": "no day keeps the spacing"}]})
-        moves.append((nxt, target))
-        prev = target
+    with on_the_calendar("starts_at"):
+        starts_at = starts_at.astimezone(UTC)
+        if starts_at.minute % SLOT_MINUTES or starts_at.second or starts_at.microsecond:
+            raise ValidationFailed(errors={"starts_at": [f"Use a {SLOT_MINUTES}-minute boundary."]})
+        if not cal.fits(starts_at, minutes):
+            raise ValidationFailed(
+                errors={"starts_at": ["Outside clinic hours, on a closed day, or when the prescriber is not on site."]}
+            )
+        live = [a for a in series.appointments if a.status in LIVE]
+        before = [a for a in live if a.seq < appt.seq]
+        if before and starts_at - before[-1].starts_at < spacing:
+            raise ValidationFailed(errors={"starts_at": ["Too soon after the previous visit of this course."]})
+        later = [a for a in live if a.seq > appt.seq]
+        moves = [(appt, starts_at)]
+        prev = starts_at
+        for nxt in later:
+            target = nxt.starts_at
+            local_time = nxt.starts_at.astimezone(cal.tz).time()
+            day = nxt.starts_at.astimezone(cal.tz).date()
+            while target - prev < spacing or not cal.fits(target, minutes):
+                day += timedelta(days=1)
+                target = local_to_utc(day, local_time, cal.tz)
+                if target - nxt.starts_at > timedelta(days=SEARCH_DAYS):
+                    raise BookingConflict(
+                        errors={"conflicts": [{"seq": nxt.seq, "reason": "no day keeps the spacing"}]}
+                    )
+            moves.append((nxt, target))
+            prev = target
     moving = [a for a, new in moves if new != a.starts_at or a is appt]
     for a in moving:
         _release(a)
     db.session.flush()
     targets = {a.id: new for a, new in moves}
-    all_slots = [s for a in moving for s in _slots(targets[a.id], minutes)]
-    busy, patient_busy = _busy(cal, appt.patient_id, all_slots)
-    problems = []
-    held: list[AppointmentSlot] = []
-    for a in moving:
-        slots = _slots(targets[a.id], minutes)
-        chair = a.chair_id if not any((a.chair_id, s) in busy for s in slots) else _free_chair(cal, busy, slots)
-        if chair is None or patient_busy.intersection(slots):
-            problems.append(
-                {
-                    "seq": a.seq,
-                    "starts_at": targets[a.id].isoformat(),
-                    "reason": "no chair is free then",
-                    "next_free": next_free(cal, a.patient_id, targets[a.id] + SLOT, minutes),
-                }
-            )
-            continue
-        busy.update((chair, s) for s in slots)
-        a.chair_id, a.starts_at, a.ends_at = chair, targets[a.id], targets[a.id] + timedelta(minutes=minutes)
-        held.extend(_slot_rows(a, slots))
+    with on_the_calendar("starts_at"):
+        all_slots = [s for a in moving for s in _slots(targets[a.id], minutes)]
+        busy, patient_busy = _busy(cal, appt.patient_id, all_slots)
+        problems = []
+        held: list[AppointmentSlot] = []
+        for a in moving:
+            slots = _slots(targets[a.id], minutes)
+            chair = a.chair_id if not any((a.chair_id, s) in busy for s in slots) else _free_chair(cal, busy, slots)
+            if chair is None or patient_busy.intersection(slots):
+                problems.append(
+                    {
+                        "seq": a.seq,
+                        "starts_at": targets[a.id].isoformat(),
+                        "reason": "no chair is free then",
+                        "next_free": next_free(cal, a.patient_id, targets[a.id] + SLOT, minutes),
+                    }
+                )
+                continue
+            busy.update((chair, s) for s in slots)
+            a.chair_id, a.starts_at, a.ends_at = chair, targets[a.id], targets[a.id] + timedelta(minutes=minutes)
+            held.extend(_slot_rows(a, slots))
     if problems:
         raise BookingConflict(errors={"conflicts": problems})
     _hold(held)

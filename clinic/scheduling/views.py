@@ -16,6 +16,7 @@ from clinic.auth.policy import current_actor, public, require
 from clinic.core import tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import id_arg
+from clinic.core.time import on_the_calendar
 from clinic.locations import service as locations_service
 from clinic.locations.models import Location
 from clinic.patients import service as patients_service
@@ -175,13 +176,15 @@ def _where() -> tuple[Location | None, list[Location], date | None]:
 @require("scheduling.view")
 def day() -> Any:
     location, locations, on = _where()
-    view = queries.day_view(location, on) if location and on else None
-    return render_template("scheduling/day.html", view=view, locations=locations, timedelta=timedelta)
+    with on_the_calendar("date"):  # the page and its links to the next day
+        view = queries.day_view(location, on) if location and on else None
+        return render_template("scheduling/day.html", view=view, locations=locations, timedelta=timedelta)
 
 
 @bp.get("/schedule/week")
 @require("scheduling.view")
 def week() -> Any:
     location, locations, on = _where()
-    view = queries.week_view(location, on) if location and on else None
-    return render_template("scheduling/week.html", view=view, locations=locations, timedelta=timedelta)
+    with on_the_calendar("date"):  # the page and its links to the next week
+        view = queries.week_view(location, on) if location and on else None
+        return render_template("scheduling/week.html", view=view, locations=locations, timedelta=timedelta)

@@ -9,6 +9,7 @@ from sqlalchemy.exc import DatabaseError
 from clinic.audit.models import AccessEvent, AuditEvent
 from clinic.core.time import utcnow
 from clinic.extensions import db
+from tests.inventory.conftest import clinic  # noqa: F401  (the fixture)
 
 
 def _events(app, **where):
@@ -117,3 +118,21 @@ def test_state_changes_write_audit_events_in_the_same_transaction(app, login_as,
             )
         ).all()
     assert [(r.actor_id, r.data) for r in rows] == [(admin.id, {"is_active": [True, False]})]
+
+
+def test_every_object_a_request_touched_is_logged_however_many(app, clinic):  # noqa: F811
+    """Review: access_events.object was 200 characters, so a receipt of many containers logged only
+    the first dozen of its ledger entries and silently dropped the rest. An auditor needs them all."""
+    resp = clinic.receive(count=60)
+    assert resp.status_code == 201, resp.json
+    entry_ids = {e["id"] for e in resp.json["entries"]}
+    assert len(entry_ids) >= 60
+    with app.app_context():
+        (row,) = db.session.scalars(
+            select(AccessEvent).where(
+                AccessEvent.action == "POST inventory_api.Receipts", AccessEvent.user_id == clinic.nurse.id
+            )
+        ).all()
+    logged = row.object.split(",")
+    assert {int(name.split(":")[1]) for name in logged if name.startswith("ledger_entry:")} == entry_ids
+    assert len(row.object) > 200

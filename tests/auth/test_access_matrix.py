@@ -130,3 +130,39 @@ def test_auditor_cannot_write_anything(app, target_user):
         is_api = rule.startswith("/api/")
         kwargs: dict = {"headers": headers} if is_api else {"data": {"csrf_token": c.csrf("/login")}}
         assert c.open(_url(rule, target_user), method=method, **kwargs).status_code == 403, rule
+
+
+@pytest.mark.parametrize("role", [None, "nurse"])
+def test_options_answers_allow_without_auth_and_without_touching_data(app, role, target_user):
+    """Review: OPTIONS on an API route answered 403 (401 for a guest); the guard took it for a method
+    it protects. It answers as Flask's automatic OPTIONS does (Allow, no body), for everyone, with no
+    statement run (so no access-log row either: nothing was done)."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+    statements: list[str] = []
+
+    def on_execute(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    c, headers = _client_for(app, role)
+    adapter = app.url_map.bind("localhost")
+    wrong = []
+    seen = 0
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        for rule in app.url_map.iter_rules():
+            if rule.endpoint == "static" or "OPTIONS" not in (rule.methods or ()):
+                continue
+            url = _url(rule.rule, target_user)
+            statements.clear()
+            resp = c.open(url, method="OPTIONS", headers=headers if rule.rule.startswith("/api/") else {})
+            allow = {m.strip() for m in resp.headers.get("Allow", "").split(",") if m.strip()}
+            if resp.status_code not in (200, 204) or allow != set(adapter.allowed_methods(url)) or statements:
+                wrong.append((rule.rule, resp.status_code, sorted(allow), len(statements)))
+            seen += 1
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+    assert seen > 40
+    assert wrong == []
