@@ -83,6 +83,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.scheduling import api as scheduling_api
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
+    from clinic.visits import views as visits_views
     from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
@@ -90,6 +91,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(inventory_views.bp)
     app.register_blueprint(patients_views.bp)
     app.register_blueprint(scheduling_views.bp)
+    app.register_blueprint(visits_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -102,7 +104,8 @@ def _register_blueprints(app: Flask) -> None:
 
 
 NAV_ITEMS = [
-    ("web_ui.dashboard", "Dashboard", "dashboard.view"),
+    ("web_ui.dashboard", "Today", "dashboard.view"),
+    ("visits_ui.board", "Board", "visits.view"),
     ("auth_ui.users", "Users", "users.view"),
     ("inventory_ui.safe", "Safe", "inventory.view"),
     ("inventory_ui.ledger", "Ledger", "inventory.view"),
