@@ -18,6 +18,7 @@ BENCHMARKS: list[str] = [
     "users_me",
     "ledger_append",
     "series_booking",
+    "observation_board",
 ]
 
 

@@ -74,9 +74,9 @@ def _libfaketime() -> str | None:
     return found[0] if found else None
 
 
-def clock_env() -> dict[str, str]:
+def clock_env(step_seconds: int = 0) -> dict[str, str]:
     """Environment variables that put a subprocess on this process's clock: none on the real clock,
-    else libfaketime preloaded with the same offset.
+    else libfaketime preloaded with the same offset (plus ``step_seconds``: a clock that jumped).
 
     Preloaded rather than through the ``faketime`` wrapper, which forks and does not pass SIGTERM
     on (a terminated worker would live on holding its pipes). A relative offset, not a start
@@ -84,7 +84,7 @@ def clock_env() -> dict[str, str]:
     the same ticking clock. The monotonic clock moves by the same offset: with it left real
     (FAKETIME_DONT_FAKE_MONOTONIC), libfaketime 0.9.10 fails Python's time.sleep with EINVAL.
     """
-    offset = round(offset_seconds())
+    offset = round(offset_seconds()) + step_seconds
     if abs(offset) < 2:
         return {}
     lib = _libfaketime()

@@ -12,5 +12,7 @@ BEAT_SCHEDULE: dict[str, Any] = {
     # DEA Form 106 deadlines (one business day for the notice, 45 days to file).
     "loss-report-deadlines": {"task": "inventory.flag_overdue_loss_reports", "schedule": 900.0},
     # Observation timers (SYS-06): due alerts are rows; this sweep raises each once, within seconds.
-    "observation-alerts": {"task": "visits.raise_due_alerts", "schedule": 10.0, "options": {"expires": 9}},
+    # No "expires": it is an instant on beat's clock, and a worker whose clock runs ahead would drop
+    # every sweep as expired (F12). A backlog after an outage is a few idle sweeps.
+    "observation-alerts": {"task": "visits.raise_due_alerts", "schedule": 10.0},
 }

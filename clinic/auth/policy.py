@@ -71,7 +71,7 @@ POLICY: dict[str, frozenset[Role]] = {
     "scheduling.view": STAFF,
     "scheduling.book": STAFF,
     # The dosing visit: staff see the board and check patients in; clinicians chart, dose and
-    # discharge; prescribers order, release a blood-pressure hold and discharge early (SPR-11).
+    # discharge; prescribers order, discharge early, and release a blood-pressure hold (SPR-11).
     "visits.view": STAFF,
     "visits.check_in": STAFF,
     "visits.chart": CLINICIANS,

@@ -57,3 +57,19 @@ def happened_at(value: datetime | None, field: str) -> datetime:
     if value > now + FUTURE_TOLERANCE:
         raise ValidationFailed(errors={field: ["Cannot be in the future."]})
     return value.astimezone(UTC)
+
+
+def database_now() -> datetime:
+    """The database server's clock: one authority for processes whose own clocks may step.
+
+    Beat and workers raise timers by it, so a worker whose clock jumps an hour raises nothing early
+    or late (RELIABILITY F12). On SQLite the database is this process, so it is :func:`utcnow`.
+    """
+    from sqlalchemy import text
+
+    from clinic.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        return utcnow()
+    value = db.session.scalar(text("SELECT clock_timestamp()"))
+    return value.astimezone(UTC)

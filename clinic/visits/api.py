@@ -164,7 +164,7 @@ class Discharge(MethodView):
     @blp.response(200, VisitOutSchema)
     def post(self, args: dict[str, Any], appointment_id: int) -> Any:
         visit = discharging.discharge(actor=current_actor(), appointment_id=appointment_id, **args)
-        return _out(visit, instructions=discharging.NO_DRIVING)
+        return _out(visit, instructions=(visit.discharge_checks or {}).get("instructions"))
 
 
 @blp.route("/observations/active")

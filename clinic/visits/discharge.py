@@ -2,7 +2,8 @@
 
 SPR-14/15 (at least two hours from the first device, then a clinical assessment), SPR-10/13 (BP
 before discharge, pulse oximetry each session), SPR-16 and IVK-09 (a responsible adult drives the
-patient home), SPR-17 (sedation and dissociation resolved), IVK-14 (an opened vial's remainder
+patient home), SPR-01 (sedation, dissociation and respiratory depression resolved; the scales are
+SPR-17's), IVK-14 (an opened vial's remainder
 resolved before the visit closes).
 """
 
@@ -26,14 +27,21 @@ from clinic.visits import rules
 from clinic.visits.dosing import unresolved_remainders
 from clinic.visits.errors import DischargeRefused
 from clinic.visits.models import AlertKind, ObservationAlert, Visit, VitalSign
-from clinic.visits.service import last_step_at, not_before, open_visit, step
+from clinic.visits.service import last_step_at, not_before, open_visit, protocol_rules, step
 
 S = AppointmentStatus
-#: the patient leaves with this, in words, on the page and in the API answer (SPR-16, IVK-09)
-NO_DRIVING = (
-    "Do not drive, operate machinery or make important decisions until the next day after a restful "
-    "sleep. A responsible adult must take you home."
-)
+#: the patient leaves with this, in words, on the page and in the API answer: esketamine's label
+#: says until the next day after a restful sleep (SPR-16), ketamine's at least 24 hours (IVK-09)
+NO_DRIVING = {
+    "intranasal": "Do not drive, operate machinery or make important decisions until the next day after a "
+    "restful sleep. A responsible adult must take you home.",
+    "default": "Do not drive, operate machinery or make important decisions for at least 24 hours. A "
+    "responsible adult must take you home.",
+}
+
+
+def no_driving(rules_: dict[str, object]) -> str:
+    return NO_DRIVING.get(str(rules_.get("route")), NO_DRIVING["default"])
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ def discharge(
         "clinically_stable": clinically_stable,
         "sedation_resolved": sedation_resolved,
         "dissociation_resolved": dissociation_resolved,
-        "instructions": NO_DRIVING,
+        "instructions": no_driving(protocol_rules(visit)),
     }
     # Alerts of a closed visit are moot, except the monitoring form, which is due after it.
     db.session.execute(

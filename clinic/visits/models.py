@@ -187,7 +187,7 @@ class ObservationAlert(db.Model):  # type: ignore[name-defined]
     """An alert with its due time, written when the visit is dosed; the sweeper raises it once.
 
     The database holds the timer, not the broker: a worker or broker restart loses nothing, and
-    ``raised_at`` is set by one conditional update, so no alert is raised twice.
+    ``raised_at`` is set under a row lock in the sweep's transaction, so no alert is raised twice.
     """
 
     __tablename__ = "observation_alerts"

@@ -79,7 +79,9 @@ def observation_board(location_id: int) -> dict[str, Any]:
     by_visit: dict[int, list[ObservationAlert]] = {i: [] for i in ids}
     if ids:
         for alert in db.session.scalars(
-            select(ObservationAlert).where(ObservationAlert.visit_id.in_(ids), ObservationAlert.cancelled_at.is_(None))
+            select(ObservationAlert)
+            .where(ObservationAlert.visit_id.in_(ids), ObservationAlert.cancelled_at.is_(None))
+            .order_by(ObservationAlert.visit_id, ObservationAlert.due_at, ObservationAlert.id)
         ):
             by_visit[alert.visit_id].append(alert)
     items = []

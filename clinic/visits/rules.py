@@ -1,9 +1,11 @@
 """What a protocol says about a visit, as pure functions: dose, timers, vital-sign limits.
 
-A protocol's rules are data (clinic.scheduling.protocols); the keys a visit needs and older
-protocol versions may lack take the defaults below, which follow DOMAIN.md: the BP hold threshold
-(SPR-11, IVK-05: configurable, never hard-coded per visit), the checkpoints (SPR-10, SPR-13,
-IVK-13) and the observation minimum (SPR-14/15, IVK-09).
+A protocol's rules are data (clinic.scheduling.protocols): the BP hold threshold (SPR-11, IVK-05:
+configurable per protocol, never hard-coded per visit), the vitals checkpoints (SPR-10, IVK-13:
+from the protocol's ``vitals_checkpoints_minutes``; a protocol without them gets no checkpoint
+alerts), and the observation minimum (SPR-14/15 for esketamine, from the first device; for IV/IM
+the protocol's minutes after the dose ends, before the recovery assessment IVK-09 asks for). Keys
+older protocol versions may lack take the ``DEFAULTS`` below.
 """
 
 from __future__ import annotations
@@ -124,7 +126,9 @@ def fixed(rules: dict[str, Any], *, first_in_course: bool, had_lower: bool) -> D
     else:
         allowed = tuple(options)
     return DoseBounds(
-        target_ug=first if first_in_course else allowed[0],
+        # A standing order repeats the protocol's usual dose where the course allows it (84 mg for
+        # MDSI, SPR-22; 56 mg for TRD until a prescriber orders more), else the lowest allowed.
+        target_ug=first if first in allowed else allowed[0],
         min_ug=min(allowed),
         max_ug=max(allowed),
         options_ug=allowed,

@@ -48,6 +48,7 @@ UNDER_WAY = frozenset({S.checked_in, S.dosed, S.observing, S.ready_for_discharge
 
 def visit_for(appointment_id: int, *, lock: bool) -> tuple[Appointment, Visit | None]:
     appt = scheduling.appointment_for_change(appointment_id) if lock else scheduling.get_appointment(appointment_id)
+    audit.touched("patient", appt.patient_id)  # the access log names whose visit it was (HIP-01)
     visit = db.session.scalar(select(Visit).where(Visit.appointment_id == appt.id))
     if visit is not None and lock:
         db.session.refresh(visit)
@@ -239,7 +240,7 @@ def latest_weight(patient_id: int, *, at: datetime) -> PatientWeight | None:
 
 def gates(appt: Appointment, visit: Visit, *, at: datetime) -> list[Gate]:
     """Every pre-dose check that fails at ``at``, each in words for the page (SPR-08..11, SPR-16,
-    CI-21, IVK-03). An empty list means the dose may be given."""
+    IVK-03; the screening as re-confirmed at check-in). An empty list means the dose may be given."""
     rules_ = protocol_rules(visit)
     failed: list[Gate] = []
     patient = db.session.get(Patient, visit.patient_id)
@@ -254,7 +255,7 @@ def gates(appt: Appointment, visit: Visit, *, at: datetime) -> list[Gate]:
     if rules_.get("requires_rems"):
         certified = location.rems_certified_until
         if certified is None or certified < local_day(at, location.timezone):
-            failed.append(Gate("rems_location", "This location is not certified in the SPRAVATO REMS."))
+            failed.append(Gate("rems_location", "This location is not certified in the SPRAVATO REMS (SPR-03)."))
     if rules_["dose"]["kind"] == "mg_per_kg":
         weight = latest_weight(patient.id, at=at)
         days = int(rules.rule(rules_, "weight_valid_days"))

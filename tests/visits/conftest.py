@@ -190,71 +190,80 @@ class Ward:
         return appt
 
 
+def open_ward(app, client, make_user, traveller, day: date) -> Ward:
+    """A location with chairs, a safe, REMS certification, both drugs and its staff, on ``day``."""
+    admin = bearer(app, make_user("admin"))
+    location_id = make_location(client, admin, timezone=TZ)
+    chairs = [
+        client.post(f"/api/v1/locations/{location_id}/chairs", headers=admin, json={"name": f"Chair {i}"})
+        for i in (1, 2, 3)
+    ]
+    assert all(c.status_code == 201 for c in chairs)
+    certified = client.patch(
+        f"/api/v1/locations/{location_id}",
+        headers=admin,
+        json={"rems_certified_until": (day + timedelta(days=365)).isoformat()},
+    )
+    assert certified.status_code == 200, certified.json
+    safe = client.post(f"/api/v1/locations/{location_id}/storage-sites", headers=admin, json={"name": "Safe"})
+    assert safe.status_code == 201
+    drugs = []
+    for body in (
+        {
+            "name": "Spravato (esketamine) 28 mg device",
+            "form": "nasal_device",
+            "unit": "device",
+            "mg_per_unit": "28",
+            "units_per_container": "1",
+        },
+        {
+            "name": "Ketamine HCl 50 mg/mL",
+            "form": "vial",
+            "unit": "mL",
+            "mg_per_unit": "50",
+            "units_per_container": "10",
+        },
+    ):
+        resp = client.post("/api/v1/drugs", headers=admin, json={"ndc": ndc(), "schedule": "CIII", **body})
+        assert resp.status_code == 201, resp.json
+        drugs.append(resp.json["id"])
+    nurse, witness, prescriber = make_user("nurse"), make_user("nurse"), make_user("prescriber")
+    ward = Ward(
+        client,
+        traveller,
+        day,
+        admin,
+        bearer(app, make_user("front_desk")),
+        nurse,
+        bearer(app, nurse),
+        witness,
+        prescriber,
+        bearer(app, prescriber),
+        location_id,
+        safe.json["id"],
+        drugs[0],
+        drugs[1],
+    )
+    initial = ward.post(
+        "/inventory/counts",
+        {
+            "location_id": location_id,
+            "kind": "initial",
+            "business_hours": "opening",
+            "lines": [],
+            **ward.witness_fields(),
+        },
+    )
+    assert initial.status_code == 201, initial.json
+    return ward
+
+
+def ward_day() -> date:
+    return next_weekday(MONDAY, TZ, at_least_days=7)
+
+
 @pytest.fixture
 def ward(app, client, make_user) -> Iterator[Ward]:
-    day = next_weekday(MONDAY, TZ, at_least_days=7)
+    day = ward_day()
     with time_machine.travel(at_local(day, "07:30", TZ), tick=False) as traveller:
-        admin = bearer(app, make_user("admin"))
-        location_id = make_location(client, admin, timezone=TZ)
-        chairs = [
-            client.post(f"/api/v1/locations/{location_id}/chairs", headers=admin, json={"name": f"Chair {i}"})
-            for i in (1, 2, 3)
-        ]
-        assert all(c.status_code == 201 for c in chairs)
-        certified = client.patch(
-            f"/api/v1/locations/{location_id}",
-            headers=admin,
-            json={"rems_certified_until": (day + timedelta(days=365)).isoformat()},
-        )
-        assert certified.status_code == 200, certified.json
-        safe = client.post(f"/api/v1/locations/{location_id}/storage-sites", headers=admin, json={"name": "Safe"})
-        assert safe.status_code == 201
-        drugs = []
-        for body in (
-            {
-                "name": "Spravato (esketamine) 28 mg device",
-                "form": "nasal_device",
-                "unit": "device",
-                "mg_per_unit": "28",
-                "units_per_container": "1",
-            },
-            {
-                "name": "Ketamine HCl 50 mg/mL",
-                "form": "vial",
-                "unit": "mL",
-                "mg_per_unit": "50",
-                "units_per_container": "10",
-            },
-        ):
-            resp = client.post("/api/v1/drugs", headers=admin, json={"ndc": ndc(), "schedule": "CIII", **body})
-            assert resp.status_code == 201, resp.json
-            drugs.append(resp.json["id"])
-        nurse, witness, prescriber = make_user("nurse"), make_user("nurse"), make_user("prescriber")
-        ward = Ward(
-            client,
-            traveller,
-            day,
-            admin,
-            bearer(app, make_user("front_desk")),
-            nurse,
-            bearer(app, nurse),
-            witness,
-            prescriber,
-            bearer(app, prescriber),
-            location_id,
-            safe.json["id"],
-            drugs[0],
-            drugs[1],
-        )
-        initial = ward.post(
-            "/inventory/counts",
-            {
-                "location_id": location_id,
-                "kind": "initial",
-                "business_hours": "opening",
-                "lines": [],
-                **ward.witness_fields(),
-            },
-        )
-        assert initial.status_code == 201, initial.json
-        yield ward
+        yield open_ward(app, client, make_user, traveller, day)

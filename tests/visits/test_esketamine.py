@@ -1,4 +1,4 @@
-"""An esketamine session from check-in to discharge (SPR-10..16, SPR-20, SYS-06)."""
+"""An esketamine session from check-in to discharge (SPR-10, SPR-11, SPR-13..16, SPR-20, SYS-06)."""
 
 from __future__ import annotations
 
