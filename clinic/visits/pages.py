@@ -291,6 +291,12 @@ class Runner:
         return STATUS_WORDS.get(self.status, self.status.replace("_", " "))
 
     @property
+    def instructions(self) -> str:
+        """What the patient leaves with: as recorded at discharge, else this protocol's text."""
+        recorded = ((self.visit.discharge_checks if self.visit else None) or {}).get("instructions")
+        return str(recorded or discharging.no_driving(self.rules))
+
+    @property
     def gates(self) -> list[dict[str, str]]:
         """The pre-dose checks that fail now, in words (the front desk is told where to send them)."""
         gates: list[dict[str, str]] = self.detail.get("gates") or []
@@ -365,10 +371,19 @@ def _standing_dose(runner: Runner) -> None:
         runner.dose_ug, runner.dose_source = runner.bounds.target_ug, "the protocol's dose for this weight"
 
 
-def runner_devices(appointment_id: int) -> bool:
-    """Whether this visit's protocol gives the dose from nasal devices (one time per device)."""
+@dataclass(frozen=True)
+class FormContext:
+    """What reading one of the runner's forms needs: the zone its times are in, and whether the
+    dose comes from nasal devices (one time per device)."""
+
+    timezone: str
+    devices: bool
+
+
+def form_context(appointment_id: int) -> FormContext:
     appt = scheduling.get_appointment(appointment_id)
-    return rules.is_devices(scheduling.get_series(appt.series_id).protocol.rules)
+    series = scheduling.get_series(appt.series_id)
+    return FormContext(locations.get_location(appt.location_id).timezone, rules.is_devices(series.protocol.rules))
 
 
 def runner(appointment_id: int, *, clinical: bool) -> Runner:

@@ -56,7 +56,6 @@ def _scales() -> dict[str, Any]:
         "sedation_scale": pages.SEDATION_SCALE,
         "dissociation_scale": pages.DISSOCIATION_SCALE,
         "preparation_questions": pages.PREPARATION,
-        "no_driving": discharging.NO_DRIVING,
     }
 
 
@@ -89,16 +88,16 @@ def runner(appointment_id: int) -> Any:
 def _step(
     appointment_id: int,
     name: str,
-    load: Callable[[pages.Runner], dict[str, Any]],
+    load: Callable[[pages.FormContext], dict[str, Any]],
     action: Callable[[dict[str, Any]], Any],
     done: Callable[[Any], str],
     rename: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
 ) -> Any:
     """Load one form, run one service call, then back to the runner; or the runner again with the
     errors beside the form ``name`` and the server's lists (gates, unmet criteria) in words."""
-    page = _page(appointment_id)
+    ctx = pages.form_context(appointment_id)
     try:
-        args = load(page)
+        args = load(ctx)
         result = tx.attempt(lambda: action(args))
     except (ValidationError, DomainError) as exc:
         listed = (exc.errors or {}) if isinstance(exc, DomainError) else {}
@@ -140,9 +139,9 @@ def _preparation(form: Mapping[str, str]) -> dict[str, bool | None] | None:
     return answers if any(v is not None for v in answers.values()) else None
 
 
-def _simple(schema: ma.Schema) -> Callable[[pages.Runner], dict[str, Any]]:
-    def load(page: pages.Runner) -> dict[str, Any]:
-        loaded: dict[str, Any] = schema.load(form_payload(schema, page.timezone, request.form))
+def _simple(schema: ma.Schema) -> Callable[[pages.FormContext], dict[str, Any]]:
+    def load(ctx: pages.FormContext) -> dict[str, Any]:
+        loaded: dict[str, Any] = schema.load(form_payload(schema, ctx.timezone, request.form))
         return loaded
 
     return load
@@ -151,7 +150,7 @@ def _simple(schema: ma.Schema) -> Callable[[pages.Runner], dict[str, Any]]:
 @bp.post("/<int:appointment_id>/check-in")
 @require("visits.check_in")
 def check_in(appointment_id: int) -> Any:
-    def load(page: pages.Runner) -> dict[str, Any]:
+    def load(ctx: pages.FormContext) -> dict[str, Any]:
         form = request.form
         body: dict[str, Any] = {"ride_home_arranged": form.get("ride_home_arranged") in ("on", "yes", "true", "1")}
         changes = [m.strip() for m in _LIST_SPLIT.split(form.get("medication_changes", "")) if m.strip()]
@@ -162,7 +161,7 @@ def check_in(appointment_id: int) -> Any:
                 body[key] = _tri(form.get(key))
         if form.get("ride_contact"):
             body["ride_contact"] = form["ride_contact"]
-        if (arrived := _local(form.get("occurred_at"), page.timezone)) is not None:
+        if (arrived := _local(form.get("occurred_at"), ctx.timezone)) is not None:
             body["occurred_at"] = arrived
         if (prep := _preparation(form)) is not None:
             body["preparation"] = prep
@@ -186,7 +185,7 @@ def check_in(appointment_id: int) -> Any:
 @bp.post("/<int:appointment_id>/arrangements")
 @require("visits.check_in")
 def arrangements(appointment_id: int) -> Any:
-    def load(page: pages.Runner) -> dict[str, Any]:
+    def load(ctx: pages.FormContext) -> dict[str, Any]:
         form = request.form
         body: dict[str, Any] = {}
         if _tri(form.get("ride_home_arranged")) is not None:
@@ -213,16 +212,13 @@ def arrangements(appointment_id: int) -> Any:
 @require("visits.chart")
 def record_vitals(appointment_id: int) -> Any:
     def done(reading: Any) -> str:
+        text = f"Vital signs recorded: {reading.systolic}/{reading.diastolic}, HR {reading.heart_rate}."
         words = pages.flag_words(reading.out_of_range or [])
-        flags = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in words.items())
-        late = (
-            " Charted late for the " + ", ".join(f"{c}-minute" for c in reading.late_for) + " check."
-            if (reading.late_for)
-            else ""
-        )
-        return f"Vital signs recorded: {reading.systolic}/{reading.diastolic}, HR {reading.heart_rate}." + (
-            f" Out of range: {flags}." if flags else ""
-        ) + late  # fmt: skip
+        if words:
+            text += " Out of range: " + "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in words.items()) + "."
+        if reading.late_for:
+            text += " Charted late for the " + ", ".join(f"{c}-minute" for c in reading.late_for) + " check."
+        return text
 
     return _step(
         appointment_id,
@@ -257,12 +253,12 @@ def order(appointment_id: int) -> Any:
     )
 
 
-def _dose_body(page: pages.Runner, form: Any) -> dict[str, Any]:
+def _dose_body(ctx: pages.FormContext, form: Any) -> dict[str, Any]:
     """The dose form as DoseInSchema's JSON: the ticked devices with their times, or one vial."""
-    tz = page.timezone
+    tz = ctx.timezone
     keys = ("dose_mg", "drawn_mg", "reason", "duration_reason", "waste_reason")
     body: dict[str, Any] = {key: form[key] for key in (*keys, *WITNESS_KEYS) if form.get(key)}
-    if page.devices:
+    if ctx.devices:
         ids = [_whole(v) for v in form.getlist("container_ids") if v]
         if not ids:
             raise ValidationError({"container_ids": ["Tick the devices given."]})
@@ -293,8 +289,8 @@ def _dose_body(page: pages.Runner, form: Any) -> dict[str, Any]:
 @bp.post("/<int:appointment_id>/dose")
 @require("visits.dose")
 def dose(appointment_id: int) -> Any:
-    def load(page: pages.Runner) -> dict[str, Any]:
-        loaded: dict[str, Any] = DoseInSchema().load(_dose_body(page, request.form))
+    def load(ctx: pages.FormContext) -> dict[str, Any]:
+        loaded: dict[str, Any] = DoseInSchema().load(_dose_body(ctx, request.form))
         return loaded
 
     def done(result: dosing.DoseResult) -> str:
@@ -307,7 +303,7 @@ def dose(appointment_id: int) -> Any:
 
     def rename(errors: dict[str, list[str]]) -> dict[str, list[str]]:
         """Devices have a time each: the first device's time is what the service calls administered_at."""
-        if "administered_at" in errors and pages.runner_devices(appointment_id):
+        if "administered_at" in errors and pages.form_context(appointment_id).devices:
             errors = {**errors, "device_times": errors.get("device_times", []) + errors["administered_at"]}
             del errors["administered_at"]
         return errors

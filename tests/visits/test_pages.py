@@ -234,7 +234,8 @@ def test_an_iv_visit_with_a_witnessed_waste_on_the_dose_screen(staff: Staff, war
     html = text(staff.nurse.get(runner(appt)))
     assert 'data-testid="unmet-clear"' in html
     assert post(staff.nurse, appt, "discharge", DISCHARGE).status_code == 302
-    assert status_of(staff.nurse, appt) == "discharged"
+    html = text(staff.nurse.get(runner(appt)))
+    assert 'data-status="discharged"' in html and "for at least 24 hours" in html  # IVK-09's text
     kinds = [e["kind"] for e in ward.ledger(container_id=vial)]
     assert kinds.count("waste") == 2 and kinds.count("administration") == 1
 

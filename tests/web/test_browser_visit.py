@@ -288,7 +288,7 @@ def test_an_esketamine_and_an_iv_visit_from_check_in_to_discharge(
     expect(nurse.get_by_test_id("unmet-clear")).to_be_visible()
     discharge(nurse, esketamine)
     expect(nurse.get_by_test_id("visit-status")).to_have_attribute("data-status", "discharged")
-    expect(nurse.get_by_test_id("no-driving")).to_contain_text("Do not drive")
+    expect(nurse.get_by_test_id("no-driving")).to_contain_text("until the next day after a restful sleep")
     steps = nurse.get_by_test_id("steps").locator("tbody tr")
     expect(steps).to_have_count(5)
 
@@ -330,7 +330,7 @@ def test_an_esketamine_and_an_iv_visit_from_check_in_to_discharge(
     expect(nurse.get_by_role("status")).to_contain_text(f"Container #{vial}: 155 mg wasted before a witness.")
     discharge(nurse, iv)
     expect(nurse.get_by_test_id("visit-status")).to_have_attribute("data-status", "discharged")
-    expect(nurse.get_by_test_id("no-driving")).to_contain_text("responsible adult")
+    expect(nurse.get_by_test_id("no-driving")).to_contain_text("for at least 24 hours")
     balance = _api(server, clinic.tokens["nurse"], "GET", f"/inventory/containers/{vial}")
     assert balance["balance_mg"] == "0"
 
