@@ -87,6 +87,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
     from clinic.visits import pmf_api, pmf_views
+    from clinic.visits import views as visits_views
     from clinic.web import views as web_views
 
     app.register_blueprint(web_views.bp)
@@ -96,6 +97,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(scheduling_views.bp)
     app.register_blueprint(outcomes_views.bp)
     app.register_blueprint(pmf_views.bp)
+    app.register_blueprint(visits_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -110,7 +112,8 @@ def _register_blueprints(app: Flask) -> None:
 
 
 NAV_ITEMS = [
-    ("web_ui.dashboard", "Dashboard", "dashboard.view"),
+    ("web_ui.dashboard", "Today", "dashboard.view"),
+    ("visits_ui.board", "Board", "visits.view"),
     ("auth_ui.users", "Users", "users.view"),
     ("inventory_ui.safe", "Safe", "inventory.view"),
     ("inventory_ui.ledger", "Ledger", "inventory.view"),

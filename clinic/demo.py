@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from clinic.auth import service as auth
 from clinic.auth.models import User
-from clinic.core.time import today_at
+from clinic.core.time import today_at, utcnow
 from clinic.core.tx import commit
 from clinic.extensions import db
 
@@ -60,6 +61,8 @@ def seed(instance: Path) -> list[tuple[str, str, str]]:
     _seed_clinic(passwords)
     commit()
     _seed_schedule()
+    commit()
+    _seed_visits(passwords)
     commit()
     return logins
 
@@ -263,3 +266,264 @@ def _seed_schedule() -> None:
                 start_on=monday,
                 preferred_time=at,
             )
+
+
+# --- today's visits, at every stage ----------------------------------------------------------------
+
+#: (first, last, protocol, stage, minutes from now to the booked start, weight in kg)
+VISIT_STAGES: list[tuple[str, str, str, str, int, int]] = [
+    ("Quinn", "Arlow", "esketamine-rems", "arriving", 30, 70),
+    ("Rowan", "Patel", "esketamine-rems", "checked_in", 15, 64),
+    ("Harper", "Diaz", "ketamine-iv-booster", "held", -15, 81),
+    ("Emerson", "Cole", "ketamine-iv-booster", "infusing", -45, 77),
+    ("Sasha", "Ivanova", "esketamine-rems", "observing", -75, 68),
+    ("Drew", "Tanaka", "ketamine-iv-booster", "observing_iv", -100, 85),
+    ("Logan", "Reyes", "esketamine-rems", "ready", -140, 73),
+    ("Kai", "Moreno", "esketamine-rems", "discharged", -190, 79),
+    ("Blair", "Osei", "ketamine-iv-booster", "discharged_iv", -200, 66),
+]
+#: chairs enough for every stage at once (they can all fall in the first hours of the day)
+EXTRA_CHAIRS = ("Chair 3", "Chair 4", "Chair 5", "Chair 6", "Infusion bay 2", "Infusion bay 3", "Recliner")
+ALL_DAY: dict[str, list[str] | None] = {
+    day: ["00:00", "23:59"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+}
+
+
+def _booked_time(now: datetime, offset_minutes: int, chair_minutes: int, tz: ZoneInfo) -> time:
+    """The local start ``offset_minutes`` from now, on a 15-minute boundary, kept inside today
+    there (the course starts today) with room for the chair time before midnight. Check-in may be
+    up to 4 hours before the start, so every stage still fits at 00:30 or at 23:30."""
+    today = now.astimezone(tz).date()
+    first = datetime.combine(today, time(0), tzinfo=tz)
+    last = datetime.combine(today, time(23, 59), tzinfo=tz) - timedelta(minutes=chair_minutes)
+    at = min(max((now + timedelta(minutes=offset_minutes)).astimezone(tz), first), last)
+    return at.replace(minute=at.minute // 15 * 15, second=0, microsecond=0).time()
+
+
+def _seed_visits(passwords: dict[str, str]) -> None:
+    """Patients at every stage of today's visit when the demo starts: arriving, checked in, held
+    on a blood pressure, infusing, in observation (one with its 40-minute vitals overdue), ready,
+    and discharged; all through the visit services, with times back-charted relative to now, so
+    the board counts down at whatever hour the demo is started.
+
+    The courses are booked for today at the clinic's local time of each stage. So that this works
+    at night and at weekends too, the location's hours are opened around the clock while these
+    courses are booked, then put back (both changes are in the audit log): a demo started out of
+    hours leaves these courses' later visits at that hour.
+    """
+    from clinic.inventory import service as inventory
+    from clinic.inventory.models import Drug
+    from clinic.locations import service as locations
+    from clinic.locations.models import Location
+    from clinic.patients import service as patients
+    from clinic.patients.models import Patient
+    from clinic.scheduling import service as scheduling
+    from clinic.scheduling.models import Chair
+    from clinic.visits import discharge as discharging
+    from clinic.visits import dosing
+    from clinic.visits import service as visits
+
+    location = db.session.scalar(select(Location).where(Location.dea_registration == DEMO_DEA))
+    first_email = f"{VISIT_STAGES[0][0].lower()}.{VISIT_STAGES[0][1].lower()}@example.org"
+    if location is None or db.session.scalar(select(Patient.id).where(Patient.email == first_email)):
+        return
+    admin, desk = _user("admin@demo.clinic"), _user("frontdesk@demo.clinic")
+    nurse, prescriber = _user("nurse@demo.clinic"), _user("prescriber@demo.clinic")
+    witness = inventory.WitnessSignature("nurse2@demo.clinic", passwords["nurse2@demo.clinic"])
+    tz = ZoneInfo(location.timezone)
+    now = utcnow()
+    today = today_at(location.timezone)
+
+    def ago(minutes: int) -> datetime:
+        return now - timedelta(minutes=minutes)
+
+    if location.rems_certified_until is None or location.rems_certified_until < today + timedelta(days=30):
+        locations.update_location(
+            actor=admin, location_id=location.id, changes={"rems_certified_until": today + timedelta(days=365)}
+        )
+    have = set(db.session.scalars(select(Chair.name).where(Chair.location_id == location.id)))
+    for name in EXTRA_CHAIRS:
+        if name not in have:
+            scheduling.create_chair(actor=admin, location_id=location.id, name=name)
+    safe = locations.list_storage_sites(location.id)[0]
+    devices_drug = db.session.scalar(select(Drug).where(Drug.ndc == "50458-028-02"))
+    vial_drug = db.session.scalar(select(Drug).where(Drug.ndc == "42023-113-10"))  # 10 mg/mL, 20 mL
+    assert devices_drug is not None
+    assert vial_drug is not None
+    supplier: dict[str, Any] = {
+        "supplier_name": "Midwest Medical Supply",
+        "supplier_address": "9 Depot Rd, Joliet IL",
+        "supplier_dea_registration": "RW7654329",
+    }
+    devices = inventory.receive_stock(
+        actor=nurse,
+        storage_site_id=safe.id,
+        drug_id=devices_drug.id,
+        lot_number="SP7790",
+        expires_on=date(today.year + 1, 9, 30),
+        container_count=12,
+        invoice_number="INV-40377",
+        occurred_at=ago(300),
+        **supplier,
+    ).containers
+    vials = inventory.receive_stock(
+        actor=nurse,
+        storage_site_id=safe.id,
+        drug_id=vial_drug.id,
+        lot_number="KT1187",
+        expires_on=date(today.year + 2, 3, 31),
+        container_count=6,
+        invoice_number="INV-40378",
+        occurred_at=ago(300),
+        **supplier,
+    ).containers
+    device_ids = [c.id for c in devices]
+    vial_ids = [c.id for c in vials]
+
+    hours = dict(location.hours or {})
+    locations.set_hours(actor=admin, location_id=location.id, hours=ALL_DAY)
+    booked = []
+    for first, last, protocol, stage, offset, kg in VISIT_STAGES:
+        patient = patients.create_patient(
+            actor=desk,
+            first_name=first,
+            last_name=last,
+            date_of_birth=date(1970 + len(first) * 3, 1 + len(last) % 12, 10 + len(first)),
+            address="20 Demo St, Chicago IL",
+            timezone=location.timezone,
+            email=f"{first.lower()}.{last.lower()}@example.org",
+        )
+        patients.record_screening(actor=nurse, patient_id=patient.id, answers=NO_FLAGS, location_id=location.id)
+        patients.record_weight(actor=nurse, patient_id=patient.id, weight_g=kg * 1000, measured_at=ago(24 * 60))
+        if protocol.startswith("esketamine"):
+            patients.enroll_in_rems(actor=nurse, patient_id=patient.id, enrolled_on=today - timedelta(days=14))
+        chair_minutes = int(scheduling.current_protocol(protocol).rules["chair_minutes"])
+        series = scheduling.create_series(
+            actor=desk,
+            patient_id=patient.id,
+            protocol=protocol,
+            location_id=location.id,
+            prescriber_id=prescriber.id,
+            start_on=today,
+            preferred_time=_booked_time(now, offset, chair_minutes, tz),
+        )
+        booked.append((stage, offset, series.appointments[0].id))
+    locations.set_hours(actor=admin, location_id=location.id, hours=hours)
+
+    normal: dict[str, Any] = {"systolic": 124, "diastolic": 78, "heart_rate": 74, "spo2": 98, "sedation": 5}
+
+    def vitals(appt: int, minutes_ago: int, **values: Any) -> None:
+        visits.record_vitals(
+            actor=nurse, appointment_id=appt, **{**normal, "dissociation": 0, **values}, taken_at=ago(minutes_ago)
+        )
+
+    def arrive(appt: int, minutes_ago: int, *, devices: bool) -> None:
+        prep: dict[str, bool | None] | None = None
+        if devices:
+            prep = {"fasted_2h": True, "no_liquids_30min": True, "nasal_medicines_1h": True, "counselled": True}
+        visits.check_in(
+            actor=desk,
+            appointment_id=appt,
+            ride_home_arranged=True,
+            ride_contact="Family member, 312-555-0199",
+            occurred_at=ago(minutes_ago),
+            preparation=prep,
+        )
+        vitals(appt, minutes_ago - 5)
+
+    def spray(appt: int, minutes_ago: int) -> None:
+        """56 mg: two 28 mg devices, 5 minutes apart."""
+        ids = [device_ids.pop(0), device_ids.pop(0)]
+        dosing.record_dose(
+            actor=nurse,
+            appointment_id=appt,
+            req=dosing.DoseRequest(container_ids=ids, device_times=[ago(minutes_ago), ago(minutes_ago - 5)]),
+            client_addr="127.0.0.1",
+        )
+
+    def infuse(appt: int, minutes_ago: int, *, extra_ug: int = 0) -> None:
+        visit = visits.visit_for(appt, lock=False)[1]
+        assert visit is not None
+        dose_ug = visits.dose_bounds(visit, at=ago(minutes_ago)).target_ug
+        dosing.record_dose(
+            actor=nurse,
+            appointment_id=appt,
+            req=dosing.DoseRequest(
+                container_ids=[vial_ids.pop(0)],
+                administered_at=ago(minutes_ago),
+                drawn_ug=dose_ug + extra_ug,
+                witness=witness if extra_ug else None,
+            ),
+            client_addr="127.0.0.1",
+        )
+
+    def discharge(appt: int, minutes_ago: int) -> None:
+        discharging.discharge(
+            actor=nurse,
+            appointment_id=appt,
+            ride_confirmed=True,
+            clinically_stable=True,
+            sedation_resolved=True,
+            dissociation_resolved=True,
+            occurred_at=ago(minutes_ago),
+        )
+
+    for stage, offset, appt in booked:
+        start = -offset  # minutes ago the visit was booked to start (negative: still to come)
+        if stage == "arriving":
+            continue
+        if stage == "checked_in":
+            arrive(appt, 10, devices=True)
+        elif stage == "held":
+            arrive(appt, 20, devices=False)
+            vitals(appt, 12, systolic=172, diastolic=104, heart_rate=96)  # above 160/100: held
+        elif stage == "infusing":
+            arrive(appt, start, devices=False)
+            infuse(appt, 30, extra_ug=2_000)  # 2 mg drawn too many: wasted, witnessed
+            vitals(appt, 15)
+        elif stage == "observing":
+            arrive(appt, start, devices=True)
+            spray(appt, 60)  # the 40-minute vitals were due 20 minutes ago: overdue on the board
+        elif stage == "observing_iv":
+            arrive(appt, start, devices=False)
+            infuse(appt, 85)
+            for minutes in (70, 55):
+                vitals(appt, minutes)
+            dosing.end_infusion(actor=nurse, appointment_id=appt, ended_at=ago(45))
+            vitals(appt, 45)
+            vitals(appt, 25, heart_rate=88)
+        elif stage == "ready":
+            arrive(appt, start, devices=True)
+            spray(appt, 130)
+            vitals(appt, 90, systolic=136, diastolic=86)
+            vitals(appt, 10)
+            vitals(appt, 4)
+        elif stage == "discharged":
+            arrive(appt, start, devices=True)
+            spray(appt, 180)
+            vitals(appt, 140, systolic=138, diastolic=88)
+            vitals(appt, 60)
+            discharge(appt, 55)
+        elif stage == "discharged_iv":
+            arrive(appt, start, devices=False)
+            infuse(appt, 190)
+            for minutes in (175, 160):
+                vitals(appt, minutes)
+            dosing.end_infusion(actor=nurse, appointment_id=appt, ended_at=ago(150))
+            for minutes in (150, 130):
+                vitals(appt, minutes)
+            visit = visits.visit_for(appt, lock=False)[1]
+            assert visit is not None
+            (item,) = dosing.unresolved_remainders(visit)
+            dosing.resolve_remainder(
+                actor=nurse,
+                appointment_id=appt,
+                container_id=item.container_id,
+                action="wasted",
+                measured_ug=None,
+                witness=witness,
+                client_addr="127.0.0.1",
+                occurred_at=ago(140),
+            )
+            vitals(appt, 88)
+            discharge(appt, 85)  # an hour after the infusion ended

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from clinic.core.time import utcnow
 from tests.clock import MONDAY, THURSDAY, on_or_after
@@ -45,6 +45,7 @@ def test_demo_seeds_on_the_clinics_own_day_at_any_utc_hour(tmp_path, weekday, at
     from clinic.locations.models import Location
     from clinic.patients.models import Patient, RemsEnrollment
     from clinic.scheduling.models import AppointmentSeries
+    from clinic.visits.models import Visit
 
     now = _instant(weekday, at)
     with temp_app("sqlite", "demo") as app, time_machine.travel(now, tick=True), app.app_context():
@@ -60,7 +61,12 @@ def test_demo_seeds_on_the_clinics_own_day_at_any_utc_hour(tmp_path, weekday, at
         enrolled = db.session.scalar(select(RemsEnrollment.enrolled_on).where(RemsEnrollment.patient_id == morgan.id))
         assert enrolled == local_today  # Chicago's today, not UTC's
 
-        courses = list(db.session.scalars(select(AppointmentSeries).order_by(AppointmentSeries.id)))
+        booked = {p.id for p in db.session.scalars(select(Patient).where(Patient.first_name.in_(("Morgan", "Riley"))))}
+        courses = list(
+            db.session.scalars(
+                select(AppointmentSeries).where(AppointmentSeries.patient_id.in_(booked)).order_by(AppointmentSeries.id)
+            )
+        )
         assert [(s.preferred_time.hour, len(s.appointments)) for s in courses] == [(9, 12), (13, 6)]
         monday = local_today + timedelta(days=7 - local_today.weekday())
         for series in courses:
@@ -72,4 +78,45 @@ def test_demo_seeds_on_the_clinics_own_day_at_any_utc_hour(tmp_path, weekday, at
                 assert appt.starts_at > now and local.weekday() < 5
                 assert local.time() == series.preferred_time  # kept across a DST change too
 
+        _assert_visits_at_every_stage(location.id)
+        visits = db.session.scalar(select(func.count()).select_from(Visit))
         assert demo.seed(tmp_path) == logins  # idempotent at that hour as well
+        assert db.session.scalar(select(func.count()).select_from(Visit)) == visits
+
+
+def _assert_visits_at_every_stage(location_id: int) -> None:
+    """Today's demo visits stand at every stage, with the board counting down, at any hour."""
+    from clinic import demo
+    from clinic.extensions import db
+    from clinic.patients.models import Patient
+    from clinic.scheduling.models import Appointment
+    from clinic.visits import queries
+    from clinic.visits.models import Visit
+
+    status = {}
+    for first, _, _, stage, _, _ in demo.VISIT_STAGES:
+        patient = db.session.scalar(select(Patient).where(Patient.first_name == first))
+        appt = db.session.scalar(
+            select(Appointment).where(Appointment.patient_id == patient.id).order_by(Appointment.starts_at).limit(1)
+        )
+        status[stage] = appt.status
+    assert status == {
+        "arriving": "scheduled",
+        "checked_in": "checked_in",
+        "held": "checked_in",
+        "infusing": "dosed",
+        "observing": "observing",
+        "observing_iv": "observing",
+        "ready": "observing",
+        "discharged": "discharged",
+        "discharged_iv": "discharged",
+    }
+    board = {i["patient_name"].split()[0]: i for i in queries.observation_board(location_id)["items"]}
+    assert set(board) == {"Emerson", "Sasha", "Drew", "Logan"}
+    assert 3500 < board["Sasha"]["seconds_left"] <= 3600  # devices an hour ago: an hour left
+    assert 0 < board["Drew"]["seconds_left"] <= 15 * 60
+    assert board["Logan"]["seconds_left"] == 0 and board["Logan"]["observation_complete"]
+    held = db.session.scalar(
+        select(Visit).join(Patient, Patient.id == Visit.patient_id).where(Patient.first_name == "Harper")
+    )
+    assert queries.visit_detail(held.appointment_id)["held"]

@@ -29,8 +29,9 @@ from tests.inventory.conftest import clinic  # noqa: F401  (the fixture)
 #: joined to its active user; the access-log INSERT (no RETURNING); one commit. No pool ping.
 USERS_ME_BEARER = (2, 1)
 
-#: GET / (the dashboard) with a session cookie (the API takes bearer tokens only): one SELECT of the
-#: live session joined to its active user; the dashboard's heartbeat SELECT; the access-log INSERT.
+#: GET / (the Today page) with a session cookie (the API takes bearer tokens only): one SELECT of the
+#: live session joined to its active user; the page's heartbeat SELECT; the access-log INSERT. Counted
+#: for an auditor, whose Today page reads no visits: what the staff's pages read depends on the day.
 DASHBOARD_SESSION = (3, 1)
 
 #: the same, when the session was last seen over 30 s ago: plus the UPDATE of its last_seen_at.
@@ -94,7 +95,7 @@ def test_users_me_with_a_bearer_token(app, client, make_user):
 
 
 def test_a_page_with_a_session_cookie(app, client, make_user):
-    account = make_user("nurse")
+    account = make_user("auditor")
     sign_in(client, account)
     assert client.get("/").status_code == 200
     with counting(app) as counter:

@@ -2,18 +2,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, jsonify, render_template, request
 
+from clinic.auth.models import Role
 from clinic.auth.policy import current_actor, public, require
+from clinic.core.fields import id_arg
 from clinic.system import service as system
+from clinic.visits import pages as visit_pages
 
 bp = Blueprint("web_ui", __name__, template_folder="templates")
+
+#: what each role's Today page gathers (clinic.visits.pages.today): the front desk the arrivals and
+#: check-ins, the nurse the chairs and who is due what, the prescriber holds, orders and reviews,
+#: the admin counts and deadlines; auditors see no visits at all
+TODAY_SECTIONS: dict[Role, set[str]] = {
+    Role.front_desk: {"visits"},
+    Role.nurse: {"visits", "board"},
+    Role.prescriber: {"visits", "board", "prescriber"},
+    Role.admin: {"visits", "admin"},
+    Role.auditor: set(),
+}
 
 
 @bp.route("/")
 @require("dashboard.view")
 def dashboard() -> Any:
-    return render_template("web/dashboard.html", user=current_actor(), scheduler_stale=system.scheduler_is_stale())
+    actor = current_actor()
+    sections = TODAY_SECTIONS.get(actor.role_enum, set())
+    today = (
+        visit_pages.today(request.args.get("location_id", type=id_arg), actor=actor, sections=sections)
+        if sections
+        else None
+    )
+    return render_template(
+        "web/dashboard.html",
+        user=actor,
+        scheduler_stale=system.scheduler_is_stale(),
+        today=today,
+        sections=sections,
+    )
 
 
 @bp.route("/health")

@@ -245,10 +245,10 @@ def test_nurse_signs_in_sees_dashboard_and_signs_out(page: Page, server: LiveSer
     nurse = server.nurse
     sign_in(page, nurse)
     expect(page).to_have_url(server.url("/"))
-    expect(h1(page)).to_have_text("Dashboard")
+    expect(h1(page)).to_have_text("Today")
     expect(page.get_by_role("main")).to_contain_text(f"Signed in as {nurse.name} (nurse).")
     nav = page.get_by_role("navigation", name="Main")
-    expect(nav.get_by_role("link", name="Dashboard")).to_have_attribute("aria-current", "page")
+    expect(nav.get_by_role("link", name="Today")).to_have_attribute("aria-current", "page")
     expect(nav.get_by_role("link", name="Users")).to_have_count(0)  # nurses cannot see users
     expect(page.get_by_test_id("sign-out")).to_have_text(f"Sign out {nurse.name}")
     signed_in_cookies = page.context.cookies()
@@ -281,7 +281,7 @@ def test_admin_enrols_totp_and_adds_a_user(page: Page, server: LiveServer) -> No
     page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
     page.get_by_role("button", name="Confirm and sign in").click()
     expect(page).to_have_url(server.url("/"))
-    expect(h1(page)).to_have_text("Dashboard")
+    expect(h1(page)).to_have_text("Today")
     expect(page.get_by_role("main")).to_contain_text(f"Signed in as {admin.name} (admin).")
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
@@ -370,7 +370,7 @@ def test_sign_in_page_accessibility_basics(page: Page) -> None:
 
 def test_dashboard_accessibility_basics(page: Page, server: LiveServer) -> None:
     sign_in(page, server.nurse)
-    expect(h1(page)).to_have_text("Dashboard")
+    expect(h1(page)).to_have_text("Today")
     page.reload()  # a fresh load, nothing focused yet
     assert_accessibility_basics(page)
 
@@ -381,7 +381,7 @@ def test_dashboard_renders_with_css(page: Page, server: LiveServer, tmp_path_fac
     page.on("requestfailed", lambda r: failures.append(f"failed {r.url}"))
     page.on("console", lambda m: failures.append(f"console {m.text} {m.location}") if m.type == "error" else None)
     sign_in(page, server.nurse)
-    expect(h1(page)).to_have_text("Dashboard")
+    expect(h1(page)).to_have_text("Today")
     page.wait_for_load_state("load")  # every stylesheet is in
     # No worker or beat runs here, so the dashboard must warn that reminders are not going out.
     expect(page.get_by_role("alert")).to_contain_text("The background scheduler does not seem to be running.")
@@ -419,7 +419,7 @@ def test_host_cookie_is_kept_on_loopback(browser: Browser, server: LiveServer, h
     try:
         page = context.new_page()
         sign_in(page, server.nurse)
-        expect(h1(page)).to_have_text("Dashboard")
+        expect(h1(page)).to_have_text("Today")
         cookies = context.cookies()
         assert [(c["name"], c["domain"], c["path"]) for c in cookies] == [("__Host-session", host, "/")]
         assert cookies[0]["secure"] and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Lax"
