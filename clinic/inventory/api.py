@@ -135,6 +135,9 @@ class Corrections(MethodView):
     @blp.arguments(CorrectionSchema)
     @blp.response(201, LedgerEntrySchema)
     def post(self, args: dict[str, Any]) -> Any:
+        from clinic.visits.service import check_correction
+
+        check_correction(location_id=args["location_id"], corrects_seq=args["corrects_seq"])
         return service.record_correction(actor=current_actor(), client_addr=client_addr(), **args)
 
 

@@ -489,8 +489,9 @@ def reconfirm_at_visit(
     medication_changes: list[str] | None,
     pregnant: bool | None,
     ride_home_arranged: bool,
+    substance_use: bool | None = None,
 ) -> ScreeningResult | None:
-    """CI-21: re-confirm medicines, pregnancy and the ride home at a visit.
+    """CI-21: re-confirm medicines, pregnancy, substance use and the ride home at a visit.
 
     ``medication_changes`` are medicines started or changed since the last screening; they are
     added to the previous list (a stopped medicine needs a new full screening). ``pregnant`` None
@@ -515,6 +516,9 @@ def reconfirm_at_visit(
     if pregnant is True and answers.get("pregnant") is not True:
         answers["pregnant"] = True
         changed.append("pregnant")
+    if substance_use is True and answers.get("substance_use_disorder") is not True:
+        answers["substance_use_disorder"] = True
+        changed.append("substance_use_disorder")
     result = None
     if changed:
         result = _store_screening(actor=actor, patient=patient, answers=answers, location_id=previous.location_id)

@@ -31,6 +31,7 @@ from clinic.locations.models import Location
 from clinic.patients.models import Patient
 from clinic.scheduling.errors import ACTIONS, BookingConflict, InvalidTransition, refused_transition
 from clinic.scheduling.models import (
+    IN_CHAIR,
     LIVE,
     SLOT_MINUTES,
     TRANSITIONS,
@@ -559,6 +560,15 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
         if not cal.fits(starts_at, minutes):
             raise ValidationFailed(
                 errors={"starts_at": ["Outside clinic hours, on a closed day, or when the prescriber is not on site."]}
+            )
+        taken = [
+            a for a in series.appointments if a.seq > appt.seq and a.status in IN_CHAIR and a.status != "scheduled"
+        ]
+        if taken:
+            # A later visit is under way or took place: moving this one would move it too.
+            raise InvalidTransition(
+                f"Visit {taken[0].seq} of this course is already {taken[0].status.replace('_', ' ')}: "
+                "cancel or mark this visit missed instead of moving it."
             )
         live = [a for a in series.appointments if a.status in LIVE]
         before = [a for a in live if a.seq < appt.seq]

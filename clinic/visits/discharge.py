@@ -71,22 +71,32 @@ def unmet_criteria(
     dissociation_resolved: bool,
     early: bool,
 ) -> list[Unmet]:
-    """Every discharge criterion that does not hold at ``at`` (and now, in real time)."""
+    """Every discharge criterion that does not hold at ``at`` (and now, in real time).
+
+    ``early``: a prescriber gave a reason. It waives checkpoints that were missed, and for IV/IM the
+    observation minimum; never the SPRAVATO REMS two hours (SPR-14: no exception, even without side
+    effects).
+    """
     unmet: list[Unmet] = []
+    rems = bool(protocol_rules(visit).get("requires_rems"))
     now = utcnow()
     earliest = visit.earliest_discharge_at
     if visit.dose_ended_at is None or earliest is None:
         unmet.append(Unmet("dose_in_progress", "The infusion has not ended."))
-    elif (now < earliest or at < earliest) and not early:
+    elif (now < earliest or at < earliest) and (rems or not early):
         location = db.session.get(Location, visit.location_id)
         assert location is not None
         left = math.ceil((earliest - min(now, at)) / timedelta(minutes=1))
         local = to_zone(earliest, location.timezone).strftime("%H:%M")
         unmet.append(
-            Unmet("observation_time", f"The minimum observation ends at {local} ({left} min left): not before then.")
+            Unmet(
+                "observation_time",
+                f"The minimum observation ends at {local} ({left} min left): not before then"
+                + (" (the SPRAVATO REMS allows no exception)." if rems and early else "."),
+            )
         )
     post = [v for v in visit.vitals if v.minutes_after_dose is not None and v.taken_at <= at]
-    missing = _open_checkpoints(visit, before=at if early else None)
+    missing = [] if early else _open_checkpoints(visit)
     if missing:
         unmet.append(Unmet("vitals_due", "Vital signs still due at " + ", ".join(f"{m} min" for m in missing) + "."))
     if not any(v.taken_at >= at - timedelta(minutes=rules.PRE_DISCHARGE_MINUTES) for v in post):
@@ -133,6 +143,10 @@ def discharge(
     )
     at = happened_at(occurred_at, "occurred_at")
     not_before(at, last_step_at(visit), "occurred_at", "the visit's last step")
+    # Nothing charted for the visit can have happened after the patient left.
+    charted = [v.taken_at for v in visit.vitals] + [d.remainder_at for d in visit.doses if d.remainder_at]
+    if charted:
+        not_before(at, max(charted), "occurred_at", "the last vital signs or vial record")
     early = bool((override_reason or "").strip())
     if early and actor.role_enum != Role.prescriber:
         raise PermissionDenied("Only a prescriber can discharge before the observation minimum, with a reason.")

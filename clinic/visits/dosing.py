@@ -9,6 +9,7 @@ the ledger, a wrong witness password) raises, and the request's owner rolls ever
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -91,7 +92,13 @@ def _ordered_dose(visit: Visit, appt: Appointment, req: DoseRequest, *, actor: U
     return ordered
 
 
-def _containers(visit: Visit, ids: list[int], *, form: str) -> list[Container]:
+def _is_drug(name: str, drug: str) -> bool:
+    """The catalog drug is the protocol's: its name names the drug as a word ("ketamine" is not
+    "esketamine", and neither is midazolam)."""
+    return re.search(rf"\b{re.escape(drug)}\b", name, flags=re.IGNORECASE) is not None
+
+
+def _containers(visit: Visit, ids: list[int], *, form: str, drug: str) -> list[Container]:
     if len(set(ids)) != len(ids):
         raise ValidationFailed(errors={"container_ids": ["Each container once."]})
     found = {c.id: c for c in db.session.scalars(select(Container).where(Container.id.in_(ids)))}
@@ -104,8 +111,38 @@ def _containers(visit: Visit, ids: list[int], *, form: str) -> list[Container]:
             raise ValidationFailed(
                 errors={"container_ids": [f"Container {cid} is not a {form.replace('_', ' ')}, as this protocol uses."]}
             )
+        if not _is_drug(container.drug.name, drug):
+            raise ValidationFailed(
+                errors={"container_ids": [f"Container {cid} holds {container.drug.name}, not {drug}."]}
+            )
+        if form == "vial":
+            _not_open_elsewhere(visit, container)
         out.append(container)
     return out
+
+
+def _not_open_elsewhere(visit: Visit, container: Container) -> None:
+    """An opened vial serves one open visit at a time: another visit's remainder is resolved (wasted
+    or returned with its measured balance) before it is drawn again (IVK-14)."""
+    other = db.session.scalar(
+        select(DoseItem.visit_id)
+        .join(Visit, Visit.id == DoseItem.visit_id)
+        .where(
+            DoseItem.container_id == container.id,
+            DoseItem.remainder_action.is_(None),
+            DoseItem.visit_id != visit.id,
+            Visit.closed.is_(False),
+        )
+        .limit(1)
+    )
+    if other is not None:
+        raise ValidationFailed(
+            errors={
+                "container_id": [
+                    f"Vial {container.id} is open for another patient's visit: resolve its remainder first."
+                ]
+            }
+        )
 
 
 def _device_times(req: DoseRequest, count: int, at: datetime | None) -> list[datetime]:
@@ -152,7 +189,9 @@ def record_dose(*, actor: User, appointment_id: int, req: DoseRequest, client_ad
             errors={"gates": [{"code": g.code, "message": g.message} for g in failed]},
         )
     dose = _ordered_dose(visit, appt, req, actor=actor, at=started)
-    containers = _containers(visit, req.container_ids, form=rules.container_form(rules_))
+    containers = _containers(
+        visit, req.container_ids, form=rules.container_form(rules_), drug=str(rules_.get("drug", ""))
+    )
     result = DoseResult(visit)
     if devices:
         assert bounds.device_ug is not None
@@ -290,15 +329,23 @@ def end_infusion(
     not_before(ended, visit.dose_started_at, "ended_at", "the start of the infusion")
     rules_ = protocol_rules(visit)
     _end(appt, visit, rules_, actor=actor, ended=ended, duration_reason=duration_reason)
-    complete = db.session.scalar(
+    overdue = db.session.scalar(
         select(ObservationAlert).where(
-            ObservationAlert.visit_id == visit.id,
-            ObservationAlert.kind == AlertKind.observation_complete.value,
-            ObservationAlert.raised_at.is_(None),
+            ObservationAlert.visit_id == visit.id, ObservationAlert.kind == AlertKind.infusion_overdue.value
         )
     )
-    if complete is not None and visit.earliest_discharge_at is not None:
-        complete.due_at = visit.earliest_discharge_at
+    if overdue is not None and overdue.satisfied_at is None:
+        overdue.satisfied_at, overdue.satisfied_late = ended, overdue.raised_at is not None
+    assert visit.earliest_discharge_at is not None
+    db.session.add(
+        ObservationAlert(
+            visit_id=visit.id,
+            location_id=visit.location_id,
+            kind=AlertKind.observation_complete.value,
+            checkpoint=0,
+            due_at=visit.earliest_discharge_at,
+        )
+    )
     db.session.flush()
     audit.record(
         actor=actor,
@@ -319,7 +366,13 @@ def _start_timers(visit: Visit, rules_: dict) -> None:
         due = start + timedelta(minutes=checkpoint)
         rows.append((AlertKind.vitals_due, checkpoint, due))
         rows.append((AlertKind.vitals_overdue, checkpoint, due + window))
-    rows.append((AlertKind.observation_complete, 0, visit.earliest_discharge_at))
+    if visit.dose_ended_at is not None:
+        rows.append((AlertKind.observation_complete, 0, visit.earliest_discharge_at))
+    else:
+        # The infusion runs: its end is unknown, so nothing is "complete" yet; if it runs past its
+        # planned length and tolerance, say so.
+        planned = int(rules_.get("infusion_minutes", 40)) + int(rules.rule(rules_, "infusion_tolerance_minutes"))
+        rows.append((AlertKind.infusion_overdue, 0, start + timedelta(minutes=planned)))
     if rules_.get("requires_rems"):
         # SPR-18: the monitoring form is due within 7 days of the session; the alert comes on day 6.
         rows.append((AlertKind.pmf_overdue, 0, start + timedelta(days=6)))

@@ -35,6 +35,8 @@ class AlertKind(StrEnum):
     observation_complete = "observation_complete"
     #: the Spravato REMS Patient Monitoring Form is due within 7 days; the alert comes on day 6
     pmf_overdue = "pmf_overdue"
+    #: an IV infusion still running past its planned length and tolerance
+    infusion_overdue = "infusion_overdue"
 
 
 class RemainderAction(StrEnum):
@@ -75,6 +77,8 @@ class Visit(db.Model):  # type: ignore[name-defined]
     hold_released_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     hold_released_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     hold_release_reason: Mapped[str | None] = mapped_column(String(1000))
+    #: the newest reading the release covered: any later high reading holds again
+    hold_released_through_id: Mapped[int | None] = mapped_column(Integer)
 
     ordered_ug: Mapped[int | None] = mapped_column(BigInteger)
     ordered_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

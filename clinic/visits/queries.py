@@ -56,7 +56,11 @@ def _timers(visit: Visit, alerts: list[ObservationAlert], now: datetime) -> dict
         "next_vitals_checkpoint": due[0].checkpoint if due else None,
         "vitals_due": [a.due_at for a in due],
         "overdue_checkpoints": sorted(a.checkpoint for a in overdue),
-        "observation_complete": bool(visit.earliest_discharge_at is not None and visit.earliest_discharge_at <= now),
+        "observation_complete": bool(
+            visit.dose_ended_at is not None
+            and visit.earliest_discharge_at is not None
+            and visit.earliest_discharge_at <= now
+        ),
         "alerts": [_alert_view(a) for a in alerts if a.raised_at is not None and a.cancelled_at is None],
     }
 

@@ -33,6 +33,9 @@ class CheckInSchema(StrictSchema):
     ride_home_arranged = ma.fields.Boolean(required=True)
     medication_changes = ma.fields.List(ma.fields.String(validate=validate.Length(min=1, max=200)), load_default=None)
     pregnant = ma.fields.Boolean(load_default=None)
+    substance_use = ma.fields.Boolean(
+        load_default=None, metadata={"description": "Substance use since the last visit (CI-21)"}
+    )
     occurred_at = AwareDateTime(load_default=None)
     preparation = ma.fields.Nested(PreparationSchema, load_default=None)
     ride_contact = ma.fields.String(load_default=None, validate=validate.Length(max=200))

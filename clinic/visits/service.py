@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
-from clinic.core.errors import DomainError, PermissionDenied, ValidationFailed
+from clinic.core.errors import Conflict, DomainError, PermissionDenied, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.core.time import happened_at, local_day, utcnow
 from clinic.extensions import db
@@ -30,7 +30,7 @@ from clinic.scheduling.errors import refused_transition
 from clinic.scheduling.models import TRANSITIONS, Appointment, AppointmentSeries, AppointmentStatus
 from clinic.visits import rules
 from clinic.visits.errors import NoHold
-from clinic.visits.models import AlertKind, ObservationAlert, Visit, VisitEvent, VitalSign
+from clinic.visits.models import AlertKind, DoseItem, ObservationAlert, Visit, VisitEvent, VitalSign
 
 S = AppointmentStatus
 #: check-in is on the visit's day: from this long before the booked start ...
@@ -123,6 +123,7 @@ def check_in(
     ride_home_arranged: bool,
     medication_changes: list[str] | None = None,
     pregnant: bool | None = None,
+    substance_use: bool | None = None,
     occurred_at: datetime | None = None,
     preparation: dict[str, bool | None] | None = None,
     ride_contact: str | None = None,
@@ -148,6 +149,7 @@ def check_in(
         patient_id=appt.patient_id,
         medication_changes=medication_changes,
         pregnant=pregnant,
+        substance_use=substance_use,
         ride_home_arranged=ride_home_arranged,
     )
     screening_id = screening.id if screening else patients.latest_screening(appt.patient_id).id  # type: ignore[union-attr]
@@ -219,10 +221,10 @@ class Gate:
 def hold_reading(visit: Visit, rules_: dict[str, Any]) -> VitalSign | None:
     """SPR-11: the pre-dose reading above the threshold that holds the dose, unless a prescriber
     released the hold after it was written. A high reading written after a release holds again."""
-    for reading in sorted(visit.vitals, key=lambda v: v.recorded_at, reverse=True):
+    for reading in sorted(visit.vitals, key=lambda v: v.id, reverse=True):
         if reading.minutes_after_dose is not None:
             continue
-        if visit.hold_released_at is not None and reading.recorded_at <= visit.hold_released_at:
+        if visit.hold_released_through_id is not None and reading.id <= visit.hold_released_through_id:
             return None
         if rules.holds_dose(rules_, reading.systolic, reading.diastolic):
             return reading
@@ -296,6 +298,8 @@ def release_hold(*, actor: User, appointment_id: int, reason: str) -> Visit:
     if held is None:
         raise NoHold("No blood pressure above the threshold is holding this dose.")
     visit.hold_released_at, visit.hold_released_by_id, visit.hold_release_reason = utcnow(), actor.id, reason
+    # The release covers the readings the prescriber saw, by id (not by clocks that may disagree).
+    visit.hold_released_through_id = max(v.id for v in visit.vitals)
     db.session.flush()
     audit.record(
         actor=actor,
@@ -320,12 +324,19 @@ def satisfy_checkpoints(visit: Visit, reading: VitalSign) -> None:
         return
     minutes = reading.minutes_after_dose
     window = overdue_minutes()
+    # A reading counts for one checkpoint: the last whose window has opened. Its window closes when
+    # the next one's opens, so a 2-hour reading is never the 40-minute BP (SPR-10, SPR-19).
+    points = rules.checkpoints(protocol_rules(visit))
+    opened = [c for c in points if c - rules.EARLY_MINUTES <= minutes]
+    if not opened:
+        return
+    checkpoint = opened[-1]
     alerts = db.session.scalars(
         select(ObservationAlert).where(
             ObservationAlert.visit_id == visit.id,
             ObservationAlert.kind.in_((AlertKind.vitals_due.value, AlertKind.vitals_overdue.value)),
             ObservationAlert.satisfied_at.is_(None),
-            ObservationAlert.checkpoint <= minutes + rules.EARLY_MINUTES,
+            ObservationAlert.checkpoint == checkpoint,
         )
     ).all()
     met: set[int] = set()
@@ -468,10 +479,32 @@ def order_dose(*, actor: User, appointment_id: int, dose_ug: int | None = None, 
 
 
 def check_ledger_link(*, appointment_id: int, patient_id: int) -> None:
-    """A ledger administration posted on its own may name a visit only once that visit's dose went
-    through its gates (POST /appointments/{id}/dose): it cannot be a way around them."""
+    """A visit's doses are recorded through the visit (POST /appointments/{id}/dose), where its gates,
+    order and totals are kept: a ledger administration posted on its own cannot name a visit."""
     appt, _ = visit_for(appointment_id, lock=False)
     if appt.patient_id != patient_id:
         raise ValidationFailed(errors={"appointment_id": ["That appointment is another patient's."]})
-    if appt.status not in (S.dosed, S.observing, S.ready_for_discharge):
-        raise refused_transition(S(appt.status), TRANSITIONS[S(appt.status)], doing="record a dose outside the visit")
+    raise refused_transition(
+        S(appt.status), TRANSITIONS[S(appt.status)], doing="record a visit's dose outside the visit"
+    )
+
+
+def check_correction(*, location_id: int, corrects_seq: int) -> None:
+    """An entry a visit posted (its dose or waste) is not reversed behind the visit's back: the
+    visit's record of the dose would no longer match the ledger."""
+    from clinic.inventory.models import LedgerEntry
+
+    entry_id = db.session.scalar(
+        select(LedgerEntry.id).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == corrects_seq)
+    )
+    if entry_id is None:
+        return
+    linked = db.session.scalar(
+        select(DoseItem.id).where(
+            (DoseItem.administration_entry_id == entry_id)
+            | (DoseItem.waste_entry_id == entry_id)
+            | (DoseItem.remainder_entry_id == entry_id)
+        )
+    )
+    if linked is not None:
+        raise Conflict("This entry belongs to a visit's dose: it cannot be corrected on its own.")

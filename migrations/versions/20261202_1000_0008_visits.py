@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("symptoms_worsened", sa.Boolean(), nullable=True),
         sa.Column("hold_released_at", UtcDateTime(), nullable=True),
         sa.Column("hold_released_by_id", sa.Integer(), nullable=True),
+        sa.Column("hold_released_through_id", sa.Integer(), nullable=True),
         sa.Column("hold_release_reason", sa.String(length=1000), nullable=True),
         sa.Column("ordered_ug", sa.BigInteger(), nullable=True),
         sa.Column("ordered_by_id", sa.Integer(), nullable=True),
@@ -106,7 +107,7 @@ def upgrade() -> None:
         sa.Column("satisfied_late", sa.Boolean(), nullable=False),
         sa.Column("cancelled_at", UtcDateTime(), nullable=True),
         sa.CheckConstraint(
-            "kind IN ('vitals_due', 'vitals_overdue', 'observation_complete', 'pmf_overdue')",
+            "kind IN ('vitals_due', 'vitals_overdue', 'observation_complete', 'pmf_overdue', 'infusion_overdue')",
             name=op.f("ck_observation_alerts_kind_known"),
         ),
         sa.ForeignKeyConstraint(

@@ -234,19 +234,6 @@ def test_every_field_comes_from_the_session_records(ward: Ward) -> None:
     assert f["submitted"] is False
 
 
-def test_an_early_discharge_is_flagged_in_words(ward: Ward) -> None:
-    """A prescriber's early discharge at 105 minutes: the form still says so (it must be >= 120)."""
-    s = session(ward, discharge_at="10:50", early_reason="Family emergency; escorted by her partner")
-    f = form(ward, s["appointment"])
-    assert f["session"]["duration_minutes"] == 105
-    assert f["session"]["duration_meets_minimum"] is False
-    early = next(flag for flag in f["flags"] if flag["code"] == "early_discharge")
-    assert "105 minutes" in early["message"]
-    assert "120" in early["message"]
-    assert "Family emergency" in early["message"]
-    assert f["vitals"]["bp_before_completion"]["bp"] == "128/82"
-
-
 def test_the_form_classes_are_the_screenings_names() -> None:
     """Every medicine that ticks a box on the form is one the screening also flags (CI-10..12)."""
     known = {n for mc in screening.MEDICATION_CLASSES if mc.code in ("CI-10", "CI-11", "CI-12") for n in mc.names}

@@ -134,7 +134,7 @@ def test_discharge_cannot_be_back_charted_before_the_minimum(ward: Ward) -> None
         ).status_code
         == 201
     )
-    for hh_mm in ("09:45", "11:05"):
+    for hh_mm in ("09:45", "10:58"):
         ward.at(hh_mm)
         assert ward.vitals(appt).status_code == 201
     ward.at("11:30")
@@ -145,17 +145,39 @@ def test_discharge_cannot_be_back_charted_before_the_minimum(ward: Ward) -> None
 
 
 def test_early_discharge_needs_a_prescriber_and_a_reason(ward: Ward) -> None:
-    appt = ward.ready_patient("esketamine-rems")  # 56 mg: two devices
-    devices = ward.receive(ward.devices_drug, 2)
-    ward.at("09:20")
-    assert ward.dose(appt, {"container_ids": devices}).status_code == 201
-    ward.at("10:10")
+    """IV: a prescriber may discharge before the observation minimum, with a reason; a nurse cannot."""
+    appt = ward.ready_patient("ketamine-iv-induction")
+    vial = ward.receive(ward.vial_drug, 1)[0]
+    ward.at("09:05")
+    assert ward.dose(appt, {"container_id": vial, "infusion_ended_at": None}).status_code == 201
+    ward.at("09:45")
+    assert ward.post(f"/appointments/{appt}/infusion-end", {}).status_code == 200
+    returned = ward.post(
+        f"/appointments/{appt}/vial-remainder", {"container_id": vial, "action": "returned", "measured_mg": "460"}
+    )
+    assert returned.status_code == 200, returned.json
+    ward.at("10:00")
     assert ward.vitals(appt).status_code == 201
     nurse = ward.discharge(appt, override_reason="transfer to ED")
     assert nurse.status_code == 403
     early = ward.discharge(appt, ward.prescriber_h, override_reason="transfer to the emergency department")
     assert early.status_code == 200, early.json
     assert early.json["visit"]["early_discharge_reason"] == "transfer to the emergency department"
+
+
+def test_esketamine_allows_no_early_discharge(ward: Ward) -> None:
+    """SPR-14: the REMS two hours have no exception, not even for a prescriber with a reason."""
+    appt = ward.ready_patient("esketamine-rems")  # 56 mg: two devices
+    devices = ward.receive(ward.devices_drug, 2)
+    ward.at("09:20")
+    assert ward.dose(appt, {"container_ids": devices}).status_code == 201
+    ward.at("10:10")
+    assert ward.vitals(appt).status_code == 201
+    early = ward.discharge(appt, ward.prescriber_h, override_reason="family emergency")
+    assert early.status_code == 409
+    assert [u["code"] for u in early.json["errors"]["unmet"]] == ["observation_time"]
+    assert "no exception" in early.json["detail"]
+    assert ward.visit(appt)["status"] == "observing"
 
 
 def test_sedation_and_vitals_out_of_range_block_discharge(ward: Ward) -> None:
