@@ -44,7 +44,13 @@ def _timers(visit: Visit, alerts: list[ObservationAlert], now: datetime) -> dict
         (a for a in alerts if a.kind == AlertKind.vitals_due and a.satisfied_at is None and a.cancelled_at is None),
         key=lambda a: a.due_at,
     )
-    overdue = [a for a in alerts if a.kind == AlertKind.vitals_overdue and a.raised_at and a.satisfied_at is None]
+    # Judged here against the due time, not only once the sweeper has raised it, so the API and the
+    # pages agree in the seconds between a timer's end and the next sweep.
+    overdue = [
+        a
+        for a in alerts
+        if a.kind == AlertKind.vitals_overdue and a.satisfied_at is None and (a.raised_at or a.due_at <= now)
+    ]
     left = None
     if visit.earliest_discharge_at is not None:
         left = max(0, int((visit.earliest_discharge_at - now) / timedelta(seconds=1)))
