@@ -167,6 +167,8 @@ def test_an_esketamine_visit_from_check_in_to_discharge(staff: Staff, ward: Ward
     assert done.status_code == 302, text(done)[-2000:]
     html = text(staff.nurse.get(runner(appt)))
     assert 'data-status="discharged"' in html and "Do not drive" in html
+    assert "SPRAVATO REMS Patient Monitoring Form" in html and "/monitoring-form" in html
+    assert "Record a PHQ-9 or GAD-7 at this visit" in html
     steps = re.findall(r'<tr data-step="(\w+)">', html)
     assert steps == ["checked_in", "dosed", "observing", "ready_for_discharge", "discharged"]
     board = text(staff.nurse.get(f"/visits/board?location_id={ward.location_id}"))
