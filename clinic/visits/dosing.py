@@ -92,10 +92,16 @@ def _ordered_dose(visit: Visit, appt: Appointment, req: DoseRequest, *, actor: U
     return ordered
 
 
+#: names a catalog drug may go by, generic and brand, for each protocol drug
+DRUG_NAMES = {"esketamine": ("esketamine", "spravato"), "ketamine": ("ketamine", "ketalar")}
+
+
 def _is_drug(name: str, drug: str) -> bool:
-    """The catalog drug is the protocol's: its name names the drug as a word ("ketamine" is not
-    "esketamine", and neither is midazolam)."""
-    return re.search(rf"\b{re.escape(drug)}\b", name, flags=re.IGNORECASE) is not None
+    """The catalog drug is the protocol's: its name names the drug, generic or brand, as a word
+    ("ketamine" is not "esketamine", and neither is midazolam)."""
+    return any(
+        re.search(rf"\b{re.escape(word)}\b", name, flags=re.IGNORECASE) for word in DRUG_NAMES.get(drug, (drug,))
+    )
 
 
 def _containers(visit: Visit, ids: list[int], *, form: str, drug: str) -> list[Container]:
