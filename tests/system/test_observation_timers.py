@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from clinic.core.time import database_now
 from clinic.extensions import db
 from clinic.visits.models import ObservationAlert
 from tests.clock import at_local, clock_env
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, Account, temp_app
 from tests.visits.conftest import TZ, open_ward, ward_day
 
 BIN = Path(sys.executable).parent
@@ -137,8 +138,38 @@ def _dosed_visits(app, client, make_user) -> list[int]:
     return appts
 
 
-def test_no_alert_lost_or_repeated_across_worker_and_broker_restarts(app, backend, client, make_user, tmp_path):
-    _dosed_visits(app, client, make_user)
+def test_no_alert_lost_or_repeated_across_worker_and_broker_restarts(backend, tmp_path):
+    # A database of its own: what other tests left in the shared one cannot queue ahead of these timers.
+    with temp_app(backend, "f12") as app:
+        _run(app, backend, tmp_path)
+
+
+def _users(app):  # type: ignore[no-untyped-def]
+    """make_user for this test's own app (the fixture is bound to the shared one)."""
+    from clinic.auth import service as auth
+    from clinic.core.tx import commit
+
+    def make(role: str = "nurse") -> Account:
+        email = f"{role}.{uuid.uuid4().hex[:8]}@f12.clinic"
+        password = f"pw-{uuid.uuid4().hex}"
+        with app.app_context():
+            user = auth.create_user(
+                actor=None,
+                email=email,
+                name=f"F12 {role}",
+                role=role,
+                password=password,
+                license_type="RN" if role in ("nurse", "prescriber") else None,
+                license_number="F12-1" if role in ("nurse", "prescriber") else None,
+            )
+            commit()
+            return Account(user.id, email, password, role, None)
+
+    return make
+
+
+def _run(app, backend: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _dosed_visits(app, app.test_client(), _users(app))
     # The timers were set on the frozen Monday; bring them to the next seconds of real time, spread
     # out, so beat and the worker (which run on the real clock) meet them while being restarted.
     with app.app_context():
