@@ -8,7 +8,7 @@ code path forgot to look.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,15 +19,12 @@ from clinic.audit.tags import ledger_tag
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
-from clinic.core.time import utcnow
+from clinic.core.time import happened_at, utcnow
 from clinic.extensions import db
 from clinic.inventory.chain import GENESIS, entry_hash
 from clinic.inventory.errors import InsufficientStock
 from clinic.inventory.models import Container, ContainerStatus, EntryKind, LedgerChain, LedgerEntry
 from clinic.locations.models import Location
-
-#: Clock skew tolerated for a back-charted time said to be "now" by another machine.
-FUTURE_TOLERANCE = timedelta(minutes=2)
 
 
 def lock_chain(location_id: int) -> LedgerChain:
@@ -54,14 +51,7 @@ def lock_container(container_id: int) -> Container:
 
 
 def check_time(occurred_at: datetime | None, field: str = "occurred_at") -> datetime:
-    now = utcnow()
-    if occurred_at is None:
-        return now
-    if occurred_at.tzinfo is None:
-        raise ValidationFailed(errors={field: ["Give a time zone offset."]})
-    if occurred_at > now + FUTURE_TOLERANCE:
-        raise ValidationFailed(errors={field: ["Cannot be in the future."]})
-    return occurred_at.astimezone(UTC)
+    return happened_at(occurred_at, field)
 
 
 def require_positive(quantity_ug: int) -> None:

@@ -21,7 +21,7 @@ from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core import tx
 from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
-from clinic.core.time import local_day, today_at, utcnow
+from clinic.core.time import happened_at, local_day, today_at, utcnow
 from clinic.extensions import db
 from clinic.locations import service as locations_service
 from clinic.locations.models import Location
@@ -36,8 +36,6 @@ from clinic.scheduling.models import AppointmentSeries
 
 logger = logging.getLogger(__name__)
 
-#: Clock skew tolerated for a time said to be "now" by another machine (as the ledger's check_time).
-FUTURE_TOLERANCE = timedelta(minutes=2)
 #: How long before a course starts its baseline may have been taken (an intake questionnaire);
 #: anything earlier is a typing slip in the year, refused rather than charted.
 MAX_BASELINE_LEAD = timedelta(days=180)
@@ -62,10 +60,7 @@ def _series_of(patient: Patient, series_id: int) -> AppointmentSeries:
 
 
 def _check_taken_at(taken_at: datetime, *, now: datetime, series: AppointmentSeries, location: Location) -> datetime:
-    if taken_at.tzinfo is None:
-        raise ValidationFailed(errors={"taken_at": ["Give a time zone offset."]})
-    if taken_at > now + FUTURE_TOLERANCE:
-        raise ValidationFailed(errors={"taken_at": ["Cannot be in the future."]})
+    happened_at(taken_at, "taken_at")
     # Compared as aware datetimes (no conversion), so even year 1 is a clean refusal.
     earliest = datetime.combine(series.start_on - MAX_BASELINE_LEAD, time.min, tzinfo=ZoneInfo(location.timezone))
     if taken_at < earliest:

@@ -78,7 +78,7 @@ def _ordered_dose(visit: Visit, appt: Appointment, req: DoseRequest, *, actor: U
     if visit.ordered_ug is not None:
         ordered = visit.ordered_ug
     elif appt.planned_dose_mg is not None:
-        ordered = rules._ug(appt.planned_dose_mg)
+        ordered = rules.ug(appt.planned_dose_mg)
     else:
         ordered = bounds.target_ug
     if req.dose_ug is not None and req.dose_ug != ordered:

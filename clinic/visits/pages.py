@@ -366,7 +366,7 @@ def _standing_dose(runner: Runner) -> None:
     if visit.ordered_ug is not None:
         runner.dose_ug, runner.dose_source = visit.ordered_ug, "the prescriber's order for this visit"
     elif appt.planned_dose_mg is not None:
-        runner.dose_ug, runner.dose_source = rules._ug(appt.planned_dose_mg), "the course's standing order"
+        runner.dose_ug, runner.dose_source = rules.ug(appt.planned_dose_mg), "the course's standing order"
     elif runner.bounds is not None:
         runner.dose_ug, runner.dose_source = runner.bounds.target_ug, "the protocol's dose for this weight"
 

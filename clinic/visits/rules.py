@@ -95,7 +95,7 @@ class DoseBounds:
     device_ug: int | None = None
 
 
-def _ug(mg: str | Decimal) -> int:
+def ug(mg: str | Decimal) -> int:
     return int((Decimal(mg) * 1000).to_integral_value(ROUND_HALF_UP))
 
 
@@ -106,7 +106,7 @@ def weight_based(rules: dict[str, Any], weight_g: int) -> DoseBounds:
 
     def at(mg_per_kg: str) -> int:
         mg = (kg * Decimal(mg_per_kg)).quantize(Decimal("0.1"), ROUND_HALF_UP)
-        return _ug(mg)
+        return ug(mg)
 
     return DoseBounds(target_ug=at(dose["target"]), min_ug=at(dose["min"]), max_ug=at(dose["max"]))
 
@@ -115,13 +115,13 @@ def fixed(rules: dict[str, Any], *, first_in_course: bool, had_lower: bool) -> D
     """SPR-20/21: whole 28 mg devices; the course's first dose is the protocol's, and a higher dose
     only after the lower one was given in this course."""
     dose = rules["dose"]
-    options = sorted(_ug(mg) for mg in dose["options_mg"])
-    first = _ug(dose.get("first_mg", dose["options_mg"][0]))
+    options = sorted(ug(mg) for mg in dose["options_mg"])
+    first = ug(dose.get("first_mg", dose["options_mg"][0]))
     allowed: tuple[int, ...]
     if first_in_course:
         allowed = (first,)
     elif "higher_only_after" in dose and not had_lower:
-        floor = _ug(dose["higher_only_after"])
+        floor = ug(dose["higher_only_after"])
         allowed = tuple(o for o in options if o <= floor)
     else:
         allowed = tuple(options)
@@ -132,7 +132,7 @@ def fixed(rules: dict[str, Any], *, first_in_course: bool, had_lower: bool) -> D
         min_ug=min(allowed),
         max_ug=max(allowed),
         options_ug=allowed,
-        device_ug=_ug(dose.get("device_mg", "28")),
+        device_ug=ug(dose.get("device_mg", "28")),
     )
 
 

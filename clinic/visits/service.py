@@ -424,7 +424,7 @@ def _course_history(visit: Visit) -> tuple[bool, bool]:
     ).all()
     rules_ = protocol_rules(visit)
     floor = rules_["dose"].get("higher_only_after")
-    lower = floor is not None and any(d is not None and d <= rules._ug(floor) for d in doses)
+    lower = floor is not None and any(d is not None and d <= rules.ug(floor) for d in doses)
     return not doses, lower
 
 
