@@ -17,8 +17,9 @@ from tests.visits.conftest import TZ, Ward, open_ward
 
 
 def seed_clinic(app: Any, client: Any, make_user: Callable[..., Any], day: date) -> Ward:
-    """One location's day: stock received, an esketamine visit to discharge, an IV dose with its
-    witnessed waste, a PHQ-9, a shift count, a signed checkpoint and one receipt after it."""
+    """One location's day: stock received, an esketamine visit to discharge and its REMS monitoring
+    form sent, an IV dose with its witnessed waste, a PHQ-9, a shift count, a signed checkpoint and
+    one receipt after it."""
     from clinic.core.tx import commit
     from clinic.inventory import integrity
 
@@ -72,6 +73,10 @@ def seed_clinic(app: Any, client: Any, make_user: Callable[..., Any], day: date)
             {"instrument": "phq9", "series_id": series, "items": [2, 2, 1, 3, 0, 1, 2, 1, 0], "appointment_id": iv},
         )
         assert score.status_code == 201, score.json
+
+        ward.at("16:00")  # the esketamine visit's REMS monitoring form, sent the same day
+        sent = ward.post(f"/appointments/{appt}/monitoring-form/submission", {"reference": "REMS-0042-77"})
+        assert sent.status_code in (200, 201), sent.json
 
         # An end-of-shift count of everything in the safe, witnessed.
         ward.at("17:30")
