@@ -1,4 +1,4 @@
-"""The login role web, worker and beat connect as on PostgreSQL: it owns nothing (RELIABILITY.md §1.1).
+"""The login role web, worker and beat connect as on PostgreSQL: it owns nothing (HIP-04).
 
 Only a table's owner (or a superuser) may switch its triggers off, so the append-only triggers hold
 against the app's own credentials only while the app is not the owner. ``ensure_login_role``

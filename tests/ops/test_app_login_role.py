@@ -106,6 +106,19 @@ def test_a_clinic_day_runs_as_the_role(role_app: Any, tmp_path: Path) -> None:
     assert cli(as_role, "ledger", "verify").exit_code == 0
     taken = cli(as_role, "backup", "-o", str(tmp_path / "as-role.pgdump"))
     assert taken.exit_code == 0, taken.output
+    # Restored by the owner into an empty database, then granted again: the role reads it, edits nothing.
+    with fresh_app("postgresql", "rolerestore") as restored:
+        result = cli(restored, "restore", str(tmp_path / "as-role.pgdump"), "--grant-app-role", role)
+        assert result.exit_code == 0, result.output
+        url = make_url(restored.config["SQLALCHEMY_DATABASE_URI"]).set(username=role)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM ledger_entries")).scalar()
+                with pytest.raises(DatabaseError, match=r"permission denied|must be owner"):
+                    conn.execute(text("ALTER TABLE ledger_entries DISABLE TRIGGER USER"))
+        finally:
+            engine.dispose()
     ready = as_role.test_client().get("/health/ready")
     assert ready.json["database"] == ready.json["migrations"] == ready.json["scheduler"] == "ok", ready.json
     assert ward.container(ward.extra["vial"])["balance_mg"] == "460"

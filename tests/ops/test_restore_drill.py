@@ -134,6 +134,29 @@ def test_a_backup_altered_after_it_was_written_is_refused(backend: str, good_bac
                 assert backup.database_contents(db.engine.url) is None, "the target was written to"
 
 
+def test_a_backup_signed_by_another_key_needs_that_key_named(backend: str, good_backup: Path, tmp_path: Path) -> None:
+    """Restoring on a new machine (another signing key) is refused until IT names the key it trusts."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    other = Ed25519PrivateKey.generate()
+    key = other.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    manifest = manifest_of(good_backup)
+    manifest["signature"] = {
+        "algorithm": "ed25519",
+        "public_key": key,
+        "value": other.sign(backup._canonical(manifest)).hex(),
+    }
+    foreign = tmp_path / "foreign.backup"
+    foreign.write_bytes(good_backup.read_bytes())
+    backup.manifest_path(foreign).write_text(json.dumps(manifest))
+    with fresh_app(backend, "foreign") as target:
+        refused = target.test_cli_runner().invoke(args=["restore", str(foreign)])
+        assert refused.exit_code != 0 and "--public-key" in refused.output and key in refused.output
+        trusted = cli(target, "restore", str(foreign), "--public-key", key)
+        assert trusted.exit_code == 0, trusted.output
+
+
 def _tamper(app: Flask, backend: str, location_id: int, how: str) -> int:
     """Edit one middle ledger entry as someone holding the database itself would (triggers off)."""
     with app.app_context():
