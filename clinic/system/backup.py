@@ -358,6 +358,10 @@ def database_contents(url: URL) -> str | None:
     if url.get_backend_name() == "sqlite":
         file = _sqlite_file(url)
         if not file.exists() or file.stat().st_size == 0:
+            # A write-ahead log left behind by a database that is gone would be replayed into the new one.
+            for leftover in (file.with_name(file.name + "-wal"), file.with_name(file.name + "-journal")):
+                if leftover.exists() and leftover.stat().st_size:
+                    return f"{leftover.name} is left over from an earlier database: remove it first"
             return None
         conn = sqlite3.connect(file)
         try:

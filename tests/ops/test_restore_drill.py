@@ -18,7 +18,7 @@ from sqlalchemy import inspect, text
 
 from clinic.extensions import db
 from clinic.system import backup
-from tests.conftest import bearer
+from tests.conftest import bearer, dispose, make_app
 from tests.ops.conftest import cli, fresh_app
 from tests.ops.seed import seed_clinic, user_maker
 from tests.visits.conftest import ward_day
@@ -235,3 +235,78 @@ def test_restore_names_what_the_manifest_says_that_the_database_does_not(
         assert result.exit_code == 1, result.output
         expected = manifest["tables"]["access_events"]
         assert f"table access_events: {expected - 1} rows, the backup says {expected}" in result.output
+
+
+def test_a_backup_taken_while_the_clinic_writes_is_one_moment(
+    app: Flask, backend: str, seeded: Any, tmp_path: Path
+) -> None:
+    """Receipts keep arriving while ``clinic backup`` runs: the manifest and the copy are the same
+    moment (PostgreSQL: pg_dump in the manifest's snapshot), so the restore matches it and verifies."""
+    import threading
+    from datetime import timedelta
+
+    import time_machine
+
+    from tests.clock import at_local
+    from tests.visits.conftest import TZ
+
+    stop, written, failures = threading.Event(), [], []
+
+    def receive(headers: dict[str, str]) -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            resp = client.post(
+                "/api/v1/inventory/receipts",
+                headers=headers,
+                json={
+                    "storage_site_id": seeded.safe_id,
+                    "drug_id": seeded.vial_drug,
+                    "lot_number": f"LIVE{len(written)}",
+                    "expires_on": (seeded.day + timedelta(days=700)).isoformat(),
+                    "container_count": 1,
+                    "supplier_name": "Acme Wholesale",
+                    "supplier_address": "1 Supply Rd, Newark NJ",
+                    "supplier_dea_registration": "AB1234563",
+                    "invoice_number": f"LIVE-{len(written)}",
+                },
+            )
+            (written if resp.status_code == 201 else failures).append(resp.status_code)
+
+    path = tmp_path / "live.backup"
+    # After the seeded day, so the new receipts come later in the chain than everything before.
+    with time_machine.travel(at_local(seeded.day + timedelta(days=1), "08:00", TZ), tick=True):
+        writer = threading.Thread(target=receive, args=(bearer(app, seeded.nurse),))
+        writer.start()
+        try:
+            while len(written) < 3:
+                assert not failures, failures
+                threading.Event().wait(0.01)
+            taken = cli(app, "backup", "-o", str(path))
+            during = len(written)
+            while len(written) < during + 3:
+                assert not failures, failures
+                threading.Event().wait(0.01)
+        finally:
+            stop.set()
+            writer.join()
+    assert taken.exit_code == 0, taken.output
+    assert not failures, failures
+    with fresh_app(backend, "live") as target:
+        result = cli(target, "restore", str(path))
+        assert result.exit_code == 0, result.output
+        assert "every chain verifies" in result.output
+    assert manifest_of(path)["tables"]["ledger_entries"] < facts(app)["tables"]["ledger_entries"]
+
+
+def test_restore_will_not_replay_a_leftover_write_ahead_log(good_backup: Path, tmp_path: Path) -> None:
+    if backup.manifest_path(good_backup).exists() and manifest_of(good_backup)["backend"] != "sqlite":
+        return  # SQLite's own files
+    target = tmp_path / "clinic.sqlite"
+    (tmp_path / "clinic.sqlite-wal").write_bytes(b"\0" * 64)
+    app = make_app(f"sqlite:///{target}")
+    try:
+        result = app.test_cli_runner().invoke(args=["restore", str(good_backup)])
+        assert result.exit_code != 0 and "clinic.sqlite-wal is left over" in result.output, result.output
+        assert not target.exists() or target.stat().st_size == 0
+    finally:
+        dispose(app)
