@@ -66,15 +66,33 @@ def db_revision(message: str) -> None:
 
 @db_group.command("grant-app-role")
 @click.argument("role")
-def db_grant_app_role(role: str) -> None:
+@click.option(
+    "--login-password-env",
+    "password_env",
+    default=None,
+    help="Create ROLE as a login role (or reset its password) with the password in this environment variable.",
+)
+def db_grant_app_role(role: str, password_env: str | None) -> None:
     """PostgreSQL: give ROLE (an existing login role that owns nothing) what the app needs and no more.
 
     Append-only tables get SELECT and INSERT only, so the app cannot update, delete, truncate or
     switch off their triggers (only an owner can); everything else gets SELECT, INSERT, UPDATE, DELETE.
     Run it after every `clinic db upgrade`, as the owner of the tables.
     """
+    import os
+
     from clinic.core.appendonly import grant_app_role
 
+    if password_env:
+        from clinic.system.roles import ensure_login_role
+
+        if not os.environ.get(password_env):
+            raise click.ClickException(f"{password_env} is not set")
+        try:
+            created = ensure_login_role(role, os.environ[password_env])
+        except (RuntimeError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"{'created' if created else 'updated'} login role {role}")
     tables = grant_app_role(role)
     click.echo(f"granted {role} on {tables} tables")
 
@@ -200,3 +218,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(users_group)
     app.cli.add_command(ledger_group)
+    from clinic.system import commands as system_commands
+
+    system_commands.init_app(app)  # clinic backup, clinic restore, clinic health

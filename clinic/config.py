@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_LEASE_SECONDS": 30,
     # A post-dose vitals checkpoint not met this many minutes after it is due raises "vitals overdue".
     "VITALS_OVERDUE_MINUTES": 10,
+    # Operations (issue 14): CLINIC_REPLICA_URL, an optional streaming replica for read-only reports
+    # and exports, and how long a read waits for it to replay the primary's position (clinic.core.replica);
+    # where pg_dump/pg_restore live when not on PATH (clinic backup / restore).
+    "REPLICA_URL": None,
+    "REPLICA_WAIT_SECONDS": 2.0,
+    "PG_BIN_DIR": None,
 }
 
 
@@ -96,6 +102,8 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
     # __Host- binds the cookie to this host and path "/" and demands Secure (ASVS V3.3.3).
     app.config["SESSION_COOKIE_NAME"] = "__Host-session" if secure else "clinic_session"
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    if app.config["REPLICA_URL"] and not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        raise RuntimeError("CLINIC_REPLICA_URL needs a PostgreSQL DATABASE_URL (the streaming replica's primary)")
 
 
 def _engine_options(url: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 
 from clinic.core.db import Base
+from clinic.core.replica import RoutingSession
 
 
 class ProblemSchema(ma.Schema):
@@ -49,7 +50,8 @@ class Api(_SmorestApi):
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
 
 
-db = SQLAlchemy(model_class=Base)
+# RoutingSession: plain reads inside clinic.core.replica.reads() go to CLINIC_REPLICA_URL.
+db = SQLAlchemy(model_class=Base, session_options={"class_": RoutingSession})
 api = Api()
 csrf = CSRFProtect()
 

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from clinic.auth.policy import client_addr, current_actor, require
+from clinic.core import replica
 from clinic.core.idempotency import idempotent
 from clinic.inventory import service
 from clinic.inventory.schemas import (
@@ -170,6 +171,7 @@ class ResolveDiscrepancy(MethodView):
 @blp.route("/inventory/ledger")
 class Ledger(MethodView):
     @require("inventory.view")
+    @replica.reading  # auditors page long ranges: a streaming replica may carry them (CLINIC_REPLICA_URL)
     @blp.arguments(LedgerQuerySchema, location="query")
     @blp.response(200, LedgerPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:

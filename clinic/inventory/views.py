@@ -19,7 +19,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from clinic.auth.policy import client_addr, current_actor, require
-from clinic.core import tx
+from clinic.core import replica, tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import format_mg, id_arg
 from clinic.core.time import OFF_THE_CALENDAR
@@ -304,6 +304,7 @@ def _day_bounds(query: dict[str, str], tz: str) -> dict[str, str]:
 
 @bp.get("/ledger")
 @require("inventory.view")
+@replica.reading  # a long ledger read may go to CLINIC_REPLICA_URL, as the API's listing does
 def ledger() -> Any:
     where = queries.where(_location_id())
     filters = {k: v for k, v in request.args.items() if v != "" and k != "cursor"}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timedelta
 
@@ -53,3 +54,51 @@ def broker_ok() -> bool:
         logger.warning("health: broker unreachable")
         return False
     return True
+
+
+@functools.cache
+def _code_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """(heads, every revision) of the migrations this code ships: read once per process."""
+    from alembic.script import ScriptDirectory
+
+    from clinic.cli import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(script.get_heads()), frozenset(rev.revision for rev in script.walk_revisions())
+
+
+def migrations_state() -> str:
+    """ "ok" when the database's schema is this code's head; else "behind", "ahead" or "unavailable".
+
+    "ahead" is a database migrated by newer code than this process runs (a rollback of the code).
+    """
+    try:
+        found = frozenset(db.session.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    except Exception:
+        db.session.rollback()
+        logger.warning("health: no migration version could be read")
+        return "unavailable"
+    db.session.rollback()
+    heads, known = _code_revisions()
+    if found == heads:
+        return "ok"
+    return "behind" if found <= known else "ahead"
+
+
+def readiness() -> dict[str, str]:
+    """What a load balancer needs before it sends traffic: each check "ok" or what is wrong."""
+    database = database_ok()
+    checks = {
+        "database": "ok" if database else "unavailable",
+        "migrations": migrations_state() if database else "unknown",
+        "broker": "ok" if broker_ok() else "unavailable",
+        "scheduler": "unknown",
+    }
+    if database:
+        try:
+            checks["scheduler"] = "stale" if scheduler_is_stale() else "ok"
+        except Exception:  # e.g. the heartbeats table is not there yet (migrations behind)
+            logger.warning("health: no scheduler heartbeat could be read")
+        finally:
+            db.session.rollback()
+    return checks

@@ -54,3 +54,20 @@ def health() -> Any:
         "broker": "ok" if broker else "unavailable",
     }
     return jsonify(body), 200 if database and broker else 503
+
+
+@bp.route("/health/live")
+@public
+def health_live() -> Any:
+    """The process answers: nothing else is checked, so a restart is the cure when this fails."""
+    return jsonify({"status": "ok"})
+
+
+@bp.route("/health/ready")
+@public
+def health_ready() -> Any:
+    """Ready for traffic: database reachable, schema at this code's head, broker reachable, scheduler
+    heartbeat fresh. 503 names what is not (never how it is configured)."""
+    checks = system.readiness()
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify({"status": "ready" if ready else "not_ready", **checks}), 200 if ready else 503
