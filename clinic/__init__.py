@@ -68,6 +68,8 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.locations.models
     import clinic.outcomes.models
     import clinic.patients.models
+    import clinic.reminders.models
+    import clinic.reminders.tasks
     import clinic.scheduling.models
     import clinic.system.models
     import clinic.system.tasks
@@ -83,6 +85,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.outcomes import views as outcomes_views
     from clinic.patients import api as patients_api
     from clinic.patients import views as patients_views
+    from clinic.reminders import api as reminders_api
     from clinic.scheduling import api as scheduling_api
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
@@ -107,6 +110,7 @@ def _register_blueprints(app: Flask) -> None:
         visits_api.blp,
         outcomes_api.blp,
         pmf_api.blp,
+        reminders_api.blp,
     ):
         api.register_blueprint(blueprint)
 
