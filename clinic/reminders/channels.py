@@ -24,6 +24,7 @@ import logging
 import smtplib
 import socket
 import ssl
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -281,7 +282,11 @@ class ConsoleTransport:
         line = json.dumps({"key": message.key, "kind": message.kind, "channel": message.channel}, sort_keys=True)
 
         def write() -> str:
-            logger.info("reminder delivered to the console outbox: %s", line)
+            # The process's real stdout: Celery redirects sys.stdout inside tasks into its logger.
+            out = sys.__stdout__
+            if out is not None:
+                out.write(f"[reminder] {message.kind.replace('_', ' ')} by {message.channel}, {message.key}\n")
+                out.flush()
             if self.path is not None:
                 with self.path.open("a", encoding="utf-8") as fh:
                     fh.write(line + "\n")

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 APPOINTMENT_KINDS = ("appointment",)
 #: reminders about the course as a whole, re-planned whenever its visits change
 COURSE_KINDS = ("evaluate_benefit", "course_reassessment", "course_completion", "booster_due")
+#: a visit booked later than its nearest lead time is still reminded at once if it is this far off
+LATE_REMINDER_MIN = timedelta(hours=1)
 
 
 @dataclass
@@ -205,8 +207,16 @@ def _appointment_plans(appt: Any, patient: Patient, settings: dict[str, Any]) ->
     if channel is None:
         return []
     plans = []
-    for lead in settings["appointment"].get("lead_hours", []):
+    now = utcnow()
+    leads = sorted(settings["appointment"].get("lead_hours", []))
+    for lead in leads:
         at = rules.before(appt.starts_at, lead, patient.timezone)
+        if at <= now:
+            # Booked (or moved) too late for this lead: only the nearest reminder goes, at once,
+            # and only when the visit is still far enough off to be of use.
+            if lead != leads[0] or appt.starts_at - now < LATE_REMINDER_MIN:
+                continue
+            at = now
         plans.append(
             Plan(
                 kind="appointment",
