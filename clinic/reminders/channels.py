@@ -60,7 +60,7 @@ class Transport(Protocol):
     name: str
     resend_safe: bool
 
-    def prepare(self, message: Message) -> Pending: ...
+    def prepare(self, message: Message, slot: int = 0) -> Pending: ...
 
 
 # --- SMTP ---------------------------------------------------------------------------------------
@@ -81,12 +81,21 @@ class SmtpSettings:
 _local = threading.local()
 
 
-def _connection(cfg: SmtpSettings) -> smtplib.SMTP:
-    """One SMTP connection per thread, kept between messages (a batch reuses it)."""
-    conn: smtplib.SMTP | None = getattr(_local, "smtp", None)
-    if conn is not None and getattr(_local, "smtp_cfg", None) == cfg:
-        return conn
-    drop_connection()
+def _pool() -> dict[int, tuple[smtplib.SMTP, SmtpSettings]]:
+    pool: dict[int, tuple[smtplib.SMTP, SmtpSettings]] | None = getattr(_local, "smtp", None)
+    if pool is None:
+        pool = _local.smtp = {}
+    return pool
+
+
+def _connection(cfg: SmtpSettings, slot: int) -> smtplib.SMTP:
+    """SMTP connections kept per thread between messages, one per slot: a group of messages is
+    taken up to the point of no return on several connections at once, then finished together."""
+    kept = _pool().get(slot)
+    if kept is not None and kept[1] == cfg:
+        return kept[0]
+    drop_connection(slot)
+    conn: smtplib.SMTP
     if cfg.ssl:
         conn = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context())
     else:
@@ -96,16 +105,18 @@ def _connection(cfg: SmtpSettings) -> smtplib.SMTP:
     conn.ehlo_or_helo_if_needed()
     if cfg.username:
         conn.login(cfg.username, cfg.password or "")
-    _local.smtp, _local.smtp_cfg = conn, cfg
+    _pool()[slot] = (conn, cfg)
     return conn
 
 
-def drop_connection() -> None:
-    conn: smtplib.SMTP | None = getattr(_local, "smtp", None)
-    _local.smtp = None
-    if conn is not None:
-        with contextlib.suppress(OSError):
-            conn.close()
+def drop_connection(slot: int | None = None) -> None:
+    """Close one kept connection (or all of them)."""
+    pool = _pool()
+    for key in [slot] if slot is not None else list(pool):
+        kept = pool.pop(key, None) if key is not None else None
+        if kept is not None:
+            with contextlib.suppress(OSError):
+                kept[0].close()
 
 
 def _smtp_error(exc: BaseException) -> DeliveryFailed:
@@ -123,26 +134,26 @@ class AmbiguousOutcome(Exception):
 
 
 class _SmtpPending:
-    def __init__(self, conn: smtplib.SMTP, key: str) -> None:
-        self.conn, self.key = conn, key
+    def __init__(self, conn: smtplib.SMTP, key: str, slot: int) -> None:
+        self.conn, self.key, self.slot = conn, key, slot
 
     def finish(self) -> str:
         try:
             self.conn.send(b"." + smtplib.bCRLF)
             code, _ = self.conn.getreply()
         except (OSError, smtplib.SMTPException) as exc:
-            drop_connection()
+            drop_connection(self.slot)
             # The end-of-data line left us; the server may hold the message. It counts as sent:
             # sending it again could double it (RFC 1047).
             raise AmbiguousOutcome(f"no reply to end of data: {type(exc).__name__}") from None
         if code != 250:
             if code == 421:
-                drop_connection()
+                drop_connection(self.slot)
             raise DeliveryFailed(f"SMTP {code}", permanent=500 <= code < 600)
         return self.key
 
     def abort(self) -> None:
-        drop_connection()  # the unfinished DATA is discarded by the server when the line drops
+        drop_connection(self.slot)  # the unfinished DATA is discarded by the server when the line drops
 
 
 class SmtpTransport:
@@ -163,13 +174,13 @@ class SmtpTransport:
         msg.set_content(message.text)
         return msg.as_bytes(policy=email.policy.SMTP)
 
-    def prepare(self, message: Message) -> Pending:
+    def prepare(self, message: Message, slot: int = 0) -> Pending:
         if not message.to:
             raise DeliveryFailed("no e-mail address", permanent=True)
         data = self._email(message)
         for attempt in (1, 2):
             try:
-                conn = _connection(self.cfg)
+                conn = _connection(self.cfg, slot)
                 code, _ = conn.mail(self.cfg.sender)
                 if code != 250:
                     raise smtplib.SMTPSenderRefused(code, b"", self.cfg.sender)
@@ -184,13 +195,13 @@ class SmtpTransport:
                 if not body.endswith(smtplib.bCRLF):
                     body += smtplib.bCRLF
                 conn.send(body)  # everything but the end-of-data line
-                return _SmtpPending(conn, message.key)
+                return _SmtpPending(conn, message.key, slot)
             except smtplib.SMTPServerDisconnected:
-                drop_connection()  # a kept connection the server closed meanwhile: once more, fresh
+                drop_connection(slot)  # a kept connection the server closed meanwhile: once more, fresh
                 if attempt == 2:
                     raise DeliveryFailed("SMTP server disconnected") from None
             except (OSError, smtplib.SMTPException) as exc:
-                drop_connection()
+                drop_connection(slot)
                 raise _smtp_error(exc) from None
         raise DeliveryFailed("SMTP unreachable")
 
@@ -231,7 +242,7 @@ class SmsHttpTransport:
     def __init__(self, cfg: SmsSettings) -> None:
         self.cfg = cfg
 
-    def prepare(self, message: Message) -> Pending:
+    def prepare(self, message: Message, slot: int = 0) -> Pending:
         if not message.to:
             raise DeliveryFailed("no phone number", permanent=True)
         payload = json.dumps({"to": message.to, "from": self.cfg.sender, "body": message.sms}).encode()
@@ -247,6 +258,7 @@ class SmsHttpTransport:
                 with urllib.request.urlopen(request, timeout=self.cfg.timeout) as resp:  # noqa: S310
                     body = resp.read(4096)
             except urllib.error.HTTPError as exc:
+                exc.close()
                 permanent = 400 <= exc.code < 500 and exc.code not in (408, 409, 425, 429)
                 raise DeliveryFailed(f"SMS provider {exc.code}", permanent=permanent) from None
             except (OSError, urllib.error.URLError) as exc:
@@ -278,7 +290,7 @@ class ConsoleTransport:
     def __init__(self, path: Path | None) -> None:
         self.path = path
 
-    def prepare(self, message: Message) -> Pending:
+    def prepare(self, message: Message, slot: int = 0) -> Pending:
         line = json.dumps({"key": message.key, "kind": message.kind, "channel": message.channel}, sort_keys=True)
 
         def write() -> str:

@@ -17,7 +17,7 @@ from clinic.reminders import rules
 from clinic.reminders.models import Audience, Reminder
 
 
-def still_due(r: Reminder, now: datetime) -> str | None:
+def still_due(r: Reminder, now: datetime, *, opted_out: set[str] | None = None) -> str | None:
     """None when the reminder should go; otherwise why it should not."""
     if r.expires_at is not None and now >= r.expires_at:
         return "its moment passed before it could be sent"
@@ -25,7 +25,7 @@ def still_due(r: Reminder, now: datetime) -> str | None:
         from clinic.reminders.planning import patient_channel
 
         patient = db.session.get(Patient, r.patient_id)
-        channel = patient_channel(patient) if patient is not None else None
+        channel = patient_channel(patient, opted_out) if patient is not None else None
         if channel is None:
             return "the patient opted out of reminders or has no address for them"
         # The patient changed their preferred channel since this was planned: it goes the new way.

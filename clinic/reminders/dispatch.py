@@ -28,10 +28,10 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from clinic.core import tx
 from clinic.core.time import database_now
@@ -54,6 +54,7 @@ from clinic.reminders.planning import settings_for
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 #: transports whose far side deduplicates by our key, so an unknown outcome is simply sent again
 RESEND_SAFE = frozenset({"sms-http"})
@@ -115,9 +116,10 @@ def claim(clock: Clock = database_now) -> tuple[str, list[int]]:
     return token, ids
 
 
-def chunks(ids: list[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(ids), max(size, 1)):
-        yield ids[i : i + size]
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    size = max(size, 1)
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def settle_lapsed(now: datetime) -> int:
@@ -170,6 +172,37 @@ def _lock(ids: list[int], *, skip_locked: bool = False) -> list[Reminder]:
     if _pg():
         q = q.with_for_update(skip_locked=skip_locked)
     return list(db.session.scalars(q))
+
+
+class _Held:
+    """What a batch's checks and messages read, loaded in a few queries and held for the
+    transaction (the session's identity map keeps only weak references: without a strong one,
+    every ``session.get`` would query again)."""
+
+    def __init__(self, rows: list[Reminder]) -> None:
+        from clinic.reminders.models import ReminderOptOut
+        from clinic.scheduling.models import Appointment, AppointmentSeries
+
+        def load(model: Any, ids: set[int | None]) -> list[Any]:
+            wanted = [i for i in ids if i is not None]
+            return list(db.session.scalars(select(model).where(model.id.in_(wanted)))) if wanted else []
+
+        self.objects = [
+            *load(Patient, {r.patient_id for r in rows}),
+            *load(Location, {r.location_id for r in rows}),
+            *load(Appointment, {r.appointment_id for r in rows}),
+            *load(AppointmentSeries, {r.series_id for r in rows}),
+        ]
+        patients = [r.patient_id for r in rows if r.patient_id is not None]
+        self.opted_out: dict[int, set[str]] = {pid: set() for pid in patients}
+        if patients:
+            for pid, channel in db.session.execute(
+                select(ReminderOptOut.patient_id, ReminderOptOut.channel).where(ReminderOptOut.patient_id.in_(patients))
+            ):
+                self.opted_out[pid].add(channel)
+
+    def still_due(self, r: Reminder, now: datetime) -> str | None:
+        return checks.still_due(r, now, opted_out=self.opted_out.get(r.patient_id) if r.patient_id else None)
 
 
 def _recipient_zone(r: Reminder) -> str:
@@ -244,17 +277,29 @@ def _deliver_notice(r: Reminder, now: datetime) -> None:
     _mark_sent(r, now, f"notice:{r.id}")
 
 
+def _relaxed_commit() -> None:
+    """What the next commit records can be lost, without harm, if the database server itself
+    crashes in the next moments (PostgreSQL's asynchronous commit): a lost claim is claimed again,
+    a lost attempt count only allows one more, and a lost outcome leaves the durable hand-off,
+    which the sweeper settles. The hand-off itself is always committed durably."""
+    if _pg():
+        db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 def deliver(token: str, ids: list[int], clock: Clock = database_now) -> dict[str, int]:
     """Deliver the reminders of one claim. Safe to run twice, or after a crash at any line."""
     outcome: dict[str, int] = {}
 
-    def count(what: str) -> None:
-        outcome[what] = outcome.get(what, 0) + 1
+    def count(what: str, n: int = 1) -> None:
+        outcome[what] = outcome.get(what, 0) + n
 
     # A: check, count the attempt, deliver in-app notices, compose the rest.
     outgoing = []
     settings: dict[int, dict[str, Any]] = {}
-    for r in _lock(ids, skip_locked=True):
+    _relaxed_commit()
+    locked = _lock(ids, skip_locked=True)
+    held = _Held(locked)
+    for r in locked:
         if r.status != RS.pending or r.claim_token != token:
             count("stale")
             continue
@@ -263,13 +308,15 @@ def deliver(token: str, ids: list[int], clock: Clock = database_now) -> dict[str
             _settle(r)
             count("settled")
             continue
-        reason = checks.still_due(r, now)
+        reason = held.still_due(r, now)
         if reason:
             _cancel(r, now, reason)
             count("cancelled")
             continue
         if r.channel != ReminderChannel.in_app:
-            cfg = settings.setdefault(r.location_id, settings_for(r.location_id))
+            if r.location_id not in settings:
+                settings[r.location_id] = settings_for(r.location_id)
+            cfg = settings[r.location_id]
             end = rules.quiet_end(now, cfg["quiet_hours"], _recipient_zone(r))
             if end is not None:  # e.g. a retry that fell into the night: wait for the morning
                 r.next_attempt_at = end
@@ -289,64 +336,71 @@ def deliver(token: str, ids: list[int], clock: Clock = database_now) -> dict[str
         outgoing.append((r.id, compose(r, domain=_domain())))
     tx.commit()
 
-    for reminder_id, message in outgoing:
-        count(_send_one(token, reminder_id, message, clock))
+    for group in chunks(outgoing, int(_cfg("REMINDER_SEND_GROUP"))):
+        for what, n in _send_group(token, group, clock).items():
+            count(what, n)
     return outcome
 
 
-def _send_one(token: str, reminder_id: int, message: Any, clock: Clock) -> str:
-    transport = transport_for(message.channel, current_app.config, current_app.instance_path)
-    try:
-        pending = transport.prepare(message)
-    except DeliveryFailed as exc:
-        return _outcome(token, reminder_id, clock, failed=exc)
+def _send_group(token: str, group: list[tuple[int, Any]], clock: Clock) -> dict[str, int]:
+    """Take a group of messages up to the point of no return, each on its own connection; commit
+    their hand-offs together (B); finish them; record the outcomes together (C)."""
+    results: dict[str, int] = {}
+    prepared = []
+    refused: list[tuple[int, DeliveryFailed]] = []
+    for slot, (reminder_id, message) in enumerate(group):
+        transport = transport_for(message.channel, current_app.config, current_app.instance_path)
+        try:
+            prepared.append((reminder_id, message, transport, transport.prepare(message, slot)))
+        except DeliveryFailed as exc:
+            refused.append((reminder_id, exc))
 
-    # B: the last look under the lock, then the point of no return is committed.
-    (r,) = _lock([reminder_id]) or (None,)
+    # B: the last look under the lock, then the point of no return is committed, durably.
+    rows = {r.id: r for r in _lock([p[0] for p in prepared])}
+    held = _Held(list(rows.values()))
     now = clock()
-    reason = None
-    if r is None or r.status != RS.pending or r.claim_token != token or r.handed_off_at is not None:
-        pending.abort()
-        tx.commit()
-        return "stale"
-    reason = checks.still_due(r, now)
-    if reason:
-        pending.abort()
-        _cancel(r, now, reason)
-        tx.commit()
-        return "cancelled"
-    r.handed_off_at, r.transport, r.provider_ref = now, transport.name, message.key
+    going = []
+    for reminder_id, message, transport, pending in prepared:
+        r = rows.get(reminder_id)
+        if r is None or r.status != RS.pending or r.claim_token != token or r.handed_off_at is not None:
+            pending.abort()
+            results["stale"] = results.get("stale", 0) + 1
+            continue
+        reason = held.still_due(r, now)
+        if reason:
+            pending.abort()
+            _cancel(r, now, reason)
+            results["cancelled"] = results.get("cancelled", 0) + 1
+            continue
+        r.handed_off_at, r.transport, r.provider_ref = now, transport.name, message.key
+        going.append((reminder_id, message, pending))
     tx.commit()
 
-    try:
-        ref = pending.finish()
-    except AmbiguousOutcome as exc:
-        return _outcome(token, reminder_id, clock, sent_ref=message.key, note=str(exc))
-    except DeliveryFailed as exc:
-        return _outcome(token, reminder_id, clock, failed=exc)
-    return _outcome(token, reminder_id, clock, sent_ref=ref)
+    finished: list[tuple[int, str | None, DeliveryFailed | None, str | None]] = []
+    for reminder_id, message, pending in going:
+        try:
+            finished.append((reminder_id, pending.finish(), None, None))
+        except AmbiguousOutcome as exc:
+            finished.append((reminder_id, message.key, None, str(exc)))
+        except DeliveryFailed as exc:
+            finished.append((reminder_id, None, exc, None))
+    finished.extend((reminder_id, None, exc, None) for reminder_id, exc in refused)
 
-
-def _outcome(
-    token: str,
-    reminder_id: int,
-    clock: Clock,
-    *,
-    sent_ref: str | None = None,
-    failed: DeliveryFailed | None = None,
-    note: str | None = None,
-) -> str:
-    # C: record what happened, if the reminder is still this claim's.
-    rows = _lock([reminder_id])
-    result = "stale"
-    if rows and rows[0].status == RS.pending and rows[0].claim_token == token:
-        r, now = rows[0], clock()
-        if failed is None:
-            _mark_sent(r, now, sent_ref, note=note)
-            result = "sent"
-        else:
-            resend = isinstance(failed, AmbiguousResend)
-            _attempt_failed(r, now, failed.reason, permanent=failed.permanent and not resend)
-            result = "failed" if r.status == RS.failed else "retry"
+    # C: the outcomes, for the reminders still this claim's.
+    _relaxed_commit()
+    rows = {r.id: r for r in _lock([f[0] for f in finished])}
+    for reminder_id, ref, failed, note in finished:
+        r = rows.get(reminder_id)
+        what = "stale"
+        if r is not None and r.status == RS.pending and r.claim_token == token:
+            now = clock()
+            if failed is None:
+                _mark_sent(r, now, ref, note=note)
+                what = "sent"
+            else:
+                resend = isinstance(failed, AmbiguousResend)
+                _attempt_failed(r, now, failed.reason, permanent=failed.permanent and not resend)
+                what = "failed" if r.status == RS.failed else "retry"
+        results[what] = results.get(what, 0) + 1
     tx.commit()
-    return result
+    return results

@@ -65,17 +65,19 @@ def _location(location_id: int) -> Location:
     return location
 
 
-def patient_channel(patient: Patient) -> str | None:
-    """The channel a patient's reminders go by, or None: opted out, or no address for it."""
+def patient_channel(patient: Patient, opted_out: set[str] | None = None) -> str | None:
+    """The channel a patient's reminders go by, or None: opted out, or no address for it.
+    ``opted_out``: the patient's opted-out channels when the caller has them already."""
     if patient.reminders_opt_out or patient.preferred_channel not in ("email", "sms"):
         return None
     channel = patient.preferred_channel
     if (channel == "email" and not patient.email) or (channel == "sms" and not patient.phone):
         return None
-    opted_out = db.session.scalar(
-        select(ReminderOptOut.id).where(ReminderOptOut.patient_id == patient.id, ReminderOptOut.channel == channel)
-    )
-    return None if opted_out else channel
+    if opted_out is None:
+        opted_out = set(
+            db.session.scalars(select(ReminderOptOut.channel).where(ReminderOptOut.patient_id == patient.id))
+        )
+    return None if channel in opted_out else channel
 
 
 def _due(plan: Plan, settings: dict[str, Any]) -> datetime:

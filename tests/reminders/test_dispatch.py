@@ -81,8 +81,8 @@ def test_a_visit_cancelled_while_its_reminder_is_being_composed_wins(own_app, ow
     real = channels.SmtpTransport.prepare
     done = []
 
-    def prepare_then_cancel(self, message):  # type: ignore[no-untyped-def]
-        pending = real(self, message)
+    def prepare_then_cancel(self, message, slot=0):  # type: ignore[no-untyped-def]
+        pending = real(self, message, slot)
         if done:
             return pending
         done.append(1)
