@@ -14,13 +14,14 @@ Both on the same broker (a private redis-server on a free port) with the same wo
 
 Figure: ``reminder_dispatch.per_s`` ours = reminders delivered per second, baseline = no-op tasks per
 second; higher is better, target ratio >= 0.5. Knobs: BENCH_REMINDERS (default 10000),
-BENCH_REMINDERS_NOOP (default the same), BENCH_REMINDERS_TASK_BATCH (reminders per task, default 50).
+BENCH_REMINDERS_NOOP (default the same), BENCH_REMINDERS_TASK_BATCH (reminders per task, default 100).
 About 1-2 minutes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -48,7 +49,7 @@ from bench.harness import (
 
 N = int(os.environ.get("BENCH_REMINDERS", "10000"))
 N_NOOP = int(os.environ.get("BENCH_REMINDERS_NOOP", str(N)))
-TASK_BATCH = int(os.environ.get("BENCH_REMINDERS_TASK_BATCH", "50"))
+TASK_BATCH = int(os.environ.get("BENCH_REMINDERS_TASK_BATCH", "100"))
 TIMEOUT = 600.0
 
 
@@ -167,10 +168,8 @@ def _seed(url: str) -> list[int]:
             (location, '{"quiet_hours": {"start": null, "end": null}}'),
         )
         later = "now() + interval '1 day'"
-        rows = [
-            (f"bench:{uuid.uuid4().hex}", location, patient, appt, series, '{"starts_at": "%s"}' % starts.isoformat())
-            for _ in range(N + 20)
-        ]
+        params = json.dumps({"starts_at": starts.isoformat()})
+        rows = [(f"bench:{uuid.uuid4().hex}", location, patient, appt, series, params) for _ in range(N + 20)]
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO reminders (kind, channel, audience, location_id, patient_id, appointment_id, series_id, "

@@ -69,10 +69,10 @@ DEFAULTS: dict[str, Any] = {
     "REMINDER_BACKOFF_SECONDS": 60,
     "REMINDER_CLAIM_BATCH": 1000,
     "REMINDER_MAX_IN_FLIGHT": 4000,
-    "REMINDER_TASK_BATCH": 50,
+    "REMINDER_TASK_BATCH": 100,
     #: messages taken to the point of no return together (one SMTP connection each), handed off
     #: in one commit
-    "REMINDER_SEND_GROUP": 10,
+    "REMINDER_SEND_GROUP": 20,
 }
 
 

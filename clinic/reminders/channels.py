@@ -102,6 +102,10 @@ def _connection(cfg: SmtpSettings, slot: int) -> smtplib.SMTP:
         conn = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
         if cfg.starttls:
             conn.starttls(context=ssl.create_default_context())
+    if conn.sock is not None:
+        # Commands are small writes each followed by a wait for the reply; without this, Nagle's
+        # algorithm holds the end-of-data line behind the server's delayed ACK of the message.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn.ehlo_or_helo_if_needed()
     if cfg.username:
         conn.login(cfg.username, cfg.password or "")

@@ -174,12 +174,16 @@ def _lock(ids: list[int], *, skip_locked: bool = False) -> list[Reminder]:
     return list(db.session.scalars(q))
 
 
+#: kinds whose last look reads the course, not the visit
+_SERIES_ONLY = frozenset({"evaluate_benefit", "course_reassessment", "course_completion", "booster_due"})
+
+
 class _Held:
     """What a batch's checks and messages read, loaded in a few queries and held for the
     transaction (the session's identity map keeps only weak references: without a strong one,
     every ``session.get`` would query again)."""
 
-    def __init__(self, rows: list[Reminder]) -> None:
+    def __init__(self, rows: list[Reminder], *, for_messages: bool = True) -> None:
         from clinic.reminders.models import ReminderOptOut
         from clinic.scheduling.models import Appointment, AppointmentSeries
 
@@ -189,10 +193,11 @@ class _Held:
 
         self.objects = [
             *load(Patient, {r.patient_id for r in rows}),
-            *load(Location, {r.location_id for r in rows}),
-            *load(Appointment, {r.appointment_id for r in rows}),
-            *load(AppointmentSeries, {r.series_id for r in rows}),
+            *load(Appointment, {r.appointment_id for r in rows if r.kind not in _SERIES_ONLY}),
+            *load(AppointmentSeries, {r.series_id for r in rows if r.kind in _SERIES_ONLY}),
         ]
+        if for_messages:
+            self.objects += load(Location, {r.location_id for r in rows})
         patients = [r.patient_id for r in rows if r.patient_id is not None]
         self.opted_out: dict[int, set[str]] = {pid: set() for pid in patients}
         if patients:
@@ -299,11 +304,11 @@ def deliver(token: str, ids: list[int], clock: Clock = database_now) -> dict[str
     _relaxed_commit()
     locked = _lock(ids, skip_locked=True)
     held = _Held(locked)
+    now = clock()  # once per transaction: on PostgreSQL it is a round trip (and an autoflush)
     for r in locked:
         if r.status != RS.pending or r.claim_token != token:
             count("stale")
             continue
-        now = clock()
         if r.handed_off_at is not None:  # this claim's earlier run died past the point of no return
             _settle(r)
             count("settled")
@@ -357,7 +362,7 @@ def _send_group(token: str, group: list[tuple[int, Any]], clock: Clock) -> dict[
 
     # B: the last look under the lock, then the point of no return is committed, durably.
     rows = {r.id: r for r in _lock([p[0] for p in prepared])}
-    held = _Held(list(rows.values()))
+    held = _Held(list(rows.values()), for_messages=False)
     now = clock()
     going = []
     for reminder_id, message, transport, pending in prepared:
@@ -389,11 +394,11 @@ def _send_group(token: str, group: list[tuple[int, Any]], clock: Clock) -> dict[
     # C: the outcomes, for the reminders still this claim's.
     _relaxed_commit()
     rows = {r.id: r for r in _lock([f[0] for f in finished])}
+    now = clock()
     for reminder_id, ref, failed, note in finished:
         r = rows.get(reminder_id)
         what = "stale"
         if r is not None and r.status == RS.pending and r.claim_token == token:
-            now = clock()
             if failed is None:
                 _mark_sent(r, now, ref, note=note)
                 what = "sent"
