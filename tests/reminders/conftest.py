@@ -183,7 +183,16 @@ def users_of(application):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def own_desk(own_app) -> Desk:  # type: ignore[no-untyped-def]
-    return make_desk(own_app, own_app.test_client(), users_of(own_app))
+    """A location with no quiet hours: these tests send at whatever hour the suite runs (the quiet
+    hours have their own test, at chosen times)."""
+    desk = make_desk(own_app, own_app.test_client(), users_of(own_app))
+    resp = desk.client.put(
+        f"/api/v1/locations/{desk.location_id}/reminder-settings",
+        headers=desk.admin,
+        json={"quiet_hours": {"start": None, "end": None}},
+    )
+    assert resp.status_code == 200, resp.json
+    return desk
 
 
 def run_sweep(application, clock=None) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -56,7 +56,8 @@ def test_a_reminder_keeps_its_local_time_across_dst_and_waits_out_quiet_hours(
 ):
     change = _change(which)  # the first local day on the new offset (the change was overnight)
     url = f"/api/v1/locations/{own_desk.location_id}/reminder-settings"
-    assert own_desk.client.put(url, headers=own_desk.admin, json={"next_day_checkin": {"at": at}}).status_code == 200
+    rules = {"next_day_checkin": {"at": at}, "quiet_hours": {"start": "21:00", "end": "08:00"}}
+    assert own_desk.client.put(url, headers=own_desk.admin, json=rules).status_code == 200
     pid = patient(own_desk)
     appt = own_desk.book(pid).json["appointments"][0]
     dosed_at = at_local(change - timedelta(days=1), "14:00", NY)  # the afternoon before the change
