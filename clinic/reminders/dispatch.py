@@ -20,6 +20,8 @@ C. the outcome: ``sent`` (exactly one per reminder), or a failed attempt with ex
 
 A row handed off whose worker died before C is settled by the sweeper when its lease lapses:
 sent (e-mail, console), or sent again with the same key (an SMS provider that honours it).
+Killed workers (F8) and a Redis restarted empty (F9) therefore lose and double nothing; a second
+beat (F11) only runs a sweep that finds nothing left to claim.
 """
 
 from __future__ import annotations

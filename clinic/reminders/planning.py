@@ -256,7 +256,8 @@ def cancel_for_appointment(appointment_id: int, reason: str) -> int:
 
 def plan_course(series: Any) -> None:
     """The course's reviews for its prescriber (SPR-21/22 week 4, IVK-08 end of course), and the
-    patient's course-completion and booster reminders, from its live visits as they now stand."""
+    patient's course-completion and booster reminders (IVK-07: boosters every 3-4 weeks), from its
+    live visits as they now stand."""
     from clinic.scheduling.models import AppointmentStatus
 
     patient = db.session.get(Patient, series.patient_id)

@@ -4,7 +4,7 @@
 ``reminders.deliver``; nothing is ever enqueued with an ETA. ``deliver`` runs with late acks and
 reject-on-worker-lost (the app's defaults, clinic/config.py), so a batch whose worker died is run
 again; the claim token makes a second run harmless, and a batch Redis lost is claimed again by the
-sweeper when its lease lapses.
+sweeper when its lease lapses (RELIABILITY F8, F9).
 """
 
 from __future__ import annotations
