@@ -6,8 +6,11 @@ inside the transaction of their change (a transactional outbox); reminders never
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select
 
@@ -25,28 +28,51 @@ from clinic.reminders.models import Notice, NoticeRead, Reminder, ReminderOptOut
 from clinic.reminders.models import ReminderStatus as RS
 from clinic.reminders.planning import settings_for
 
+logger = logging.getLogger(__name__)
 _DAY = timedelta(days=1)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _on_the_calendar(fn: F) -> F:
+    """A change the calling domain accepted (a lot expiring on 9999-12-31, a course ending in the
+    calendar's last weeks) may put a reminder's moment past the end of the calendar: that reminder
+    is simply not planned, and the change goes through."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except OverflowError:
+            logger.info("reminders for %s not planned: their moment is off the calendar", fn.__name__)
+
+    return wrapper  # type: ignore[return-value]
+
 
 # --- called by other domains, inside their transaction -------------------------------------------
 
 
+@_on_the_calendar
 def booked(series: Any) -> None:
     """A course was booked: the reminders before each visit and the course's reviews."""
     planning.plan_appointments(list(series.appointments))
     planning.plan_course(series)
 
 
+@_on_the_calendar
 def moved(appointments: list[Any], series: Any) -> None:
     """Visits were rescheduled: their reminders move with them (a claimed one's claim is void)."""
     planning.plan_appointments(appointments)
     planning.plan_course(series)
 
 
+@_on_the_calendar
 def appointment_cancelled(appt: Any, series: Any, *, reason: str = "the visit was cancelled") -> None:
     planning.cancel_for_appointment(appt.id, reason)
     planning.plan_course(series)
 
 
+@_on_the_calendar
 def appointment_missed(appt: Any, series: Any, *, follow_up: str) -> None:
     """No-show or missed (SPR-23): its reminders stop and the front desk follows up."""
     planning.cancel_for_appointment(appt.id, f"the visit was marked {appt.status.replace('_', ' ')}")
@@ -54,6 +80,7 @@ def appointment_missed(appt: Any, series: Any, *, follow_up: str) -> None:
     planning.plan_course(series)
 
 
+@_on_the_calendar
 def dosed(visit: Any, *, requires_pmf: bool) -> None:
     planning.plan_after_dose(visit, requires_pmf=requires_pmf)
 
@@ -62,6 +89,7 @@ def pmf_submitted(visit_id: int) -> None:
     planning.cancel_for_subject("visit", visit_id, ("pmf_due", "pmf_overdue"), "the monitoring form is submitted")
 
 
+@_on_the_calendar
 def loss_reported(report: Any) -> None:
     planning.plan_loss_report(report)
 
@@ -72,6 +100,7 @@ def loss_report_marked(report: Any, step: str) -> None:
     planning.cancel_for_subject("loss_report", report.id, kinds, what)
 
 
+@_on_the_calendar
 def count_recorded(location_id: int, kind: str) -> None:
     if kind == "shift":
         planning.cancel(
@@ -85,6 +114,7 @@ def count_recorded(location_id: int, kind: str) -> None:
         planning.plan_inventory(location_id)
 
 
+@_on_the_calendar
 def stock_received(location_id: int, lots: list[tuple[int, str, Any]]) -> None:
     planning.plan_lot_expiry(location_id, lots)
 
