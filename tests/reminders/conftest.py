@@ -68,6 +68,9 @@ def smtp() -> Iterator[SmtpServer]:
     try:
         yield server
     finally:
+        from clinic.reminders import channels
+
+        channels.drop_connection()  # the sender keeps its connections between messages
         server.controller.stop()
 
 
