@@ -379,6 +379,11 @@ def _send_group(token: str, group: list[tuple[int, Any]], clock: Clock) -> dict[
             _cancel(r, now, reason)
             results["cancelled"] = results.get("cancelled", 0) + 1
             continue
+        if r.channel != message.channel:  # the patient chose another channel meanwhile: compose again
+            pending.abort()
+            r.claim_token = r.lease_until = None
+            results["rechannelled"] = results.get("rechannelled", 0) + 1
+            continue
         r.handed_off_at, r.transport, r.provider_ref = now, transport.name, message.key
         going.append((reminder_id, message, pending))
     tx.commit()

@@ -334,7 +334,7 @@ def plan_missed_follow_up(appt: Any, *, follow_up: str) -> None:
             Plan(
                 kind="missed_follow_up",
                 location_id=appt.location_id,
-                planned_for=max(send_at, utcnow()) if send_at < utcnow() else send_at,
+                planned_for=max(send_at, utcnow()),
                 key=f"missed:{appt.id}",
                 tz=location.timezone,
                 audience=Audience.role.value,
@@ -444,7 +444,7 @@ def plan_loss_report(report: Any) -> None:
             _staff(
                 "form106_notice_due",
                 location,
-                max(report.discovered_at, now) if report.discovered_at > now else now,
+                max(report.discovered_at, now),
                 f"loss:{report.id}:notice",
                 role="prescriber",
                 subject=subject,

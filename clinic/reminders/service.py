@@ -153,6 +153,13 @@ def list_reminders(
     return list(db.session.scalars(q.order_by(Reminder.due_at.desc(), Reminder.id.desc()).limit(limit)))
 
 
+def count_reminders(*, status: str, location_id: int | None = None) -> int:
+    q = select(func.count()).select_from(Reminder).where(Reminder.status == status)
+    if location_id is not None:
+        q = q.where(Reminder.location_id == location_id)
+    return int(db.session.scalar(q) or 0)
+
+
 def get_reminder(reminder_id: int, *, lock: bool = False) -> Reminder:
     q = select(Reminder).where(Reminder.id == reminder_id)
     if lock:

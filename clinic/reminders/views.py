@@ -78,7 +78,7 @@ def outbox() -> Any:
         location=location,
         locations=locations,
         counts={
-            s.value: len(service.list_reminders(status=s.value, location_id=location.id if location else None))
+            s.value: service.count_reminders(status=s.value, location_id=location.id if location else None)
             for s in (ReminderStatus.failed, ReminderStatus.pending)
         },
     )

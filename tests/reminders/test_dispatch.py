@@ -260,3 +260,30 @@ def test_smtp_helper_refuses_nothing_silently(own_app, mail):
                 Message("appointment", "email", "a@b.test", "s", "b", "s", None, "<reminder-1@x>")
             )
     assert isinstance(smtplib.SMTP, type)
+
+
+def test_a_patient_who_switches_to_sms_mid_send_gets_a_text_not_the_email(own_app, own_desk, mail, sms, monkeypatch):
+    monkeypatch.setitem(own_app.config, "SMS_URL", sms.url)
+    pid = patient(own_desk)
+    appt = own_desk.book(pid).json["appointments"][0]
+    ids = make_due(own_app, Reminder.appointment_id == appt["id"])
+    real = channels.SmtpTransport.prepare
+    switched = []
+
+    def prepare_then_switch(self, message, slot=0):  # type: ignore[no-untyped-def]
+        pending = real(self, message, slot)
+        if not switched:
+            switched.append(1)
+            resp = own_app.test_client().patch(
+                f"/api/v1/patients/{pid}", headers=own_desk.desk, json={"preferred_channel": "sms"}
+            )
+            assert resp.status_code == 200, resp.json
+        return pending
+
+    monkeypatch.setattr(channels.SmtpTransport, "prepare", prepare_then_switch)
+    first = run_sweep(own_app)
+    assert first.get("rechannelled") == len(ids) and mail.inbox.messages == [], first
+    run_sweep(own_app)
+    assert sorted(m["key"] for m in sms.received) == sorted(f"<reminder-{i}@reminders.test>" for i in ids)
+    rows = reminders(own_desk, appointment_id=appt["id"])
+    assert {(r["status"], r["channel"]) for r in rows} == {("sent", "sms")}
