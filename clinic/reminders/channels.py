@@ -2,13 +2,15 @@
 
 Each transport splits a delivery at its point of no return. ``prepare`` does everything that can
 still be undone (for SMTP: connect, MAIL, RCPT, DATA and the whole message, all but the final
-``.``); the sender then commits ``handed_off_at`` and calls ``finish``, which crosses the point
-(the end-of-data line; the provider call). A worker killed before the commit leaves an SMTP
-server with an unfinished message, which it discards (RFC 5321 4.1.1.4: only the end-of-data
-line makes a message the server's), so sending again cannot double it. After the commit the
-reminder counts as sent, even if the worker dies before it hears the server's reply (RFC 1047's
-duplicate window is thereby on our side of the commit, where a crash loses no more than the
-server's "250").
+``.``); the sender then commits ``handed_off_at`` and calls ``cross``, which crosses the point
+(writes the end-of-data line), and later ``outcome``, which reads the answer. A worker killed
+before the commit leaves an SMTP server with an unfinished message, which it discards (RFC 5321
+4.1.1.4: only the end-of-data line makes a message the server's), so sending again cannot double
+it. Right after the commit the end-of-data lines of the whole group are written, and only then are
+the replies read. After the commit the reminder counts as sent, even if the worker dies before it
+hears the server's reply: RFC 1047's duplicate window is thereby on our side of the commit, where
+a crash costs at most the server's "250" (and, killed in the microseconds between the commit and
+the write, that one message).
 
 Every message carries the reminder's key: the e-mail's ``Message-ID``, the SMS provider's
 ``Idempotency-Key``. An SMS provider that honours the key makes a second call harmless, so an SMS
@@ -49,8 +51,13 @@ class DeliveryFailed(Exception):
 
 
 class Pending(Protocol):
-    def finish(self) -> str:
-        """Cross the point of no return; the provider's reference. Raises DeliveryFailed if refused."""
+    def cross(self) -> None:
+        """Cross the point of no return, at once (no waiting for an answer): a group's messages are
+        all crossed right after their hand-off commits, so a worker killed in between loses at most
+        the few microseconds it takes. Raises DeliveryFailed if nothing left."""
+
+    def outcome(self) -> str:
+        """The far side's answer: its reference, or DeliveryFailed / AmbiguousOutcome."""
 
     def abort(self) -> None:
         """Give up before the point of no return: nothing is delivered."""
@@ -141,9 +148,16 @@ class _SmtpPending:
     def __init__(self, conn: smtplib.SMTP, key: str, slot: int) -> None:
         self.conn, self.key, self.slot = conn, key, slot
 
-    def finish(self) -> str:
+    def cross(self) -> None:
         try:
             self.conn.send(b"." + smtplib.bCRLF)
+        except (OSError, smtplib.SMTPException) as exc:
+            # The line is down: the server never saw the end of the data and holds nothing.
+            drop_connection(self.slot)
+            raise DeliveryFailed(f"SMTP connection lost before end of data: {type(exc).__name__}") from None
+
+    def outcome(self) -> str:
+        try:
             code, _ = self.conn.getreply()
         except (OSError, smtplib.SMTPException) as exc:
             drop_connection(self.slot)
@@ -222,11 +236,18 @@ class SmsSettings:
 
 
 class _Ready:
-    def __init__(self, fn: Any) -> None:
-        self.fn = fn
+    """A delivery that is one call: made when crossing (console) or when asked the outcome (an
+    HTTP provider, whose key makes a call after a crash harmless)."""
 
-    def finish(self) -> str:
-        return str(self.fn())
+    def __init__(self, fn: Any, *, at_cross: bool) -> None:
+        self.fn, self.at_cross, self.ref = fn, at_cross, ""
+
+    def cross(self) -> None:
+        if self.at_cross:
+            self.ref = str(self.fn())
+
+    def outcome(self) -> str:
+        return self.ref if self.at_cross else str(self.fn())
 
     def abort(self) -> None:
         pass
@@ -273,7 +294,7 @@ class SmsHttpTransport:
                 ref = None
             return str(ref or message.key)[:200]
 
-        return _Ready(call)
+        return _Ready(call, at_cross=False)
 
 
 class AmbiguousResend(DeliveryFailed):
@@ -308,7 +329,7 @@ class ConsoleTransport:
                     fh.write(line + "\n")
             return "console"
 
-        return _Ready(write)
+        return _Ready(write, at_cross=True)
 
 
 def smtp_settings(config: dict[str, Any]) -> SmtpSettings | None:

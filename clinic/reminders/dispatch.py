@@ -388,10 +388,20 @@ def _send_group(token: str, group: list[tuple[int, Any]], clock: Clock) -> dict[
         going.append((reminder_id, message, pending))
     tx.commit()
 
+    # Cross every point of no return at once, then hear the answers: a worker killed between the
+    # commit and here loses only what it had not yet crossed, which is microseconds' worth.
     finished: list[tuple[int, str | None, DeliveryFailed | None, str | None]] = []
+    crossed = []
     for reminder_id, message, pending in going:
         try:
-            finished.append((reminder_id, pending.finish(), None, None))
+            pending.cross()
+        except DeliveryFailed as exc:
+            finished.append((reminder_id, None, exc, None))
+        else:
+            crossed.append((reminder_id, message, pending))
+    for reminder_id, message, pending in crossed:
+        try:
+            finished.append((reminder_id, pending.outcome(), None, None))
         except AmbiguousOutcome as exc:
             finished.append((reminder_id, message.key, None, str(exc)))
         except DeliveryFailed as exc:
