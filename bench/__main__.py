@@ -19,6 +19,7 @@ BENCHMARKS: list[str] = [
     "ledger_append",
     "series_booking",
     "observation_board",
+    "reminder_dispatch",
 ]
 
 

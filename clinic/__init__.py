@@ -68,6 +68,8 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.locations.models
     import clinic.outcomes.models
     import clinic.patients.models
+    import clinic.reminders.models
+    import clinic.reminders.tasks
     import clinic.scheduling.models
     import clinic.system.models
     import clinic.system.tasks
@@ -83,6 +85,8 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.outcomes import views as outcomes_views
     from clinic.patients import api as patients_api
     from clinic.patients import views as patients_views
+    from clinic.reminders import api as reminders_api
+    from clinic.reminders import views as reminders_views
     from clinic.scheduling import api as scheduling_api
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
@@ -98,6 +102,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(outcomes_views.bp)
     app.register_blueprint(pmf_views.bp)
     app.register_blueprint(visits_views.bp)
+    app.register_blueprint(reminders_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -107,6 +112,7 @@ def _register_blueprints(app: Flask) -> None:
         visits_api.blp,
         outcomes_api.blp,
         pmf_api.blp,
+        reminders_api.blp,
     ):
         api.register_blueprint(blueprint)
 
@@ -120,6 +126,7 @@ NAV_ITEMS = [
     ("patients_ui.index", "Patients", "patients.view"),
     ("scheduling_ui.day", "Schedule", "scheduling.view"),
     ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
+    ("reminders_ui.outbox", "Reminders", "reminders.view"),
 ]
 
 
@@ -130,4 +137,10 @@ def _register_template_helpers(app: Flask) -> None:
         actor = g.get("actor")
         return actor is not None and allowed(actor, permission)
 
-    app.jinja_env.globals.update(can=can, nav_items=NAV_ITEMS)
+    def unread_notices() -> int:
+        from clinic.reminders import service as reminders
+
+        actor = g.get("actor")
+        return reminders.unread_count(actor) if actor is not None and allowed(actor, "notices.view") else 0
+
+    app.jinja_env.globals.update(can=can, nav_items=NAV_ITEMS, unread_notices=unread_notices)

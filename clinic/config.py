@@ -50,6 +50,35 @@ DEFAULTS: dict[str, Any] = {
     "REPLICA_URL": None,
     "REPLICA_WAIT_SECONDS": 2.0,
     "PG_BIN_DIR": None,
+    # Reminders (clinic/reminders/). E-mail goes by SMTP when MAIL_HOST is set, SMS through the HTTP
+    # provider when SMS_URL is; otherwise both go to the console outbox (instance/reminders-outbox.log).
+    "MAIL_HOST": None,
+    "MAIL_PORT": 25,
+    "MAIL_USERNAME": None,
+    "MAIL_PASSWORD": None,
+    "MAIL_USE_TLS": False,  # STARTTLS
+    "MAIL_USE_SSL": False,  # implicit TLS (port 465)
+    "MAIL_FROM": "reminders@localhost",
+    "MAIL_TIMEOUT": 10,
+    #: the right-hand side of every Message-ID (<reminder-ID@DOMAIN>); default the host's name
+    "MAIL_MESSAGE_ID_DOMAIN": None,
+    "SMS_URL": None,
+    "SMS_TOKEN": None,
+    "SMS_FROM": None,
+    "SMS_TIMEOUT": 10,
+    "REMINDER_OUTBOX_FILE": None,
+    # A claim lapses after this long (a killed worker's, a batch the broker lost); then it is taken
+    # again. Longer than a batch's sends: MAIL_TIMEOUT per message at worst.
+    "REMINDER_LEASE_SECONDS": 120,
+    "REMINDER_MAX_ATTEMPTS": 5,
+    #: the first retry waits this long; each next one twice as long (capped at 6 h)
+    "REMINDER_BACKOFF_SECONDS": 60,
+    "REMINDER_CLAIM_BATCH": 1000,
+    "REMINDER_MAX_IN_FLIGHT": 4000,
+    "REMINDER_TASK_BATCH": 100,
+    #: messages taken to the point of no return together (one SMTP connection each), handed off
+    #: in one commit
+    "REMINDER_SEND_GROUP": 20,
 }
 
 

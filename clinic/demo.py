@@ -64,6 +64,8 @@ def seed(instance: Path) -> list[tuple[str, str, str]]:
     commit()
     _seed_visits(passwords)
     commit()
+    _seed_reminders()
+    commit()
     return logins
 
 
@@ -527,3 +529,103 @@ def _seed_visits(passwords: dict[str, str]) -> None:
             )
             vitals(appt, 88)
             discharge(appt, 85)  # an hour after the infusion ended
+
+
+# --- reminders in every state ------------------------------------------------------------------
+
+
+def _seed_reminders() -> None:
+    """Reminders in every state (pending from the bookings above; one sent, one failed, one
+    cancelled), and two due in a minute, so the worker of ``make run`` is seen sending them (a
+    patient's to the console outbox, a staff notice to the bell)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from clinic.inventory.counts import next_inventory_due_on
+    from clinic.locations.models import Location
+    from clinic.patients.models import Patient
+    from clinic.reminders import planning
+    from clinic.reminders import service as reminders
+    from clinic.reminders.models import Notice, Reminder
+
+    location = db.session.scalar(select(Location).where(Location.dea_registration == DEMO_DEA))
+    if location is None or db.session.scalar(select(Reminder.id).where(Reminder.dedupe_key.like("demo:%"))):
+        return
+    reminders.plan_calendars()
+    waiting = list(
+        db.session.scalars(
+            select(Reminder)
+            .where(Reminder.location_id == location.id, Reminder.kind == "appointment", Reminder.status == "pending")
+            .order_by(Reminder.due_at)
+            .limit(3)
+        )
+    )
+    if len(waiting) < 3:
+        return
+    now = utcnow()
+    sent, failed, cancelled = waiting
+    first = sent
+    db.session.execute(
+        update(Reminder)
+        .where(Reminder.id == sent.id)
+        .values(
+            status="sent",
+            sent_at=now - timedelta(hours=20),
+            attempts=1,
+            transport="console",
+            provider_ref=f"<reminder-{sent.id}@demo.clinic>",
+        )
+    )
+    db.session.execute(
+        update(Reminder)
+        .where(Reminder.id == failed.id)
+        .values(status="failed", attempts=5, last_error="SMTP 550", next_attempt_at=now - timedelta(hours=2))
+    )
+    db.session.add(
+        Notice(
+            location_id=location.id,
+            role="front_desk",
+            kind="reminder_failed",
+            title=f"Reminder #{failed.id} could not be delivered",
+            body="An appointment reminder by email failed after 5 attempt(s): SMTP 550. "
+            "Retry or cancel it in the outbox.",
+            link="/reminders/outbox?status=failed",
+        )
+    )
+    reminders.cancel(actor=_user("frontdesk@demo.clinic"), reminder_id=cancelled.id, reason="patient asked by phone")
+    soon = now + timedelta(minutes=1)
+    patient_id, appt_id = first.patient_id, first.appointment_id
+    patient = db.session.get(Patient, patient_id)
+    inventory_due = next_inventory_due_on(location.id)
+    assert patient is not None
+    assert inventory_due is not None
+    planning.write(
+        [
+            planning.Plan(
+                kind="course_completion",
+                location_id=location.id,
+                planned_for=soon,
+                key=f"demo:patient:{patient_id}",
+                tz=patient.timezone,
+                channel="email",
+                patient_id=patient_id,
+                series_id=first.series_id,
+                appointment_id=appt_id,
+            ),
+            planning.Plan(
+                kind="inventory_due",
+                location_id=location.id,
+                planned_for=soon,
+                key=f"demo:staff:{location.id}",
+                tz=location.timezone,
+                audience="role",
+                role="nurse",
+                params={
+                    "due_on": inventory_due.isoformat(),
+                    "days_left": (inventory_due - today_at(location.timezone)).days,
+                },
+            ),
+        ]
+    )
+    db.session.flush()

@@ -294,3 +294,14 @@ def test_dockerfile_holds_no_secret(dockerfile: list[tuple[str, str]]) -> None:
                 assert not SECRET_NAME.search(name), f"{instruction} {name}: pass secrets at run time"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored and "instance/" in ignored, "keys and secrets stay out of the build context"
+
+
+def test_reminder_mail_goes_to_mailpit_and_the_broker_keeps_its_keys(services: dict[str, Any]) -> None:
+    """Issue 12: in staging the worker's e-mail reminders land in mailpit (SMTP 1025 on the backend
+    network); Redis never evicts queued tasks."""
+    for name in ("worker", "beat", "web"):
+        env = environment(services[name])
+        assert env["CLINIC_MAIL_HOST"].endswith("mailpit}") or env["CLINIC_MAIL_HOST"] == "mailpit", name
+        assert "1025" in env["CLINIC_MAIL_PORT"], name
+    assert "backend" in services["mailpit"]["networks"]
+    assert "noeviction" in argv(services["redis"]["command"])

@@ -79,9 +79,30 @@ def test_demo_seeds_on_the_clinics_own_day_at_any_utc_hour(tmp_path, weekday, at
                 assert local.time() == series.preferred_time  # kept across a DST change too
 
         _assert_visits_at_every_stage(location.id)
+        _assert_reminders_in_every_state(location.id)
         visits = db.session.scalar(select(func.count()).select_from(Visit))
+        from clinic.reminders.models import Reminder
+
+        reminders = db.session.scalar(select(func.count()).select_from(Reminder))
         assert demo.seed(tmp_path) == logins  # idempotent at that hour as well
         assert db.session.scalar(select(func.count()).select_from(Visit)) == visits
+        assert db.session.scalar(select(func.count()).select_from(Reminder)) == reminders
+
+
+def _assert_reminders_in_every_state(location_id: int) -> None:
+    """Issue 12: the demo shows reminders pending, sent, failed and cancelled, and two fall due
+    within minutes, so the worker of ``make run`` is seen sending them."""
+    from clinic.core.time import utcnow
+    from clinic.extensions import db
+    from clinic.reminders.models import Reminder
+
+    rows = list(db.session.scalars(select(Reminder).where(Reminder.location_id == location_id)))
+    assert {r.status for r in rows} == {"pending", "sent", "failed", "cancelled"}
+    soon = [r for r in rows if r.status == "pending" and r.due_at <= utcnow() + timedelta(hours=14)]
+    assert {r.channel for r in soon} >= {"in_app"}
+    assert any(r.audience == "patient" for r in rows if r.dedupe_key.startswith("demo:"))
+    kinds = {r.kind for r in rows}
+    assert {"appointment", "next_day_checkin", "pmf_due", "evaluate_benefit", "inventory_due"} <= kinds
 
 
 def _assert_visits_at_every_stage(location_id: int) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+#: how often due reminders are claimed; a reminder goes out at most this long after it is due
+REMINDER_SWEEP_SECONDS = float(os.environ.get("CLINIC_REMINDER_SWEEP_SECONDS") or 5)
 
 BEAT_SCHEDULE: dict[str, Any] = {
     # Proves beat -> broker -> worker -> database works; the dashboard warns when it goes stale.
@@ -15,4 +19,9 @@ BEAT_SCHEDULE: dict[str, Any] = {
     # No "expires": it is an instant on beat's clock, and a worker whose clock runs ahead would drop
     # every sweep as expired (F12). A backlog after an outage is a few idle sweeps.
     "observation-alerts": {"task": "visits.raise_due_alerts", "schedule": 10.0},
+    # Reminders: due rows are claimed and handed to reminders.deliver in small batches. No "expires",
+    # as for the observation alerts: a skipped sweep only delays, a sweep running twice claims nothing twice.
+    "reminders-sweep": {"task": "reminders.sweep", "schedule": REMINDER_SWEEP_SECONDS},
+    # Calendar reminders no single change plans (counts, inventories, expiring lots); idempotent.
+    "reminders-calendars": {"task": "reminders.plan_calendars", "schedule": 3600.0},
 }

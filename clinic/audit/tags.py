@@ -62,6 +62,11 @@ class Tag(StrEnum):
     visits_alert_raise = "visits:alert:raise"
     visits_pmf_submit = "visits:pmf:submit"
 
+    reminders_reminder_retry = "reminders:reminder:retry"
+    reminders_reminder_cancel = "reminders:reminder:cancel"
+    reminders_settings_update = "reminders:settings:update"
+    reminders_opt_out_set = "reminders:opt_out:set"
+
     inventory_drug_create = "inventory:drug:create"
     inventory_discrepancy_resolve = "inventory:discrepancy:resolve"
     inventory_loss_report_notified = "inventory:loss_report:notified"

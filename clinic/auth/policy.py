@@ -84,6 +84,12 @@ POLICY: dict[str, frozenset[Role]] = {
     "outcomes.record": CLINICIANS,
     "outcomes.view": frozenset({Role.prescriber, Role.nurse, Role.admin}),
     "outcomes.acknowledge": frozenset({Role.prescriber}),
+    # Reminders: staff see the outbox and a patient's reminders (no clinical detail in them) and
+    # retry or cancel them; admins set a location's rules. The inbox (the bell) is staff's.
+    "reminders.view": STAFF,
+    "reminders.manage": STAFF,
+    "reminders.configure": frozenset({Role.admin}),
+    "notices.view": STAFF,
 }
 
 #: endpoints of libraries we do not decorate ourselves.

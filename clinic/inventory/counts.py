@@ -31,6 +31,7 @@ from clinic.inventory.models import (
 )
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location
+from clinic.reminders import service as reminders
 
 
 @dataclass
@@ -140,6 +141,7 @@ def reconcile_count(
     if kind == CountKind.initial:
         chain.has_initial_inventory = True
     db.session.flush()
+    reminders.count_recorded(location_id, kind)  # the next count or inventory falls due
     return result
 
 

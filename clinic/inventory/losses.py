@@ -20,6 +20,7 @@ from clinic.inventory.catalog import get_container
 from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
 from clinic.inventory.models import Container, EntryKind, LedgerEntry, LossReport
 from clinic.locations.models import Location
+from clinic.reminders import service as reminders
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def _open_form_106(
     )
     db.session.add(report)
     db.session.flush()
+    reminders.loss_reported(report)  # DEA-31/32 deadlines, in this transaction
     return report
 
 
@@ -132,6 +134,7 @@ def mark_loss_report(*, actor: User, report_id: int, step: str, occurred_at: dat
         data={"at": at.isoformat()},
     )
     db.session.flush()
+    reminders.loss_report_marked(report, step)
     return report
 
 

@@ -18,6 +18,7 @@ from clinic.inventory.models import Container, ContainerStatus, EntryKind, Ledge
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location, StorageSite
 from clinic.patients.models import Patient
+from clinic.reminders import service as reminders
 
 
 @dataclass
@@ -87,6 +88,7 @@ def receive_stock(
                 details=details,
             )
         )
+    reminders.stock_received(site.location_id, [(drug.id, lot_number, expires_on)])
     return receipt
 
 

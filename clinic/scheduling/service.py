@@ -29,6 +29,7 @@ from clinic.core.time import on_the_calendar, today_at, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
+from clinic.reminders import service as reminders
 from clinic.scheduling.errors import ACTIONS, BookingConflict, InvalidTransition, refused_transition
 from clinic.scheduling.models import (
     IN_CHAIR,
@@ -419,6 +420,7 @@ def create_series(
         subject=("series", series.id),
         data={"protocol": proto.code, "version": proto.version, "appointments": len(planned)},
     )
+    reminders.booked(series)  # the outbox rows, in this transaction
     return series
 
 
@@ -518,6 +520,7 @@ def cancel_appointment(*, actor: User, appointment_id: int, reason: str) -> Appo
     _release(appt)
     db.session.flush()
     audit.record(actor=actor, tag=Tag.scheduling_session_cancel, subject=("appointment", appt.id), data={})
+    reminders.appointment_cancelled(appt, get_series(appt.series_id))
     return appt
 
 
@@ -540,6 +543,7 @@ def mark_absent(*, actor: User, appointment_id: int, status: str, reason: str | 
         if appt.phase == "induction"
         else "prescriber review: consider returning to the previous frequency"
     )
+    reminders.appointment_missed(appt, get_series(appt.series_id), follow_up=follow_up)
     return {"appointment": appt, "follow_up": follow_up}
 
 
@@ -625,6 +629,7 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
         subject=("appointment", appt.id),
         data={"moved": [a.id for a in moving]},
     )
+    reminders.moved(moving, series)  # pending reminders move with their visits
     return appt
 
 

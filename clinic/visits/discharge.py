@@ -22,6 +22,7 @@ from clinic.core.errors import PermissionDenied
 from clinic.core.time import happened_at, to_zone, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
+from clinic.reminders import service as reminders
 from clinic.scheduling.models import AppointmentStatus
 from clinic.visits import rules
 from clinic.visits.dosing import unresolved_remainders
@@ -192,6 +193,7 @@ def discharge(
         .execution_options(synchronize_session=False)
     )
     db.session.flush()
+    reminders.dosed(visit, requires_pmf=bool(protocol_rules(visit).get("requires_rems")))  # idempotent
     audit.record(
         actor=actor,
         tag=Tag.visits_visit_discharge,

@@ -25,6 +25,7 @@ from clinic.extensions import db
 from clinic.inventory import service as inventory
 from clinic.inventory.models import Container, ContainerStatus, LedgerEntry
 from clinic.inventory.witness import WitnessSignature
+from clinic.reminders import service as reminders
 from clinic.scheduling.models import Appointment, AppointmentStatus
 from clinic.visits import rules
 from clinic.visits.errors import GatesNotMet, RemainderRefused
@@ -292,6 +293,7 @@ def record_dose(*, actor: User, appointment_id: int, req: DoseRequest, client_ad
     db.session.flush()
     _start_timers(visit, rules_)
     db.session.flush()
+    reminders.dosed(visit, requires_pmf=bool(rules_.get("requires_rems")))
     audit.record(
         actor=actor,
         tag=Tag.visits_dose_record,

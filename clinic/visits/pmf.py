@@ -35,6 +35,7 @@ from clinic.locations.models import Location
 from clinic.patients import screening
 from clinic.patients import service as patients
 from clinic.patients.models import Patient, ScreeningResult
+from clinic.reminders import service as reminders
 from clinic.scheduling.models import Appointment, Protocol
 from clinic.visits import rules
 from clinic.visits.models import AlertKind, ObservationAlert, Visit, VitalSign
@@ -626,6 +627,7 @@ def record_submission(*, actor: User, appointment_id: int, reference: str) -> Vi
         .execution_options(synchronize_session=False)
     )
     db.session.expire(visit)
+    reminders.pmf_submitted(visit.id)
     audit.record(
         actor=actor,
         tag=Tag.visits_pmf_submit,

@@ -199,3 +199,37 @@ def test_a_visit_can_only_be_changed_from_its_own_course_page(desk, login_as):
     assert resp.status_code == 404
     after = desk.client.get(f"/api/v1/series/{other['id']}", headers=desk.desk).json["appointments"][0]
     assert after["status"] == "scheduled"
+
+
+def test_the_wizard_offers_the_named_patient_past_the_first_two_hundred(backend):
+    """The chart's "Book a course" names its patient; a clinic with more patients than the list
+    shows must still find them selected (it failed for patient #201 on)."""
+    from datetime import date
+
+    from clinic.core.tx import commit
+    from clinic.extensions import db
+    from clinic.patients.models import Patient
+    from tests.conftest import sign_in, temp_app
+    from tests.reminders.conftest import users_of
+
+    with temp_app(backend, "wizard201") as own:
+        with own.app_context():
+            db.session.add_all(
+                Patient(
+                    first_name="Many",
+                    last_name=f"P{i}",
+                    date_of_birth=date(1980, 1, 1),
+                    address="x",
+                    timezone="America/New_York",
+                )
+                for i in range(205)
+            )
+            commit()
+            last = db.session.scalar(select(func.max(Patient.id)))
+        c = own.test_client()
+        sign_in(c, users_of(own)("front_desk"))
+        page = c.get("/schedule/book", query_string={"patient_id": last}).get_data(as_text=True)
+        assert f'<option value="{last}" selected>' in page
+        assert 'value="999999"' not in c.get("/schedule/book", query_string={"patient_id": 999999}).get_data(
+            as_text=True
+        )
