@@ -13,10 +13,10 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
-from clinic.inventory.catalog import get_container
-from clinic.inventory.errors import InitialInventoryRequired
+from clinic.inventory.errors import AlreadyRecorded, ContainerUnusable, InitialInventoryRequired
 from clinic.inventory.ledger import append, check_time, lock_chain, lock_container
 from clinic.inventory.losses import record_loss
 from clinic.inventory.models import (
@@ -26,6 +26,7 @@ from clinic.inventory.models import (
     CountKind,
     CountLine,
     Discrepancy,
+    DiscrepancyAction,
     DiscrepancyStatus,
     EntryKind,
 )
@@ -157,17 +158,32 @@ def resolve_discrepancy(
     disc = db.session.get(Discrepancy, discrepancy_id)
     if disc is None:
         raise NotFound("No such discrepancy")
-    if disc.status != DiscrepancyStatus.open:
-        raise ValidationFailed(errors={"status": ["Already resolved."]})
     if not explanation.strip():
         raise ValidationFailed(errors={"explanation": ["Explain the difference."]})
+    if action not in {a.value for a in DiscrepancyAction}:
+        raise ValidationFailed(errors={"action": ["One of: explain, adjust, escalate."]})
+    signed_by = None
+    if action == DiscrepancyAction.adjust:  # a password check is slow: before any lock
+        signed_by = verify_witness(witness, actor=actor, location_id=disc.location_id, client_addr=client_addr)
+    # Two prescribers resolving one discrepancy at once: the chain lock queues them and the row is
+    # read again under it, so the second sees the first's resolution (409), never a second effect.
+    chain = lock_chain(disc.location_id)
+    disc = _lock_discrepancy(discrepancy_id)
+    if disc.status != DiscrepancyStatus.open:
+        raise AlreadyRecorded(f"This discrepancy is already {disc.status}.", errors={"status": ["Already resolved."]})
     if action == "explain":
         disc.status = DiscrepancyStatus.explained.value
     elif action == "adjust":
-        signed_by = verify_witness(witness, actor=actor, location_id=disc.location_id, client_addr=client_addr)
-        chain = lock_chain(disc.location_id)
+        assert signed_by is not None
         container = lock_container(disc.container_id)
-        delta = disc.counted_ug - container.balance_ug
+        # The counted difference, not the counted figure: a dose drawn since the count is already on
+        # the books, and setting the balance to the count would hide it.
+        delta = disc.difference_ug
+        if container.status == ContainerStatus.disposed or container.balance_ug + delta > container.initial_ug:
+            raise ContainerUnusable(
+                "The container has moved since the count in a way the difference cannot be applied to "
+                f"(it holds {format_mg(container.balance_ug)} mg, status {container.status}): count it again."
+            )
         entry = append(
             chain=chain,
             kind=EntryKind.adjustment,
@@ -185,18 +201,15 @@ def resolve_discrepancy(
         missing = disc.expected_ug - disc.counted_ug
         if missing <= 0:
             raise ValidationFailed(errors={"action": ["Only a shortage can be escalated to a loss."]})
-        container = get_container(disc.container_id)
         entry = record_loss(
             actor=actor,
-            container_id=container.id,
-            quantity_ug=min(missing, container.balance_ug),
+            container_id=disc.container_id,
+            quantity_ug=missing,
             kind=loss_kind,
             description=explanation,
         )
         disc.entry_id = entry.id
         disc.status = DiscrepancyStatus.escalated.value
-    else:
-        raise ValidationFailed(errors={"action": ["One of: explain, adjust, escalate."]})
     disc.resolution = explanation
     disc.resolved_by_id = actor.id
     disc.resolved_at = utcnow()
@@ -204,6 +217,17 @@ def resolve_discrepancy(
         actor=actor, tag=Tag.inventory_discrepancy_resolve, subject=("discrepancy", disc.id), data={"action": action}
     )
     db.session.flush()
+    return disc
+
+
+def _lock_discrepancy(discrepancy_id: int) -> Discrepancy:
+    disc = db.session.scalar(
+        select(Discrepancy)
+        .where(Discrepancy.id == discrepancy_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert disc is not None  # discrepancies are never deleted
     return disc
 
 

@@ -17,6 +17,7 @@ from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.inventory.catalog import get_container
+from clinic.inventory.errors import AlreadyRecorded
 from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
 from clinic.inventory.models import Container, EntryKind, LedgerEntry, LossReport
 from clinic.locations.models import Location
@@ -109,22 +110,25 @@ def list_loss_reports(location_id: int | None = None) -> list[LossReport]:
 
 def mark_loss_report(*, actor: User, report_id: int, step: str, occurred_at: datetime | None = None) -> LossReport:
     """Record that DEA was notified in writing (DEA-31) or that Form 106 was filed (DEA-32)."""
-    report = db.session.get(LossReport, report_id)
+    at = check_time(occurred_at)
+    if step not in ("notified", "filed"):
+        raise ValidationFailed(errors={"step": ["One of: notified, filed."]})
+    # Locked and read afresh: two people recording the same step at once, one of them is told (409).
+    report = db.session.scalar(
+        select(LossReport).where(LossReport.id == report_id).with_for_update().execution_options(populate_existing=True)
+    )
     if report is None:
         raise NotFound("No such loss report")
-    at = check_time(occurred_at)
     if at < report.discovered_at:
         raise ValidationFailed(errors={"occurred_at": ["Cannot be before the loss was discovered."]})
     if step == "notified":
         if report.notified_at is not None:
-            raise ValidationFailed(errors={"step": ["The notice is already recorded."]})
+            raise AlreadyRecorded("The notice is already recorded.", errors={"step": ["Already recorded."]})
         report.notified_at = at
-    elif step == "filed":
-        if report.filed_at is not None:
-            raise ValidationFailed(errors={"step": ["The filing is already recorded."]})
-        report.filed_at = at
     else:
-        raise ValidationFailed(errors={"step": ["One of: notified, filed."]})
+        if report.filed_at is not None:
+            raise AlreadyRecorded("The filing is already recorded.", errors={"step": ["Already recorded."]})
+        report.filed_at = at
     audit.record(
         actor=actor,
         tag=loss_report_tag(step),

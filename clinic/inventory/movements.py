@@ -12,7 +12,13 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
 from clinic.inventory.catalog import get_container, get_drug
-from clinic.inventory.errors import ContainerUnusable, InitialInventoryRequired, WitnessInvalid, WitnessRequired
+from clinic.inventory.errors import (
+    AlreadyRecorded,
+    ContainerUnusable,
+    InitialInventoryRequired,
+    WitnessInvalid,
+    WitnessRequired,
+)
 from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
 from clinic.inventory.models import Container, ContainerStatus, EntryKind, LedgerEntry
 from clinic.inventory.witness import WitnessSignature, verify_witness
@@ -183,10 +189,10 @@ def record_transfer(
     container = get_container(container_id)
     if site is None or site.location_id != container.location_id:
         raise ValidationFailed(errors={"to_storage_site_id": ["Must be a storage site of the same location."]})
-    if site.id == container.storage_site_id:
-        raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
+    if site.id == container.storage_site_id:  # read under the lock: a racing twin may have moved it
+        raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is disposed.")
     details = {"from_storage_site_id": container.storage_site_id, "to_storage_site_id": site.id}
@@ -274,13 +280,14 @@ def record_correction(
     )
     if original is None:
         raise NotFound("No such ledger entry")
+    signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
+    chain = lock_chain(location_id)
+    # Under the chain lock: two people correcting one entry at once, the second is told (409).
     already = db.session.scalar(
         select(LedgerEntry.id).where(LedgerEntry.location_id == location_id, LedgerEntry.corrects_seq == corrects_seq)
     )
     if already is not None:
-        raise ValidationFailed(errors={"corrects_seq": ["That entry is already corrected."]})
-    signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
-    chain = lock_chain(location_id)
+        raise AlreadyRecorded(errors={"corrects_seq": ["That entry is already corrected."]})
     container = lock_container(original.container_id) if original.container_id else None
     if container is not None and container.balance_ug - original.delta_ug > container.initial_ug:
         raise ValidationFailed(errors={"corrects_seq": ["Reversing it would exceed the container's size."]})

@@ -227,7 +227,7 @@ def test_correction_reverses_an_entry_with_a_link(clinic):
         "/inventory/corrections",
         {"location_id": clinic.location_id, "corrects_seq": wrong["seq"], "reason": "again", **clinic.witness_fields()},
     )
-    assert twice.status_code == 422
+    assert twice.status_code == 409 and twice.json["code"] == "already_recorded"
 
 
 def test_shift_count_opens_discrepancies_and_adjustment_needs_two_signatures(app, clinic, make_user):
@@ -364,7 +364,7 @@ def test_loss_report_deadlines_and_steps(app, clinic, make_user):
     assert {"inventory:loss_report:notice_overdue", "inventory:loss_report:filing_overdue"} <= tags
     done = clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"})
     assert done.status_code == 200 and done.json["notified_at"]
-    assert clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"}).status_code == 422
+    assert clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"}).status_code == 409
 
 
 def test_next_inventory_due_follows_the_jurisdiction(app, clinic):
