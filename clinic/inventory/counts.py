@@ -16,6 +16,7 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
+from clinic.inventory import checks
 from clinic.inventory.errors import AlreadyRecorded, ContainerUnusable, InitialInventoryRequired
 from clinic.inventory.ledger import append, check_time, lock_chain, lock_container
 from clinic.inventory.losses import record_loss
@@ -30,6 +31,7 @@ from clinic.inventory.models import (
     DiscrepancyStatus,
     EntryKind,
 )
+from clinic.inventory.state import next_status
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location
 
@@ -50,6 +52,7 @@ def reconcile_count(
     client_addr: str,
     business_hours: str | None = None,
     occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> CountResult:
     """A shift count or an initial/biennial inventory (DEA-14..21). Differences open discrepancies."""
     at = check_time(occurred_at)
@@ -114,6 +117,14 @@ def reconcile_count(
             )
             db.session.add(disc)
             result.discrepancies.append(disc)
+    late = checks.when(
+        location_id=location_id,
+        at=at,
+        field="occurred_at",
+        container_ids=tuple(sorted(seen)),
+        late_reason=late_entry_reason,
+        initial=kind == CountKind.initial,
+    )
     if kind != CountKind.shift:
         missing = sorted(set(on_hand) - seen)
         if missing:
@@ -131,6 +142,7 @@ def reconcile_count(
             "count_id": count.id,
             "count_kind": kind,
             "business_hours": business_hours,
+            **late,
             "lines": [
                 {"container_id": ln["container_id"], "counted_ug": ln["counted_ug"], "exact": ln.get("exact", True)}
                 for ln in lines
@@ -184,6 +196,7 @@ def resolve_discrepancy(
                 "The container has moved since the count in a way the difference cannot be applied to "
                 f"(it holds {format_mg(container.balance_ug)} mg, status {container.status}): count it again."
             )
+        before = container.status
         entry = append(
             chain=chain,
             kind=EntryKind.adjustment,
@@ -194,6 +207,10 @@ def resolve_discrepancy(
             witness=signed_by,
             reason=explanation,
             details={"discrepancy_id": disc.id, "count_id": disc.count_id},
+        )
+        # an "empty" vial found to hold some is open again (append only ever lowers a status)
+        container.status = next_status(
+            before, kind=entry.kind, delta_ug=delta, balance_after=container.balance_ug, details={}
         )
         disc.entry_id = entry.id
         disc.status = DiscrepancyStatus.adjusted.value

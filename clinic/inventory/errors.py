@@ -37,3 +37,8 @@ class AlreadyRecorded(Conflict):
 
     code = "already_recorded"
     title = "This has already been recorded"
+
+
+class CorrectionRefused(Conflict):
+    code = "correction_refused"
+    title = "This entry cannot be corrected that way"

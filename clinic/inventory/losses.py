@@ -16,6 +16,7 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
+from clinic.inventory import checks
 from clinic.inventory.catalog import get_container
 from clinic.inventory.errors import AlreadyRecorded
 from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
@@ -36,14 +37,23 @@ def record_loss(
     description: str,
     occurred_at: datetime | None = None,
     discovered_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> LedgerEntry:
     """Theft, loss, breakage or spill. Theft and loss open a DEA Form 106 draft with its deadlines."""
     require_positive(quantity_ug)
     at = check_time(occurred_at)
     found = check_time(discovered_at, "discovered_at") if discovered_at else utcnow()
+    checks.not_before(found, at, "discovered_at", "the loss occurred (occurred_at)")
     container = get_container(container_id)
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
+    late = checks.when(
+        location_id=container.location_id,
+        at=at,
+        field="occurred_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
     entry = append(
         chain=chain,
         kind=EntryKind.loss,
@@ -52,7 +62,7 @@ def record_loss(
         container=container,
         delta_ug=-quantity_ug,
         reason=description,
-        details={"loss_kind": kind},
+        details={"loss_kind": kind, **late},
     )
     if kind in REPORTABLE_LOSS_KINDS:
         _open_form_106(entry=entry, container=container, kind=kind, discovered_at=found, quantity_ug=quantity_ug)

@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
-
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
+from clinic.inventory import checks
 from clinic.inventory.catalog import get_container, get_drug
 from clinic.inventory.errors import (
-    AlreadyRecorded,
     ContainerUnusable,
     InitialInventoryRequired,
     WitnessInvalid,
@@ -45,6 +43,7 @@ def receive_stock(
     supplier_dea_registration: str,
     invoice_number: str,
     occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> Receipt:
     """A shipment into a safe (DEA-23/24): one container row and one receipt entry per container."""
     site = db.session.get(StorageSite, storage_site_id)
@@ -57,7 +56,9 @@ def receive_stock(
         raise InitialInventoryRequired()
     if expires_on < location_day(site.location_id, at):
         raise ContainerUnusable("This lot is already past its expiry date.")
+    late = checks.when(location_id=site.location_id, at=at, field="occurred_at", late_reason=late_entry_reason)
     details = {
+        **late,
         "supplier_name": supplier_name,
         "supplier_address": supplier_address,
         "supplier_dea_registration": supplier_dea_registration,
@@ -111,6 +112,7 @@ def record_administration(
     quantity_ug: int,
     administered_at: datetime | None = None,
     appointment_id: int | None = None,
+    late_entry_reason: str | None = None,
 ) -> LedgerEntry:
     """A dose given to a patient from a specific container (DEA-26)."""
     require_positive(quantity_ug)
@@ -125,6 +127,13 @@ def record_administration(
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
     _usable(container, on=day)
+    late = checks.when(
+        location_id=container.location_id,
+        at=at,
+        field="administered_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
     return append(
         chain=chain,
         kind=EntryKind.administration,
@@ -140,6 +149,7 @@ def record_administration(
             "drug_name": container.drug.name,
             "ndc": container.drug.ndc,
             "lot_number": container.lot_number,
+            **late,
         },
     )
 
@@ -154,6 +164,7 @@ def record_waste(
     client_addr: str,
     occurred_at: datetime | None = None,
     patient_id: int | None = None,
+    late_entry_reason: str | None = None,
 ) -> LedgerEntry:
     """The unusable remainder of a dose, destroyed before a second licensed person (DEA-38..42)."""
     require_positive(quantity_ug)
@@ -168,6 +179,13 @@ def record_waste(
     container = lock_container(container_id)
     if container.status in (ContainerStatus.disposed, ContainerStatus.quarantined):
         raise ContainerUnusable(f"The container is {container.status}.")
+    late = checks.when(
+        location_id=container.location_id,
+        at=at,
+        field="occurred_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
     return append(
         chain=chain,
         kind=EntryKind.waste,
@@ -178,11 +196,17 @@ def record_waste(
         witness=signed_by,
         reason=reason,
         patient_id=patient_id,
+        details=late,
     )
 
 
 def record_transfer(
-    *, actor: User, container_id: int, to_storage_site_id: int, occurred_at: datetime | None = None
+    *,
+    actor: User,
+    container_id: int,
+    to_storage_site_id: int,
+    occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> LedgerEntry:
     at = check_time(occurred_at)
     site = db.session.get(StorageSite, to_storage_site_id)
@@ -195,7 +219,14 @@ def record_transfer(
         raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is disposed.")
-    details = {"from_storage_site_id": container.storage_site_id, "to_storage_site_id": site.id}
+    late = checks.when(
+        location_id=container.location_id,
+        at=at,
+        field="occurred_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
+    details = {"from_storage_site_id": container.storage_site_id, "to_storage_site_id": site.id, **late}
     container.storage_site_id = site.id
     return append(
         chain=chain, kind=EntryKind.transfer, actor=actor, occurred_at=at, container=container, details=details
@@ -212,6 +243,7 @@ def record_disposal(
     second_witness: WitnessSignature | None = None,
     reverse_distributor: dict[str, str] | None = None,
     occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> LedgerEntry:
     """Expired or unwanted stock out of inventory: to a reverse distributor (DEA-43/44, the actor
     and a second employee) or destroyed on site (DEA-45/46, Form 41 data: two witnesses)."""
@@ -236,6 +268,13 @@ def record_disposal(
     container = lock_container(container_id)
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is already disposed.")
+    late = checks.when(
+        location_id=container.location_id,
+        at=at,
+        field="occurred_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
     kind = EntryKind.return_to_distributor if reverse_distributor else EntryKind.destruction
     drug = container.drug
     details = {
@@ -244,6 +283,7 @@ def record_disposal(
         "lot_number": container.lot_number,
         "quantity_mg": format_mg(container.balance_ug),
         **({"reverse_distributor": reverse_distributor} if reverse_distributor else {}),
+        **late,
     }
     entry = append(
         chain=chain,
@@ -259,47 +299,3 @@ def record_disposal(
     container.status = ContainerStatus.disposed.value
     db.session.flush()
     return entry
-
-
-def record_correction(
-    *,
-    actor: User,
-    location_id: int,
-    corrects_seq: int,
-    reason: str,
-    witness: WitnessSignature | None,
-    client_addr: str,
-    occurred_at: datetime | None = None,
-) -> LedgerEntry:
-    """Reverse an entry's effect with a new, linked entry (SYS-01). Nothing is edited."""
-    if not reason.strip():
-        raise ValidationFailed(errors={"reason": ["Say why the entry is corrected."]})
-    at = check_time(occurred_at)
-    original = db.session.scalar(
-        select(LedgerEntry).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == corrects_seq)
-    )
-    if original is None:
-        raise NotFound("No such ledger entry")
-    signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
-    chain = lock_chain(location_id)
-    # Under the chain lock: two people correcting one entry at once, the second is told (409).
-    already = db.session.scalar(
-        select(LedgerEntry.id).where(LedgerEntry.location_id == location_id, LedgerEntry.corrects_seq == corrects_seq)
-    )
-    if already is not None:
-        raise AlreadyRecorded(errors={"corrects_seq": ["That entry is already corrected."]})
-    container = lock_container(original.container_id) if original.container_id else None
-    if container is not None and container.balance_ug - original.delta_ug > container.initial_ug:
-        raise ValidationFailed(errors={"corrects_seq": ["Reversing it would exceed the container's size."]})
-    return append(
-        chain=chain,
-        kind=EntryKind.correction,
-        actor=actor,
-        occurred_at=at,
-        container=container,
-        delta_ug=-original.delta_ug,
-        witness=signed_by,
-        corrects_seq=corrects_seq,
-        reason=reason,
-        patient_id=original.patient_id,
-    )

@@ -24,6 +24,14 @@ _DEA = validate.Regexp(r"^[A-Z][A-Z9]\d{7}$", error="Two letters and seven digit
 _NDC = validate.Regexp(r"^\d{4,5}-\d{3,4}-\d{1,2}$", error="An NDC such as 42023-113-10.")
 
 
+def _late_entry_reason() -> ma.fields.String:
+    return ma.fields.String(
+        load_default=None,
+        validate=validate.Length(max=500),
+        metadata={"description": "Why an entry is charted after the back-charting window (DEA-06)."},
+    )
+
+
 class CreateDrugSchema(StrictSchema):
     name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     ndc = ma.fields.String(required=True, validate=_NDC)
@@ -51,6 +59,7 @@ class DrugListSchema(ma.Schema):
 
 
 class ReceiveStockSchema(StrictSchema):
+    late_entry_reason = _late_entry_reason()
     storage_site_id = Id(required=True)
     drug_id = Id(required=True)
     lot_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=40))
@@ -107,6 +116,7 @@ class ReceiptSchema(ma.Schema):
 
 
 class AdministrationSchema(StrictSchema):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     patient_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
@@ -129,6 +139,7 @@ class WitnessFields(StrictSchema):
 
 
 class WasteSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
@@ -137,12 +148,14 @@ class WasteSchema(WitnessFields):
 
 
 class TransferSchema(StrictSchema):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     to_storage_site_id = Id(required=True)
     occurred_at = AwareDateTime(load_default=None)
 
 
 class LossSchema(StrictSchema):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in LossKind]))
@@ -158,6 +171,7 @@ class ReverseDistributorSchema(StrictSchema):
 
 
 class DisposalSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     method = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     second_witness_email = ma.fields.String(load_default=None, validate=validate.Length(max=254))
@@ -174,9 +188,12 @@ class DisposalSchema(WitnessFields):
 
 
 class CorrectionSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     location_id = Id(required=True)
     corrects_seq = Id(required=True)
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    #: what an administration, waste or loss really was; omitted, the entry is undone
+    corrected_quantity_mg = Milligrams(load_default=None, positive=False, attribute="corrected_quantity_ug")
     occurred_at = AwareDateTime(load_default=None)
 
 
@@ -187,6 +204,7 @@ class CountLineSchema(StrictSchema):
 
 
 class CountSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     location_id = Id(required=True)
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in CountKind]))
     business_hours = ma.fields.String(load_default=None, validate=validate.OneOf(["opening", "close"]))

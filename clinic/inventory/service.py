@@ -8,6 +8,7 @@ the second signature, ``movements``, ``counts`` and ``losses`` decide what is re
 from __future__ import annotations
 
 from clinic.inventory.catalog import balances, create_drug, get_container, list_drugs
+from clinic.inventory.corrections import record_correction
 from clinic.inventory.counts import (
     next_inventory_due_on,
     reconcile_count,
@@ -19,7 +20,6 @@ from clinic.inventory.losses import flag_overdue_loss_reports, list_loss_reports
 from clinic.inventory.movements import (
     receive_stock,
     record_administration,
-    record_correction,
     record_disposal,
     record_transfer,
     record_waste,

@@ -1,0 +1,58 @@
+"""Ledger integrity and the DEA record rules (issue 8).
+
+On PostgreSQL a container's balance can change only together with a ledger entry that books it: a
+deferred constraint trigger checks, at commit, that every inserted or re-balanced container holds
+exactly its latest entry's ``balance_after_ug``. The app role owns nothing, so it cannot drop or
+disable the trigger (RELIABILITY F6). On SQLite file permissions are the control, and
+``clinic ledger verify`` compares every stored balance with the chain on both backends.
+
+Revision ID: 0012
+Revises: 0010
+"""
+
+from alembic import op
+
+revision = "0012"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+_BALANCE_FUNCTION = """
+CREATE OR REPLACE FUNCTION clinic_container_balance_is_booked() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  stored bigint;
+  booked bigint;
+BEGIN
+  SELECT balance_ug INTO stored FROM containers WHERE id = NEW.id;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  SELECT balance_after_ug INTO booked FROM ledger_entries
+    WHERE container_id = NEW.id ORDER BY seq DESC LIMIT 1;
+  IF stored IS DISTINCT FROM COALESCE(booked, 0) THEN
+    RAISE EXCEPTION 'container %: balance % ug is not its ledger balance % ug', NEW.id, stored, COALESCE(booked, 0)
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  RETURN NULL;
+END $$;
+"""
+
+
+def _postgresql() -> bool:
+    return op.get_bind().dialect.name == "postgresql"
+
+
+def upgrade() -> None:
+    if _postgresql():
+        op.execute(_BALANCE_FUNCTION)
+        op.execute(
+            "CREATE CONSTRAINT TRIGGER containers_balance_is_booked AFTER INSERT OR UPDATE OF balance_ug "
+            "ON containers DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            "EXECUTE FUNCTION clinic_container_balance_is_booked()"
+        )
+
+
+def downgrade() -> None:
+    if _postgresql():
+        op.execute("DROP TRIGGER IF EXISTS containers_balance_is_booked ON containers")
+        op.execute("DROP FUNCTION IF EXISTS clinic_container_balance_is_booked()")
