@@ -44,6 +44,13 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_LEASE_SECONDS": 30,
     # A post-dose vitals checkpoint not met this many minutes after it is due raises "vitals overdue".
     "VITALS_OVERDUE_MINUTES": 10,
+    # A ledger entry charted more than this many hours after it happened needs a reason (DEA-06).
+    "LEDGER_BACKCHART_HOURS": 72,
+    # SHA-256 fingerprints of the keys that may sign ledger checkpoints (`clinic ledger verify`); empty:
+    # the signing key file's own key.
+    "CHECKPOINT_KEY_FINGERPRINTS": [],
+    # A copy of every signed checkpoint, outside the database; empty: instance/checkpoints/<db>.jsonl.
+    "CHECKPOINT_LOG": None,
 }
 
 

@@ -84,6 +84,10 @@ class Administrations(MethodView):
         if args.get("appointment_id") is not None:
             from clinic.visits.service import check_ledger_link
 
+            service.check_links(
+                container_id=args["container_id"], patient_id=args["patient_id"], appointment_id=args["appointment_id"]
+            )
+
             check_ledger_link(appointment_id=args["appointment_id"], patient_id=args["patient_id"])
         return service.record_administration(actor=current_actor(), **args)
 
@@ -115,7 +119,7 @@ class Losses(MethodView):
     @blp.arguments(LossSchema)
     @blp.response(201, LedgerEntrySchema)
     def post(self, args: dict[str, Any]) -> Any:
-        return service.record_loss(actor=current_actor(), **args)
+        return service.record_loss(actor=current_actor(), client_addr=client_addr(), **args)
 
 
 @blp.route("/inventory/disposals")
@@ -191,6 +195,7 @@ class Balances(MethodView):
             "drugs": drugs,
             "containers": containers,
             "next_inventory_due_on": service.next_inventory_due_on(args["location_id"]),
+            "inventory_overdue": service.inventory_overdue(args["location_id"]),
             "small_discrepancy_pattern": service.small_discrepancy_pattern(args["location_id"]),
         }
 

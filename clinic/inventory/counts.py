@@ -14,7 +14,7 @@ from clinic.audit.tags import Tag
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
-from clinic.core.time import utcnow
+from clinic.core.time import today_at, utcnow
 from clinic.extensions import db
 from clinic.inventory import checks
 from clinic.inventory.errors import AlreadyRecorded, ContainerUnusable, InitialInventoryRequired
@@ -88,7 +88,6 @@ def reconcile_count(
     db.session.add(count)
     db.session.flush()
     result = CountResult(count, [])
-    exact_required = location.rule("count_mode") == "exact"
     for i, line in enumerate(lines):
         container = on_hand.get(line["container_id"])
         if container is None or container.id in seen:
@@ -96,8 +95,8 @@ def reconcile_count(
         seen.add(container.id)
         if line["counted_ug"] > container.initial_ug:
             raise ValidationFailed(errors={f"lines.{i}.counted_mg": ["More than the container can hold."]})
-        if exact_required and not line.get("exact", True):
-            raise ValidationFailed(errors={f"lines.{i}.exact": ["This jurisdiction requires exact counts."]})
+        if not line.get("exact", True):
+            estimate_allowed(container, line["counted_ug"], mode=str(location.rule("count_mode")), field=f"lines.{i}")
         db.session.add(
             CountLine(
                 count_id=count.id,
@@ -154,6 +153,41 @@ def reconcile_count(
         chain.has_initial_inventory = True
     db.session.flush()
     return result
+
+
+#: DEA-19: an opened container of more than this many tablets or capsules is counted exactly
+EXACT_ABOVE_UNITS = 1000
+
+
+def estimate_allowed(container: Container, counted_ug: int, *, mode: str, field: str) -> None:
+    """Whether an opened container may be estimated rather than counted exactly (DEA-19, DEA-22)."""
+    drug = container.drug
+
+    def refuse(why: str) -> None:
+        raise ValidationFailed(errors={f"{field}.exact": [why]})
+
+    if drug.schedule == "CII":
+        refuse("Schedule II stock is counted or measured exactly.")
+    if mode == "exact":
+        refuse("This jurisdiction requires exact counts.")
+    if drug.unit in ("tablet", "troche") and drug.milliunits_per_container > EXACT_ABOVE_UNITS * 1000:
+        refuse(f"A container of more than {EXACT_ABOVE_UNITS} units is counted exactly.")
+    if mode == "exact_liquid_quarters":
+        if drug.unit != "mL":
+            refuse("Only a liquid in an unincremented container may be estimated here.")
+        quarter = drug.container_ug // 4
+        if quarter == 0 or counted_ug % quarter:
+            refuse(f"Estimate to the nearest quarter container ({format_mg(quarter)} mg steps).")
+
+
+def inventory_overdue(location_id: int) -> bool:
+    """A location whose next full inventory is past due, in its own calendar."""
+    due = next_inventory_due_on(location_id)
+    if due is None:
+        return False
+    location = db.session.get(Location, location_id)
+    assert location is not None
+    return due < today_at(location.timezone)
 
 
 def resolve_discrepancy(
@@ -283,6 +317,9 @@ def next_inventory_due_on(location_id: int) -> date | None:
     if last.tzinfo is None:  # aggregates skip the column type on SQLite
         last = datetime.fromisoformat(str(last)).replace(tzinfo=UTC)
     day = last.astimezone(ZoneInfo(location.timezone)).date()
+    days = location.rule("inventory_interval_days")
+    if days:
+        return day + timedelta(days=int(days))
     months = int(location.rule("inventory_interval_months"))
     year, month = divmod(day.month - 1 + months, 12)
     year += day.year

@@ -97,6 +97,8 @@ class DiscrepancyAction(StrEnum):
 class LossReportStep(StrEnum):
     notified = "notified"
     filed = "filed"
+    #: the state board's own notice (DEA-37), when the location's profile sets a deadline for it
+    board_notified = "board_notified"
 
 
 class Drug(db.Model):  # type: ignore[name-defined]
@@ -291,6 +293,9 @@ class LossReport(db.Model):  # type: ignore[name-defined]
     notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     filed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     form: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: DEA-37: the state board's own deadline (a local day), when the profile sets one
+    board_notice_due_on: Mapped[date | None] = mapped_column(Date)
+    board_notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Checkpoint(db.Model):  # type: ignore[name-defined]

@@ -18,7 +18,7 @@ from clinic.inventory.errors import (
     WitnessRequired,
 )
 from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
-from clinic.inventory.models import Container, ContainerStatus, EntryKind, LedgerEntry
+from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerEntry
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location, StorageSite
 from clinic.patients.models import Patient
@@ -44,6 +44,8 @@ def receive_stock(
     invoice_number: str,
     occurred_at: datetime | None = None,
     late_entry_reason: str | None = None,
+    order_form_number: str | None = None,
+    confirm_repeat_invoice: bool = False,
 ) -> Receipt:
     """A shipment into a safe (DEA-23/24): one container row and one receipt entry per container."""
     site = db.session.get(StorageSite, storage_site_id)
@@ -51,19 +53,26 @@ def receive_stock(
         raise NotFound("No such storage site")
     drug = get_drug(drug_id)
     at = check_time(occurred_at)
+    record = checks.receipt_record(
+        drug=drug,
+        supplier_name=supplier_name,
+        supplier_address=supplier_address,
+        supplier_dea_registration=supplier_dea_registration,
+        invoice_number=invoice_number,
+        lot_number=lot_number,
+        order_form_number=order_form_number,
+    )
     chain = lock_chain(site.location_id)
     if not chain.has_initial_inventory:
         raise InitialInventoryRequired()
     if expires_on < location_day(site.location_id, at):
         raise ContainerUnusable("This lot is already past its expiry date.")
     late = checks.when(location_id=site.location_id, at=at, field="occurred_at", late_reason=late_entry_reason)
+    repeated = checks.repeated_invoice(location_id=site.location_id, record=record, confirmed=confirm_repeat_invoice)
     details = {
         **late,
-        "supplier_name": supplier_name,
-        "supplier_address": supplier_address,
-        "supplier_dea_registration": supplier_dea_registration,
-        "invoice_number": invoice_number,
-        "lot_number": lot_number,
+        **record,
+        **repeated,
         "expires_on": expires_on.isoformat(),
         "storage_site_id": site.id,
         "container_count": container_count,
@@ -97,6 +106,15 @@ def receive_stock(
     return receipt
 
 
+def quantities(drug: Drug, quantity_ug: int) -> dict[str, str]:
+    """DEA-28: mass and volume side by side, with the strength that converts one to the other."""
+    out = {"quantity_mg": format_mg(quantity_ug), "mg_per_unit": format_mg(drug.ug_per_unit), "unit": drug.unit}
+    if drug.unit == "mL":
+        # thousandths of a mL, rounded half up: 0.001 mL is finer than any syringe reads
+        out["quantity_ml"] = format_mg((quantity_ug * 1_000_000 // drug.ug_per_unit + 500) // 1000)
+    return out
+
+
 def _usable(container: Container, *, on: date) -> None:
     if container.status in (ContainerStatus.quarantined, ContainerStatus.disposed, ContainerStatus.expired):
         raise ContainerUnusable(f"The container is {container.status}.")
@@ -121,6 +139,7 @@ def record_administration(
         raise ValidationFailed(errors={"patient_id": ["No such patient."]})
     at = check_time(administered_at, "administered_at")
     container = get_container(container_id)
+    checks.links(location_id=container.location_id, patient_id=patient.id, appointment_id=appointment_id)
     # Everything that can be read before the chain lock is: the lock serialises every append here.
     day = location_day(container.location_id, at)
     _ = actor.id  # an instance expired by the idempotency claim's commit reloads now, not under the lock
@@ -165,11 +184,14 @@ def record_waste(
     occurred_at: datetime | None = None,
     patient_id: int | None = None,
     late_entry_reason: str | None = None,
+    administration_seq: int | None = None,
+    no_administration_reason: str | None = None,
 ) -> LedgerEntry:
     """The unusable remainder of a dose, destroyed before a second licensed person (DEA-38..42)."""
     require_positive(quantity_ug)
     at = check_time(occurred_at)
     container = get_container(container_id)
+    checks.links(location_id=container.location_id, patient_id=patient_id, appointment_id=None)
     location = db.session.get(Location, container.location_id)
     assert location is not None
     signed_by = None
@@ -186,6 +208,13 @@ def record_waste(
         container_ids=(container.id,),
         late_reason=late_entry_reason,
     )
+    link = checks.waste_link(
+        container_id=container.id,
+        at=at,
+        patient_id=patient_id,
+        administration_seq=administration_seq,
+        reason=no_administration_reason,
+    )
     return append(
         chain=chain,
         kind=EntryKind.waste,
@@ -196,7 +225,7 @@ def record_waste(
         witness=signed_by,
         reason=reason,
         patient_id=patient_id,
-        details=late,
+        details={**quantities(container.drug, quantity_ug), **link, **late},
     )
 
 

@@ -98,6 +98,7 @@ class Overview:
     #: DEA Form 106 drafts not yet filed
     loss_reports: list[LossReport] = field(default_factory=list)
     next_inventory_due_on: date | None = None
+    inventory_overdue: bool = False
 
 
 def overview(location_id: int | None) -> Overview:
@@ -111,6 +112,7 @@ def overview(location_id: int | None) -> Overview:
         len(discrepancies(location.id)),
         [r for r in service.list_loss_reports(location.id) if r.filed_at is None],
         service.next_inventory_due_on(location.id),
+        service.inventory_overdue(location.id),
     )
 
 

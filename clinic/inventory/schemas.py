@@ -19,8 +19,16 @@ from clinic.inventory.models import (
     Schedule,
 )
 from clinic.inventory.witness import WitnessSignature
+from clinic.locations.schemas import dea_number_check
 
-_DEA = validate.Regexp(r"^[A-Z][A-Z9]\d{7}$", error="Two letters and seven digits, e.g. AB1234563.")
+_DEA = dea_number_check
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ma.ValidationError("Cannot be blank.")
+
+
 _NDC = validate.Regexp(r"^\d{4,5}-\d{3,4}-\d{1,2}$", error="An NDC such as 42023-113-10.")
 
 
@@ -62,13 +70,17 @@ class ReceiveStockSchema(StrictSchema):
     late_entry_reason = _late_entry_reason()
     storage_site_id = Id(required=True)
     drug_id = Id(required=True)
-    lot_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=40))
+    lot_number = ma.fields.String(required=True, validate=[validate.Length(min=1, max=40), _not_blank])
     expires_on = ma.fields.Date(required=True)
     container_count = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=500))
-    supplier_name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
-    supplier_address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    supplier_name = ma.fields.String(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    supplier_address = ma.fields.String(required=True, validate=[validate.Length(min=1, max=500), _not_blank])
     supplier_dea_registration = ma.fields.String(required=True, validate=_DEA)
-    invoice_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=80))
+    invoice_number = ma.fields.String(required=True, validate=[validate.Length(min=1, max=80), _not_blank])
+    #: DEA-23: a Schedule II order's DEA Form 222 serial number or CSOS order number
+    order_form_number = ma.fields.String(load_default=None, validate=[validate.Length(min=1, max=40), _not_blank])
+    #: a second receipt of an invoice already received is confirmed on purpose
+    confirm_repeat_invoice = ma.fields.Boolean(load_default=False)
     occurred_at = AwareDateTime(load_default=None)
 
 
@@ -140,6 +152,9 @@ class WitnessFields(StrictSchema):
 
 class WasteSchema(WitnessFields):
     late_entry_reason = _late_entry_reason()
+    #: the dose this is the remainder of; found by itself when one was drawn from the container today
+    administration_seq = Id(load_default=None)
+    no_administration_reason = ma.fields.String(load_default=None, validate=validate.Length(max=500))
     container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
@@ -154,7 +169,7 @@ class TransferSchema(StrictSchema):
     occurred_at = AwareDateTime(load_default=None)
 
 
-class LossSchema(StrictSchema):
+class LossSchema(WitnessFields):
     late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
@@ -165,8 +180,8 @@ class LossSchema(StrictSchema):
 
 
 class ReverseDistributorSchema(StrictSchema):
-    name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
-    address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    name = ma.fields.String(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    address = ma.fields.String(required=True, validate=[validate.Length(min=1, max=500), _not_blank])
     dea_registration = ma.fields.String(required=True, validate=_DEA)
 
 
@@ -266,6 +281,8 @@ class DrugBalanceSchema(ma.Schema):
 class BalancesSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
     next_inventory_due_on = ma.fields.Date(allow_none=True, required=True)
+    #: the next full inventory (DEA-15, DEA-22) is past due at the location
+    inventory_overdue = ma.fields.Boolean(required=True)
     #: DEA-35: a continuing pattern of small unexplained shortages is significant
     small_discrepancy_pattern = ma.fields.Boolean(required=True)
     drugs = ma.fields.List(ma.fields.Nested(DrugBalanceSchema), required=True)
@@ -287,6 +304,8 @@ class LossReportSchema(ma.Schema):
     notified_at = ma.fields.AwareDateTime(allow_none=True)
     filed_at = ma.fields.AwareDateTime(allow_none=True)
     form = ma.fields.Dict(required=True)
+    board_notice_due_on = ma.fields.Date(allow_none=True)
+    board_notified_at = ma.fields.AwareDateTime(allow_none=True)
 
 
 class LossReportListSchema(ma.Schema):

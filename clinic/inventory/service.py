@@ -10,6 +10,7 @@ from __future__ import annotations
 from clinic.inventory.catalog import balances, create_drug, get_container, list_drugs
 from clinic.inventory.corrections import record_correction
 from clinic.inventory.counts import (
+    inventory_overdue,
     next_inventory_due_on,
     reconcile_count,
     resolve_discrepancy,
@@ -26,12 +27,23 @@ from clinic.inventory.movements import (
 )
 from clinic.inventory.witness import WitnessSignature
 
+
+def check_links(*, container_id: int, patient_id: int | None, appointment_id: int | None) -> None:
+    """The ids a request names exist and agree (appointment, patient, the container's location)."""
+    from clinic.inventory import checks
+
+    container = get_container(container_id)
+    checks.links(location_id=container.location_id, patient_id=patient_id, appointment_id=appointment_id)
+
+
 __all__ = [
     "WitnessSignature",
     "balances",
+    "check_links",
     "create_drug",
     "flag_overdue_loss_reports",
     "get_container",
+    "inventory_overdue",
     "list_drugs",
     "list_entries",
     "list_loss_reports",

@@ -177,7 +177,7 @@ def record_loss() -> Any:
     schema = LossSchema()
     try:
         args = schema.load(form_payload(schema, where.timezone, request.form))
-        entry = tx.attempt(lambda: service.record_loss(actor=current_actor(), **args))
+        entry = tx.attempt(lambda: service.record_loss(actor=current_actor(), client_addr=client_addr(), **args))
     except (ValidationError, DomainError) as exc:
         return refused("inventory/loss.html", exc, stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
     flash(

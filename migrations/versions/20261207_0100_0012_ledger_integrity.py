@@ -10,7 +10,10 @@ Revision ID: 0012
 Revises: 0010
 """
 
+import sqlalchemy as sa
 from alembic import op
+
+from clinic.core.db import UtcDateTime
 
 revision = "0012"
 down_revision = "0010"
@@ -43,6 +46,9 @@ def _postgresql() -> bool:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("loss_reports") as batch:
+        batch.add_column(sa.Column("board_notice_due_on", sa.Date(), nullable=True))
+        batch.add_column(sa.Column("board_notified_at", UtcDateTime(), nullable=True))
     if _postgresql():
         op.execute(_BALANCE_FUNCTION)
         op.execute(
@@ -56,3 +62,6 @@ def downgrade() -> None:
     if _postgresql():
         op.execute("DROP TRIGGER IF EXISTS containers_balance_is_booked ON containers")
         op.execute("DROP FUNCTION IF EXISTS clinic_container_balance_is_booked()")
+    with op.batch_alter_table("loss_reports") as batch:
+        batch.drop_column("board_notified_at")
+        batch.drop_column("board_notice_due_on")

@@ -145,13 +145,13 @@ class LedgerMachine(RuleBasedStateMachine):
             inventory.receive_stock,
             storage_site_id=self.sites[0],
             drug_id=self.staff["drug"],
-            lot_number="L",
+            lot_number=f"L{uuid.uuid4().hex[:6]}",
             expires_on=in_years(4),
             container_count=n,
             supplier_name="S",
             supplier_address="A",
             supplier_dea_registration=dea_number(),
-            invoice_number="I",
+            invoice_number=f"I{uuid.uuid4().hex[:6]}",
         )
         ids = [c.id for c in receipt.containers]
         for cid in ids:
@@ -168,7 +168,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(cid=containers, ug=amounts)
     def waste(self, cid, ug):
         entry = self._do(
-            inventory.record_waste, container_id=cid, quantity_ug=ug, reason="remainder", **self._witness()
+            inventory.record_waste,
+            container_id=cid,
+            quantity_ug=ug,
+            reason="remainder",
+            no_administration_reason="drawn up, not given",
+            **self._witness(),
         )
         self._expect(cid, entry, -ug)
 
@@ -179,7 +184,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(cid=containers, ug=amounts, kind=st.sampled_from(["theft", "loss", "breakage", "spill"]))
     def lose(self, cid, ug, kind):
-        entry = self._do(inventory.record_loss, container_id=cid, quantity_ug=ug, kind=kind, description="d")
+        entry = self._do(
+            inventory.record_loss, container_id=cid, quantity_ug=ug, kind=kind, description="d", **self._witness()
+        )
         self._expect(cid, entry, -ug)
         if entry is not None and kind in ("theft", "loss"):
             assert (
@@ -371,7 +378,11 @@ class LedgerMachine(RuleBasedStateMachine):
             .select_from(LedgerEntry)
             .where(
                 LedgerEntry.location_id == self.location_id,
-                LedgerEntry.kind.in_(["waste", "destruction", "return_to_distributor", "adjustment", "correction"]),
+                LedgerEntry.kind.in_(["waste", "destruction", "return_to_distributor", "adjustment", "correction"])
+                | (
+                    (LedgerEntry.kind == "loss")
+                    & LedgerEntry.details["loss_kind"].as_string().in_(["breakage", "spill"])
+                ),
                 (LedgerEntry.witness_id.is_(None)) | (LedgerEntry.witness_id == LedgerEntry.actor_id),
             )
         )
