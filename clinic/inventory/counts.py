@@ -16,7 +16,7 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.core.time import today_at, utcnow
 from clinic.extensions import db
-from clinic.inventory import checks
+from clinic.inventory import checks, records
 from clinic.inventory.errors import AlreadyRecorded, ContainerUnusable, InitialInventoryRequired
 from clinic.inventory.ledger import append, check_time, lock_chain, lock_container
 from clinic.inventory.losses import record_loss
@@ -142,8 +142,20 @@ def reconcile_count(
             "count_kind": kind,
             "business_hours": business_hours,
             **late,
+            # DEA-17/18/20/21: the inventory stands on its own, read years later: who the registrant
+            # was, who counted and witnessed, and each drug as it was described then.
+            "registrant": records.registrant(location),
+            "taken_by": actor.name,
+            "witnessed_by": signed_by.name,
             "lines": [
-                {"container_id": ln["container_id"], "counted_ug": ln["counted_ug"], "exact": ln.get("exact", True)}
+                {
+                    "container_id": ln["container_id"],
+                    "counted_ug": ln["counted_ug"],
+                    "exact": ln.get("exact", True),
+                    **records.drug_record(on_hand[ln["container_id"]].drug),
+                    "lot_number": on_hand[ln["container_id"]].lot_number,
+                    "expires_on": on_hand[ln["container_id"]].expires_on.isoformat(),
+                }
                 for ln in lines
             ],
         },

@@ -9,7 +9,7 @@ from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
-from clinic.inventory import checks
+from clinic.inventory import checks, records
 from clinic.inventory.catalog import get_container, get_drug
 from clinic.inventory.errors import (
     ContainerUnusable,
@@ -273,11 +273,16 @@ def record_disposal(
     reverse_distributor: dict[str, str] | None = None,
     occurred_at: datetime | None = None,
     late_entry_reason: str | None = None,
+    method_note: str | None = None,
 ) -> LedgerEntry:
     """Expired or unwanted stock out of inventory: to a reverse distributor (DEA-43/44, the actor
     and a second employee) or destroyed on site (DEA-45/46, Form 41 data: two witnesses)."""
     at = check_time(occurred_at)
     container = get_container(container_id)
+    if reverse_distributor is None:
+        method = records.destruction_method(method)
+    elif not method.strip():
+        raise ValidationFailed(errors={"method": ["Say how it leaves (e.g. returned for destruction)."]})
     first = verify_witness(witness, actor=actor, location_id=container.location_id, client_addr=client_addr)
     second = None
     if reverse_distributor is None and second_witness is None:
@@ -314,6 +319,24 @@ def record_disposal(
         **({"reverse_distributor": reverse_distributor} if reverse_distributor else {}),
         **late,
     }
+    if kind == EntryKind.destruction:
+        location = db.session.get(Location, container.location_id)
+        site = db.session.get(StorageSite, container.storage_site_id)
+        assert location is not None
+        assert site is not None
+        assert second is not None
+        details["form_41"] = records.form_41(
+            location=location,
+            container=container,
+            at=at,
+            method=method,
+            note=method_note,
+            destroyed_by=actor,
+            witnesses=[first, second],
+            storage_site=site.name,
+        )
+    elif method_note and method_note.strip():
+        details["method_note"] = method_note.strip()
     entry = append(
         chain=chain,
         kind=kind,

@@ -161,6 +161,8 @@ def ledger_page(
     until: datetime | None,
     cursor: str | None,
     limit: int,
+    drug_id: int | None = None,
+    schedule: str | None = None,
 ) -> LedgerPage:
     """One page of ``service.list_entries`` (the cursor is the last id seen) with the people's names."""
     entries = service.list_entries(
@@ -171,6 +173,8 @@ def ledger_page(
         until=until,
         after_id=int(cursor) if cursor else None,
         limit=limit,
+        drug_id=drug_id,
+        schedule=schedule,
     )
     people = chain.from_iterable((e.actor_id, e.witness_id, e.second_witness_id) for e in entries)
     return LedgerPage(entries, user_names(people), page(entries, limit)["next_cursor"])

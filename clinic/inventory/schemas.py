@@ -192,6 +192,8 @@ class DisposalSchema(WitnessFields):
     second_witness_email = ma.fields.String(load_default=None, validate=validate.Length(max=254))
     second_witness_password = ma.fields.String(load_default=None, load_only=True, validate=validate.Length(max=1024))
     reverse_distributor = ma.fields.Nested(ReverseDistributorSchema, load_default=None)
+    #: free text beside the listed method (DEA-45): the kit used, the lot of the agent, ...
+    method_note = ma.fields.String(load_default=None, validate=validate.Length(max=500))
     occurred_at = AwareDateTime(load_default=None)
 
     @ma.post_load
@@ -258,6 +260,8 @@ class LedgerQuerySchema(StrictSchema):
     until = AwareDateTime(load_default=None)
     kind = ma.fields.String(load_default=None, validate=validate.OneOf([k.value for k in EntryKind]))
     container_id = Id(load_default=None, strict=False)
+    drug_id = Id(load_default=None, strict=False)
+    schedule = ma.fields.String(load_default=None, validate=validate.OneOf([s.value for s in Schedule]))
     cursor = ma.fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,9}$"))
     limit = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 

@@ -663,3 +663,86 @@ def test_an_overdue_inventory_is_flagged_in_the_api_and_on_the_safe_page(app, cl
     browser, _ = login_as("nurse")
     page = browser.get(f"/inventory/?location_id={loc}").get_data(as_text=True)
     assert 'data-testid="inventory-overdue"' in page
+
+
+# --- destruction and inventories carry the whole record (DEA-17/18/20, DEA-45/46) -----------------
+
+
+def test_on_site_destruction_takes_a_listed_method_and_keeps_the_form_41_data(clinic, make_user):
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    draw(clinic, cid, "100")
+    second = make_user("prescriber")
+    body = {
+        "container_id": cid,
+        **clinic.witness_fields(),
+        "second_witness_email": second.email,
+        "second_witness_password": second.password,
+    }
+    flushed = clinic.post("/inventory/disposals", {**body, "method": "flushed down the sink"})
+    assert flushed.status_code == 422 and "method" in flushed.json["errors"], flushed.json
+    assert clinic.container(cid)["status"] == "open"
+    resp = clinic.post("/inventory/disposals", {**body, "method": "Chemical digestion", "method_note": "Rx kit lot 44"})
+    assert resp.status_code == 201, resp.json
+    form = resp.json["details"]["form_41"]
+    assert form["method"] == "chemical_digestion" and form["method_note"] == "Rx kit lot 44"
+    assert form["registrant"]["dea_registration"] and form["registrant"]["address"]
+    (item,) = form["items"]
+    assert item["strength"] == "50 mg/mL" and item["form"] == "vial" and item["package_quantity"] == "10 mL"
+    assert item["full_packages"] == 0 and item["partial_package_quantity"] == "8 mL"
+    assert item["total_destroyed_mg"] == "400" and item["batch_number"]
+    assert {w["user_id"] for w in form["witnesses"]} == {clinic.witness.id, second.id}
+    assert form["date"] and "Safe A" in form["location_of_destruction"]
+
+
+def test_an_inventory_snapshots_the_registrant_and_each_drug(clinic):
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    resp = clinic.post(
+        "/inventory/counts",
+        {
+            "location_id": clinic.location_id,
+            "kind": "biennial",
+            "business_hours": "close",
+            **clinic.witness_fields(),
+            "lines": [{"container_id": cid, "counted_mg": "500"}],
+        },
+    )
+    assert resp.status_code == 201, resp.json
+    (entry,) = [e for e in clinic.ledger(kind="count") if e["id"] == resp.json["entry_id"]]
+    details = entry["details"]
+    assert details["registrant"]["dea_registration"] and details["registrant"]["name"].startswith("Clinic")
+    assert details["business_hours"] == "close" and details["taken_by"] and details["witnessed_by"]
+    (line,) = details["lines"]
+    assert line["drug_name"] == "Ketamine HCl 50 mg/mL" and line["strength"] == "50 mg/mL"
+    assert line["form"] == "vial" and line["container_size"] == "10 mL" and line["lot_number"]
+
+
+# --- the ledger filters by schedule and drug (DEA-09/10) ------------------------------------------
+
+
+def test_the_ledger_filters_by_schedule_and_drug(clinic, login_as):
+    from tests.inventory.conftest import ndc
+
+    other = clinic.client.post(
+        "/api/v1/drugs",
+        headers=clinic.admin,
+        json={
+            "name": "Midazolam 5 mg/mL",
+            "ndc": ndc(),
+            "schedule": "CIV",
+            "form": "vial",
+            "unit": "mL",
+            "mg_per_unit": "5",
+            "units_per_container": "2",
+        },
+    ).json
+    clinic.receive(count=2)
+    clinic.receive(count=1, drug_id=other["id"])
+    ciii = clinic.ledger(schedule="CIII")
+    assert len(ciii) == 2 and {e["drug_id"] for e in ciii} == {clinic.drug_id}
+    civ = clinic.ledger(schedule="CIV")
+    assert [e["drug_id"] for e in civ] == [other["id"]]
+    assert len(clinic.ledger(drug_id=other["id"])) == 1
+    bad = clinic.client.get("/api/v1/inventory/ledger", query_string={"schedule": "C3"}, headers=clinic.nurse_h)
+    assert bad.status_code == 422
+    page = clinic.client.get(f"/inventory/ledger?location_id={clinic.location_id}&schedule=CIV", headers=clinic.nurse_h)
+    assert page.status_code in (200, 302)
