@@ -64,6 +64,8 @@ class Tag(StrEnum):
 
     inventory_drug_create = "inventory:drug:create"
     inventory_discrepancy_resolve = "inventory:discrepancy:resolve"
+    inventory_discrepancy_alert_raise = "inventory:discrepancy_alert:raise"
+    inventory_discrepancy_alert_resolve = "inventory:discrepancy_alert:resolve"
     inventory_loss_report_notified = "inventory:loss_report:notified"
     inventory_loss_report_filed = "inventory:loss_report:filed"
     inventory_loss_report_notice_overdue = "inventory:loss_report:notice_overdue"

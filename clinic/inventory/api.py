@@ -19,6 +19,7 @@ from clinic.inventory.schemas import (
     CountResultSchema,
     CountSchema,
     CreateDrugSchema,
+    DiscrepancyAlertSchema,
     DiscrepancyOutSchema,
     DisposalSchema,
     DrugListSchema,
@@ -33,6 +34,7 @@ from clinic.inventory.schemas import (
     LossSchema,
     ReceiptSchema,
     ReceiveStockSchema,
+    ResolveAlertSchema,
     ResolveDiscrepancySchema,
     TransferSchema,
     WasteSchema,
@@ -197,7 +199,17 @@ class Balances(MethodView):
             "next_inventory_due_on": service.next_inventory_due_on(args["location_id"]),
             "inventory_overdue": service.inventory_overdue(args["location_id"]),
             "small_discrepancy_pattern": service.small_discrepancy_pattern(args["location_id"]),
+            "discrepancy_alert": service.open_alert(args["location_id"]),
         }
+
+
+@blp.route("/inventory/discrepancy-alerts/<int:alert_id>/resolve")
+class ResolveDiscrepancyAlert(MethodView):
+    @require("inventory.resolve")
+    @blp.arguments(ResolveAlertSchema)
+    @blp.response(200, DiscrepancyAlertSchema)
+    def post(self, args: dict[str, Any], alert_id: int) -> Any:
+        return service.resolve_alert(actor=current_actor(), alert_id=alert_id, **args)
 
 
 @blp.route("/inventory/loss-reports")

@@ -182,7 +182,7 @@ class RepeatedInvoice(ValidationFailed):
 
 
 def repeated_invoice(*, location_id: int, record: dict[str, str], confirmed: bool) -> dict[str, Any]:
-    """A second receipt of an invoice from the same supplier is a mistake more often than a split
+    """DEA-24: a second receipt of an invoice from the same supplier is a mistake more often than a split
     shipment: it needs ``confirm_repeat_invoice``, and the entry says it was confirmed."""
     earlier = db.session.execute(
         select(LedgerEntry.seq, LedgerEntry.details["lot_number"].as_string())

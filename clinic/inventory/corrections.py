@@ -43,7 +43,7 @@ def record_correction(
     corrected_quantity_ug: int | None = None,
     late_entry_reason: str | None = None,
 ) -> LedgerEntry:
-    """Undo an entry, or (``corrected_quantity_ug``) make an administration, waste or loss say what
+    """SYS-01: undo an entry, or (``corrected_quantity_ug``) make an administration, waste or loss say what
     really happened: 40 mg charted, 45 mg given, is a linked entry for the 5 mg difference."""
     if not reason.strip():
         raise ValidationFailed(errors={"reason": ["Say why the entry is corrected."]})

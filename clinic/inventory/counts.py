@@ -16,7 +16,7 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.core.time import today_at, utcnow
 from clinic.extensions import db
-from clinic.inventory import checks, records
+from clinic.inventory import checks, patterns, records
 from clinic.inventory.errors import AlreadyRecorded, ContainerUnusable, InitialInventoryRequired
 from clinic.inventory.ledger import append, check_time, lock_chain, lock_container
 from clinic.inventory.losses import record_loss
@@ -164,6 +164,8 @@ def reconcile_count(
     if kind == CountKind.initial:
         chain.has_initial_inventory = True
     db.session.flush()
+    if result.discrepancies:
+        patterns.raise_if_pattern(location_id)
     return result
 
 
@@ -193,7 +195,7 @@ def estimate_allowed(container: Container, counted_ug: int, *, mode: str, field:
 
 
 def inventory_overdue(location_id: int) -> bool:
-    """A location whose next full inventory is past due, in its own calendar."""
+    """A location whose next full inventory (DEA-15, DEA-22) is past due, in its own calendar."""
     due = next_inventory_due_on(location_id)
     if due is None:
         return False
@@ -292,26 +294,6 @@ def _lock_discrepancy(discrepancy_id: int) -> Discrepancy:
     )
     assert disc is not None  # discrepancies are never deleted
     return disc
-
-
-def small_discrepancy_pattern(location_id: int) -> bool:
-    """DEA-35: a continuing pattern of small unexplained losses is significant."""
-    location = db.session.get(Location, location_id)
-    if location is None:
-        raise NotFound("No such location")
-    rule = location.rule("small_discrepancy_pattern")
-    since = utcnow() - timedelta(days=rule["days"])
-    n = db.session.scalar(
-        select(func.count())
-        .select_from(Discrepancy)
-        .where(
-            Discrepancy.location_id == location_id,
-            Discrepancy.created_at >= since,
-            Discrepancy.counted_ug < Discrepancy.expected_ug,
-            Discrepancy.status.in_([DiscrepancyStatus.open.value, DiscrepancyStatus.explained.value]),
-        )
-    )
-    return bool(n and n >= rule["count"])
 
 
 def next_inventory_due_on(location_id: int) -> date | None:

@@ -81,7 +81,7 @@ class Trust:
 
 
 def pinned_trust(public_keys: tuple[str, ...] = ()) -> Trust:
-    """``--public-key`` when given; else the configured fingerprints; else the signing key file's."""
+    """SYS-05: ``--public-key`` when given; else the configured fingerprints; else the signing key file's."""
     if public_keys:
         return Trust(public_keys=frozenset(public_keys))
     configured = current_app.config.get("CHECKPOINT_KEY_FINGERPRINTS") or ()
@@ -145,7 +145,7 @@ def verify_location(
     trust: Trust | None = None,
     checkpoint_files: tuple[Path, ...] = (),
 ) -> ChainReport:
-    """Walk one location's chain; then its head, its checkpoints against the pinned key (from the
+    """SYS-05: walk one location's chain; then its head, its checkpoints against the pinned key (from the
     database, the out-of-band log and any file given), and every stored container balance, status
     and place against the chain's running figures."""
     prev, expected_seq, n = GENESIS, 1, 0

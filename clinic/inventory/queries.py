@@ -17,7 +17,15 @@ from clinic.auth.models import User
 from clinic.core.time import today_at
 from clinic.extensions import db
 from clinic.inventory import service
-from clinic.inventory.models import Container, Discrepancy, DiscrepancyStatus, Drug, LedgerEntry, LossReport
+from clinic.inventory.models import (
+    Container,
+    Discrepancy,
+    DiscrepancyAlert,
+    DiscrepancyStatus,
+    Drug,
+    LedgerEntry,
+    LossReport,
+)
 from clinic.inventory.schemas import page
 from clinic.locations import service as locations
 from clinic.locations.models import Location, StorageSite
@@ -99,6 +107,7 @@ class Overview:
     loss_reports: list[LossReport] = field(default_factory=list)
     next_inventory_due_on: date | None = None
     inventory_overdue: bool = False
+    alert: DiscrepancyAlert | None = None
 
 
 def overview(location_id: int | None) -> Overview:
@@ -113,6 +122,7 @@ def overview(location_id: int | None) -> Overview:
         [r for r in service.list_loss_reports(location.id) if r.filed_at is None],
         service.next_inventory_due_on(location.id),
         service.inventory_overdue(location.id),
+        service.open_alert(location.id),
     )
 
 

@@ -24,7 +24,7 @@ NON_RETRIEVABLE_METHODS = (
 
 
 def destruction_method(method: str) -> str:
-    """The listed method ``method`` names ("Chemical digestion" and "chemical_digestion" alike)."""
+    """DEA-45: the listed method ``method`` names ("Chemical digestion" and "chemical_digestion" alike)."""
     key = "_".join(method.strip().lower().replace("-", " ").split())
     if key not in NON_RETRIEVABLE_METHODS:
         raise ValidationFailed(
@@ -40,7 +40,7 @@ def destruction_method(method: str) -> str:
 
 
 def registrant(location: Location) -> dict[str, Any]:
-    """DEA-20/21, DEA-36/46: who the record is of, as it was then."""
+    """DEA-20/21, DEA-46: who the record is of, as it was then."""
     return {
         "name": location.name,
         "address": location.address,

@@ -8,6 +8,7 @@ from marshmallow import validate
 from clinic.core.fields import AwareDateTime, DecimalString, Id, Milligrams, StrictSchema, format_mg
 from clinic.inventory.models import (
     ESCALATION_KINDS,
+    AlertDecision,
     ContainerStatus,
     CountKind,
     DiscrepancyAction,
@@ -282,6 +283,23 @@ class DrugBalanceSchema(ma.Schema):
     containers = ma.fields.Integer(required=True)
 
 
+class DiscrepancyAlertSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    location_id = ma.fields.Integer(required=True)
+    raised_at = ma.fields.AwareDateTime(required=True)
+    discrepancy_ids = ma.fields.List(ma.fields.Integer(), required=True)
+    rule = ma.fields.Dict(required=True)
+    decision = ma.fields.String(allow_none=True)
+    reason = ma.fields.String(allow_none=True)
+    resolved_by_id = ma.fields.Integer(allow_none=True)
+    resolved_at = ma.fields.AwareDateTime(allow_none=True)
+
+
+class ResolveAlertSchema(StrictSchema):
+    decision = ma.fields.String(required=True, validate=validate.OneOf([d.value for d in AlertDecision]))
+    reason = ma.fields.String(required=True, validate=[validate.Length(min=1, max=1000), _not_blank])
+
+
 class BalancesSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
     next_inventory_due_on = ma.fields.Date(allow_none=True, required=True)
@@ -289,6 +307,8 @@ class BalancesSchema(ma.Schema):
     inventory_overdue = ma.fields.Boolean(required=True)
     #: DEA-35: a continuing pattern of small unexplained shortages is significant
     small_discrepancy_pattern = ma.fields.Boolean(required=True)
+    #: the open pattern alert a prescriber or admin resolves, if any
+    discrepancy_alert = ma.fields.Nested(DiscrepancyAlertSchema, allow_none=True, required=True)
     drugs = ma.fields.List(ma.fields.Nested(DrugBalanceSchema), required=True)
     containers = ma.fields.List(ma.fields.Nested(ContainerSchema), required=True)
 

@@ -14,7 +14,6 @@ from clinic.inventory.counts import (
     next_inventory_due_on,
     reconcile_count,
     resolve_discrepancy,
-    small_discrepancy_pattern,
 )
 from clinic.inventory.ledger import list_entries
 from clinic.inventory.losses import flag_overdue_loss_reports, list_loss_reports, mark_loss_report, record_loss
@@ -25,6 +24,7 @@ from clinic.inventory.movements import (
     record_transfer,
     record_waste,
 )
+from clinic.inventory.patterns import open_alert, resolve_alert, small_discrepancy_pattern
 from clinic.inventory.witness import WitnessSignature
 
 
@@ -49,6 +49,7 @@ __all__ = [
     "list_loss_reports",
     "mark_loss_report",
     "next_inventory_due_on",
+    "open_alert",
     "receive_stock",
     "reconcile_count",
     "record_administration",
@@ -57,6 +58,7 @@ __all__ = [
     "record_loss",
     "record_transfer",
     "record_waste",
+    "resolve_alert",
     "resolve_discrepancy",
     "small_discrepancy_pattern",
 ]

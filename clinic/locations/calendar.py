@@ -24,7 +24,7 @@ def is_business_day(day: date, state: str | None = None) -> bool:
 
 
 def add_business_days(day: date, n: int, state: str | None = None) -> date:
-    """The ``n``-th business day after ``day``."""
+    """The ``n``-th business day after ``day`` (DEA-31: the theft notice's next business day)."""
     while n:
         day += timedelta(days=1)
         if is_business_day(day, state):

@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def profile(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
-    """The profile after ``changes``: a (new) state resets every field to that state's preset; fields
+    """SYS-04: the profile after ``changes``: a (new) state resets every field to that state's preset; fields
     given by hand in the same change win. An interval given in months or days replaces the other."""
     if "state" in changes and changes["state"] != (current or {}).get("state"):
         base = {**DEFAULT_JURISDICTION, **PRESETS.get(changes["state"] or "", {})}

@@ -1,4 +1,4 @@
-"""Ledger integrity and the DEA record rules (issue 8).
+"""Ledger integrity and the DEA record rules (issue 8; SYS-05, DEA-35, DEA-37).
 
 On PostgreSQL a container's balance can change only together with a ledger entry that books it: a
 deferred constraint trigger checks, at commit, that every inserted or re-balanced container holds
@@ -46,6 +46,30 @@ def _postgresql() -> bool:
 
 
 def upgrade() -> None:
+    op.create_table(
+        "discrepancy_alerts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("location_id", sa.Integer(), nullable=False),
+        sa.Column("raised_at", UtcDateTime(), nullable=False),
+        sa.Column("discrepancy_ids", sa.JSON(), nullable=False),
+        sa.Column("rule", sa.JSON(), nullable=False),
+        sa.Column("decision", sa.String(length=20), nullable=True),
+        sa.Column("reason", sa.String(length=1000), nullable=True),
+        sa.Column("resolved_by_id", sa.Integer(), nullable=True),
+        sa.Column("resolved_at", UtcDateTime(), nullable=True),
+        sa.CheckConstraint(
+            "decision IS NULL OR decision IN ('reported', 'not_significant')",
+            name=op.f("ck_discrepancy_alerts_decision_known"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["location_id"], ["locations.id"], name=op.f("fk_discrepancy_alerts_location_id_locations")
+        ),
+        sa.ForeignKeyConstraint(
+            ["resolved_by_id"], ["users.id"], name=op.f("fk_discrepancy_alerts_resolved_by_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_discrepancy_alerts")),
+    )
+    op.create_index("ix_discrepancy_alerts_location", "discrepancy_alerts", ["location_id", "resolved_at"])
     with op.batch_alter_table("loss_reports") as batch:
         batch.add_column(sa.Column("board_notice_due_on", sa.Date(), nullable=True))
         batch.add_column(sa.Column("board_notified_at", UtcDateTime(), nullable=True))
@@ -65,3 +89,5 @@ def downgrade() -> None:
     with op.batch_alter_table("loss_reports") as batch:
         batch.drop_column("board_notified_at")
         batch.drop_column("board_notice_due_on")
+    op.drop_index("ix_discrepancy_alerts_location", table_name="discrepancy_alerts")
+    op.drop_table("discrepancy_alerts")

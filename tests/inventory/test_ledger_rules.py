@@ -746,3 +746,55 @@ def test_the_ledger_filters_by_schedule_and_drug(clinic, login_as):
     assert bad.status_code == 422
     page = clinic.client.get(f"/inventory/ledger?location_id={clinic.location_id}&schedule=CIV", headers=clinic.nurse_h)
     assert page.status_code in (200, 302)
+
+
+# --- the small-discrepancy pattern counts unexplained shortages and is resolved (DEA-35) ----------
+
+
+def short_count(clinic, cid: int, mg: str) -> int:
+    return count_line(clinic, cid, mg)["id"]
+
+
+def pattern(clinic) -> dict:
+    return balances(clinic).json
+
+
+def test_explained_shortages_make_no_pattern(app, clinic, make_user):
+    prescriber = bearer(app, make_user("prescriber"))
+    for cid in [c["id"] for c in clinic.receive(count=3).json["containers"]]:
+        disc = short_count(clinic, cid, "499.9")
+        resolved = clinic.post(
+            f"/inventory/discrepancies/{disc}/resolve",
+            {"action": "explain", "explanation": "miscounted: recount matched"},
+            headers=prescriber,
+        )
+        assert resolved.status_code == 200
+    assert pattern(clinic)["small_discrepancy_pattern"] is False
+
+
+def test_a_pattern_raises_an_alert_resolved_with_a_documented_decision(app, clinic, make_user, login_as):
+    prescriber = bearer(app, make_user("prescriber"))
+    containers = [c["id"] for c in clinic.receive(count=4).json["containers"]]
+    for cid in containers[:3]:
+        short_count(clinic, cid, "499.9")
+    body = pattern(clinic)
+    assert body["small_discrepancy_pattern"] is True
+    alert = body["discrepancy_alert"]
+    assert len(alert["discrepancy_ids"]) == 3 and alert["rule"] == {"count": 3, "days": 30}
+    browser, _ = login_as("prescriber")
+    assert 'data-testid="pattern-banner"' in browser.get(f"/inventory/?location_id={clinic.location_id}").get_data(
+        as_text=True
+    )
+    path = f"/inventory/discrepancy-alerts/{alert['id']}/resolve"
+    assert clinic.post(path, {"decision": "not_significant", "reason": "x"}).status_code == 403  # a nurse
+    blank = clinic.post(path, {"decision": "not_significant", "reason": "  "}, headers=prescriber)
+    assert blank.status_code == 422
+    done = clinic.post(
+        path, {"decision": "not_significant", "reason": "scale recalibrated; counts since match"}, headers=prescriber
+    )
+    assert done.status_code == 200, done.json
+    assert done.json["decision"] == "not_significant" and done.json["resolved_by_id"]
+    assert clinic.post(path, {"decision": "reported", "reason": "again"}, headers=prescriber).status_code == 409
+    assert pattern(clinic)["small_discrepancy_pattern"] is False
+    short_count(clinic, containers[3], "499.9")  # one more shortage is not yet a new pattern
+    assert pattern(clinic)["small_discrepancy_pattern"] is False
