@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from clinic.core.errors import ValidationFailed
 from clinic.core.time import EARLIEST, OFF_THE_CALENDAR, utcnow
 from clinic.extensions import db
-from clinic.inventory.models import EntryKind, LedgerEntry
+from clinic.inventory.models import EntryKind, LedgerChain, LedgerEntry
 
 #: the default back-charting window (CLINIC_LEDGER_BACKCHART_HOURS); earlier needs a reason (DEA-06)
 BACKCHART_HOURS = 72
@@ -23,7 +23,7 @@ BACKCHART_HOURS = 72
 
 def when(
     *,
-    location_id: int,
+    chain: LedgerChain,
     at: datetime,
     field: str,
     container_ids: tuple[int, ...] = (),
@@ -47,16 +47,9 @@ def when(
                 "late_entry_reason": ["Required for an entry charted this late."],
             }
         )
-    if not initial:
-        opened = db.session.scalar(
-            select(LedgerEntry.occurred_at)
-            .where(LedgerEntry.location_id == location_id, LedgerEntry.kind == EntryKind.initial_inventory.value)
-            .limit(1)
-        )
-        if opened is not None and at < opened:
-            raise ValidationFailed(
-                errors={field: [f"Before this location's initial inventory ({opened.isoformat()})."]}
-            )
+    opened = chain.initial_inventory_at
+    if not initial and opened is not None and at < opened:
+        raise ValidationFailed(errors={field: [f"Before this location's initial inventory ({opened.isoformat()})."]})
     for cid in container_ids:
         last = db.session.scalar(select(func.max(LedgerEntry.occurred_at)).where(LedgerEntry.container_id == cid))
         if last is not None:

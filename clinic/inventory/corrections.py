@@ -75,7 +75,7 @@ def record_correction(
     delta = -original.delta_ug if corrected_quantity_ug is None else -original.delta_ug - corrected_quantity_ug
     details: dict[str, object] = {
         "corrects_kind": original.kind,
-        **checks.when(location_id=location_id, at=at, field="occurred_at", late_reason=late_entry_reason),
+        **checks.when(chain=chain, at=at, field="occurred_at", late_reason=late_entry_reason),
     }
     if corrected_quantity_ug is not None:
         details["corrected_quantity_mg"] = format_mg(corrected_quantity_ug)

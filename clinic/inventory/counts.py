@@ -117,7 +117,7 @@ def reconcile_count(
             db.session.add(disc)
             result.discrepancies.append(disc)
     late = checks.when(
-        location_id=location_id,
+        chain=chain,
         at=at,
         field="occurred_at",
         container_ids=tuple(sorted(seen)),
@@ -163,6 +163,7 @@ def reconcile_count(
     count.entry_id = entry.id
     if kind == CountKind.initial:
         chain.has_initial_inventory = True
+        chain.initial_inventory_at = at
     db.session.flush()
     if result.discrepancies:
         patterns.raise_if_pattern(location_id)

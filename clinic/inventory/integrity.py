@@ -106,7 +106,7 @@ def checkpoint_log_path() -> Path:
 
 
 def read_checkpoint_file(path: Path, source: str) -> list[SignedHead]:
-    heads = []
+    heads: list[SignedHead] = []
     if not path.exists():
         return heads
     for line in path.read_text().splitlines():

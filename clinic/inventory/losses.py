@@ -64,7 +64,7 @@ def record_loss(
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
     late = checks.when(
-        location_id=container.location_id,
+        chain=chain,
         at=at,
         field="occurred_at",
         container_ids=(container.id,),

@@ -162,6 +162,8 @@ class LedgerChain(db.Model):  # type: ignore[name-defined]
     head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     head_hash: Mapped[str] = mapped_column(String(64))
     has_initial_inventory: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: when the initial inventory was taken (DEA-14): nothing at the location is recorded before it
+    initial_inventory_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class LedgerEntry(db.Model):  # type: ignore[name-defined]

@@ -67,7 +67,7 @@ def receive_stock(
         raise InitialInventoryRequired()
     if expires_on < location_day(site.location_id, at):
         raise ContainerUnusable("This lot is already past its expiry date.")
-    late = checks.when(location_id=site.location_id, at=at, field="occurred_at", late_reason=late_entry_reason)
+    late = checks.when(chain=chain, at=at, field="occurred_at", late_reason=late_entry_reason)
     repeated = checks.repeated_invoice(location_id=site.location_id, record=record, confirmed=confirm_repeat_invoice)
     details = {
         **late,
@@ -147,7 +147,7 @@ def record_administration(
     container = lock_container(container_id)
     _usable(container, on=day)
     late = checks.when(
-        location_id=container.location_id,
+        chain=chain,
         at=at,
         field="administered_at",
         container_ids=(container.id,),
@@ -202,7 +202,7 @@ def record_waste(
     if container.status in (ContainerStatus.disposed, ContainerStatus.quarantined):
         raise ContainerUnusable(f"The container is {container.status}.")
     late = checks.when(
-        location_id=container.location_id,
+        chain=chain,
         at=at,
         field="occurred_at",
         container_ids=(container.id,),
@@ -249,7 +249,7 @@ def record_transfer(
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is disposed.")
     late = checks.when(
-        location_id=container.location_id,
+        chain=chain,
         at=at,
         field="occurred_at",
         container_ids=(container.id,),
@@ -303,7 +303,7 @@ def record_disposal(
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is already disposed.")
     late = checks.when(
-        location_id=container.location_id,
+        chain=chain,
         at=at,
         field="occurred_at",
         container_ids=(container.id,),

@@ -70,6 +70,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_discrepancy_alerts")),
     )
     op.create_index("ix_discrepancy_alerts_location", "discrepancy_alerts", ["location_id", "resolved_at"])
+    with op.batch_alter_table("ledger_chains") as batch:
+        batch.add_column(sa.Column("initial_inventory_at", UtcDateTime(), nullable=True))
+    op.execute(
+        "UPDATE ledger_chains SET initial_inventory_at = (SELECT e.occurred_at FROM ledger_entries e "
+        "WHERE e.location_id = ledger_chains.location_id AND e.kind = 'initial_inventory')"
+    )
     with op.batch_alter_table("loss_reports") as batch:
         batch.add_column(sa.Column("board_notice_due_on", sa.Date(), nullable=True))
         batch.add_column(sa.Column("board_notified_at", UtcDateTime(), nullable=True))
@@ -89,5 +95,7 @@ def downgrade() -> None:
     with op.batch_alter_table("loss_reports") as batch:
         batch.drop_column("board_notified_at")
         batch.drop_column("board_notice_due_on")
+    with op.batch_alter_table("ledger_chains") as batch:
+        batch.drop_column("initial_inventory_at")
     op.drop_index("ix_discrepancy_alerts_location", table_name="discrepancy_alerts")
     op.drop_table("discrepancy_alerts")
