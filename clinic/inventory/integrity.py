@@ -144,6 +144,7 @@ def verify_location(
     *,
     trust: Trust | None = None,
     checkpoint_files: tuple[Path, ...] = (),
+    outside: dict[int, list[SignedHead]] | None = None,
 ) -> ChainReport:
     """SYS-05: walk one location's chain; then its head, its checkpoints against the pinned key (from the
     database, the out-of-band log and any file given), and every stored container balance, status
@@ -187,7 +188,12 @@ def verify_location(
             f"the chain head says seq {chain.head_seq}; entries end at {n}",
             n + 1 if chain.head_seq > n else chain.head_seq,
         )
-    problem = _check_checkpoints(location_id, n, trust if trust is not None else pinned_trust(), checkpoint_files)
+    problem = _check_checkpoints(
+        location_id,
+        n,
+        trust if trust is not None else pinned_trust(),
+        outside if outside is not None else outside_checkpoints(checkpoint_files),
+    )
     if problem is None:
         problem = _check_containers(location_id, state)
     if problem is not None:
@@ -195,18 +201,25 @@ def verify_location(
     return ChainReport(location_id, n, prev)
 
 
-def _check_checkpoints(location_id: int, n: int, trust: Trust, files: tuple[Path, ...]) -> tuple[int, str] | None:
+def outside_checkpoints(files: tuple[Path, ...] = ()) -> dict[int, list[SignedHead]]:
+    """Checkpoints kept outside the database (the log, and any file given), by location; read once."""
+    found: dict[int, list[SignedHead]] = {}
+    for path, source in ((checkpoint_log_path(), "the checkpoint log"), *((f, str(f)) for f in files)):
+        for head in read_checkpoint_file(path, source):
+            found.setdefault(head.location_id, []).append(head)
+    return found
+
+
+def _check_checkpoints(
+    location_id: int, n: int, trust: Trust, outside: dict[int, list[SignedHead]]
+) -> tuple[int, str] | None:
     stored = [
         SignedHead.of(cp) for cp in db.session.scalars(select(Checkpoint).where(Checkpoint.location_id == location_id))
     ]
     in_database = {h.seq for h in stored}
-    outside = [
-        h
-        for path, source in ((checkpoint_log_path(), "the checkpoint log"), *((f, str(f)) for f in files))
-        for h in read_checkpoint_file(path, source)
-        if h.location_id in (location_id, 0)
-    ]
-    heads = sorted([*stored, *outside], key=lambda h: (h.seq, h.source))
+    signatures = {h.signature for h in stored}
+    copies = [h for h in (*outside.get(location_id, ()), *outside.get(0, ())) if h.signature not in signatures]
+    heads = sorted([*stored, *copies], key=lambda h: (h.seq, h.source))
     if heads and not trust:
         return heads[0].seq, (
             "no pinned key to check the checkpoints against: set CLINIC_CHECKPOINT_KEY_FINGERPRINTS, "
@@ -264,8 +277,8 @@ def verify_all(
         if location_id is not None
         else list(db.session.scalars(select(Location.id).order_by(Location.id)))
     )
-    trust = pinned_trust(public_keys)
-    return [verify_location(i, trust=trust, checkpoint_files=checkpoint_files) for i in ids]
+    trust, outside = pinned_trust(public_keys), outside_checkpoints(checkpoint_files)
+    return [verify_location(i, trust=trust, outside=outside) for i in ids]
 
 
 def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: str) -> bytes:

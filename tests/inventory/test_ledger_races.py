@@ -136,3 +136,31 @@ def test_racing_corrections_of_one_entry_write_one(app, clinic, make_user):
     assert sorted(a.status_code for a in answers) == [201, 409, 409], [a.json for a in answers]
     assert len(clinic.ledger(kind="correction", container_id=cid)) == 1
     assert clinic.container(cid)["balance_mg"] == "500"
+
+
+def test_racing_decisions_on_one_pattern_alert_record_one(app, clinic, make_user):
+    for cid in [c["id"] for c in clinic.receive(count=3).json["containers"]]:
+        resp = clinic.post(
+            "/inventory/counts",
+            {
+                "location_id": clinic.location_id,
+                "kind": "shift",
+                **clinic.witness_fields(),
+                "lines": [{"container_id": cid, "counted_mg": "499.9"}],
+            },
+        )
+        assert resp.status_code == 201
+    alert = clinic.client.get(
+        "/api/v1/inventory/balances", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
+    ).json["discrepancy_alert"]
+    heads = [bearer(app, make_user("prescriber")) for _ in range(3)]
+    answers = race(
+        app,
+        3,
+        lambda c, i: c.post(
+            f"/api/v1/inventory/discrepancy-alerts/{alert['id']}/resolve",
+            json={"decision": ["reported", "not_significant", "reported"][i], "reason": f"decided by {i}"},
+            headers=heads[i],
+        ),
+    )
+    assert sorted(a.status_code for a in answers) == [200, 409, 409], [a.json for a in answers]
