@@ -50,13 +50,16 @@ def when(
     opened = chain.initial_inventory_at
     if not initial and opened is not None and at < opened:
         raise ValidationFailed(errors={field: [f"Before this location's initial inventory ({opened.isoformat()})."]})
-    for cid in container_ids:
-        last = db.session.scalar(select(func.max(LedgerEntry.occurred_at)).where(LedgerEntry.container_id == cid))
-        if last is not None:
-            last = _aware(last)
-            if at < last:
+    if container_ids:  # one read for a whole inventory's containers
+        latest = db.session.execute(
+            select(LedgerEntry.container_id, func.max(LedgerEntry.occurred_at))
+            .where(LedgerEntry.container_id.in_(container_ids))
+            .group_by(LedgerEntry.container_id)
+        )
+        for cid, last in sorted(latest, key=lambda row: row[0] or 0):
+            if last is not None and at < _aware(last):
                 raise ValidationFailed(
-                    errors={field: [f"Before container {cid}'s previous movement ({last.isoformat()})."]}
+                    errors={field: [f"Before container {cid}'s previous movement ({_aware(last).isoformat()})."]}
                 )
     return {"late_entry_reason": reason} if reason else {}
 

@@ -18,7 +18,7 @@ from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.inventory.chain import GENESIS, HASHED_FIELDS, entry_hash, format_time
-from clinic.inventory.models import Checkpoint, Container, LedgerChain, LedgerEntry
+from clinic.inventory.models import Checkpoint, Container, EntryKind, LedgerChain, LedgerEntry
 from clinic.inventory.state import next_site, next_status
 from clinic.locations.models import Location
 
@@ -152,6 +152,7 @@ def verify_location(
     prev, expected_seq, n = GENESIS, 1, 0
     #: container id -> [balance, status, storage site, seq of its last entry]
     state: dict[int, list[Any]] = {}
+    opened: tuple[int, Any] | None = None  # the initial inventory's seq and time
     while True:
         rows = db.session.scalars(
             select(LedgerEntry)
@@ -168,6 +169,8 @@ def verify_location(
                 return ChainReport(location_id, n, prev, "prev_hash does not continue the chain", e.seq)
             if entry_hash(entry_fields(e)) != e.hash:
                 return ChainReport(location_id, n, prev, "the entry's content does not match its hash", e.seq)
+            if e.kind == EntryKind.initial_inventory and opened is None:
+                opened = (e.seq, e.occurred_at)
             if e.container_id is not None:
                 balance, status, site, _ = state.get(e.container_id, (0, None, None, 0))
                 balance += e.delta_ug
@@ -187,6 +190,11 @@ def verify_location(
             prev,
             f"the chain head says seq {chain.head_seq}; entries end at {n}",
             n + 1 if chain.head_seq > n else chain.head_seq,
+        )
+    if chain is not None and opened is not None and chain.initial_inventory_at != opened[1]:
+        # the earliest time an entry may name (DEA-06) is the initial inventory's own
+        return ChainReport(
+            location_id, n, prev, "the chain head's initial inventory time is not the entry's", opened[0]
         )
     problem = _check_checkpoints(
         location_id,
