@@ -60,8 +60,15 @@ def _refused(template: str, exc: ValidationError | DomainError, **context: Any) 
 
 
 def _wizard_choices() -> dict[str, Any]:
+    patients = patients_service.list_patients(limit=200)
+    # The patient the form names is always a choice, however many patients come before them.
+    chosen = request.values.get("patient_id", "")
+    if chosen.isdigit() and 0 < int(chosen) < 2**31 and all(p.id != int(chosen) for p in patients):
+        patients += [
+            p for p in patients_service.list_patients(after_id=int(chosen) - 1, limit=1) if p.id == int(chosen)
+        ]
     return {
-        "patients": patients_service.list_patients(limit=200),
+        "patients": patients,
         "protocols": service.list_protocols(),
         "locations": locations_service.list_locations(),
         "prescribers": queries.prescribers(),

@@ -243,8 +243,8 @@ class LedgerMachine(RuleBasedStateMachine):
             self.model[cid] += moved
 
     @precondition(lambda self: self.model)
-    @rule(data=st.data())
-    def correct_latest(self, data):
+    @rule(pick=st.integers(min_value=0, max_value=2))
+    def correct_latest(self, pick):
         entries = db.session.scalars(
             select(LedgerEntry)
             .where(LedgerEntry.location_id == self.location_id, LedgerEntry.kind == "administration")
@@ -253,7 +253,9 @@ class LedgerMachine(RuleBasedStateMachine):
         ).all()
         if not entries:
             return
-        target = data.draw(st.sampled_from(entries))
+        # an index, not a draw from the rows: with concurrent steps the rows differ between replays,
+        # and Hypothesis needs the same draws to replay an example
+        target = entries[pick % len(entries)]
         cid, delta = target.container_id, -target.delta_ug
         entry = self._do(
             inventory.record_correction,
