@@ -83,7 +83,7 @@ def receive_stock(
             location_id=site.location_id,
             storage_site_id=site.id,
             drug_id=drug.id,
-            lot_number=lot_number,
+            lot_number=record["lot_number"],
             expires_on=expires_on,
             status=ContainerStatus.sealed.value,
             initial_ug=drug.container_ug,

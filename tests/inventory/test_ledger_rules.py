@@ -798,3 +798,20 @@ def test_a_pattern_raises_an_alert_resolved_with_a_documented_decision(app, clin
     assert pattern(clinic)["small_discrepancy_pattern"] is False
     short_count(clinic, containers[3], "499.9")  # one more shortage is not yet a new pattern
     assert pattern(clinic)["small_discrepancy_pattern"] is False
+
+
+def test_a_prescriber_resolves_the_pattern_alert_on_the_safe_page(clinic, login_as):
+    for cid in [c["id"] for c in clinic.receive(count=3).json["containers"]]:
+        short_count(clinic, cid, "499.9")
+    alert = pattern(clinic)["discrepancy_alert"]
+    browser, _ = login_as("prescriber")
+    safe = f"/inventory/?location_id={clinic.location_id}"
+    token = browser.csrf(safe)
+    path = f"/inventory/discrepancy-alerts/{alert['id']}/resolve?location_id={clinic.location_id}"
+    blank = browser.post(path, data={"decision": "reported", "reason": "", "csrf_token": token})
+    assert blank.status_code == 422 and 'data-testid="pattern-banner"' in blank.get_data(as_text=True)
+    done = browser.post(
+        path, data={"decision": "reported", "reason": "Form 106 opened for the three", "csrf_token": token}
+    )
+    assert done.status_code == 302, done.get_data(as_text=True)[-1500:]
+    assert pattern(clinic)["small_discrepancy_pattern"] is False
