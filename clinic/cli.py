@@ -177,11 +177,34 @@ ledger_group = AppGroup("ledger", help="The controlled-substance ledger.")
 
 @ledger_group.command("verify")
 @click.option("--location", "location_id", type=int, default=None, help="Only this location's chain.")
-def ledger_verify(location_id: int | None) -> None:
-    """Re-walk every hash chain: exit 0 with a summary when intact, 1 naming the first bad entry."""
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="The checkpoint key to trust (a PEM file or 64 hex digits); repeat for keys rotated out. "
+    "Default: CLINIC_CHECKPOINT_KEY_FINGERPRINTS, else the signing key file's public key.",
+)
+@click.option(
+    "--checkpoints",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Signed checkpoints kept outside the database (JSON lines), e.g. an auditor's copy.",
+)
+def ledger_verify(location_id: int | None, public_keys: tuple[str, ...], checkpoint_files: tuple[Path, ...]) -> None:
+    """Re-walk every hash chain: exit 0 with a summary when intact, 1 naming the first bad entry.
+
+    Checkpoints are checked against a pinned key, never the key stored beside them; every stored
+    container balance, status and place is checked against the chain's running figures.
+    """
+    from clinic.core import signing
     from clinic.inventory import integrity
 
-    reports = integrity.verify_all(location_id)
+    try:
+        keys = tuple(signing.load_public_key(k) for k in public_keys)
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--public-key") from None
+    reports = integrity.verify_all(location_id, public_keys=keys, checkpoint_files=checkpoint_files)
     bad = [r for r in reports if not r.ok]
     for r in reports:
         if r.ok:

@@ -79,6 +79,13 @@ DEFAULTS: dict[str, Any] = {
     #: messages taken to the point of no return together (one SMTP connection each), handed off
     #: in one commit
     "REMINDER_SEND_GROUP": 20,
+    # A ledger entry charted more than this many hours after it happened needs a reason (DEA-06).
+    "LEDGER_BACKCHART_HOURS": 72,
+    # SHA-256 fingerprints of the keys that may sign ledger checkpoints (`clinic ledger verify`); empty:
+    # the signing key file's own key.
+    "CHECKPOINT_KEY_FINGERPRINTS": [],
+    # A copy of every signed checkpoint, outside the database; empty: instance/checkpoints/<db>.jsonl.
+    "CHECKPOINT_LOG": None,
 }
 
 

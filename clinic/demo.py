@@ -127,7 +127,14 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
             )
         )
     inventory.reconcile_count(
-        actor=nurse, location_id=location.id, kind="initial", lines=[], business_hours="opening", **witness
+        actor=nurse,
+        location_id=location.id,
+        kind="initial",
+        lines=[],
+        business_hours="opening",
+        # the morning's opening inventory: the visits seeded below draw from stock received since
+        occurred_at=utcnow() - timedelta(hours=12),
+        **witness,
     )
     supplier: dict[str, Any] = {
         "supplier_name": "Midwest Medical Supply",

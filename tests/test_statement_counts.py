@@ -42,9 +42,10 @@ DASHBOARD_SESSION_TOUCHED = (4, 1)
 #: of its own (so a retry sees it), and the draw's transaction then locks it again (SELECT ... FOR
 #: UPDATE); on SQLite, whose transactions are serial, the claim is part of the one transaction. Then:
 #: the patient, the container (with its drug), the location, the chain head FOR UPDATE, the container
-#: again FOR UPDATE, UPDATE the chain head, UPDATE the container, INSERT the entry, INSERT the audit
-#: row, UPDATE the key with its answer, INSERT the access-log row.
-ADMINISTRATION = {"postgresql": (15, 2), "sqlite": (14, 1)}
+#: again FOR UPDATE, the container's latest movement time (an entry is never dated before it, DEA-06),
+#: UPDATE the chain head, UPDATE the container, INSERT the entry, INSERT the audit row, UPDATE the key
+#: with its answer, INSERT the access-log row.
+ADMINISTRATION = {"postgresql": (16, 2), "sqlite": (15, 1)}
 
 
 @dataclass

@@ -69,10 +69,14 @@ class Tag(StrEnum):
 
     inventory_drug_create = "inventory:drug:create"
     inventory_discrepancy_resolve = "inventory:discrepancy:resolve"
+    inventory_discrepancy_alert_raise = "inventory:discrepancy_alert:raise"
+    inventory_discrepancy_alert_resolve = "inventory:discrepancy_alert:resolve"
     inventory_loss_report_notified = "inventory:loss_report:notified"
     inventory_loss_report_filed = "inventory:loss_report:filed"
     inventory_loss_report_notice_overdue = "inventory:loss_report:notice_overdue"
     inventory_loss_report_filing_overdue = "inventory:loss_report:filing_overdue"
+    inventory_loss_report_board_notified = "inventory:loss_report:board_notified"
+    inventory_loss_report_board_notice_overdue = "inventory:loss_report:board_notice_overdue"
     # One per ledger entry kind (clinic.inventory.models.EntryKind), looked up by ledger_tag().
     inventory_ledger_initial_inventory = "inventory:ledger:initial_inventory"
     inventory_ledger_receipt = "inventory:ledger:receipt"

@@ -20,6 +20,7 @@ from clinic.inventory.schemas import (
     CountResultSchema,
     CountSchema,
     CreateDrugSchema,
+    DiscrepancyAlertSchema,
     DiscrepancyOutSchema,
     DisposalSchema,
     DrugListSchema,
@@ -34,6 +35,7 @@ from clinic.inventory.schemas import (
     LossSchema,
     ReceiptSchema,
     ReceiveStockSchema,
+    ResolveAlertSchema,
     ResolveDiscrepancySchema,
     TransferSchema,
     WasteSchema,
@@ -85,6 +87,10 @@ class Administrations(MethodView):
         if args.get("appointment_id") is not None:
             from clinic.visits.service import check_ledger_link
 
+            service.check_links(
+                container_id=args["container_id"], patient_id=args["patient_id"], appointment_id=args["appointment_id"]
+            )
+
             check_ledger_link(appointment_id=args["appointment_id"], patient_id=args["patient_id"])
         return service.record_administration(actor=current_actor(), **args)
 
@@ -116,7 +122,7 @@ class Losses(MethodView):
     @blp.arguments(LossSchema)
     @blp.response(201, LedgerEntrySchema)
     def post(self, args: dict[str, Any]) -> Any:
-        return service.record_loss(actor=current_actor(), **args)
+        return service.record_loss(actor=current_actor(), client_addr=client_addr(), **args)
 
 
 @blp.route("/inventory/disposals")
@@ -193,8 +199,19 @@ class Balances(MethodView):
             "drugs": drugs,
             "containers": containers,
             "next_inventory_due_on": service.next_inventory_due_on(args["location_id"]),
+            "inventory_overdue": service.inventory_overdue(args["location_id"]),
             "small_discrepancy_pattern": service.small_discrepancy_pattern(args["location_id"]),
+            "discrepancy_alert": service.open_alert(args["location_id"]),
         }
+
+
+@blp.route("/inventory/discrepancy-alerts/<int:alert_id>/resolve")
+class ResolveDiscrepancyAlert(MethodView):
+    @require("inventory.resolve")
+    @blp.arguments(ResolveAlertSchema)
+    @blp.response(200, DiscrepancyAlertSchema)
+    def post(self, args: dict[str, Any], alert_id: int) -> Any:
+        return service.resolve_alert(actor=current_actor(), alert_id=alert_id, **args)
 
 
 @blp.route("/inventory/loss-reports")

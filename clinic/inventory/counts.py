@@ -13,10 +13,11 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
-from clinic.core.time import utcnow
+from clinic.core.fields import format_mg
+from clinic.core.time import today_at, utcnow
 from clinic.extensions import db
-from clinic.inventory.catalog import get_container
-from clinic.inventory.errors import InitialInventoryRequired
+from clinic.inventory import checks, patterns, records
+from clinic.inventory.errors import AlreadyRecorded, ContainerUnusable, InitialInventoryRequired
 from clinic.inventory.ledger import append, check_time, lock_chain, lock_container
 from clinic.inventory.losses import record_loss
 from clinic.inventory.models import (
@@ -26,9 +27,11 @@ from clinic.inventory.models import (
     CountKind,
     CountLine,
     Discrepancy,
+    DiscrepancyAction,
     DiscrepancyStatus,
     EntryKind,
 )
+from clinic.inventory.state import next_status
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location
 from clinic.reminders import service as reminders
@@ -50,6 +53,7 @@ def reconcile_count(
     client_addr: str,
     business_hours: str | None = None,
     occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> CountResult:
     """A shift count or an initial/biennial inventory (DEA-14..21). Differences open discrepancies."""
     at = check_time(occurred_at)
@@ -85,7 +89,6 @@ def reconcile_count(
     db.session.add(count)
     db.session.flush()
     result = CountResult(count, [])
-    exact_required = location.rule("count_mode") == "exact"
     for i, line in enumerate(lines):
         container = on_hand.get(line["container_id"])
         if container is None or container.id in seen:
@@ -93,8 +96,8 @@ def reconcile_count(
         seen.add(container.id)
         if line["counted_ug"] > container.initial_ug:
             raise ValidationFailed(errors={f"lines.{i}.counted_mg": ["More than the container can hold."]})
-        if exact_required and not line.get("exact", True):
-            raise ValidationFailed(errors={f"lines.{i}.exact": ["This jurisdiction requires exact counts."]})
+        if not line.get("exact", True):
+            estimate_allowed(container, line["counted_ug"], mode=str(location.rule("count_mode")), field=f"lines.{i}")
         db.session.add(
             CountLine(
                 count_id=count.id,
@@ -114,6 +117,14 @@ def reconcile_count(
             )
             db.session.add(disc)
             result.discrepancies.append(disc)
+    late = checks.when(
+        chain=chain,
+        at=at,
+        field="occurred_at",
+        container_ids=tuple(sorted(seen)),
+        late_reason=late_entry_reason,
+        initial=kind == CountKind.initial,
+    )
     if kind != CountKind.shift:
         missing = sorted(set(on_hand) - seen)
         if missing:
@@ -131,8 +142,21 @@ def reconcile_count(
             "count_id": count.id,
             "count_kind": kind,
             "business_hours": business_hours,
+            **late,
+            # DEA-17/18/20/21: the inventory stands on its own, read years later: who the registrant
+            # was, who counted and witnessed, and each drug as it was described then.
+            "registrant": records.registrant(location),
+            "taken_by": actor.name,
+            "witnessed_by": signed_by.name,
             "lines": [
-                {"container_id": ln["container_id"], "counted_ug": ln["counted_ug"], "exact": ln.get("exact", True)}
+                {
+                    "container_id": ln["container_id"],
+                    "counted_ug": ln["counted_ug"],
+                    "exact": ln.get("exact", True),
+                    **records.drug_record(on_hand[ln["container_id"]].drug),
+                    "lot_number": on_hand[ln["container_id"]].lot_number,
+                    "expires_on": on_hand[ln["container_id"]].expires_on.isoformat(),
+                }
                 for ln in lines
             ],
         },
@@ -140,9 +164,47 @@ def reconcile_count(
     count.entry_id = entry.id
     if kind == CountKind.initial:
         chain.has_initial_inventory = True
+        chain.initial_inventory_at = at
     db.session.flush()
     reminders.count_recorded(location_id, kind)  # the next count or inventory falls due
+    if result.discrepancies:
+        patterns.raise_if_pattern(location_id)
     return result
+
+
+#: DEA-19: an opened container of more than this many tablets or capsules is counted exactly
+EXACT_ABOVE_UNITS = 1000
+
+
+def estimate_allowed(container: Container, counted_ug: int, *, mode: str, field: str) -> None:
+    """Whether an opened container may be estimated rather than counted exactly (DEA-19, DEA-22)."""
+    drug = container.drug
+
+    def refuse(why: str) -> None:
+        raise ValidationFailed(errors={f"{field}.exact": [why]})
+
+    if drug.schedule == "CII":
+        refuse("Schedule II stock is counted or measured exactly.")
+    if mode == "exact":
+        refuse("This jurisdiction requires exact counts.")
+    if drug.unit in ("tablet", "troche") and drug.milliunits_per_container > EXACT_ABOVE_UNITS * 1000:
+        refuse(f"A container of more than {EXACT_ABOVE_UNITS} units is counted exactly.")
+    if mode == "exact_liquid_quarters":
+        if drug.unit != "mL":
+            refuse("Only a liquid in an unincremented container may be estimated here.")
+        quarter = drug.container_ug // 4
+        if quarter == 0 or counted_ug % quarter:
+            refuse(f"Estimate to the nearest quarter container ({format_mg(quarter)} mg steps).")
+
+
+def inventory_overdue(location_id: int) -> bool:
+    """A location whose next full inventory (DEA-15, DEA-22) is past due, in its own calendar."""
+    due = next_inventory_due_on(location_id)
+    if due is None:
+        return False
+    location = db.session.get(Location, location_id)
+    assert location is not None
+    return due < today_at(location.timezone)
 
 
 def resolve_discrepancy(
@@ -159,17 +221,33 @@ def resolve_discrepancy(
     disc = db.session.get(Discrepancy, discrepancy_id)
     if disc is None:
         raise NotFound("No such discrepancy")
-    if disc.status != DiscrepancyStatus.open:
-        raise ValidationFailed(errors={"status": ["Already resolved."]})
     if not explanation.strip():
         raise ValidationFailed(errors={"explanation": ["Explain the difference."]})
+    if action not in {a.value for a in DiscrepancyAction}:
+        raise ValidationFailed(errors={"action": ["One of: explain, adjust, escalate."]})
+    signed_by = None
+    if action == DiscrepancyAction.adjust:  # a password check is slow: before any lock
+        signed_by = verify_witness(witness, actor=actor, location_id=disc.location_id, client_addr=client_addr)
+    # Two prescribers resolving one discrepancy at once: the chain lock queues them and the row is
+    # read again under it, so the second sees the first's resolution (409), never a second effect.
+    chain = lock_chain(disc.location_id)
+    disc = _lock_discrepancy(discrepancy_id)
+    if disc.status != DiscrepancyStatus.open:
+        raise AlreadyRecorded(f"This discrepancy is already {disc.status}.", errors={"status": ["Already resolved."]})
     if action == "explain":
         disc.status = DiscrepancyStatus.explained.value
     elif action == "adjust":
-        signed_by = verify_witness(witness, actor=actor, location_id=disc.location_id, client_addr=client_addr)
-        chain = lock_chain(disc.location_id)
+        assert signed_by is not None
         container = lock_container(disc.container_id)
-        delta = disc.counted_ug - container.balance_ug
+        # The counted difference, not the counted figure: a dose drawn since the count is already on
+        # the books, and setting the balance to the count would hide it.
+        delta = disc.difference_ug
+        if container.status == ContainerStatus.disposed or container.balance_ug + delta > container.initial_ug:
+            raise ContainerUnusable(
+                "The container has moved since the count in a way the difference cannot be applied to "
+                f"(it holds {format_mg(container.balance_ug)} mg, status {container.status}): count it again."
+            )
+        before = container.status
         entry = append(
             chain=chain,
             kind=EntryKind.adjustment,
@@ -181,24 +259,25 @@ def resolve_discrepancy(
             reason=explanation,
             details={"discrepancy_id": disc.id, "count_id": disc.count_id},
         )
+        # an "empty" vial found to hold some is open again (append only ever lowers a status)
+        container.status = next_status(
+            before, kind=entry.kind, delta_ug=delta, balance_after=container.balance_ug, details={}
+        )
         disc.entry_id = entry.id
         disc.status = DiscrepancyStatus.adjusted.value
     elif action == "escalate":
         missing = disc.expected_ug - disc.counted_ug
         if missing <= 0:
             raise ValidationFailed(errors={"action": ["Only a shortage can be escalated to a loss."]})
-        container = get_container(disc.container_id)
         entry = record_loss(
             actor=actor,
-            container_id=container.id,
-            quantity_ug=min(missing, container.balance_ug),
+            container_id=disc.container_id,
+            quantity_ug=missing,
             kind=loss_kind,
             description=explanation,
         )
         disc.entry_id = entry.id
         disc.status = DiscrepancyStatus.escalated.value
-    else:
-        raise ValidationFailed(errors={"action": ["One of: explain, adjust, escalate."]})
     disc.resolution = explanation
     disc.resolved_by_id = actor.id
     disc.resolved_at = utcnow()
@@ -209,24 +288,15 @@ def resolve_discrepancy(
     return disc
 
 
-def small_discrepancy_pattern(location_id: int) -> bool:
-    """DEA-35: a continuing pattern of small unexplained losses is significant."""
-    location = db.session.get(Location, location_id)
-    if location is None:
-        raise NotFound("No such location")
-    rule = location.rule("small_discrepancy_pattern")
-    since = utcnow() - timedelta(days=rule["days"])
-    n = db.session.scalar(
-        select(func.count())
-        .select_from(Discrepancy)
-        .where(
-            Discrepancy.location_id == location_id,
-            Discrepancy.created_at >= since,
-            Discrepancy.counted_ug < Discrepancy.expected_ug,
-            Discrepancy.status.in_([DiscrepancyStatus.open.value, DiscrepancyStatus.explained.value]),
-        )
+def _lock_discrepancy(discrepancy_id: int) -> Discrepancy:
+    disc = db.session.scalar(
+        select(Discrepancy)
+        .where(Discrepancy.id == discrepancy_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
-    return bool(n and n >= rule["count"])
+    assert disc is not None  # discrepancies are never deleted
+    return disc
 
 
 def next_inventory_due_on(location_id: int) -> date | None:
@@ -244,6 +314,9 @@ def next_inventory_due_on(location_id: int) -> date | None:
     if last.tzinfo is None:  # aggregates skip the column type on SQLite
         last = datetime.fromisoformat(str(last)).replace(tzinfo=UTC)
     day = last.astimezone(ZoneInfo(location.timezone)).date()
+    days = location.rule("inventory_interval_days")
+    if days:
+        return day + timedelta(days=int(days))
     months = int(location.rule("inventory_interval_months"))
     year, month = divmod(day.month - 1 + months, 12)
     year += day.year

@@ -30,3 +30,15 @@ class InitialInventoryRequired(Conflict):
 
 class WitnessCredentialsInvalid(WitnessInvalid):
     """A witness's wrong password or code; the attempt itself is kept, so witnesses are throttled."""
+
+
+class AlreadyRecorded(Conflict):
+    """Someone else changed the same record first (two people resolving one discrepancy at once)."""
+
+    code = "already_recorded"
+    title = "This has already been recorded"
+
+
+class CorrectionRefused(Conflict):
+    code = "correction_refused"
+    title = "This entry cannot be corrected that way"

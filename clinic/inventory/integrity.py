@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from flask import current_app
 from sqlalchemy import select
 
-from clinic.core import signing
+from clinic.core import signing, tx
+from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.inventory.chain import GENESIS, HASHED_FIELDS, entry_hash, format_time
-from clinic.inventory.models import Checkpoint, LedgerChain, LedgerEntry
+from clinic.inventory.models import Checkpoint, Container, EntryKind, LedgerChain, LedgerEntry
+from clinic.inventory.state import next_site, next_status
 from clinic.locations.models import Location
 
 
@@ -35,9 +40,119 @@ def entry_fields(entry: LedgerEntry) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in HASHED_FIELDS}
 
 
-def verify_location(location_id: int, batch: int = 2000) -> ChainReport:
+@dataclass(frozen=True)
+class SignedHead:
+    """A checkpoint, from the database, the out-of-band log, or a file an auditor kept."""
+
+    location_id: int
+    seq: int
+    head_hash: str
+    signed_at: str
+    public_key: str
+    signature: str
+    source: str = "database"
+
+    @classmethod
+    def of(cls, cp: Checkpoint) -> SignedHead:
+        return cls(cp.location_id, cp.seq, cp.head_hash, format_time(cp.signed_at), cp.public_key, cp.signature)
+
+    def as_json(self) -> str:
+        body = {
+            k: getattr(self, k) for k in ("location_id", "seq", "head_hash", "signed_at", "public_key", "signature")
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Trust:
+    """The keys a checkpoint may be signed with: pinned, never read from the checkpoint itself."""
+
+    public_keys: frozenset[str] = frozenset()
+    fingerprints: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.public_keys or self.fingerprints)
+
+    def trusts(self, public_key: str) -> bool:
+        try:
+            return public_key in self.public_keys or signing.fingerprint(public_key) in self.fingerprints
+        except ValueError:
+            return False
+
+
+def pinned_trust(public_keys: tuple[str, ...] = ()) -> Trust:
+    """SYS-05: ``--public-key`` when given; else the configured fingerprints; else the signing key file's."""
+    if public_keys:
+        return Trust(public_keys=frozenset(public_keys))
+    configured = current_app.config.get("CHECKPOINT_KEY_FINGERPRINTS") or ()
+    if isinstance(configured, str):
+        configured = [p for p in configured.replace(";", ",").split(",") if p.strip()]
+    if configured:
+        return Trust(fingerprints=frozenset(str(f).strip().lower() for f in configured))
+    own = signing.public_key_of_file()
+    return Trust(public_keys=frozenset({own})) if own else Trust()
+
+
+def checkpoint_log_path() -> Path:
+    """Where signed checkpoints are also written, outside the database (SYS-05): someone who can
+    edit the tables can delete a tail with its checkpoint rows, but not this file's copy. One file
+    per database, so two databases on one instance folder never read each other's checkpoints."""
+    configured = current_app.config.get("CHECKPOINT_LOG")
+    if configured:
+        return Path(configured)
+    url = db.engine.url.render_as_string(hide_password=True)
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(current_app.instance_path) / "checkpoints" / f"{name}.jsonl"
+
+
+def read_checkpoint_file(path: Path, source: str) -> list[SignedHead]:
+    heads: list[SignedHead] = []
+    if not path.exists():
+        return heads
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            heads.append(
+                SignedHead(
+                    int(raw["location_id"]),
+                    int(raw["seq"]),
+                    str(raw["head_hash"]),
+                    str(raw["signed_at"]),
+                    str(raw["public_key"]),
+                    str(raw["signature"]),
+                    source,
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            heads.append(SignedHead(0, 0, "", "", "", "", f"{source} (unreadable line)"))
+    return heads
+
+
+def _publish(heads: list[SignedHead]) -> None:
+    path = checkpoint_log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        for head in heads:
+            fh.write(head.as_json() + "\n")
+
+
+def verify_location(
+    location_id: int,
+    batch: int = 2000,
+    *,
+    trust: Trust | None = None,
+    checkpoint_files: tuple[Path, ...] = (),
+    outside: dict[int, list[SignedHead]] | None = None,
+) -> ChainReport:
+    """SYS-05: walk one location's chain; then its head, its checkpoints against the pinned key (from the
+    database, the out-of-band log and any file given), and every stored container balance, status
+    and place against the chain's running figures."""
     prev, expected_seq, n = GENESIS, 1, 0
-    balances: dict[int, int] = {}
+    #: container id -> [balance, status, storage site, seq of its last entry]
+    state: dict[int, list[Any]] = {}
+    opened: tuple[int, Any] | None = None  # the initial inventory's seq and time
     while True:
         rows = db.session.scalars(
             select(LedgerEntry)
@@ -54,11 +169,17 @@ def verify_location(location_id: int, batch: int = 2000) -> ChainReport:
                 return ChainReport(location_id, n, prev, "prev_hash does not continue the chain", e.seq)
             if entry_hash(entry_fields(e)) != e.hash:
                 return ChainReport(location_id, n, prev, "the entry's content does not match its hash", e.seq)
+            if e.kind == EntryKind.initial_inventory and opened is None:
+                opened = (e.seq, e.occurred_at)
             if e.container_id is not None:
-                balance = balances.get(e.container_id, 0) + e.delta_ug
+                balance, status, site, _ = state.get(e.container_id, (0, None, None, 0))
+                balance += e.delta_ug
                 if balance < 0 or balance != e.balance_after_ug:
                     return ChainReport(location_id, n, prev, "running balance is wrong", e.seq)
-                balances[e.container_id] = balance
+                details = e.details or {}
+                status = next_status(status, kind=e.kind, delta_ug=e.delta_ug, balance_after=balance, details=details)
+                site = next_site(site, kind=e.kind, details=details)
+                state[e.container_id] = [balance, status, site, e.seq]
             prev, expected_seq, n = e.hash, expected_seq + 1, n + 1
             db.session.expunge(e)  # long chains: keep memory flat
     chain = db.session.get(LedgerChain, location_id)
@@ -70,26 +191,102 @@ def verify_location(location_id: int, batch: int = 2000) -> ChainReport:
             f"the chain head says seq {chain.head_seq}; entries end at {n}",
             n + 1 if chain.head_seq > n else chain.head_seq,
         )
-    for cp in db.session.scalars(select(Checkpoint).where(Checkpoint.location_id == location_id)):
-        if not checkpoint_signature_ok(cp):
-            return ChainReport(location_id, n, prev, "a checkpoint's signature is invalid", cp.seq)
-        if cp.seq > n:
-            return ChainReport(location_id, n, prev, "entries signed in a checkpoint are missing", n + 1)
-        at = db.session.scalar(
-            select(LedgerEntry.hash).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == cp.seq)
+    if chain is not None and opened is not None and chain.initial_inventory_at != opened[1]:
+        # the earliest time an entry may name (DEA-06) is the initial inventory's own
+        return ChainReport(
+            location_id, n, prev, "the chain head's initial inventory time is not the entry's", opened[0]
         )
-        if at != cp.head_hash:
-            return ChainReport(location_id, n, prev, "a checkpoint does not match the chain", cp.seq)
+    problem = _check_checkpoints(
+        location_id,
+        n,
+        trust if trust is not None else pinned_trust(),
+        outside if outside is not None else outside_checkpoints(checkpoint_files),
+    )
+    if problem is None:
+        problem = _check_containers(location_id, state)
+    if problem is not None:
+        return ChainReport(location_id, n, prev, problem[1], problem[0])
     return ChainReport(location_id, n, prev)
 
 
-def verify_all(location_id: int | None = None) -> list[ChainReport]:
+def outside_checkpoints(files: tuple[Path, ...] = ()) -> dict[int, list[SignedHead]]:
+    """Checkpoints kept outside the database (the log, and any file given), by location; read once."""
+    found: dict[int, list[SignedHead]] = {}
+    for path, source in ((checkpoint_log_path(), "the checkpoint log"), *((f, str(f)) for f in files)):
+        for head in read_checkpoint_file(path, source):
+            found.setdefault(head.location_id, []).append(head)
+    return found
+
+
+def _check_checkpoints(
+    location_id: int, n: int, trust: Trust, outside: dict[int, list[SignedHead]]
+) -> tuple[int, str] | None:
+    stored = [
+        SignedHead.of(cp) for cp in db.session.scalars(select(Checkpoint).where(Checkpoint.location_id == location_id))
+    ]
+    in_database = {h.seq for h in stored}
+    signatures = {h.signature for h in stored}
+    copies = [h for h in (*outside.get(location_id, ()), *outside.get(0, ())) if h.signature not in signatures]
+    heads = sorted([*stored, *copies], key=lambda h: (h.seq, h.source))
+    if heads and not trust:
+        return heads[0].seq, (
+            "no pinned key to check the checkpoints against: set CLINIC_CHECKPOINT_KEY_FINGERPRINTS, "
+            "keep the signing key file, or pass --public-key"
+        )
+    for h in heads:
+        if h.location_id == 0:
+            return n + 1, f"{h.source} has a line that is not a checkpoint"
+        if not signature_ok(h):
+            return h.seq, f"a checkpoint's signature is invalid ({h.source})"
+        if not trust.trusts(h.public_key):
+            return h.seq, (
+                f"the checkpoint at seq {h.seq} ({h.source}) is signed by another key "
+                f"(fingerprint {signing.fingerprint(h.public_key)[:16]}), not the pinned one"
+            )
+        if h.seq > n:
+            return n + 1, f"entries signed in a checkpoint ({h.source}, seq {h.seq}) are missing: the tail was cut"
+        at = db.session.scalar(
+            select(LedgerEntry.hash).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == h.seq)
+        )
+        if at != h.head_hash:
+            return h.seq, f"a checkpoint ({h.source}) does not match the chain"
+        if h.seq not in in_database:
+            return h.seq, f"the checkpoint at seq {h.seq} is in {h.source} but was removed from the database"
+    return None
+
+
+def _check_containers(location_id: int, state: dict[int, list[Any]]) -> tuple[int, str] | None:
+    rows = db.session.execute(
+        select(Container.id, Container.balance_ug, Container.status, Container.storage_site_id)
+        .where(Container.location_id == location_id)
+        .order_by(Container.id)
+    )
+    for cid, balance, status, site in rows:
+        if cid not in state:
+            return 0, f"container {cid} has no entry in the chain"
+        want_balance, want_status, want_site, seq = state[cid]
+        if balance != want_balance:
+            return seq, (
+                f"container {cid}'s stored balance {format_mg(balance)} mg is not the chain's "
+                f"{format_mg(want_balance)} mg"
+            )
+        if status != want_status:
+            return seq, f"container {cid}'s stored status {status} is not the chain's {want_status}"
+        if site != want_site:
+            return seq, f"container {cid}'s storage site {site} is not the chain's {want_site}"
+    return None
+
+
+def verify_all(
+    location_id: int | None = None, *, public_keys: tuple[str, ...] = (), checkpoint_files: tuple[Path, ...] = ()
+) -> list[ChainReport]:
     ids = (
         [location_id]
         if location_id is not None
         else list(db.session.scalars(select(Location.id).order_by(Location.id)))
     )
-    return [verify_location(i) for i in ids]
+    trust, outside = pinned_trust(public_keys), outside_checkpoints(checkpoint_files)
+    return [verify_location(i, trust=trust, outside=outside) for i in ids]
 
 
 def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: str) -> bytes:
@@ -101,10 +298,14 @@ def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: st
 
 
 def checkpoint_signature_ok(cp: Checkpoint) -> bool:
+    return signature_ok(SignedHead.of(cp))
+
+
+def signature_ok(head: SignedHead) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(cp.public_key)).verify(
-            bytes.fromhex(cp.signature),
-            checkpoint_message(cp.location_id, cp.seq, cp.head_hash, format_time(cp.signed_at)),
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(head.public_key)).verify(
+            bytes.fromhex(head.signature),
+            checkpoint_message(head.location_id, head.seq, head.head_hash, head.signed_at),
         )
     except (InvalidSignature, ValueError):
         return False
@@ -136,4 +337,7 @@ def sign_checkpoints() -> list[Checkpoint]:
         db.session.add(cp)
         made.append(cp)
     db.session.flush()
+    if made:
+        heads = [SignedHead.of(cp) for cp in made]
+        tx.after_commit(lambda: _publish(heads))  # a copy outside the database, once they are kept
     return made

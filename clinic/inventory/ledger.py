@@ -23,7 +23,7 @@ from clinic.core.time import happened_at, utcnow
 from clinic.extensions import db
 from clinic.inventory.chain import GENESIS, entry_hash
 from clinic.inventory.errors import InsufficientStock
-from clinic.inventory.models import Container, ContainerStatus, EntryKind, LedgerChain, LedgerEntry
+from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerChain, LedgerEntry
 from clinic.locations.models import Location
 
 
@@ -138,8 +138,17 @@ def list_entries(
     container_id: int | None = None,
     after_id: int | None = None,
     limit: int = 100,
+    drug_id: int | None = None,
+    schedule: str | None = None,
 ) -> list[LedgerEntry]:
+    """One page of entries. ``schedule`` keeps the entries of that schedule's drugs, so "every
+    Schedule III record of this registrant for a period" is one query (DEA-09/10); counts and
+    inventories name no single drug and are found by their kind."""
     q = select(LedgerEntry).order_by(LedgerEntry.id).limit(limit)
+    if drug_id is not None:
+        q = q.where(LedgerEntry.drug_id == drug_id)
+    if schedule is not None:
+        q = q.where(LedgerEntry.drug_id.in_(select(Drug.id).where(Drug.schedule == schedule)))
     if location_id is not None:
         q = q.where(LedgerEntry.location_id == location_id)
     if since is not None:

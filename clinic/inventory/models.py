@@ -97,6 +97,8 @@ class DiscrepancyAction(StrEnum):
 class LossReportStep(StrEnum):
     notified = "notified"
     filed = "filed"
+    #: the state board's own notice (DEA-37), when the location's profile sets a deadline for it
+    board_notified = "board_notified"
 
 
 class Drug(db.Model):  # type: ignore[name-defined]
@@ -160,6 +162,8 @@ class LedgerChain(db.Model):  # type: ignore[name-defined]
     head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     head_hash: Mapped[str] = mapped_column(String(64))
     has_initial_inventory: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: when the initial inventory was taken (DEA-14): nothing at the location is recorded before it
+    initial_inventory_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class LedgerEntry(db.Model):  # type: ignore[name-defined]
@@ -275,6 +279,38 @@ class Discrepancy(db.Model):  # type: ignore[name-defined]
         return self.counted_ug - self.expected_ug
 
 
+class AlertDecision(StrEnum):
+    """How a prescriber or admin closes a small-discrepancy pattern alert (DEA-35)."""
+
+    #: the pattern is a significant loss: it is reported (a Form 106 is opened through an escalation)
+    reported = "reported"
+    #: after review, not a loss (e.g. a counting practice now fixed): said why
+    not_significant = "not_significant"
+
+
+class DiscrepancyAlert(db.Model):  # type: ignore[name-defined]
+    """DEA-35: a continuing pattern of small unexplained shortages, raised once and resolved by a
+    prescriber or admin with a documented decision. Shortages from before a resolved alert's raising
+    do not count again."""
+
+    __tablename__ = "discrepancy_alerts"
+    __table_args__ = (
+        CheckConstraint("decision IS NULL OR decision IN ('reported', 'not_significant')", name="decision_known"),
+        Index("ix_discrepancy_alerts_location", "location_id", "resolved_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: the unexplained shortages that made the pattern, and the rule then in force
+    discrepancy_ids: Mapped[list[int]] = mapped_column(JSON)
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    decision: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class LossReport(db.Model):  # type: ignore[name-defined]
     """A DEA Form 106 draft with its deadlines (DEA-31/32): notice in 1 business day, filing in 45 days."""
 
@@ -291,6 +327,9 @@ class LossReport(db.Model):  # type: ignore[name-defined]
     notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     filed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     form: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: DEA-37: the state board's own deadline (a local day), when the profile sets one
+    board_notice_due_on: Mapped[date | None] = mapped_column(Date)
+    board_notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Checkpoint(db.Model):  # type: ignore[name-defined]

@@ -5,16 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
-
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
+from clinic.inventory import checks, records
 from clinic.inventory.catalog import get_container, get_drug
-from clinic.inventory.errors import ContainerUnusable, InitialInventoryRequired, WitnessInvalid, WitnessRequired
+from clinic.inventory.errors import (
+    ContainerUnusable,
+    InitialInventoryRequired,
+    WitnessInvalid,
+    WitnessRequired,
+)
 from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
-from clinic.inventory.models import Container, ContainerStatus, EntryKind, LedgerEntry
+from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerEntry
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location, StorageSite
 from clinic.patients.models import Patient
@@ -40,6 +44,9 @@ def receive_stock(
     supplier_dea_registration: str,
     invoice_number: str,
     occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
+    order_form_number: str | None = None,
+    confirm_repeat_invoice: bool = False,
 ) -> Receipt:
     """A shipment into a safe (DEA-23/24): one container row and one receipt entry per container."""
     site = db.session.get(StorageSite, storage_site_id)
@@ -47,17 +54,26 @@ def receive_stock(
         raise NotFound("No such storage site")
     drug = get_drug(drug_id)
     at = check_time(occurred_at)
+    record = checks.receipt_record(
+        drug=drug,
+        supplier_name=supplier_name,
+        supplier_address=supplier_address,
+        supplier_dea_registration=supplier_dea_registration,
+        invoice_number=invoice_number,
+        lot_number=lot_number,
+        order_form_number=order_form_number,
+    )
     chain = lock_chain(site.location_id)
     if not chain.has_initial_inventory:
         raise InitialInventoryRequired()
     if expires_on < location_day(site.location_id, at):
         raise ContainerUnusable("This lot is already past its expiry date.")
+    late = checks.when(chain=chain, at=at, field="occurred_at", late_reason=late_entry_reason)
+    repeated = checks.repeated_invoice(location_id=site.location_id, record=record, confirmed=confirm_repeat_invoice)
     details = {
-        "supplier_name": supplier_name,
-        "supplier_address": supplier_address,
-        "supplier_dea_registration": supplier_dea_registration,
-        "invoice_number": invoice_number,
-        "lot_number": lot_number,
+        **late,
+        **record,
+        **repeated,
         "expires_on": expires_on.isoformat(),
         "storage_site_id": site.id,
         "container_count": container_count,
@@ -68,7 +84,7 @@ def receive_stock(
             location_id=site.location_id,
             storage_site_id=site.id,
             drug_id=drug.id,
-            lot_number=lot_number,
+            lot_number=record["lot_number"],
             expires_on=expires_on,
             status=ContainerStatus.sealed.value,
             initial_ug=drug.container_ug,
@@ -92,6 +108,15 @@ def receive_stock(
     return receipt
 
 
+def quantities(drug: Drug, quantity_ug: int) -> dict[str, str]:
+    """DEA-28: mass and volume side by side, with the strength that converts one to the other."""
+    out = {"quantity_mg": format_mg(quantity_ug), "mg_per_unit": format_mg(drug.ug_per_unit), "unit": drug.unit}
+    if drug.unit == "mL":
+        # thousandths of a mL, rounded half up: 0.001 mL is finer than any syringe reads
+        out["quantity_ml"] = format_mg((quantity_ug * 1_000_000 // drug.ug_per_unit + 500) // 1000)
+    return out
+
+
 def _usable(container: Container, *, on: date) -> None:
     if container.status in (ContainerStatus.quarantined, ContainerStatus.disposed, ContainerStatus.expired):
         raise ContainerUnusable(f"The container is {container.status}.")
@@ -107,6 +132,7 @@ def record_administration(
     quantity_ug: int,
     administered_at: datetime | None = None,
     appointment_id: int | None = None,
+    late_entry_reason: str | None = None,
 ) -> LedgerEntry:
     """A dose given to a patient from a specific container (DEA-26)."""
     require_positive(quantity_ug)
@@ -115,12 +141,20 @@ def record_administration(
         raise ValidationFailed(errors={"patient_id": ["No such patient."]})
     at = check_time(administered_at, "administered_at")
     container = get_container(container_id)
+    checks.links(location_id=container.location_id, patient_id=patient.id, appointment_id=appointment_id)
     # Everything that can be read before the chain lock is: the lock serialises every append here.
     day = location_day(container.location_id, at)
     _ = actor.id  # an instance expired by the idempotency claim's commit reloads now, not under the lock
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
     _usable(container, on=day)
+    late = checks.when(
+        chain=chain,
+        at=at,
+        field="administered_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
     return append(
         chain=chain,
         kind=EntryKind.administration,
@@ -136,6 +170,7 @@ def record_administration(
             "drug_name": container.drug.name,
             "ndc": container.drug.ndc,
             "lot_number": container.lot_number,
+            **late,
         },
     )
 
@@ -150,11 +185,15 @@ def record_waste(
     client_addr: str,
     occurred_at: datetime | None = None,
     patient_id: int | None = None,
+    late_entry_reason: str | None = None,
+    administration_seq: int | None = None,
+    no_administration_reason: str | None = None,
 ) -> LedgerEntry:
     """The unusable remainder of a dose, destroyed before a second licensed person (DEA-38..42)."""
     require_positive(quantity_ug)
     at = check_time(occurred_at)
     container = get_container(container_id)
+    checks.links(location_id=container.location_id, patient_id=patient_id, appointment_id=None)
     location = db.session.get(Location, container.location_id)
     assert location is not None
     signed_by = None
@@ -164,6 +203,20 @@ def record_waste(
     container = lock_container(container_id)
     if container.status in (ContainerStatus.disposed, ContainerStatus.quarantined):
         raise ContainerUnusable(f"The container is {container.status}.")
+    late = checks.when(
+        chain=chain,
+        at=at,
+        field="occurred_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
+    link = checks.waste_link(
+        container_id=container.id,
+        at=at,
+        patient_id=patient_id,
+        administration_seq=administration_seq,
+        reason=no_administration_reason,
+    )
     return append(
         chain=chain,
         kind=EntryKind.waste,
@@ -174,24 +227,37 @@ def record_waste(
         witness=signed_by,
         reason=reason,
         patient_id=patient_id,
+        details={**quantities(container.drug, quantity_ug), **link, **late},
     )
 
 
 def record_transfer(
-    *, actor: User, container_id: int, to_storage_site_id: int, occurred_at: datetime | None = None
+    *,
+    actor: User,
+    container_id: int,
+    to_storage_site_id: int,
+    occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> LedgerEntry:
     at = check_time(occurred_at)
     site = db.session.get(StorageSite, to_storage_site_id)
     container = get_container(container_id)
     if site is None or site.location_id != container.location_id:
         raise ValidationFailed(errors={"to_storage_site_id": ["Must be a storage site of the same location."]})
-    if site.id == container.storage_site_id:
-        raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
+    if site.id == container.storage_site_id:  # read under the lock: a racing twin may have moved it
+        raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is disposed.")
-    details = {"from_storage_site_id": container.storage_site_id, "to_storage_site_id": site.id}
+    late = checks.when(
+        chain=chain,
+        at=at,
+        field="occurred_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
+    details = {"from_storage_site_id": container.storage_site_id, "to_storage_site_id": site.id, **late}
     container.storage_site_id = site.id
     return append(
         chain=chain, kind=EntryKind.transfer, actor=actor, occurred_at=at, container=container, details=details
@@ -208,11 +274,17 @@ def record_disposal(
     second_witness: WitnessSignature | None = None,
     reverse_distributor: dict[str, str] | None = None,
     occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
+    method_note: str | None = None,
 ) -> LedgerEntry:
     """Expired or unwanted stock out of inventory: to a reverse distributor (DEA-43/44, the actor
     and a second employee) or destroyed on site (DEA-45/46, Form 41 data: two witnesses)."""
     at = check_time(occurred_at)
     container = get_container(container_id)
+    if reverse_distributor is None:
+        method = records.destruction_method(method)
+    elif not method.strip():
+        raise ValidationFailed(errors={"method": ["Say how it leaves (e.g. returned for destruction)."]})
     first = verify_witness(witness, actor=actor, location_id=container.location_id, client_addr=client_addr)
     second = None
     if reverse_distributor is None and second_witness is None:
@@ -232,6 +304,13 @@ def record_disposal(
     container = lock_container(container_id)
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is already disposed.")
+    late = checks.when(
+        chain=chain,
+        at=at,
+        field="occurred_at",
+        container_ids=(container.id,),
+        late_reason=late_entry_reason,
+    )
     kind = EntryKind.return_to_distributor if reverse_distributor else EntryKind.destruction
     drug = container.drug
     details = {
@@ -240,7 +319,26 @@ def record_disposal(
         "lot_number": container.lot_number,
         "quantity_mg": format_mg(container.balance_ug),
         **({"reverse_distributor": reverse_distributor} if reverse_distributor else {}),
+        **late,
     }
+    if kind == EntryKind.destruction:
+        location = db.session.get(Location, container.location_id)
+        site = db.session.get(StorageSite, container.storage_site_id)
+        assert location is not None
+        assert site is not None
+        assert second is not None
+        details["form_41"] = records.form_41(
+            location=location,
+            container=container,
+            at=at,
+            method=method,
+            note=method_note,
+            destroyed_by=actor,
+            witnesses=[first, second],
+            storage_site=site.name,
+        )
+    elif method_note and method_note.strip():
+        details["method_note"] = method_note.strip()
     entry = append(
         chain=chain,
         kind=kind,
@@ -255,46 +353,3 @@ def record_disposal(
     container.status = ContainerStatus.disposed.value
     db.session.flush()
     return entry
-
-
-def record_correction(
-    *,
-    actor: User,
-    location_id: int,
-    corrects_seq: int,
-    reason: str,
-    witness: WitnessSignature | None,
-    client_addr: str,
-    occurred_at: datetime | None = None,
-) -> LedgerEntry:
-    """Reverse an entry's effect with a new, linked entry (SYS-01). Nothing is edited."""
-    if not reason.strip():
-        raise ValidationFailed(errors={"reason": ["Say why the entry is corrected."]})
-    at = check_time(occurred_at)
-    original = db.session.scalar(
-        select(LedgerEntry).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == corrects_seq)
-    )
-    if original is None:
-        raise NotFound("No such ledger entry")
-    already = db.session.scalar(
-        select(LedgerEntry.id).where(LedgerEntry.location_id == location_id, LedgerEntry.corrects_seq == corrects_seq)
-    )
-    if already is not None:
-        raise ValidationFailed(errors={"corrects_seq": ["That entry is already corrected."]})
-    signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
-    chain = lock_chain(location_id)
-    container = lock_container(original.container_id) if original.container_id else None
-    if container is not None and container.balance_ug - original.delta_ug > container.initial_ug:
-        raise ValidationFailed(errors={"corrects_seq": ["Reversing it would exceed the container's size."]})
-    return append(
-        chain=chain,
-        kind=EntryKind.correction,
-        actor=actor,
-        occurred_at=at,
-        container=container,
-        delta_ug=-original.delta_ug,
-        witness=signed_by,
-        corrects_seq=corrects_seq,
-        reason=reason,
-        patient_id=original.patient_id,
-    )

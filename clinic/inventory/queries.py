@@ -17,7 +17,15 @@ from clinic.auth.models import User
 from clinic.core.time import today_at
 from clinic.extensions import db
 from clinic.inventory import service
-from clinic.inventory.models import Container, Discrepancy, DiscrepancyStatus, Drug, LedgerEntry, LossReport
+from clinic.inventory.models import (
+    Container,
+    Discrepancy,
+    DiscrepancyAlert,
+    DiscrepancyStatus,
+    Drug,
+    LedgerEntry,
+    LossReport,
+)
 from clinic.inventory.schemas import page
 from clinic.locations import service as locations
 from clinic.locations.models import Location, StorageSite
@@ -98,6 +106,8 @@ class Overview:
     #: DEA Form 106 drafts not yet filed
     loss_reports: list[LossReport] = field(default_factory=list)
     next_inventory_due_on: date | None = None
+    inventory_overdue: bool = False
+    alert: DiscrepancyAlert | None = None
 
 
 def overview(location_id: int | None) -> Overview:
@@ -111,6 +121,8 @@ def overview(location_id: int | None) -> Overview:
         len(discrepancies(location.id)),
         [r for r in service.list_loss_reports(location.id) if r.filed_at is None],
         service.next_inventory_due_on(location.id),
+        service.inventory_overdue(location.id),
+        service.open_alert(location.id),
     )
 
 
@@ -159,6 +171,8 @@ def ledger_page(
     until: datetime | None,
     cursor: str | None,
     limit: int,
+    drug_id: int | None = None,
+    schedule: str | None = None,
 ) -> LedgerPage:
     """One page of ``service.list_entries`` (the cursor is the last id seen) with the people's names."""
     entries = service.list_entries(
@@ -169,6 +183,8 @@ def ledger_page(
         until=until,
         after_id=int(cursor) if cursor else None,
         limit=limit,
+        drug_id=drug_id,
+        schedule=schedule,
     )
     people = chain.from_iterable((e.actor_id, e.witness_id, e.second_witness_id) for e in entries)
     return LedgerPage(entries, user_names(people), page(entries, limit)["next_cursor"])

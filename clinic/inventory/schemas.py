@@ -8,6 +8,7 @@ from marshmallow import validate
 from clinic.core.fields import AwareDateTime, DecimalString, Id, Milligrams, StrictSchema, format_mg
 from clinic.inventory.models import (
     ESCALATION_KINDS,
+    AlertDecision,
     ContainerStatus,
     CountKind,
     DiscrepancyAction,
@@ -19,9 +20,25 @@ from clinic.inventory.models import (
     Schedule,
 )
 from clinic.inventory.witness import WitnessSignature
+from clinic.locations.schemas import dea_number_check
 
-_DEA = validate.Regexp(r"^[A-Z][A-Z9]\d{7}$", error="Two letters and seven digits, e.g. AB1234563.")
+_DEA = dea_number_check
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ma.ValidationError("Cannot be blank.")
+
+
 _NDC = validate.Regexp(r"^\d{4,5}-\d{3,4}-\d{1,2}$", error="An NDC such as 42023-113-10.")
+
+
+def _late_entry_reason() -> ma.fields.String:
+    return ma.fields.String(
+        load_default=None,
+        validate=validate.Length(max=500),
+        metadata={"description": "Why an entry is charted after the back-charting window (DEA-06)."},
+    )
 
 
 class CreateDrugSchema(StrictSchema):
@@ -51,15 +68,20 @@ class DrugListSchema(ma.Schema):
 
 
 class ReceiveStockSchema(StrictSchema):
+    late_entry_reason = _late_entry_reason()
     storage_site_id = Id(required=True)
     drug_id = Id(required=True)
-    lot_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=40))
+    lot_number = ma.fields.String(required=True, validate=[validate.Length(min=1, max=40), _not_blank])
     expires_on = ma.fields.Date(required=True)
     container_count = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=500))
-    supplier_name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
-    supplier_address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    supplier_name = ma.fields.String(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    supplier_address = ma.fields.String(required=True, validate=[validate.Length(min=1, max=500), _not_blank])
     supplier_dea_registration = ma.fields.String(required=True, validate=_DEA)
-    invoice_number = ma.fields.String(required=True, validate=validate.Length(min=1, max=80))
+    invoice_number = ma.fields.String(required=True, validate=[validate.Length(min=1, max=80), _not_blank])
+    #: DEA-23: a Schedule II order's DEA Form 222 serial number or CSOS order number
+    order_form_number = ma.fields.String(load_default=None, validate=[validate.Length(min=1, max=40), _not_blank])
+    #: a second receipt of an invoice already received is confirmed on purpose
+    confirm_repeat_invoice = ma.fields.Boolean(load_default=False)
     occurred_at = AwareDateTime(load_default=None)
 
 
@@ -107,6 +129,7 @@ class ReceiptSchema(ma.Schema):
 
 
 class AdministrationSchema(StrictSchema):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     patient_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
@@ -129,6 +152,10 @@ class WitnessFields(StrictSchema):
 
 
 class WasteSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
+    #: the dose this is the remainder of; found by itself when one was drawn from the container today
+    administration_seq = Id(load_default=None)
+    no_administration_reason = ma.fields.String(load_default=None, validate=validate.Length(max=500))
     container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
@@ -137,12 +164,14 @@ class WasteSchema(WitnessFields):
 
 
 class TransferSchema(StrictSchema):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     to_storage_site_id = Id(required=True)
     occurred_at = AwareDateTime(load_default=None)
 
 
-class LossSchema(StrictSchema):
+class LossSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in LossKind]))
@@ -152,17 +181,20 @@ class LossSchema(StrictSchema):
 
 
 class ReverseDistributorSchema(StrictSchema):
-    name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
-    address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    name = ma.fields.String(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    address = ma.fields.String(required=True, validate=[validate.Length(min=1, max=500), _not_blank])
     dea_registration = ma.fields.String(required=True, validate=_DEA)
 
 
 class DisposalSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     method = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     second_witness_email = ma.fields.String(load_default=None, validate=validate.Length(max=254))
     second_witness_password = ma.fields.String(load_default=None, load_only=True, validate=validate.Length(max=1024))
     reverse_distributor = ma.fields.Nested(ReverseDistributorSchema, load_default=None)
+    #: free text beside the listed method (DEA-45): the kit used, the lot of the agent, ...
+    method_note = ma.fields.String(load_default=None, validate=validate.Length(max=500))
     occurred_at = AwareDateTime(load_default=None)
 
     @ma.post_load
@@ -174,9 +206,12 @@ class DisposalSchema(WitnessFields):
 
 
 class CorrectionSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     location_id = Id(required=True)
     corrects_seq = Id(required=True)
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
+    #: what an administration, waste or loss really was; omitted, the entry is undone
+    corrected_quantity_mg = Milligrams(load_default=None, positive=False, attribute="corrected_quantity_ug")
     occurred_at = AwareDateTime(load_default=None)
 
 
@@ -187,6 +222,7 @@ class CountLineSchema(StrictSchema):
 
 
 class CountSchema(WitnessFields):
+    late_entry_reason = _late_entry_reason()
     location_id = Id(required=True)
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in CountKind]))
     business_hours = ma.fields.String(load_default=None, validate=validate.OneOf(["opening", "close"]))
@@ -225,6 +261,8 @@ class LedgerQuerySchema(StrictSchema):
     until = AwareDateTime(load_default=None)
     kind = ma.fields.String(load_default=None, validate=validate.OneOf([k.value for k in EntryKind]))
     container_id = Id(load_default=None, strict=False)
+    drug_id = Id(load_default=None, strict=False)
+    schedule = ma.fields.String(load_default=None, validate=validate.OneOf([s.value for s in Schedule]))
     cursor = ma.fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,9}$"))
     limit = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
@@ -245,11 +283,32 @@ class DrugBalanceSchema(ma.Schema):
     containers = ma.fields.Integer(required=True)
 
 
+class DiscrepancyAlertSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    location_id = ma.fields.Integer(required=True)
+    raised_at = ma.fields.AwareDateTime(required=True)
+    discrepancy_ids = ma.fields.List(ma.fields.Integer(), required=True)
+    rule = ma.fields.Dict(required=True)
+    decision = ma.fields.String(allow_none=True)
+    reason = ma.fields.String(allow_none=True)
+    resolved_by_id = ma.fields.Integer(allow_none=True)
+    resolved_at = ma.fields.AwareDateTime(allow_none=True)
+
+
+class ResolveAlertSchema(StrictSchema):
+    decision = ma.fields.String(required=True, validate=validate.OneOf([d.value for d in AlertDecision]))
+    reason = ma.fields.String(required=True, validate=[validate.Length(min=1, max=1000), _not_blank])
+
+
 class BalancesSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
     next_inventory_due_on = ma.fields.Date(allow_none=True, required=True)
+    #: the next full inventory (DEA-15, DEA-22) is past due at the location
+    inventory_overdue = ma.fields.Boolean(required=True)
     #: DEA-35: a continuing pattern of small unexplained shortages is significant
     small_discrepancy_pattern = ma.fields.Boolean(required=True)
+    #: the open pattern alert a prescriber or admin resolves, if any
+    discrepancy_alert = ma.fields.Nested(DiscrepancyAlertSchema, allow_none=True, required=True)
     drugs = ma.fields.List(ma.fields.Nested(DrugBalanceSchema), required=True)
     containers = ma.fields.List(ma.fields.Nested(ContainerSchema), required=True)
 
@@ -269,6 +328,8 @@ class LossReportSchema(ma.Schema):
     notified_at = ma.fields.AwareDateTime(allow_none=True)
     filed_at = ma.fields.AwareDateTime(allow_none=True)
     form = ma.fields.Dict(required=True)
+    board_notice_due_on = ma.fields.Date(allow_none=True)
+    board_notified_at = ma.fields.AwareDateTime(allow_none=True)
 
 
 class LossReportListSchema(ma.Schema):

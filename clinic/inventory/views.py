@@ -30,6 +30,7 @@ from clinic.inventory.schemas import (
     LedgerQuerySchema,
     LossSchema,
     ReceiveStockSchema,
+    ResolveAlertSchema,
     ResolveDiscrepancySchema,
     TransferSchema,
     WasteSchema,
@@ -80,7 +81,7 @@ def _back_to_safe(where: queries.Where) -> Any:
 @bp.get("/")
 @require("inventory.view")
 def safe() -> Any:
-    return render_template("inventory/safe.html", page=queries.overview(_location_id()))
+    return render_template("inventory/safe.html", page=queries.overview(_location_id()), form={}, errors={}, error=None)
 
 
 # --- receiving a shipment ------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def record_loss() -> Any:
     schema = LossSchema()
     try:
         args = schema.load(form_payload(schema, where.timezone, request.form))
-        entry = tx.attempt(lambda: service.record_loss(actor=current_actor(), **args))
+        entry = tx.attempt(lambda: service.record_loss(actor=current_actor(), client_addr=client_addr(), **args))
     except (ValidationError, DomainError) as exc:
         return refused("inventory/loss.html", exc, stock=queries.stock(_location_id()), loss_kinds=LOSS_KINDS)
     flash(
@@ -280,6 +281,19 @@ def resolve_discrepancy(discrepancy_id: int) -> Any:
         return refused("inventory/discrepancies.html", exc, page=_queue(), failed_id=discrepancy_id)
     flash(f"Discrepancy #{disc.id} {disc.status}.", "success")
     return redirect(url_for(".discrepancies", location_id=_location_id(), count_id=request.args.get("count_id")))
+
+
+@bp.post("/discrepancy-alerts/<int:alert_id>/resolve")
+@require("inventory.resolve")
+def resolve_alert(alert_id: int) -> Any:
+    schema = ResolveAlertSchema()
+    try:
+        args = schema.load(form_payload(schema, "UTC", request.form))
+        tx.attempt(lambda: service.resolve_alert(actor=current_actor(), alert_id=alert_id, **args))
+    except (ValidationError, DomainError) as exc:
+        return refused("inventory/safe.html", exc, page=queries.overview(_location_id()))
+    flash("The pattern alert is resolved and the decision recorded.", "success")
+    return redirect(url_for(".safe", location_id=_location_id()))
 
 
 # --- the ledger browser ------------------------------------------------------------------------

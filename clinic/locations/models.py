@@ -14,10 +14,13 @@ from clinic.extensions import db
 DEFAULT_JURISDICTION: dict[str, Any] = {
     "state": None,
     "inventory_interval_months": 24,  # DEA-15 biennial; Iowa/SC/MI annual
-    "count_mode": "estimated",  # DEA-19: CIII-V opened containers may be estimated; Iowa exact
+    "inventory_interval_days": None,  # when set, wins over months: Iowa's "1 year and 1 week" is 372
+    # DEA-19: CIII-V opened containers may be estimated; "exact"; or Iowa's "exact_liquid_quarters"
+    "count_mode": "estimated",
     "waste_witness_required": True,  # DEA-40/42: state rule or clinic policy
     "witness_must_be_licensed": True,
-    "board_loss_notice_days": None,  # DEA-37 state add-on, e.g. 14 (CA theft) or 30
+    "board_loss_notice_days": None,  # DEA-37 state add-on, e.g. 30 (CA)
+    "board_theft_notice_days": None,  # DEA-37: sooner for a theft, e.g. 14 (CA)
     "retention_years": 2,  # DEA-08 floor; HIPAA documentation 6 (SYS-02)
     "small_discrepancy_pattern": {"count": 3, "days": 30},  # DEA-35
     # DOMAIN.md §4: per-flag level overrides, e.g. {"CI-06": "HARD"}; defaults live in

@@ -6,12 +6,13 @@ import marshmallow as ma
 from marshmallow import validate
 
 from clinic.core.fields import StrictSchema, TimeZoneName
+from clinic.locations.calendar import SUBDIVISIONS
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-def _dea_checksum(value: str) -> None:
+def dea_number_check(value: str) -> None:
     """DEA numbers: two letters, seven digits, the last a check digit (21 CFR 1301 practice)."""
     if not re.fullmatch(r"[A-Z][A-Z9]\d{7}", value):
         raise ma.ValidationError("Two letters and seven digits, e.g. AB1234563.")
@@ -20,15 +21,27 @@ def _dea_checksum(value: str) -> None:
         raise ma.ValidationError("The check digit does not match.")
 
 
+class DiscrepancyPatternSchema(StrictSchema):
+    """DEA-35: this many unexplained shortages within this many days is a pattern."""
+
+    count = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=2, max=100))
+    days = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=366))
+
+
 class JurisdictionSchema(StrictSchema):
-    state = ma.fields.String(allow_none=True, validate=validate.Length(equal=2))
-    inventory_interval_months = ma.fields.Integer(validate=validate.Range(min=1, max=24))
-    count_mode = ma.fields.String(validate=validate.OneOf(["exact", "estimated"]))
+    """SYS-04. Naming a state applies its preset (clinic.locations.profiles); fields set here win."""
+
+    state = ma.fields.String(allow_none=True, validate=validate.OneOf(sorted(SUBDIVISIONS)))
+    inventory_interval_months = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1, max=24))
+    #: DEA-15: at most two years; Iowa's one year and one week is 372
+    inventory_interval_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1, max=731))
+    count_mode = ma.fields.String(validate=validate.OneOf(["exact", "estimated", "exact_liquid_quarters"]))
     waste_witness_required = ma.fields.Boolean()
     witness_must_be_licensed = ma.fields.Boolean()
-    board_loss_notice_days = ma.fields.Integer(allow_none=True, validate=validate.Range(min=0, max=90))
-    retention_years = ma.fields.Integer(validate=validate.Range(min=2, max=30))
-    small_discrepancy_pattern = ma.fields.Dict()
+    board_loss_notice_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=90))
+    board_theft_notice_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=90))
+    retention_years = ma.fields.Integer(strict=True, validate=validate.Range(min=2, max=30))
+    small_discrepancy_pattern = ma.fields.Nested(DiscrepancyPatternSchema)
     screening_levels = ma.fields.Dict(
         keys=ma.fields.String(validate=validate.Regexp(r"^CI-\d{2}$", error="A flag code such as CI-06.")),
         values=ma.fields.String(validate=validate.OneOf(["HARD", "OVERRIDE", "WARN"])),
@@ -38,7 +51,7 @@ class JurisdictionSchema(StrictSchema):
 class CreateLocationSchema(StrictSchema):
     name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
-    dea_registration = ma.fields.String(required=True, validate=_dea_checksum)
+    dea_registration = ma.fields.String(required=True, validate=dea_number_check)
     timezone = TimeZoneName(required=True)
     phone = ma.fields.String(load_default=None, validate=validate.Length(max=40))
     jurisdiction = ma.fields.Nested(JurisdictionSchema, load_default=None)
@@ -48,7 +61,7 @@ class CreateLocationSchema(StrictSchema):
 class UpdateLocationSchema(StrictSchema):
     name = ma.fields.String(validate=validate.Length(min=1, max=200))
     address = ma.fields.String(validate=validate.Length(min=1, max=500))
-    dea_registration = ma.fields.String(validate=_dea_checksum)
+    dea_registration = ma.fields.String(validate=dea_number_check)
     timezone = TimeZoneName()
     phone = ma.fields.String(allow_none=True, validate=validate.Length(max=40))
     jurisdiction = ma.fields.Nested(JurisdictionSchema)

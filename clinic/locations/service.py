@@ -10,7 +10,8 @@ from clinic.audit.tags import Tag
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.extensions import db
-from clinic.locations.models import DEFAULT_JURISDICTION, Location, StorageSite
+from clinic.locations import profiles
+from clinic.locations.models import Location, StorageSite
 
 
 def create_location(
@@ -32,7 +33,7 @@ def create_location(
         dea_registration=dea_registration,
         timezone=timezone,
         phone=phone,
-        jurisdiction={**DEFAULT_JURISDICTION, **(jurisdiction or {})},
+        jurisdiction=profiles.profile(None, jurisdiction or {}),
         rems_certified_until=rems_certified_until,
     )
     db.session.add(location)
@@ -66,7 +67,7 @@ def update_location(*, actor: User, location_id: int, changes: dict[str, Any]) -
     diff = {}
     for field, value in changes.items():
         if field == "jurisdiction":
-            value = {**DEFAULT_JURISDICTION, **(location.jurisdiction or {}), **value}
+            value = profiles.profile(location.jurisdiction, value)
         old = getattr(location, field)
         if old != value:
             diff[field] = [str(old), str(value)]

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 
 from clinic.core.time import utcnow
 from clinic.extensions import db
+from clinic.locations.calendar import add_business_days
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
 from clinic.reminders import rules
@@ -328,7 +329,8 @@ def plan_missed_follow_up(appt: Any, *, follow_up: str) -> None:
     settings = settings_for(appt.location_id)
     days = int(settings["missed_follow_up"].get("business_days") or 2)
     today = appt.starts_at.astimezone(rules.zone(location.timezone)).date()
-    send_at = rules.wall(rules.add_business_days(today, 1), rules.hhmm(settings["staff_send_time"]), location.timezone)
+    state = location.rule("state")  # the clinic's own holidays as well as the federal ones
+    send_at = rules.wall(add_business_days(today, 1, state), rules.hhmm(settings["staff_send_time"]), location.timezone)
     write(
         [
             Plan(
@@ -342,7 +344,7 @@ def plan_missed_follow_up(appt: Any, *, follow_up: str) -> None:
                 appointment_id=appt.id,
                 series_id=appt.series_id,
                 params={
-                    "deadline": rules.add_business_days(today, days).isoformat(),
+                    "deadline": add_business_days(today, days, state).isoformat(),
                     "status": appt.status,
                     "follow_up": follow_up,
                 },

@@ -129,14 +129,6 @@ def next_local_day_at(at: datetime, when: time, tz: str | ZoneInfo, *, days: int
     return wall(at.astimezone(zone(tz)).date() + timedelta(days=days), when, tz)
 
 
-def add_business_days(day: date, n: int) -> date:
-    while n:
-        day += timedelta(days=1)
-        if day.weekday() < 5:
-            n -= 1
-    return day
-
-
 def quiet_end(at: datetime, quiet: dict[str, str] | None, tz: str | ZoneInfo) -> datetime | None:
     """When the quiet hours that ``at`` falls in end (in UTC), or None if ``at`` is not in them."""
     if not quiet or not quiet.get("start") or not quiet.get("end"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -153,32 +154,39 @@ def test_theft_opens_a_form_106_draft_with_deadlines(app, clinic):
 
     from clinic.extensions import db
     from clinic.inventory.models import LossReport
+    from clinic.locations.calendar import add_business_days
+    from tests.clock import today_in
 
     cid = clinic.receive(count=1).json["containers"][0]["id"]
     resp = clinic.post(
         "/inventory/losses",
-        {
-            "container_id": cid,
-            "quantity_mg": "100",
-            "kind": "theft",
-            "description": "vial found short",
-            "discovered_at": "2026-11-20T15:00:00Z",
-        },
+        {"container_id": cid, "quantity_mg": "100", "kind": "theft", "description": "vial found short"},
     )
     assert resp.status_code == 201
+    today = today_in("America/Chicago")  # discovered now, on the location's own day
     with app.app_context():
         report = db.session.scalar(select(LossReport).where(LossReport.entry_id == resp.json["id"]))
-        # Discovered Friday 2026-11-20 (Chicago): notice by the next business day, Monday; filing in 45 days.
-        # A fixed date on purpose: a calendar fact, and in the past whenever the suite runs.
-        assert report.notice_due_at.isoformat().startswith("2026-11-24T05:59:59")
-        assert report.filing_due_on.isoformat() == "2027-01-04"
+        # Notice by the end of the next business day there (DEA-31); the form within 45 days (DEA-32).
+        from zoneinfo import ZoneInfo
+
+        due = report.notice_due_at.astimezone(ZoneInfo("America/Chicago"))
+        assert due.date() == add_business_days(today, 1) and (due.hour, due.minute) == (23, 59)
+        assert report.filing_due_on == today + timedelta(days=45)
         assert report.form["products"][0]["quantity_lost_mg"] == "100"
+        assert report.board_notice_due_on is None  # the federal profile has no board deadline
 
 
 def test_breakage_is_recorded_without_form_106(app, clinic):
     cid = clinic.receive(count=1).json["containers"][0]["id"]
     resp = clinic.post(
-        "/inventory/losses", {"container_id": cid, "quantity_mg": "500", "kind": "breakage", "description": "dropped"}
+        "/inventory/losses",
+        {
+            "container_id": cid,
+            "quantity_mg": "500",
+            "kind": "breakage",
+            "description": "dropped",
+            **clinic.witness_fields(),
+        },
     )
     assert resp.status_code == 201
     assert clinic.container(cid)["balance_mg"] == "0"
@@ -227,7 +235,7 @@ def test_correction_reverses_an_entry_with_a_link(clinic):
         "/inventory/corrections",
         {"location_id": clinic.location_id, "corrects_seq": wrong["seq"], "reason": "again", **clinic.witness_fields()},
     )
-    assert twice.status_code == 422
+    assert twice.status_code == 409 and twice.json["code"] == "already_recorded"
 
 
 def test_shift_count_opens_discrepancies_and_adjustment_needs_two_signatures(app, clinic, make_user):
@@ -323,8 +331,6 @@ def test_front_desk_cannot_touch_the_ledger(app, clinic, make_user):
 
 
 def test_loss_report_deadlines_and_steps(app, clinic, make_user):
-    from datetime import timedelta
-
     from sqlalchemy import select
 
     from clinic.audit.models import AuditEvent
@@ -333,27 +339,19 @@ def test_loss_report_deadlines_and_steps(app, clinic, make_user):
     from clinic.inventory import service
 
     cid = clinic.receive(count=1).json["containers"][0]["id"]
-    long_ago = (utcnow() - timedelta(days=60)).isoformat()
     entry = clinic.post(
-        "/inventory/losses",
-        {
-            "container_id": cid,
-            "quantity_mg": "20",
-            "kind": "loss",
-            "description": "short",
-            "occurred_at": long_ago,
-            "discovered_at": long_ago,
-        },
+        "/inventory/losses", {"container_id": cid, "quantity_mg": "20", "kind": "loss", "description": "short"}
     ).json
+    later = utcnow() + timedelta(days=60)  # the deadlines as the beat task sees them two months on
     reports = clinic.client.get(
         "/api/v1/inventory/loss-reports", query_string={"location_id": clinic.location_id}, headers=clinic.nurse_h
     ).json["items"]
     (report,) = [r for r in reports if r["entry_id"] == entry["id"]]
     assert report["notified_at"] is None
     with app.app_context():
-        assert service.flag_overdue_loss_reports(utcnow()) >= 2
+        assert service.flag_overdue_loss_reports(later) >= 2
         db.session.commit()
-        assert service.flag_overdue_loss_reports(utcnow()) == 0  # never repeated
+        assert service.flag_overdue_loss_reports(later) == 0  # never repeated
         tags = set(
             db.session.scalars(
                 select(AuditEvent.tag).where(
@@ -364,7 +362,7 @@ def test_loss_report_deadlines_and_steps(app, clinic, make_user):
     assert {"inventory:loss_report:notice_overdue", "inventory:loss_report:filing_overdue"} <= tags
     done = clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"})
     assert done.status_code == 200 and done.json["notified_at"]
-    assert clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"}).status_code == 422
+    assert clinic.post(f"/inventory/loss-reports/{report['id']}/steps", {"step": "notified"}).status_code == 409
 
 
 def test_next_inventory_due_follows_the_jurisdiction(app, clinic):

@@ -187,12 +187,31 @@ def test_receive_through_the_form(clinic, nurse):
 
 
 def test_receive_reads_a_back_charted_time_in_the_location_zone(clinic, nurse):
-    path = f"/inventory/receive?location_id={clinic.location_id}"
+    from tests.inventory.conftest import make_location
+
+    # a location whose records start on paper, long before the receipt charted below
+    loc = make_location(clinic.client, clinic.admin)
+    site = clinic.client.post(f"/api/v1/locations/{loc}/storage-sites", headers=clinic.admin, json={"name": "S"})
+    initial = clinic.post(
+        "/inventory/counts",
+        {
+            "location_id": loc,
+            "kind": "initial",
+            "business_hours": "opening",
+            "lines": [],
+            "occurred_at": "2024-01-01T00:00:00Z",
+            "late_entry_reason": "paper records",
+            **clinic.witness_fields(),
+        },
+    )
+    assert initial.status_code == 201, initial.json
+    path = f"/inventory/receive?location_id={loc}"
     resp = submit(
         nurse,
         path,
         {
-            "storage_site_id": str(clinic.safe_id),
+            "late_entry_reason": "from the paper log",
+            "storage_site_id": str(site.json["id"]),
             "drug_id": str(clinic.drug_id),
             "lot_number": "BACK-1",
             "expires_on": LATER,
@@ -205,7 +224,7 @@ def test_receive_reads_a_back_charted_time_in_the_location_zone(clinic, nurse):
         },
     )
     assert resp.status_code == 302, text(resp)[-2000:]
-    (entry,) = [e for e in clinic.ledger(kind="receipt") if e["details"]["lot_number"] == "BACK-1"]
+    (entry,) = [e for e in clinic.ledger(kind="receipt", location_id=loc) if e["details"]["lot_number"] == "BACK-1"]
     assert datetime.fromisoformat(entry["occurred_at"]) == datetime(2024, 1, 15, 15, 30, tzinfo=UTC)
 
 
@@ -249,6 +268,7 @@ def test_witnessed_waste_through_the_form(clinic, nurse):
             "container_id": str(cid),
             "quantity_mg": "12.5",
             "reason": "remainder of a 37.5 mg dose",
+            "no_administration_reason": "drawn up, dose not given",
             "patient_id": "",
             "occurred_at": "",
             **clinic.witness_fields(),
@@ -312,7 +332,13 @@ def test_waste_beyond_the_balance_is_a_conflict(clinic, nurse):
     resp = submit(
         nurse,
         f"/inventory/waste?location_id={clinic.location_id}",
-        {"container_id": str(cid), "quantity_mg": "500.5", "reason": "too much", **clinic.witness_fields()},
+        {
+            "container_id": str(cid),
+            "quantity_mg": "500.5",
+            "reason": "too much",
+            "no_administration_reason": "spare",
+            **clinic.witness_fields(),
+        },
     )
     assert resp.status_code == 409
     assert "The container holds 500 mg." in text(resp)
@@ -386,7 +412,7 @@ def test_count_with_a_difference_opens_a_discrepancy_that_a_prescriber_explains(
     disc_id = int(match.group(1))
     entry = clinic.ledger(kind="count")[-1]
     assert entry["witness_id"] == clinic.witness.id
-    assert entry["details"]["lines"] == [
+    assert [{k: ln[k] for k in ("container_id", "counted_ug", "exact")} for ln in entry["details"]["lines"]] == [
         {"container_id": kept, "counted_ug": 500000, "exact": True},
         {"container_id": short, "counted_ug": 499500, "exact": False},
     ]

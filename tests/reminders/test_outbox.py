@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from clinic.extensions import db
+from clinic.locations.calendar import add_business_days
 from clinic.reminders.models import Reminder
 from tests.reminders.conftest import patient, reminders
 from tests.scheduling.conftest import PATIENT_TZ, local
@@ -114,7 +115,8 @@ def test_a_missed_visit_stops_its_reminders_and_asks_the_front_desk_to_follow_up
     (follow,) = [r for r in rows if r["kind"] == "missed_follow_up"]
     assert follow["status"] == "pending" and follow["channel"] == "in_app"
     due = local(follow["due_at"], desk.tz)
-    assert due.date() > local(first["starts_at"], desk.tz).date() and due.weekday() < 5
+    # The next business day of the clinic's calendar: weekends and public holidays skipped (SPR-23).
+    assert due.date() == add_business_days(local(first["starts_at"], desk.tz).date(), 1)
     assert due.strftime("%H:%M") == "09:00"
 
 

@@ -85,6 +85,9 @@ class Ward:
                 "supplier_address": "1 Supply Rd, Newark NJ",
                 "supplier_dea_registration": dea_number(),
                 "invoice_number": f"INV-{uuid.uuid4().hex[:6]}",
+                # stock is in the safe from the start of the day, before any dose charted later that
+                # day (an entry is never dated before its container's previous movement)
+                "occurred_at": at_local(self.day, "07:31", TZ).isoformat(),
             },
         )
         assert resp.status_code == 201, resp.json

@@ -136,7 +136,15 @@ def clinic(server: LiveServer) -> Clinic:
         ]
         for body, size in ((device, "1"), (vial, "20"))
     ]
-    initial = {"location_id": lid, "kind": "initial", "business_hours": "opening", "lines": []}
+    # The safe opens hours before the visits back-charted below: nothing is dated before its stock.
+    opened = datetime.now(UTC) - timedelta(hours=6)
+    initial = {
+        "location_id": lid,
+        "kind": "initial",
+        "business_hours": "opening",
+        "lines": [],
+        "occurred_at": opened.isoformat(),
+    }
     signature = {"witness_email": witness.email, "witness_password": witness.password}
     _api(server, nurse, "POST", "/inventory/counts", {**initial, **signature})
     stock = []
@@ -156,6 +164,7 @@ def clinic(server: LiveServer) -> Clinic:
                 "supplier_address": "1 Supply Rd",
                 "supplier_dea_registration": dea_number(),
                 "invoice_number": f"INV-{uuid.uuid4().hex[:5]}",
+                "occurred_at": (opened + timedelta(minutes=1)).isoformat(),
             },
         )
         stock.append([c["id"] for c in receipt["containers"]])
