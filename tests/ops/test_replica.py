@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import time_machine
 from flask import Flask
 from sqlalchemy import select, text
 
@@ -34,10 +35,11 @@ from clinic.core import replica
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.inventory.models import LedgerChain
+from tests.clock import at_local
 from tests.conftest import IN_CI, Client, dispose, make_app, migrate
 from tests.ops.seed import seed_clinic, user_maker
 from tests.test_disconnects import PrivateCluster, _postgres_bin
-from tests.visits.conftest import ward_day
+from tests.visits.conftest import TZ, ward_day
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +188,10 @@ def test_a_lagging_replica_is_waited_for_or_named(pair: Pair) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     try:
-        pair.ward.receive(pair.ward.vial_drug, 1)  # on the primary; the standby does not replay it
+        # On the primary; the standby does not replay it. On the seeded day's evening: a receipt is never
+        # dated in the future (the ward charts its stock received at the start of its day).
+        with time_machine.travel(at_local(pair.ward.day, "18:00", TZ), tick=False):
+            pair.ward.receive(pair.ward.vial_drug, 1)
         written = pair.sql(pair.primary, "SELECT pg_current_wal_lsn()::text")
         with pair.app.app_context():
             head = db.session.get(LedgerChain, pair.ward.location_id).head_seq  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import func, inspect, select, text
 
+from clinic.core import signing
 from clinic.extensions import db
 from clinic.inventory import integrity
 from tests.clock import in_years
@@ -58,6 +59,15 @@ def test_the_fixture_is_the_releases_and_sizeable() -> None:
     assert len(data["reads"]) > 20
 
 
+def release_key() -> str:
+    """The key the release signed its checkpoints with: the clinic keeps it across the upgrade, and
+    verification pins it (SYS-05) instead of trusting the key each checkpoint row names."""
+    table = release()["tables"]["ledger_checkpoints"]
+    column = table["columns"].index("public_key")
+    (key,) = {row[column] for row in table["rows"]}
+    return str(key)
+
+
 def test_a_release_database_upgrades_to_head_with_its_data(backend: str) -> None:
     data = release()
     clinic = data["clinic"]
@@ -66,7 +76,8 @@ def test_a_release_database_upgrades_to_head_with_its_data(backend: str) -> None
         with app.app_context():
             present = set(inspect(db.engine).get_table_names())
             # The chains: intact, with the release's heads and checkpoints.
-            reports = integrity.verify_all()
+            assert not integrity.verify_all()[0].ok  # no pinned key: the rows' own keys prove nothing
+            reports = integrity.verify_all(public_keys=(release_key(),))
             assert [(r.location_id, r.entries, r.head_hash, r.ok) for r in reports] == [
                 (c["location_id"], c["entries"], c["head_hash"], True) for c in data["chains"]
             ]
@@ -123,4 +134,6 @@ def test_a_release_database_upgrades_to_head_with_its_data(backend: str) -> None
         with app.app_context():
             assert integrity.sign_checkpoints()
             db.session.commit()
-            assert all(r.ok for r in integrity.verify_all())
+            own = signing.public_key_of_file()
+            assert own is not None
+            assert all(r.ok for r in integrity.verify_all(public_keys=(release_key(), own)))
