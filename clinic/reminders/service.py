@@ -18,7 +18,7 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, ValidationFailed
-from clinic.core.time import utcnow
+from clinic.core.time import database_now, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
@@ -176,7 +176,9 @@ def retry(*, actor: User, reminder_id: int) -> Reminder:
     if r.status != RS.failed:
         raise ReminderNotRetryable(f"This reminder is {r.status}.")
     now = utcnow()
-    r.status, r.attempts, r.next_attempt_at = RS.pending.value, 0, now
+    # Due by the sweeper's clock (the database's), not this process's: a web host whose clock runs
+    # ahead would otherwise park the retry in the future.
+    r.status, r.attempts, r.next_attempt_at = RS.pending.value, 0, database_now()
     r.claim_token = r.lease_until = r.handed_off_at = None
     if r.expires_at is not None and r.expires_at <= now:
         raise ValidationFailed(
