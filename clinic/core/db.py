@@ -55,6 +55,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+#: Opened right after SQLite's BEGIN IMMEDIATE, so a failed request can undo its work without
+#: giving up the write lock (see clinic.core.tx.discard).
+WORK_SAVEPOINT = "clinic_work"
+
+
 def configure_sqlite(engine: Engine) -> None:
     """WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE for every transaction.
 
@@ -77,6 +82,7 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(f"SAVEPOINT {WORK_SAVEPOINT}")
 
 
 def normalise_database_url(url: str) -> str:

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from clinic.core.db import WORK_SAVEPOINT
 from clinic.extensions import db
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,25 @@ def commit(records: Iterable[object] = ()) -> None:
 
 def discard() -> None:
     """Roll back the work and drop its after-commit queue; kept records wait for :func:`rollback`."""
-    db.session.rollback()
+    if not (g.get("_kept") if has_app_context() else None) or not _undo_holding_the_lock():
+        db.session.rollback()
     _take("_after_commit")
+
+
+def _undo_holding_the_lock() -> bool:
+    """On SQLite, undo the work but keep the write lock until the kept records are written.
+
+    A plain ROLLBACK would free the lock first: a request waiting on it could then count failed
+    attempts without this one (N wrong witness passwords at once, one more judged than the limit).
+    Rolling back to the savepoint opened after BEGIN IMMEDIATE keeps the transaction, and the
+    commit that writes the kept records ends it.
+    """
+    session = db.session()
+    if db.engine.dialect.name != "sqlite" or not session.in_transaction() or not session.is_active:
+        return False
+    session.connection().exec_driver_sql(f"ROLLBACK TO SAVEPOINT {WORK_SAVEPOINT}")
+    session.expunge_all()  # what the work loaded or added is gone with it
+    return True
 
 
 def rollback(records: Iterable[object] = ()) -> None:
