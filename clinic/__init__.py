@@ -63,6 +63,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _register_blueprints(app: Flask) -> None:
     # Import every model module so metadata (and migrations' autogenerate check) sees them all.
     import clinic.core.idempotency
+    import clinic.exports.models
+    import clinic.exports.tasks
     import clinic.inventory.models
     import clinic.inventory.tasks
     import clinic.locations.models

@@ -10,6 +10,7 @@ from clinic.exports.verifier import (  # noqa: F401 - re-exported
     GENESIS,
     HASHED_FIELDS,
     canonical,
+    checkpoint_message,
     commitment,
     committed,
     entry_hash,

@@ -17,7 +17,16 @@ from clinic.core import signing, tx
 from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
-from clinic.inventory.chain import GENESIS, HASHED_FIELDS, committed, entry_hash, format_time, record_hash, shadow_step
+from clinic.inventory.chain import (
+    GENESIS,
+    HASHED_FIELDS,
+    checkpoint_message,
+    committed,
+    entry_hash,
+    format_time,
+    record_hash,
+    shadow_step,
+)
 from clinic.inventory.models import Checkpoint, Container, EntryKind, Form1Salts, LedgerChain, LedgerEntry
 from clinic.inventory.state import next_site, next_status
 from clinic.locations.models import Location
@@ -51,14 +60,12 @@ class Form1Anchor:
         self.salts: dict[int, dict[str, str]] = {}
 
     def load_salts(self, first: int, last: int) -> None:
-        self.salts = {
-            seq: salts
-            for seq, salts in db.session.execute(
-                select(Form1Salts.seq, Form1Salts.salts).where(
-                    Form1Salts.location_id == self.location_id, Form1Salts.seq.between(first, last)
-                )
+        rows = db.session.execute(
+            select(Form1Salts.seq, Form1Salts.salts).where(
+                Form1Salts.location_id == self.location_id, Form1Salts.seq.between(first, last)
             )
-        }
+        )
+        self.salts = {seq: salts for seq, salts in rows}  # noqa: C416 - rows are Row tuples
 
     def step(self, e: LedgerEntry) -> str | None:
         if e.phi_salts is None:
@@ -332,14 +339,6 @@ def verify_all(
     )
     trust, outside = pinned_trust(public_keys), outside_checkpoints(checkpoint_files)
     return [verify_location(i, trust=trust, outside=outside) for i in ids]
-
-
-def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: str) -> bytes:
-    return json.dumps(
-        {"location_id": location_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
 
 
 def checkpoint_signature_ok(cp: Checkpoint) -> bool:

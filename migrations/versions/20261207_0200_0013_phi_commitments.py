@@ -51,10 +51,16 @@ _entries = sa.table(
     sa.column("phi_salts", sa.JSON()),
 )
 _salts = sa.table(
-    "ledger_form1_salts", sa.column("location_id", sa.Integer()), sa.column("seq", sa.BigInteger()), sa.column("salts", sa.JSON())
+    "ledger_form1_salts",
+    sa.column("location_id", sa.Integer()),
+    sa.column("seq", sa.BigInteger()),
+    sa.column("salts", sa.JSON()),
 )
 _chains = sa.table(
-    "ledger_chains", sa.column("location_id", sa.Integer()), sa.column("head_seq", sa.BigInteger()), sa.column("head_hash", sa.String())
+    "ledger_chains",
+    sa.column("location_id", sa.Integer()),
+    sa.column("head_seq", sa.BigInteger()),
+    sa.column("head_hash", sa.String()),
 )
 
 
@@ -66,15 +72,76 @@ def upgrade() -> None:
         sa.Column("location_id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("salts", sa.JSON(), nullable=False),
-        sa.ForeignKeyConstraint(["location_id"], ["locations.id"], name=op.f("fk_ledger_form1_salts_location_id_locations")),
+        sa.ForeignKeyConstraint(
+            ["location_id"], ["locations.id"], name=op.f("fk_ledger_form1_salts_location_id_locations")
+        ),
         sa.PrimaryKeyConstraint("location_id", "seq", name=op.f("pk_ledger_form1_salts")),
     )
+    _export_tables()
     bind = op.get_bind()
     admin = bind.execute(sa.text("SELECT min(id) FROM users WHERE role = 'admin'")).scalar()
     for location_id, head_seq, head_hash in bind.execute(
         sa.select(_chains.c.location_id, _chains.c.head_seq, _chains.c.head_hash).where(_chains.c.head_seq > 0)
     ).all():
         _reanchor(bind, location_id, head_seq, head_hash, admin)
+
+
+def _export_tables() -> None:
+    op.create_table(
+        "exports",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("requested_by_id", sa.Integer(), nullable=True),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("file_format", sa.String(length=5), nullable=False),
+        sa.Column("profile", sa.String(length=20), nullable=False),
+        sa.Column("location_id", sa.Integer(), nullable=True),
+        sa.Column("since", UtcDateTime(), nullable=False),
+        sa.Column("until", UtcDateTime(), nullable=False),
+        sa.Column("schedule", sa.String(length=4), nullable=True),
+        sa.Column("drug_id", sa.Integer(), nullable=True),
+        sa.Column("recipient", sa.String(length=200), nullable=True),
+        sa.Column("recipient_address", sa.String(length=500), nullable=True),
+        sa.Column("purpose_kind", sa.String(length=20), nullable=False),
+        sa.Column("purpose", sa.String(length=500), nullable=True),
+        sa.Column("status", sa.String(length=8), nullable=False),
+        sa.Column("rows_done", sa.BigInteger(), nullable=False),
+        sa.Column("rows_total", sa.BigInteger(), nullable=True),
+        sa.Column("rows", sa.BigInteger(), nullable=True),
+        sa.Column("file_name", sa.String(length=200), nullable=True),
+        sa.Column("manifest_sha256", sa.String(length=64), nullable=True),
+        sa.Column("verification", sa.String(length=300), nullable=True),
+        sa.Column("error", sa.String(length=300), nullable=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("finished_at", UtcDateTime(), nullable=True),
+        sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name=op.f("ck_exports_status_known")),
+        sa.CheckConstraint(
+            "purpose_kind IN ('health_oversight', 'law_enforcement', 'required_by_law', 'operations')",
+            name=op.f("ck_exports_purpose_kind_known"),
+        ),
+        sa.ForeignKeyConstraint(["drug_id"], ["drugs.id"], name=op.f("fk_exports_drug_id_drugs")),
+        sa.ForeignKeyConstraint(["location_id"], ["locations.id"], name=op.f("fk_exports_location_id_locations")),
+        sa.ForeignKeyConstraint(["requested_by_id"], ["users.id"], name=op.f("fk_exports_requested_by_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_exports")),
+    )
+    op.create_index("ix_exports_requested_by", "exports", ["requested_by_id", "created_at"])
+    op.create_table(
+        "disclosures",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("patient_id", sa.Integer(), nullable=False),
+        sa.Column("export_id", sa.Integer(), nullable=False),
+        sa.Column("disclosed_at", UtcDateTime(), nullable=False),
+        sa.Column("recipient", sa.String(length=200), nullable=False),
+        sa.Column("recipient_address", sa.String(length=500), nullable=True),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("purpose_kind", sa.String(length=20), nullable=False),
+        sa.Column("purpose", sa.String(length=500), nullable=False),
+        sa.Column("recorded_by_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(["export_id"], ["exports.id"], name=op.f("fk_disclosures_export_id_exports")),
+        sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_disclosures_patient_id_patients")),
+        sa.ForeignKeyConstraint(["recorded_by_id"], ["users.id"], name=op.f("fk_disclosures_recorded_by_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_disclosures")),
+    )
+    op.create_index("ix_disclosures_patient", "disclosures", ["patient_id", "disclosed_at"])
 
 
 def _reanchor(bind, location_id: int, head_seq: int, head_hash: str, admin: int | None) -> None:
@@ -136,5 +203,9 @@ def downgrade() -> None:
     # the ledger is append-only: a database that has any cannot go back.
     if op.get_bind().execute(sa.text("SELECT count(*) FROM ledger_entries WHERE phi_salts IS NOT NULL")).scalar():
         raise RuntimeError("ledger entries in form 2 exist: downgrading below 0013 would break their proof")
+    op.drop_index("ix_disclosures_patient", table_name="disclosures")
+    op.drop_table("disclosures")
+    op.drop_index("ix_exports_requested_by", table_name="exports")
+    op.drop_table("exports")
     op.drop_table("ledger_form1_salts")
     op.execute("ALTER TABLE ledger_entries DROP COLUMN phi_salts")
