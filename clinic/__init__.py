@@ -79,6 +79,7 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.visits.tasks  # noqa: F401
     from clinic.auth import api as auth_api
     from clinic.auth import views as auth_views
+    from clinic.exports import api as exports_api
     from clinic.extensions import api
     from clinic.inventory import api as inventory_api
     from clinic.inventory import views as inventory_views
@@ -115,6 +116,7 @@ def _register_blueprints(app: Flask) -> None:
         outcomes_api.blp,
         pmf_api.blp,
         reminders_api.blp,
+        exports_api.blp,
     ):
         api.register_blueprint(blueprint)
 

@@ -1,4 +1,4 @@
-"""Export jobs and the accounting of disclosures they make (HIP-07..13)."""
+"""Export jobs and the accounting of disclosures they make (HIP-07..10)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Auditor exports: request, run (inline when small, else a Celery task), list, and the accounting
-of disclosures they make (DEA-08..12, HIP-01, HIP-07..15, SYS-05).
+of disclosures they make (DEA-12, HIP-01, HIP-07..10, HIP-15, SYS-05).
 
 An export reads and changes no record: it writes its own job row, the audit and access log rows
 that say it happened, and for an outside agency one accounting entry per patient it disclosed.
@@ -8,7 +8,7 @@ that say it happened, and for an outside agency one accounting entry per patient
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,39 @@ def _check_request(actor: User | None, export: Export) -> None:
         raise NotFound("No such location")
 
 
+def period(since: str, until: str, location_id: int | None) -> tuple[datetime, datetime]:
+    """``since``/``until`` as the auditor gives them: a date is a whole local day at the location
+    (UTC without one), ``until`` inclusive; a timestamp needs its offset and is taken as is."""
+    from datetime import date, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from clinic.locations.models import Location
+
+    location = db.session.get(Location, location_id) if location_id is not None else None
+    zone = ZoneInfo(location.timezone) if location is not None else UTC
+
+    def moment(value: str, extra_days: int) -> datetime:
+        value = (value or "").strip()
+        if len(value) == 10:
+            day = date.fromisoformat(value) + timedelta(days=extra_days)
+            return datetime.combine(day, time(0), zone).astimezone(UTC)
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if at.tzinfo is None:
+            raise ValueError("no offset")
+        return at.astimezone(UTC)
+
+    bounds: list[datetime] = []
+    errors: dict[str, list[str]] = {}
+    for name, value, extra in (("since", since, 0), ("until", until, 1)):
+        try:
+            bounds.append(moment(value, extra))
+        except (ValueError, OverflowError):
+            errors[name] = ["A date (YYYY-MM-DD) or a timestamp with its offset."]
+    if errors:
+        raise ValidationFailed(errors=errors)
+    return bounds[0], bounds[1]
+
+
 def request_export(
     *,
     actor: User | None,
@@ -107,6 +140,8 @@ def request_export(
     purpose_kind: str = PurposeKind.operations.value,
     purpose: str | None = None,
     run_now: bool | None = None,
+    out: Path | None = None,
+    progress: writer.Progress | None = None,
 ) -> Export:
     export = Export(
         requested_by_id=actor.id if actor else None,
@@ -136,8 +171,8 @@ def request_export(
     )
     if run_now is None:
         run_now = estimate(export) <= inline_rows()
-    if run_now:
-        run(export, actor)
+    if run_now or out is not None:
+        run(export, actor, out=out, on_progress=progress)
     else:
         from clinic.exports import tasks
 
@@ -158,15 +193,24 @@ def estimate(export: Export) -> int:
     return 0 if head is None else head - (first or head) + 2
 
 
-def run(export: Export, actor: User | None, *, commit_progress: bool = False) -> Export:
+def run(
+    export: Export,
+    actor: User | None,
+    *,
+    commit_progress: bool = False,
+    out: Path | None = None,
+    on_progress: writer.Progress | None = None,
+) -> Export:
     """Write the bundle; record the disclosures; verify it as an auditor would."""
     if export.status not in (ExportStatus.queued, ExportStatus.running):
         raise Conflict(f"The export is {export.status}.")
     export.status = ExportStatus.running.value
-    path = export_dir() / str(export.id) / f"{export.kind}-{export.id}.{SUFFIX[export.file_format]}"
+    path = out or export_dir() / str(export.id) / f"{export.kind}-{export.id}.{SUFFIX[export.file_format]}"
 
     def progress(done: int, total: int) -> None:
         export.rows_done, export.rows_total = done, total
+        if on_progress is not None:
+            on_progress(done, total)
         if commit_progress:
             tx.commit()
 
@@ -181,7 +225,7 @@ def run(export: Export, actor: User | None, *, commit_progress: bool = False) ->
         return export
     export.rows, export.file_name = result.rows, path.name
     export.manifest_sha256 = next(f["sha256"] for f in _manifest_files(path))
-    export.verification = check(export)
+    export.verification = check(path)
     export.status, export.finished_at = ExportStatus.done.value, utcnow()
     _disclose(export, actor, result.patients)
     audit.record(
@@ -200,11 +244,10 @@ def _manifest_files(path: Path) -> list[dict[str, Any]]:
     return [{"sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}]
 
 
-def check(export: Export) -> str:
+def check(path: Path) -> str:
     """The offline verifier, run on the bundle with the clinic's own key pinned."""
     from clinic.core import signing
 
-    path = file_path(export)
     try:
         return "OK: " + proof.verify(str(path), None, {signing.public_key_hex()}, set())
     except proof.Altered as problem:
@@ -212,7 +255,7 @@ def check(export: Export) -> str:
 
 
 def _disclose(export: Export, actor: User | None, patients: set[int]) -> None:
-    """HIP-10: date, recipient, description, purpose; one entry per patient whose PHI went out."""
+    """HIP-08/10: date, recipient, description, purpose; one entry per patient whose PHI went out."""
     if export.purpose_kind in NOT_ACCOUNTED or not patients:
         return
     fields = "name and address" if export.profile == "dea-inspection" else "identifiers, name and address"
@@ -235,6 +278,23 @@ def _disclose(export: Export, actor: User | None, patients: set[int]) -> None:
                 recorded_by_id=actor.id if actor else None,
             )
         )
+
+
+def log_cli_access(export: Export, actor: User | None) -> None:
+    """HIP-01: an export from the command line is in the access log as a request's would be."""
+    import uuid
+
+    audit.log_access(
+        audit.access_event(
+            user_id=actor.id if actor else None,
+            action="CLI clinic export",
+            obj=f"export:{export.id}",
+            outcome="allowed",
+            status_code=200,
+            client_addr="cli",
+            request_id=uuid.uuid4().hex,
+        )
+    )
 
 
 def fail(export: Export, message: str) -> None:

@@ -150,7 +150,8 @@ def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: st
 MANIFEST_FORMAT = "clinic-export/1"
 
 #: profiles and the PHI paths each carries (HIP-15 minimum necessary; DEA-26 names the patient's
-#: name and address on a dispensing record, nothing more; no profile has price or charge fields)
+#: name and address on a dispensing record, nothing more; no profile has price or charge fields,
+#: DEA-12)
 PROFILES: dict[str, tuple[str, ...] | None] = {
     "full": None,  # every PHI field, for the clinic's own compliance officer
     "dea-inspection": ("details.patient_name", "details.patient_address"),
