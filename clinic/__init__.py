@@ -80,6 +80,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.auth import api as auth_api
     from clinic.auth import views as auth_views
     from clinic.exports import api as exports_api
+    from clinic.exports import views as exports_views
     from clinic.extensions import api
     from clinic.inventory import api as inventory_api
     from clinic.inventory import views as inventory_views
@@ -106,6 +107,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(pmf_views.bp)
     app.register_blueprint(visits_views.bp)
     app.register_blueprint(reminders_views.bp)
+    app.register_blueprint(exports_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -131,6 +133,7 @@ NAV_ITEMS = [
     ("scheduling_ui.day", "Schedule", "scheduling.view"),
     ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
     ("reminders_ui.outbox", "Reminders", "reminders.view"),
+    ("exports_ui.index", "Exports", "exports.view"),
 ]
 
 
