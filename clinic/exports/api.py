@@ -51,23 +51,25 @@ class ExportById(MethodView):
         return service.get_export(export_id, current_actor())
 
 
-_TYPES = {"csv": "text/csv", "jsonl": "application/jsonl", "pdf": "application/pdf"}
+#: a download of any format: the bundle's files are bytes the verifier hashes
+BINARY = {"type": "string", "format": "binary"}
+OCTETS = "application/octet-stream"
 
 
 @blp.route("/exports/<int:export_id>/file")
 class ExportFile(MethodView):
     @require("exports.view")
-    @blp.response(200)
+    @blp.response(200, BINARY, content_type=OCTETS)
     def get(self, export_id: int) -> Any:
         export = service.get_export(export_id, current_actor())
         path = service.file_path(export)
-        return send_file(path, mimetype=_TYPES[export.file_format], as_attachment=True, download_name=path.name)
+        return send_file(path, mimetype=OCTETS, as_attachment=True, download_name=path.name)
 
 
 @blp.route("/exports/<int:export_id>/manifest")
 class ExportManifest(MethodView):
     @require("exports.view")
-    @blp.response(200)
+    @blp.response(200, {"type": "object"})
     def get(self, export_id: int) -> Any:
         export = service.get_export(export_id, current_actor())
         path = service.file_path(export, "manifest")
@@ -79,14 +81,14 @@ class ExportPart(MethodView):
     """The bundle's other files the manifest names (left-out rows, a PDF's rows)."""
 
     @require("exports.view")
-    @blp.response(200)
+    @blp.response(200, BINARY, content_type=OCTETS)
     def get(self, export_id: int, name: str) -> Any:
         export = service.get_export(export_id, current_actor())
         manifest_path = service.file_path(export, "manifest")
         names = {f["name"] for f in json.loads(manifest_path.read_text())["files"]}
         if name not in names:
             raise NotFound("No such file in this export")
-        return send_file(manifest_path.with_name(name), as_attachment=True, download_name=name)
+        return send_file(manifest_path.with_name(name), mimetype=OCTETS, as_attachment=True, download_name=name)
 
 
 @blp.route("/exports/signing-key")
