@@ -63,6 +63,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _register_blueprints(app: Flask) -> None:
     # Import every model module so metadata (and migrations' autogenerate check) sees them all.
     import clinic.core.idempotency
+    import clinic.exports.models
+    import clinic.exports.tasks
     import clinic.inventory.models
     import clinic.inventory.tasks
     import clinic.locations.models
@@ -77,6 +79,8 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.visits.tasks  # noqa: F401
     from clinic.auth import api as auth_api
     from clinic.auth import views as auth_views
+    from clinic.exports import api as exports_api
+    from clinic.exports import views as exports_views
     from clinic.extensions import api
     from clinic.inventory import api as inventory_api
     from clinic.inventory import views as inventory_views
@@ -103,6 +107,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(pmf_views.bp)
     app.register_blueprint(visits_views.bp)
     app.register_blueprint(reminders_views.bp)
+    app.register_blueprint(exports_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -113,6 +118,7 @@ def _register_blueprints(app: Flask) -> None:
         outcomes_api.blp,
         pmf_api.blp,
         reminders_api.blp,
+        exports_api.blp,
     ):
         api.register_blueprint(blueprint)
 
@@ -127,6 +133,7 @@ NAV_ITEMS = [
     ("scheduling_ui.day", "Schedule", "scheduling.view"),
     ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
     ("reminders_ui.outbox", "Reminders", "reminders.view"),
+    ("exports_ui.index", "Exports", "exports.view"),
 ]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from alembic.config import Config
 from flask import Flask, current_app
-from flask.cli import AppGroup, FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -231,6 +231,83 @@ def ledger_checkpoint() -> None:
         click.echo("nothing new to sign")
 
 
+@click.command("export")
+@with_appcontext
+@click.argument("kind")
+@click.option(
+    "--since", required=True, help="First day (YYYY-MM-DD, the location's local day) or a timestamp with offset."
+)
+@click.option("--until", required=True, help="Last day, inclusive (YYYY-MM-DD), or an exclusive timestamp with offset.")
+@click.option(
+    "--location", "location_id", type=int, default=None, help="The registrant (one location per ledger export)."
+)
+@click.option("--format", "file_format", required=True, type=click.Choice(["csv", "jsonl", "pdf"]))
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--profile", default="dea-inspection", type=click.Choice(["dea-inspection", "no-phi", "full"]))
+@click.option("--schedule", default=None, type=click.Choice(["CII", "CIII", "CIV", "CV"]))
+@click.option("--drug", "drug_id", type=int, default=None)
+@click.option("--recipient", default=None, help="The outside agency the export goes to (an accounting of disclosures).")
+@click.option("--recipient-address", default=None)
+@click.option(
+    "--purpose-kind",
+    default="operations",
+    type=click.Choice(["health_oversight", "law_enforcement", "required_by_law", "operations"]),
+)
+@click.option("--purpose", default=None, help="Why, or the written request it answers.")
+@click.option("--as", "as_email", default=None, help="The user the export is made for (default: the operator).")
+def export_command(kind: str, file_format: str, output: Path, as_email: str | None, **options: object) -> None:
+    """Write an auditor export KIND and its manifest OUTPUT.manifest.json (kinds: dispensing-log,
+    receiving-log, waste-log, loss-log, disposal-log, inventory, ledger, access-log, audit-trail)."""
+    from sqlalchemy import select
+
+    from clinic.auth.models import User
+    from clinic.core.errors import DomainError
+    from clinic.core.tx import commit, rollback
+    from clinic.exports import service
+    from clinic.extensions import db
+
+    actor = None
+    if as_email:
+        actor = db.session.scalar(select(User).where(User.email == as_email.strip().lower()))
+        if actor is None:
+            raise click.BadParameter("no such user", param_hint="--as")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=f"{kind}", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        since, until = service.period(str(options.pop("since")), str(options.pop("until")), options["location_id"])  # type: ignore[arg-type]
+        export = service.request_export(
+            actor=actor,
+            kind=kind,
+            file_format=file_format,
+            since=since,
+            until=until,
+            out=output.resolve(),
+            progress=progress,
+            **options,  # type: ignore[arg-type]
+        )
+        commit()
+    except DomainError as exc:
+        rollback()
+        click.echo(f"export refused: {_explain(exc)}", err=True)
+        sys.exit(1)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if export.status != "done":
+        click.echo(f"export failed: {export.error}", err=True)
+        sys.exit(1)
+    click.echo(f"{output}: {export.rows} rows; manifest {output}.manifest.json; {export.verification}")
+
+
 def _explain(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     detail = getattr(exc, "detail", str(exc))
@@ -241,6 +318,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(users_group)
     app.cli.add_command(ledger_group)
+    app.cli.add_command(export_command)
     from clinic.system import commands as system_commands
 
     system_commands.init_app(app)  # clinic backup, clinic restore, clinic health

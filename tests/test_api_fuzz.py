@@ -44,7 +44,7 @@ API = "/api/v1"
 OPENAPI_PATH = f"{API}/openapi.json"
 PROBLEM_JSON = "application/problem+json"
 #: success responses that are files rather than JSON (the monitoring form's PDF), documented as binary strings
-DOWNLOADS = frozenset({"application/pdf"})
+DOWNLOADS = frozenset({"application/pdf", "application/octet-stream"})
 BINARY = {"type": "string", "format": "binary"}
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 # Failed sign-ins from the fuzzer are counted against this address (TEST-NET-1), not 127.0.0.1.

@@ -68,6 +68,9 @@ class Tag(StrEnum):
     reminders_opt_out_set = "reminders:opt_out:set"
 
     inventory_drug_create = "inventory:drug:create"
+    exports_export_request = "exports:export:request"
+    exports_export_finish = "exports:export:finish"
+    exports_export_fail = "exports:export:fail"
     inventory_discrepancy_resolve = "inventory:discrepancy:resolve"
     inventory_discrepancy_alert_raise = "inventory:discrepancy_alert:raise"
     inventory_discrepancy_alert_resolve = "inventory:discrepancy_alert:resolve"

@@ -90,6 +90,12 @@ POLICY: dict[str, frozenset[Role]] = {
     "reminders.manage": STAFF,
     "reminders.configure": frozenset({Role.admin}),
     "notices.view": STAFF,
+    # Auditor exports (issue 13): auditors and admins export and read their exports; an export changes
+    # no record (it writes its own job row, the logs and the accounting of disclosures). Admins
+    # (the privacy officer) read a patient's accounting of disclosures (HIP-07).
+    "exports.create": frozenset({Role.admin, Role.auditor}),
+    "exports.view": frozenset({Role.admin, Role.auditor}),
+    "disclosures.view": frozenset({Role.admin}),
 }
 
 #: endpoints of libraries we do not decorate ourselves.

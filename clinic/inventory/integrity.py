@@ -17,8 +17,17 @@ from clinic.core import signing, tx
 from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
-from clinic.inventory.chain import GENESIS, HASHED_FIELDS, entry_hash, format_time
-from clinic.inventory.models import Checkpoint, Container, EntryKind, LedgerChain, LedgerEntry
+from clinic.inventory.chain import (
+    GENESIS,
+    HASHED_FIELDS,
+    checkpoint_message,
+    committed,
+    entry_hash,
+    format_time,
+    record_hash,
+    shadow_step,
+)
+from clinic.inventory.models import Checkpoint, Container, EntryKind, Form1Salts, LedgerChain, LedgerEntry
 from clinic.inventory.state import next_site, next_status
 from clinic.locations.models import Location
 
@@ -37,7 +46,43 @@ class ChainReport:
 
 
 def entry_fields(entry: LedgerEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in HASHED_FIELDS}
+    return {**{name: getattr(entry, name) for name in HASHED_FIELDS}, "phi_salts": entry.phi_salts}
+
+
+class Form1Anchor:
+    """The re-anchoring check (HIP-15): form-1 entries (hashed with PHI in the clear) come first,
+    and the chain's first form-2 entry is the re-anchoring one, whose shadow digest binds each of
+    them to its committed form. A form-1 entry after it, or a wrong digest, is a break."""
+
+    def __init__(self, location_id: int) -> None:
+        self.location_id = location_id
+        self.shadow, self.last_form1, self.anchored = GENESIS, 0, False
+        self.salts: dict[int, dict[str, str]] = {}
+
+    def load_salts(self, first: int, last: int) -> None:
+        rows = db.session.execute(
+            select(Form1Salts.seq, Form1Salts.salts).where(
+                Form1Salts.location_id == self.location_id, Form1Salts.seq.between(first, last)
+            )
+        )
+        self.salts = {seq: salts for seq, salts in rows}  # noqa: C416 - rows are Row tuples
+
+    def step(self, e: LedgerEntry) -> str | None:
+        if e.phi_salts is None:
+            if self.anchored:
+                return "a form-1 entry follows the chain's re-anchoring (PHI hashed in the clear)"
+            try:
+                inner = record_hash(committed(entry_fields(e), self.salts.get(e.seq, {})), 1)
+            except KeyError:
+                return "a form-1 entry's PHI salts are missing"
+            self.shadow, self.last_form1 = shadow_step(self.shadow, e.hash, inner), e.seq
+            return None
+        if self.last_form1 and not self.anchored:
+            self.anchored = True
+            anchor = (e.details or {}).get("reanchor") or {}
+            if anchor.get("through_seq") != self.last_form1 or anchor.get("shadow") != self.shadow:
+                return "the re-anchoring entry does not match the form-1 entries before it"
+        return None
 
 
 @dataclass(frozen=True)
@@ -153,6 +198,7 @@ def verify_location(
     #: container id -> [balance, status, storage site, seq of its last entry]
     state: dict[int, list[Any]] = {}
     opened: tuple[int, Any] | None = None  # the initial inventory's seq and time
+    anchor = Form1Anchor(location_id)
     while True:
         rows = db.session.scalars(
             select(LedgerEntry)
@@ -162,6 +208,8 @@ def verify_location(
         ).all()
         if not rows:
             break
+        if rows[0].phi_salts is None:
+            anchor.load_salts(rows[0].seq, rows[-1].seq)
         for e in rows:
             if e.seq != expected_seq:
                 return ChainReport(location_id, n, prev, f"seq {expected_seq} is missing", expected_seq)
@@ -169,6 +217,8 @@ def verify_location(
                 return ChainReport(location_id, n, prev, "prev_hash does not continue the chain", e.seq)
             if entry_hash(entry_fields(e)) != e.hash:
                 return ChainReport(location_id, n, prev, "the entry's content does not match its hash", e.seq)
+            if (broken := anchor.step(e)) is not None:
+                return ChainReport(location_id, n, prev, broken, e.seq)
             if e.kind == EntryKind.initial_inventory and opened is None:
                 opened = (e.seq, e.occurred_at)
             if e.container_id is not None:
@@ -182,6 +232,8 @@ def verify_location(
                 state[e.container_id] = [balance, status, site, e.seq]
             prev, expected_seq, n = e.hash, expected_seq + 1, n + 1
             db.session.expunge(e)  # long chains: keep memory flat
+    if anchor.last_form1 and not anchor.anchored:
+        return ChainReport(location_id, n, prev, "the form-1 entries have no re-anchoring entry", n + 1)
     chain = db.session.get(LedgerChain, location_id)
     if chain is not None and (chain.head_seq != n or chain.head_hash != prev):
         return ChainReport(
@@ -287,14 +339,6 @@ def verify_all(
     )
     trust, outside = pinned_trust(public_keys), outside_checkpoints(checkpoint_files)
     return [verify_location(i, trust=trust, outside=outside) for i in ids]
-
-
-def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: str) -> bytes:
-    return json.dumps(
-        {"location_id": location_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
 
 
 def checkpoint_signature_ok(cp: Checkpoint) -> bool:

@@ -8,6 +8,7 @@ code path forgot to look.
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.core.time import happened_at, utcnow
 from clinic.extensions import db
-from clinic.inventory.chain import GENESIS, entry_hash
+from clinic.inventory.chain import GENESIS, entry_hash, phi_paths
 from clinic.inventory.errors import InsufficientStock
 from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerChain, LedgerEntry
 from clinic.locations.models import Location
@@ -113,6 +114,8 @@ def append(
         "details": details or {},
         "prev_hash": chain.head_hash,
     }
+    # HIP-15: each PHI field enters the hash as a salted commitment, so an export can leave it out
+    fields["phi_salts"] = {path: secrets.token_hex(16) for path in phi_paths(fields)}
     fields["hash"] = entry_hash(fields)
     entry = LedgerEntry(**fields)
     db.session.add(entry)

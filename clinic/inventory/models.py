@@ -208,8 +208,23 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: form 2 (HIP-15): the random salt of each PHI field's commitment, by path ("patient_id",
+    #: "details.patient_name"); kept here, never exported without its value. NULL: a form-1 entry
+    #: (hashed in the clear, before migration 0013), whose salts are in ``ledger_form1_salts``.
+    phi_salts: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     container: Mapped[Container | None] = relationship(lazy="joined")
+
+
+class Form1Salts(db.Model):  # type: ignore[name-defined]
+    """The salts migration 0013 gave a form-1 entry's PHI fields, so an export can leave its PHI out
+    and still prove it through the chain's re-anchoring entry (HIP-15, SYS-05)."""
+
+    __tablename__ = "ledger_form1_salts"
+
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    salts: Mapped[dict[str, str]] = mapped_column(JSON)
 
 
 class CountKind(StrEnum):

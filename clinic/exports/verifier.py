@@ -1,0 +1,711 @@
+#!/usr/bin/env python3
+"""clinic-verify: check an auditor export offline, and the ledger's canonical form.
+
+This one file is both halves of the proof, so the server and the auditor can never disagree on it:
+
+1. The canonical form of a ledger entry and its hash (standard library only). The server imports
+   it (``clinic.inventory.chain``) to hash every entry it appends and to re-walk its chains.
+2. The verifier of an export bundle (the file, its ``.manifest.json`` and, for a PDF, the rows
+   beside it). It needs the standard library and ``cryptography`` (for Ed25519) and nothing else:
+   copy this file anywhere and run ``python3 verifier.py EXPORT --public-key KEY``.
+
+Form 1 (entries written before migration 0013): hash = SHA-256(0x00 || canonical(fields) || prev_hash)
+with every field in the clear. Form 2: each PHI field (``patient_id`` and every ``details`` key that
+starts with ``patient_``) enters the canonical body as a salted commitment,
+SHA-256(salt || canonical_json(value)), and the body carries ``"v": 2``. An export with PHI carries
+the values and salts; one without carries only the commitments; both verify. Form-1 entries are
+bound to their committed form by the chain's re-anchoring entry: a chained digest ("shadow") over
+every form-1 entry's hash and committed-form hash, recorded in a form-2 entry (SYS-05, HIP-15).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+GENESIS = "0" * 64
+
+#: The recorded fields, in the export's field names. ``id`` is a database detail and not hashed.
+HASHED_FIELDS = (
+    "location_id",
+    "seq",
+    "kind",
+    "container_id",
+    "drug_id",
+    "delta_ug",
+    "balance_after_ug",
+    "patient_id",
+    "appointment_id",
+    "actor_id",
+    "witness_id",
+    "second_witness_id",
+    "corrects_seq",
+    "occurred_at",
+    "recorded_at",
+    "reason",
+    "details",
+    "prev_hash",
+)
+
+#: the form new entries are written in
+FORM = 2
+
+
+def format_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return format_time(v)
+    if isinstance(v, float):  # pragma: no cover - guarded by the schemas
+        raise TypeError("floats are not allowed in ledger records")
+    return v
+
+
+def canonical(fields: dict[str, Any], form: int | None = None) -> bytes:
+    """Sorted-key compact UTF-8 JSON of the hashed fields; ``form`` None is form 1 in the clear
+    (the bytes entries were hashed with before 0013), else the committed body marked ``"v"``."""
+    body = {k: _norm(fields.get(k)) for k in HASHED_FIELDS}
+    if form is not None:
+        body["v"] = form
+    return _json(body)
+
+
+def phi_paths(fields: dict[str, Any]) -> list[str]:
+    """The PHI slots an entry fills: ``patient_id`` and ``details.patient_*`` that are not null."""
+    paths = ["patient_id"] if fields.get("patient_id") is not None else []
+    details = fields.get("details") or {}
+    paths += [f"details.{k}" for k in sorted(details) if k.startswith("patient_") and details[k] is not None]
+    return paths
+
+
+def get_path(fields: dict[str, Any], path: str) -> Any:
+    if path.startswith("details."):
+        return (fields.get("details") or {}).get(path[8:])
+    return fields.get(path)
+
+
+def _set_path(fields: dict[str, Any], path: str, value: Any) -> None:
+    if path.startswith("details."):
+        fields["details"] = {**(fields.get("details") or {}), path[8:]: value}
+    else:
+        fields[path] = value
+
+
+def commitment(salt_hex: str, value: Any) -> str:
+    return hashlib.sha256(bytes.fromhex(salt_hex) + _json(value)).hexdigest()
+
+
+def committed(fields: dict[str, Any], salts: dict[str, str]) -> dict[str, Any]:
+    """The entry with each PHI slot replaced by its commitment: what the hash covers in form 2."""
+    record = {k: _norm(fields.get(k)) for k in HASHED_FIELDS}
+    for path in phi_paths(record):
+        if path not in salts:
+            raise KeyError(f"no salt for {path}")
+        _set_path(record, path, commitment(salts[path], get_path(record, path)))
+    return record
+
+
+def _hash(body: bytes, prev_hash: Any) -> str:
+    return hashlib.sha256(b"\x00" + body + str(prev_hash).encode()).hexdigest()
+
+
+def record_hash(record: dict[str, Any], form: int = FORM) -> str:
+    """The hash of a committed record (PHI slots already commitments). For form 2 this is the
+    entry's own hash; for a form-1 entry it is what the re-anchoring shadow covers."""
+    return _hash(canonical(record, form), record.get("prev_hash"))
+
+
+def entry_hash(fields: dict[str, Any]) -> str:
+    """An entry's hash from its stored fields. ``phi_salts`` None (or absent) is form 1."""
+    salts = fields.get("phi_salts")
+    if salts is None:
+        return _hash(canonical(fields), fields["prev_hash"])
+    return record_hash(committed(fields, salts))
+
+
+def shadow_step(shadow: str, entry_hash_hex: str, committed_hash_hex: str) -> str:
+    """One form-1 entry into the re-anchoring digest: binds its hash to its committed form."""
+    return hashlib.sha256(b"\x02" + entry_hash_hex.encode() + committed_hash_hex.encode() + shadow.encode()).hexdigest()
+
+
+def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: str) -> bytes:
+    """What a checkpoint's Ed25519 signature covers (SYS-05)."""
+    return _json({"location_id": location_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at})
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. What an export holds: its kinds, the rows each takes, the columns each row shows.
+# The exporter renders rows with these very functions and the verifier re-derives every cell with
+# them, so a cell edited in the file is named even where the file's digest would catch it anyway.
+# ---------------------------------------------------------------------------------------------------
+
+MANIFEST_FORMAT = "clinic-export/1"
+
+#: profiles and the PHI paths each carries (HIP-15 minimum necessary; DEA-26 names the patient's
+#: name and address on a dispensing record, nothing more; no profile has price or charge fields,
+#: DEA-12)
+PROFILES: dict[str, tuple[str, ...] | None] = {
+    "full": None,  # every PHI field, for the clinic's own compliance officer
+    "dea-inspection": ("details.patient_name", "details.patient_address"),
+    "no-phi": (),
+}
+
+_WHO = [("recorded_by", "user:actor_id")]
+_DRUG = [
+    ("drug_name", "drug:name"),
+    ("ndc", "drug:ndc"),
+    ("schedule", "drug:schedule"),
+    ("form", "drug:form"),
+    ("strength", "drug:strength"),
+    ("container_size", "drug:container_size"),
+]
+_HEAD = [("seq", "seq"), ("occurred_at", "occurred_at"), ("recorded_at", "recorded_at")]
+
+#: kind -> (ledger entry kinds it takes, or None for a table kind; its columns)
+KINDS: dict[str, tuple[tuple[str, ...] | None, list[tuple[str, str]]]] = {
+    "dispensing-log": (
+        ("administration",),
+        [
+            *_HEAD,
+            *_DRUG,
+            ("lot_number", "d:lot_number"),
+            ("container_id", "container_id"),
+            ("quantity_mg", "-mg:delta_ug"),
+            ("balance_after_mg", "mg:balance_after_ug"),
+            ("patient_name", "phi:details.patient_name"),
+            ("patient_address", "phi:details.patient_address"),
+            ("patient_id", "phi:patient_id"),
+            ("administered_by", "user:actor_id"),
+            ("late_entry_reason", "d:late_entry_reason"),
+        ],
+    ),
+    "receiving-log": (
+        ("receipt",),
+        [
+            *_HEAD,
+            *_DRUG,
+            ("lot_number", "d:lot_number"),
+            ("expires_on", "d:expires_on"),
+            ("container_id", "container_id"),
+            ("quantity_mg", "mg:delta_ug"),
+            ("containers_in_receipt", "d:container_count"),
+            ("supplier_name", "d:supplier_name"),
+            ("supplier_address", "d:supplier_address"),
+            ("supplier_dea_registration", "d:supplier_dea_registration"),
+            ("invoice_number", "d:invoice_number"),
+            ("received_by", "user:actor_id"),
+        ],
+    ),
+    "waste-log": (
+        ("waste",),
+        [
+            *_HEAD,
+            *_DRUG,
+            ("container_id", "container_id"),
+            ("quantity_mg", "-mg:delta_ug"),
+            ("reason", "reason"),
+            ("administration_seq", "d:administration_seq"),
+            ("no_administration_reason", "d:no_administration_reason"),
+            ("patient_id", "phi:patient_id"),
+            ("wasted_by", "user:actor_id"),
+            ("witness", "user:witness_id"),
+        ],
+    ),
+    "loss-log": (
+        ("loss",),
+        [
+            *_HEAD,
+            *_DRUG,
+            ("container_id", "container_id"),
+            ("quantity_mg", "-mg:delta_ug"),
+            ("loss_kind", "d:loss_kind"),
+            ("description", "reason"),
+            ("reported_by", "user:actor_id"),
+            # DEA Form 106 (DEA-31/32): the report's own record, signed by the manifest
+            ("form_106_discovered_at", "x:form_106_discovered_at"),
+            ("form_106_notice_due_at", "x:form_106_notice_due_at"),
+            ("form_106_notified_at", "x:form_106_notified_at"),
+            ("form_106_filing_due_on", "x:form_106_filing_due_on"),
+            ("form_106_filed_at", "x:form_106_filed_at"),
+            ("form_106", "x:form_106"),
+        ],
+    ),
+    "disposal-log": (
+        ("destruction", "return_to_distributor"),
+        [
+            *_HEAD,
+            ("kind", "kind"),
+            *_DRUG,
+            ("lot_number", "d:lot_number"),
+            ("container_id", "container_id"),
+            ("quantity_mg", "-mg:delta_ug"),
+            ("method", "d:method"),
+            ("reverse_distributor", "d:reverse_distributor"),
+            ("disposed_by", "user:actor_id"),
+            ("witness", "user:witness_id"),
+            ("second_witness", "user:second_witness_id"),
+            ("form_41", "d:form_41"),
+        ],
+    ),
+    "inventory": (
+        ("initial_inventory", "count"),
+        [
+            *_HEAD,
+            ("count_kind", "d:count_kind"),
+            ("business_hours", "d:business_hours"),
+            ("registrant", "d:registrant"),
+            ("taken_by", "d:taken_by"),
+            ("witnessed_by", "d:witnessed_by"),
+            ("lines", "d:lines"),
+        ],
+    ),
+    "ledger": (
+        (),  # every kind
+        [
+            *_HEAD,
+            ("kind", "kind"),
+            ("container_id", "container_id"),
+            ("drug_id", "drug_id"),
+            ("drug_name", "drug:name"),
+            ("delta_mg", "mg:delta_ug"),
+            ("balance_after_mg", "mg:balance_after_ug"),
+            ("patient_id", "phi:patient_id"),
+            ("appointment_id", "appointment_id"),
+            ("actor", "user:actor_id"),
+            ("witness", "user:witness_id"),
+            ("second_witness", "user:second_witness_id"),
+            ("corrects_seq", "corrects_seq"),
+            ("reason", "reason"),
+            ("details", "d:*"),
+            ("prev_hash", "prev_hash"),
+        ],
+    ),
+    "access-log": (
+        None,
+        [
+            ("id", "t:id"),
+            ("occurred_at", "t:occurred_at"),
+            ("user_id", "t:user_id"),
+            ("user", "t:user"),
+            ("action", "t:action"),
+            ("object", "t:object"),
+            ("outcome", "t:outcome"),
+            ("status_code", "t:status_code"),
+            ("client_addr", "t:client_addr"),
+            ("request_id", "t:request_id"),
+        ],
+    ),
+    "audit-trail": (
+        None,
+        [
+            ("id", "t:id"),
+            ("occurred_at", "t:occurred_at"),
+            ("actor_id", "t:actor_id"),
+            ("actor", "t:actor"),
+            ("tag", "t:tag"),
+            ("subject_type", "t:subject_type"),
+            ("subject_id", "t:subject_id"),
+            ("data", "t:data"),
+            ("request_id", "t:request_id"),
+        ],
+    ),
+}
+
+#: the columns every ledger row carries after its kind's own: what the proof needs
+PROOF_COLUMNS = ("hash", "record", "phi")
+
+
+def headers(kind: str) -> list[str]:
+    table, cols = KINDS[kind]
+    return [h for h, _ in cols] + ([] if table is None else list(PROOF_COLUMNS))
+
+
+def format_mg(ug: int) -> str:
+    sign = "-" if ug < 0 else ""
+    whole, frac = divmod(abs(ug), 1000)
+    return f"{sign}{whole}" + (f".{frac:03d}".rstrip("0") if frac else "")
+
+
+def text(value: Any) -> str:
+    """One cell: plain text, integers as digits, objects as compact JSON, nothing as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int)):
+        return str(value)
+    return _json(value).decode()
+
+
+def cell(spec: str, record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str | None:
+    """A column's value from the committed record, the PHI carried and the manifest's names; None
+    for a column the chain does not cover (``x:``, signed by the manifest only)."""
+    how, _, what = spec.rpartition(":")
+    if how == "x" or how == "t":
+        return None
+    if how == "":
+        return text(record.get(what))
+    if how in ("mg", "-mg"):
+        value = record.get(what)
+        return "" if value is None else format_mg(-value if how == "-mg" else value)
+    if how == "d":
+        details = record.get("details") or {}
+        if what == "*":
+            return text(details)
+        return text(details.get(what))
+    if how == "user":
+        uid = record.get(what)
+        return "" if uid is None else text(names.get("users", {}).get(str(uid)))
+    if how == "drug":
+        did = record.get("drug_id")
+        return "" if did is None else text((names.get("drugs", {}).get(str(did)) or {}).get(what))
+    if how == "phi":
+        return text(phi[what]["value"]) if what in phi else ""
+    raise ValueError(f"unknown column spec {spec}")
+
+
+def included(kind: str, filters: dict[str, Any], record: dict[str, Any], names: dict[str, Any]) -> bool:
+    """Whether a ledger entry of the export's segment belongs in the export (else it is left out)."""
+    takes = KINDS[kind][0] or ()
+    if takes and record.get("kind") not in takes:
+        return False
+    count_kind = (record.get("details") or {}).get("count_kind")
+    if kind == "inventory" and record.get("kind") == "count" and count_kind not in ("initial", "biennial"):
+        return False  # DEA-17: inventories; shift counts are operations
+    at = record.get("occurred_at") or ""
+    if filters.get("since") and at < filters["since"]:
+        return False
+    if filters.get("until") and at >= filters["until"]:
+        return False
+    did = record.get("drug_id")
+    if filters.get("drug_id") is not None and did != filters["drug_id"]:
+        return kind == "inventory" and did is None
+    if filters.get("schedule"):
+        drug = names.get("drugs", {}).get(str(did)) if did is not None else None
+        if drug is None:
+            return kind == "inventory"
+        if drug.get("schedule") != filters["schedule"]:
+            return False
+    return True
+
+
+def export_row(
+    kind: str, record: dict[str, Any], entry_hash_hex: str, phi: dict[str, Any], names: dict[str, Any]
+) -> dict[str, Any]:
+    """A ledger row as written: its kind's columns, then its hash, committed record and PHI."""
+    row = {h: cell(spec, record, phi, names) for h, spec in KINDS[kind][1]}
+    row.update(hash=entry_hash_hex, record=record, phi=phi)
+    return row
+
+
+def time_text(value: str) -> str:
+    """A filter's bound as the records write times (UTC, microseconds), for string comparison."""
+    return format_time(datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. The verifier.
+# ---------------------------------------------------------------------------------------------------
+
+
+class Altered(Exception):
+    """The first problem found: the export is altered, incomplete or not signed by the pinned key."""
+
+
+def _canonical_manifest(manifest: dict[str, Any]) -> bytes:
+    return _json({k: v for k, v in manifest.items() if k != "signature"})
+
+
+def sign_manifest(manifest: dict[str, Any], sign: Any, public_key_hex: str) -> dict[str, Any]:
+    manifest = {**manifest, "public_key": public_key_hex}
+    manifest["signature"] = sign(_canonical_manifest(manifest))
+    return manifest
+
+
+def fingerprint(public_key_hex: str) -> str:
+    return hashlib.sha256(bytes.fromhex(public_key_hex)).hexdigest()
+
+
+def _signature_ok(public_key_hex: str, signature_hex: str, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(bytes.fromhex(signature_hex), message)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def load_public_key(value: str) -> str:
+    """64 hex digits, a file of them, or a PEM file (public or private Ed25519 key)."""
+    import os
+
+    if os.path.isfile(value):
+        with open(value, "rb") as fh:
+            data = fh.read()
+        if not data.lstrip().startswith(b"-----"):
+            value = data.decode().strip()
+        else:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            try:
+                key: Any = serialization.load_pem_public_key(data)
+            except ValueError:
+                key = serialization.load_pem_private_key(data, password=None).public_key()
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("not an Ed25519 key")
+            return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    raw = bytes.fromhex(value.strip())
+    if len(raw) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes (64 hex digits)")
+    return raw.hex()
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_rows(path: str, file_format: str):  # type: ignore[no-untyped-def]
+    """The rows of an export file as dicts (record and phi parsed), streamed."""
+    import csv
+
+    if file_format == "csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            head = next(reader, None)
+            if head is None:
+                raise Altered("the export file is empty: its header row is missing")
+            yield {"__header__": head}
+            for n, values in enumerate(reader, start=2):
+                if len(values) != len(head):
+                    raise Altered(f"line {n} of the export has {len(values)} cells, the header {len(head)}")
+                row = dict(zip(head, values, strict=True))
+                for key in ("record", "phi"):
+                    if key in row:
+                        row[key] = json.loads(row[key]) if row[key] else {}
+                yield row
+    else:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield json.loads(line)
+
+
+class _Segment:
+    """Walks the chain segment in seq order: every entry once, each linked, hashed and anchored."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        seg = manifest["segment"]
+        self.kind, self.filters, self.names = manifest["kind"], manifest["filters"], manifest["names"]
+        self.allowed = PROFILES.get(manifest["profile"], ())
+        self.location_id, self.first = seg["location_id"], seg["first_seq"]
+        self.next_seq, self.prev = seg["first_seq"], seg["first_prev_hash"]
+        self.last_seq, self.last_hash = seg["last_seq"], seg["last_hash"]
+        self.shadow, self.form1_open = seg.get("shadow_before") or GENESIS, False
+        self.recorded = ""
+        self.since = self.filters.get("since") or ""
+
+    def take(self, row: dict[str, Any], in_export: bool) -> None:
+        record, h, phi = row.get("record") or {}, row.get("hash"), row.get("phi") or {}
+        seq = record.get("seq")
+        where = f"seq {seq}"
+        if seq != self.next_seq:
+            if isinstance(seq, int) and seq < self.next_seq:
+                raise Altered(f"{where} appears twice, or out of order (expected seq {self.next_seq})")
+            raise Altered(f"seq {self.next_seq} is missing from the export and the left-out rows")
+        if record.get("location_id") != self.location_id:
+            raise Altered(f"{where} is another location's entry")
+        if record.get("prev_hash") != self.prev:
+            raise Altered(f"{where}: prev_hash does not continue the chain")
+        if seq == self.first and seq > 1 and not (record.get("recorded_at") or "") < self.since:
+            raise Altered(f"{where}: the segment starts inside the period, so earlier entries may be missing")
+        if (record.get("recorded_at") or "") < self.recorded:
+            raise Altered(f"{where}: recorded before the entry it follows")
+        self.recorded = record.get("recorded_at") or ""
+        for path, pair in phi.items():
+            if not isinstance(pair, dict) or get_path(record, path) != commitment(
+                pair.get("salt", ""), pair.get("value")
+            ):
+                raise Altered(f"{where}: the PHI in {path} does not match its commitment")
+            if self.allowed is not None and path not in self.allowed:
+                raise Altered(f"{where}: carries {path}, which the {self.kind} profile leaves out")
+        form = record.get("v")
+        if form == 2:
+            if record_hash(record, 2) != h:
+                raise Altered(f"{where}: the entry's content does not match its hash")
+            if self.form1_open:
+                anchor = (record.get("details") or {}).get("reanchor") or {}
+                if anchor.get("shadow") != self.shadow or anchor.get("through_seq") != seq - 1:
+                    raise Altered(f"{where}: the re-anchoring entry does not match the form-1 entries before it")
+                self.form1_open = False
+        elif form == 1:
+            paths = phi_paths(record)
+            if all(p in phi for p in paths):  # every field in the clear: the entry's own hash proves it
+                clear = dict(record)
+                for p in paths:
+                    _set_path(clear, p, phi[p]["value"])
+                if _hash(canonical(clear), record.get("prev_hash")) != h:
+                    raise Altered(f"{where}: the entry's content does not match its hash")
+            self.shadow = shadow_step(self.shadow, str(h), record_hash(record, 1))
+            self.form1_open = True
+        else:
+            raise Altered(f"{where}: unknown canonical form {form!r}")
+        if included(self.kind, self.filters, record, self.names) != in_export:
+            raise Altered(
+                f"{where} belongs in the export but was left out"
+                if not in_export
+                else f"{where} is in the export but the export's filters leave it out"
+            )
+        if in_export:
+            for header, spec in KINDS[self.kind][1]:
+                want = cell(spec, record, phi, self.names)
+                if want is not None and row.get(header) != want:
+                    raise Altered(f"{where}: {header} does not match the entry's record")
+        self.prev, self.next_seq = h, self.next_seq + 1
+
+    def finish(self) -> None:
+        if self.next_seq != self.last_seq + 1:
+            raise Altered(f"the export ends at seq {self.next_seq - 1}; the signed segment runs to seq {self.last_seq}")
+        if self.prev != self.last_hash:
+            raise Altered("the chain does not end at the signed checkpoint's hash (recomputed or cut)")
+        if self.form1_open:
+            raise Altered("form-1 entries without PHI are not re-anchored in the segment")
+
+
+def verify(export_path: str, manifest_path: str | None, trusted_keys: set[str], fingerprints: set[str]) -> str:
+    """Raise :class:`Altered` naming the first problem; return a one-line summary when intact."""
+    import os
+
+    manifest_path = manifest_path or export_path + ".manifest.json"
+    try:
+        with open(manifest_path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise Altered(f"the manifest cannot be read ({exc.__class__.__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise Altered("the manifest is not a clinic export manifest")
+    key = str(manifest.get("public_key", ""))
+    try:
+        pinned = key in trusted_keys or fingerprint(key) in fingerprints
+    except ValueError:
+        pinned = False
+    if not pinned:
+        raise Altered("the manifest is signed by a key that is not the pinned one")
+    if not _signature_ok(key, str(manifest.get("signature", "")), _canonical_manifest(manifest)):
+        raise Altered("the manifest's signature is invalid")
+    seg = manifest.get("segment")
+    if seg is not None:
+        cp = seg.get("checkpoint") or {}
+        if (
+            cp.get("public_key") not in trusted_keys
+            and fingerprint(str(cp.get("public_key") or "00")) not in fingerprints
+        ):
+            raise Altered("the chain checkpoint is signed by a key that is not the pinned one")
+        message = checkpoint_message(cp.get("location_id"), cp.get("seq"), cp.get("head_hash"), cp.get("signed_at"))
+        if not _signature_ok(str(cp.get("public_key")), str(cp.get("signature")), message):
+            raise Altered("the chain checkpoint's signature is invalid")
+        if (
+            cp.get("seq") != seg["last_seq"]
+            or cp.get("head_hash") != seg["last_hash"]
+            or cp.get("location_id") != seg["location_id"]
+        ):
+            raise Altered("the segment does not end at its signed checkpoint")
+    base = os.path.dirname(os.path.abspath(manifest_path))
+    files = {f["role"]: f for f in manifest.get("files", [])}
+    rows_file = files.get("rows") or files.get("export")
+    if rows_file is None:
+        raise Altered("the manifest names no export file")
+    export_file = os.path.join(base, rows_file["name"]) if rows_file is not files.get("export") else export_path
+    fmt = manifest["file_format"] if rows_file is files.get("export") else "jsonl"
+    count = 0
+    rows = left_out = None
+    try:
+        rows = _read_rows(export_file, fmt)
+        if fmt == "csv":
+            head = next(rows)["__header__"]
+            if head != headers(manifest["kind"]):
+                raise Altered("the export's header row is not its kind's")  # noqa: TRY301
+        if seg is None:
+            for _ in rows:
+                count += 1
+        else:
+            walk = _Segment(manifest)
+            left_out = (
+                _read_rows(os.path.join(base, files["left-out"]["name"]), "jsonl") if "left-out" in files else iter(())
+            )
+            pending = next(left_out, None)
+            for row in rows:
+                seq = (row.get("record") or {}).get("seq")
+                while pending is not None and isinstance(seq, int) and pending["record"]["seq"] < seq:
+                    walk.take(pending, False)
+                    pending = next(left_out, None)
+                walk.take(row, True)
+                count += 1
+            while pending is not None:
+                walk.take(pending, False)
+                pending = next(left_out, None)
+            walk.finish()
+    except Altered:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Altered(f"the export cannot be read ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+    finally:
+        for stream in (rows, left_out):
+            if stream is not None and hasattr(stream, "close"):
+                stream.close()
+    if count != manifest.get("rows"):
+        raise Altered(f"the export has {count} rows; the manifest says {manifest.get('rows')}")
+    for f in manifest.get("files", []):
+        path = export_path if f["role"] == "export" else os.path.join(base, f["name"])
+        if not os.path.isfile(path):
+            raise Altered(f"{f['name']} is missing")
+        if _file_digest(path) != f.get("sha256"):
+            raise Altered(f"{f['name']} does not match its SHA-256 in the manifest")
+    span = f", seq {seg['first_seq']}..{seg['last_seq']}" if seg else ""
+    return f"{manifest['kind']}: {count} rows{span}, signed by key {fingerprint(key)[:16]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="clinic-verify", description="Verify a clinic-ops auditor export offline.")
+    parser.add_argument("export", help="the export file (CSV, JSON Lines or PDF)")
+    parser.add_argument("--manifest", help="its manifest (default: EXPORT.manifest.json)")
+    parser.add_argument(
+        "--public-key", action="append", default=[], help="the pinned Ed25519 public key (hex or PEM file)"
+    )
+    parser.add_argument("--fingerprint", action="append", default=[], help="or the pinned key's SHA-256 fingerprint")
+    args = parser.parse_args(argv)
+    try:
+        keys = {load_public_key(k) for k in args.public_key}
+    except (OSError, ValueError) as exc:
+        parser.error(f"--public-key: {exc}")
+    prints = {f.strip().lower() for f in args.fingerprint}
+    if not keys and not prints:
+        parser.error("pin the signing key: --public-key or --fingerprint (never trust the key the export names)")
+    try:
+        summary = verify(args.export, args.manifest, keys, prints)
+    except Altered as problem:
+        print(f"ALTERED: {problem}", file=sys.stdout)  # noqa: T201 - the verifier's answer
+        return 1
+    print(f"OK: {summary}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,409 @@
+"""Writing an export bundle: the file, the rows left out of a filtered kind, the signed manifest (SYS-05).
+
+Rows are read in keyset batches of the chain segment (seq ranges on the ledger, ids on the logs),
+written as they come and let go: memory stays flat however long the period (RELIABILITY §1.3).
+Every file is written under a temporary name and renamed only once the manifest is signed, so a
+failed export never leaves a truncated file that looks finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from clinic.audit.models import AccessEvent, AuditEvent
+from clinic.auth.models import User
+from clinic.core import signing
+from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.time import utcnow
+from clinic.exports import verifier as proof
+from clinic.extensions import db
+from clinic.inventory import integrity
+from clinic.inventory.chain import GENESIS, committed, get_path, phi_paths, record_hash, shadow_step
+from clinic.inventory.models import Checkpoint, Drug, Form1Salts, LedgerEntry, LossReport
+from clinic.inventory.records import drug_record
+from clinic.locations.models import Location
+
+BATCH = 2000
+FORMATS = ("csv", "jsonl", "pdf")
+#: a PDF is laid out in memory by WeasyPrint: past this, CSV or JSON Lines
+PDF_MAX_ROWS = 5000
+
+_LEDGER = LedgerEntry.__table__
+
+
+@dataclass
+class Spec:
+    kind: str
+    file_format: str
+    since: datetime
+    until: datetime
+    profile: str = "dea-inspection"
+    location_id: int | None = None
+    schedule: str | None = None
+    drug_id: int | None = None
+    generated_by: dict[str, Any] = field(default_factory=dict)
+    disclosure: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if self.kind not in proof.KINDS:
+            errors["kind"] = ["One of: " + ", ".join(proof.KINDS) + "."]
+        if self.file_format not in FORMATS:
+            errors["format"] = ["One of: csv, jsonl, pdf."]
+        if self.profile not in proof.PROFILES:
+            errors["profile"] = ["One of: " + ", ".join(proof.PROFILES) + "."]
+        if self.until <= self.since:
+            errors["until"] = ["Must be after since."]
+        if self.kind in proof.KINDS and proof.KINDS[self.kind][0] is not None and self.location_id is None:
+            errors["location_id"] = ["A ledger export is of one registrant: name its location."]
+        if errors:
+            raise ValidationFailed(errors=errors)
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "location_id": self.location_id,
+            "since": proof.time_text(self.since.isoformat()),
+            "until": proof.time_text(self.until.isoformat()),
+            "schedule": self.schedule,
+            "drug_id": self.drug_id,
+        }
+
+
+@dataclass
+class Result:
+    manifest: dict[str, Any]
+    rows: int
+    patients: set[int]
+    paths: list[Path]
+
+
+Progress = Callable[[int, int], None]
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+class _Sink:
+    """One output file written under a temporary name, with its running SHA-256."""
+
+    def __init__(self, path: Path, role: str) -> None:
+        self.path, self.role = path, role
+        self.tmp = path.with_name(path.name + ".part")
+        self.fh = self.tmp.open("w", encoding="utf-8", newline="")
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        self.fh.write(text)
+
+    def close(self) -> dict[str, Any]:
+        self.fh.close()
+        digest = hashlib.sha256()
+        with self.tmp.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return {
+            "name": self.path.name,
+            "role": self.role,
+            "sha256": digest.hexdigest(),
+            "bytes": self.tmp.stat().st_size,
+        }
+
+    def discard(self) -> None:
+        if not self.fh.closed:
+            self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def keep(self) -> None:
+        os.replace(self.tmp, self.path)
+
+
+class _RowWriter:
+    def __init__(self, sink: _Sink, kind: str, file_format: str) -> None:
+        self.sink, self.csv = sink, file_format == "csv"
+        self.buffer = io.StringIO()
+        self.writer = csv.writer(self.buffer, lineterminator="\n")
+        if self.csv:
+            self.writer.writerow(proof.headers(kind))
+            self._flush()
+
+    def _flush(self) -> None:
+        self.sink.write(self.buffer.getvalue())
+        self.buffer.seek(0)
+        self.buffer.truncate()
+
+    def row(self, row: dict[str, Any]) -> None:
+        if self.csv:
+            values = [
+                (proof.text(v) if k in proof.PROOF_COLUMNS and v != "" else ("" if v is None else v))
+                for k, v in row.items()
+            ]
+            self.writer.writerow(values)
+            if self.buffer.tell() > 1 << 16:
+                self._flush()
+        else:
+            self.sink.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        if self.csv:
+            self._flush()
+
+
+def _names() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    users = {str(i): n for i, n in db.session.execute(select(User.id, User.name))}
+    drugs = {}
+    for drug in db.session.scalars(select(Drug)):
+        rec = drug_record(drug)
+        rec["name"] = rec.pop("drug_name")
+        drugs[str(drug.id)] = rec
+    return users, drugs
+
+
+def _checkpoint_at_head(location_id: int) -> Checkpoint | None:
+    integrity.sign_checkpoints()
+    head = db.session.scalar(select(func.max(LedgerEntry.seq)).where(LedgerEntry.location_id == location_id))
+    if head is None:
+        return None
+    return db.session.scalar(select(Checkpoint).where(Checkpoint.location_id == location_id, Checkpoint.seq == head))
+
+
+def _shadow_before(location_id: int, first: int) -> str:
+    """The re-anchoring digest over the form-1 entries before the segment (none: the genesis)."""
+    shadow, seq = GENESIS, 0
+    while seq < first - 1:
+        rows = db.session.execute(
+            select(_LEDGER, Form1Salts.salts)
+            .outerjoin(
+                Form1Salts, (Form1Salts.location_id == _LEDGER.c.location_id) & (Form1Salts.seq == _LEDGER.c.seq)
+            )
+            .where(_LEDGER.c.location_id == location_id, _LEDGER.c.seq > seq, _LEDGER.c.seq < first)
+            .where(_LEDGER.c.phi_salts.is_(None))
+            .order_by(_LEDGER.c.seq)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        for r in rows:
+            fields = r._asdict()
+            shadow = shadow_step(shadow, r.hash, record_hash(committed(fields, r.salts or {}), 1))
+            seq = r.seq
+    return shadow
+
+
+def _loss_reports(entry_ids: list[int]) -> dict[int, dict[str, Any]]:
+    found = {}
+    for rep in db.session.scalars(select(LossReport).where(LossReport.entry_id.in_(entry_ids))):
+        found[rep.entry_id] = {
+            "form_106_discovered_at": proof.format_time(rep.discovered_at),
+            "form_106_notice_due_at": proof.format_time(rep.notice_due_at),
+            "form_106_notified_at": proof.format_time(rep.notified_at) if rep.notified_at else "",
+            "form_106_filing_due_on": rep.filing_due_on.isoformat(),
+            "form_106_filed_at": proof.format_time(rep.filed_at) if rep.filed_at else "",
+            "form_106": proof.text(rep.form),
+        }
+    return found
+
+
+def _ledger_rows(
+    spec: Spec, main: _RowWriter, left_out: _Sink, progress: Progress, names: dict[str, Any]
+) -> tuple[dict[str, Any] | None, int, set[int], set[str], set[str]]:
+    assert spec.location_id is not None
+    loc = spec.location_id
+    cp = _checkpoint_at_head(loc)
+    if cp is None:
+        return None, 0, set(), set(), set()
+    filters = spec.filters()
+    first = db.session.scalar(
+        select(func.min(LedgerEntry.seq)).where(LedgerEntry.location_id == loc, LedgerEntry.recorded_at >= spec.since)
+    )
+    # one entry before the period's first recording proves nothing earlier can fall in the period
+    a = max(1, (first if first is not None else cp.seq) - 1)
+    segment = {
+        "location_id": loc,
+        "first_seq": a,
+        "first_prev_hash": db.session.scalar(
+            select(LedgerEntry.prev_hash).where(LedgerEntry.location_id == loc, LedgerEntry.seq == a)
+        ),
+        "last_seq": cp.seq,
+        "last_hash": cp.head_hash,
+        "shadow_before": _shadow_before(loc, a),
+        "checkpoint": json.loads(integrity.SignedHead.of(cp).as_json()),
+    }
+    allowed = proof.PROFILES[spec.profile]
+    total, done, count = cp.seq - a + 1, 0, 0
+    patients: set[int] = set()
+    users: set[str] = set()
+    drugs: set[str] = set()
+    seq = a - 1
+    progress(0, total)
+    while seq < cp.seq:
+        rows = db.session.execute(
+            select(_LEDGER, Form1Salts.salts)
+            .outerjoin(
+                Form1Salts, (Form1Salts.location_id == _LEDGER.c.location_id) & (Form1Salts.seq == _LEDGER.c.seq)
+            )
+            .where(_LEDGER.c.location_id == loc, _LEDGER.c.seq > seq, _LEDGER.c.seq <= cp.seq)
+            .order_by(_LEDGER.c.seq)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        losses = _loss_reports([r.id for r in rows]) if spec.kind == "loss-log" else {}
+        for r in rows:
+            fields = r._asdict()
+            form = 1 if r.phi_salts is None else 2
+            salts = (r.salts or {}) if form == 1 else r.phi_salts
+            record = committed(fields, salts)
+            record["v"] = form
+            if proof.included(spec.kind, filters, record, names):
+                phi = {
+                    p: {"salt": salts[p], "value": get_path(fields, p)}
+                    for p in phi_paths(fields)
+                    if allowed is None or p in allowed
+                }
+                row = proof.export_row(spec.kind, record, r.hash, phi, names)
+                for k, v in losses.get(r.id, {}).items():
+                    row[k] = v
+                for k, v in row.items():
+                    if v is None:
+                        row[k] = ""
+                main.row(row)
+                count += 1
+                if phi and r.patient_id is not None:
+                    patients.add(r.patient_id)
+                for uid in (r.actor_id, r.witness_id, r.second_witness_id):
+                    if uid is not None:
+                        users.add(str(uid))
+                if r.drug_id is not None:
+                    drugs.add(str(r.drug_id))
+            else:
+                left_out.write(
+                    json.dumps({"hash": r.hash, "record": record}, ensure_ascii=False, separators=(",", ":")) + "\n"
+                )
+                if r.drug_id is not None:
+                    drugs.add(str(r.drug_id))  # the verifier checks a schedule filter with it
+            seq = r.seq
+        done += len(rows)
+        progress(done, total)
+    return segment, count, patients, users, drugs
+
+
+_TABLES: dict[str, tuple[Any, str]] = {"access-log": (AccessEvent, "user_id"), "audit-trail": (AuditEvent, "actor_id")}
+
+
+def _table_rows(spec: Spec, main: _RowWriter, progress: Progress, names: dict[str, Any]) -> int:
+    model, who = _TABLES[spec.kind]
+    where = (model.occurred_at >= spec.since, model.occurred_at < spec.until)
+    total = db.session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+    progress(0, total)
+    last, done = 0, 0
+    while True:
+        rows = db.session.scalars(select(model).where(*where, model.id > last).order_by(model.id).limit(BATCH)).all()
+        if not rows:
+            break
+        for ev in rows:
+            values = {c.name: getattr(ev, c.name) for c in model.__table__.columns}
+            values["occurred_at"] = proof.format_time(ev.occurred_at)
+            uid = values.get(who)
+            values["user" if who == "user_id" else "actor"] = names["users"].get(str(uid), "") if uid else ""
+            main.row({h: proof.text(values.get(spec_[2:])) for h, spec_ in proof.KINDS[spec.kind][1]})
+            last = ev.id
+            db.session.expunge(ev)
+        done += len(rows)
+        progress(done, total)
+    return done
+
+
+def _check_pdf_size(rows: int) -> None:
+    if rows > PDF_MAX_ROWS:
+        raise ValidationFailed(
+            errors={"format": [f"A PDF holds at most {PDF_MAX_ROWS} rows; this export has {rows}: use csv."]}
+        )
+
+
+def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
+    """Write the bundle for ``spec`` at ``out`` (plus ``out.manifest.json`` and, when needed, the
+    left-out rows and a PDF's rows beside it). Raises and leaves nothing behind on any failure."""
+    spec.check()
+    registrant = None
+    if spec.location_id is not None:
+        location = db.session.get(Location, spec.location_id)
+        if location is None:
+            raise NotFound("No such location")
+        registrant = {"name": location.name, "address": location.address, "dea_registration": location.dea_registration}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    users, drugs = _names()
+    names: dict[str, Any] = {"users": users, "drugs": drugs}
+    is_pdf = spec.file_format == "pdf"
+    main_sink = _Sink(out.with_name(out.name + ".rows.jsonl") if is_pdf else out, "rows" if is_pdf else "export")
+    sinks = [main_sink]
+    try:
+        main = _RowWriter(main_sink, spec.kind, "jsonl" if is_pdf else spec.file_format)
+        segment, patients = None, set()
+        if proof.KINDS[spec.kind][0] is None:
+            rows = _table_rows(spec, main, progress, names)
+            used_users, used_drugs = set(users), set()
+        else:
+            left = _Sink(out.with_name(out.name + ".left-out.jsonl"), "left-out")
+            sinks.append(left)
+            segment, rows, patients, used_users, used_drugs = _ledger_rows(spec, main, left, progress, names)
+        main.close()
+        files = [s.close() for s in sinks]
+        manifest: dict[str, Any] = {
+            "format": proof.MANIFEST_FORMAT,
+            "kind": spec.kind,
+            "file_format": spec.file_format,
+            "profile": spec.profile,
+            "filters": spec.filters(),
+            "registrant": registrant,
+            "generated_at": proof.format_time(utcnow()),
+            "generated_by": spec.generated_by,
+            "disclosure": spec.disclosure,
+            "rows": rows,
+            "columns": proof.headers(spec.kind),
+            "names": {
+                "users": {k: users[k] for k in sorted(used_users) if k in users},
+                "drugs": {k: drugs[k] for k in sorted(used_drugs) if k in drugs},
+            },
+            "segment": segment,
+        }
+        if is_pdf:
+            _check_pdf_size(rows)
+            from clinic.exports import pdf
+
+            pdf_sink = _Sink(out, "export")
+            pdf_sink.fh.close()
+            sinks.append(pdf_sink)
+            pdf.render(pdf_sink.tmp, manifest, main_sink.tmp)
+            files.append(pdf_sink.close())
+        manifest["files"] = files
+        manifest = proof.sign_manifest(manifest, signing.sign, signing.public_key_hex())
+        manifest_sink = _Sink(out.with_name(out.name + ".manifest.json"), "manifest")
+        sinks.append(manifest_sink)
+        manifest_sink.write(json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+        manifest_sink.close()
+    except BaseException:
+        for s in sinks:
+            s.discard()
+        raise
+    for s in sinks:
+        s.keep()
+    return Result(manifest, rows, patients, [s.path for s in sinks])
+
+
+def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
