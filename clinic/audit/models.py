@@ -109,6 +109,7 @@ class Purge(db.Model):  # type: ignore[name-defined]
     """
 
     __tablename__ = "purges"
+    __table_args__ = (Index("ix_purges_stream", "stream", "open"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     stream: Mapped[str] = mapped_column(String(20))
@@ -131,6 +132,7 @@ class IntegrityCheck(db.Model):  # type: ignore[name-defined]
     """The result of one daily integrity check: every ledger chain and the sealed logs."""
 
     __tablename__ = "integrity_checks"
+    __table_args__ = (Index("ix_integrity_checks_checked_at", "checked_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     checked_at: Mapped[datetime] = mapped_column(UtcDateTime)
