@@ -265,6 +265,9 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(users_group)
     app.cli.add_command(ledger_group)
+    from clinic.audit.commands import purge_command
+
+    app.cli.add_command(purge_command)
     from clinic.system import commands as system_commands
 
     system_commands.init_app(app)  # clinic backup, clinic restore, clinic health

@@ -81,5 +81,8 @@ def last_result() -> dict[str, Any] | None:
 
 
 def init_app(app: Flask) -> None:
+    from clinic.audit.retention import install_orm_guard
+
     app.register_blueprint(bp)
+    install_orm_guard()
     app.jinja_env.globals["last_integrity_check"] = last_result

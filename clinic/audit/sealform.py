@@ -7,11 +7,11 @@ check an access-log export with the very same rules as ``clinic ledger verify`` 
   The row's ``id`` is hashed, so a row moved, inserted or dropped inside a sealed range changes the root.
 - A range's root: the Merkle tree hash of RFC 6962 §2.1 over the row digests in ``id`` order
   (interior node = SHA-256(0x01 || left || right), split at the largest power of two below n).
-  The leaves are already 0x00-prefixed digests, so a leaf can never pass for an interior node.
-- A seal: its body (stream, seq, first and last id of its range, row count, root, the previous seal's
-  hash, its newest row's time, when it was sealed) in canonical JSON is what Ed25519 signs; its hash, which the next seal
-  names as ``prev_hash``, is SHA-256(0x02 || that body || signature hex). Removing or re-signing a
-  seal breaks the next seal's link.
+  The leaves are 0x00-prefixed digests, so a leaf can never pass for an interior node.
+- A seal: its body (stream, seq, first and last id of its range, row count, root, the previous
+  seal's hash, its newest row's time, when it was sealed) in canonical JSON is what Ed25519 signs;
+  its hash, which the next seal names as ``prev_hash``, is SHA-256(0x02 || body || signature hex).
+  Removing or re-signing a seal breaks the next seal's link.
 """
 
 from __future__ import annotations
