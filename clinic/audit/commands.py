@@ -16,7 +16,7 @@ PURGE_KINDS = ("access-log", "audit-trail", "ledger", "inventory")
 @click.argument("kind", type=click.Choice(PURGE_KINDS))
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 def purge_command(kind: str, dry_run: bool) -> None:
-    """Remove KIND's records older than retention (the logs: at least 6 years, the longest of any
+    """SYS-02: remove KIND's records older than retention (the logs: at least 6 years, the longest of any
     location's, none under legal hold), whole seals at a time so what is left still verifies."""
     from clinic.audit import retention
     from clinic.core.tx import commit

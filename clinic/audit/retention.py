@@ -48,7 +48,8 @@ class Policy:
 
 
 def log_policy() -> Policy:
-    """The logs' retention: the longest of any location's, at least 6 years; the holds in force."""
+    """The logs' retention (SYS-02): the longest of any location's, at least 6 years (HIP-06); the
+    holds in force."""
     from clinic.locations.models import Location
 
     years, held = LOG_FLOOR_YEARS, []
@@ -79,7 +80,7 @@ def years_before(at: datetime, years: int) -> datetime:
 
 
 def purge(kind: str, *, requested_by: str, dry_run: bool = False) -> Purge:
-    """Remove the rows of the whole seals of ``kind`` older than retention; record the run."""
+    """Remove the rows of the whole seals of ``kind`` older than retention; record the run (SYS-02)."""
     stream = KINDS[kind]
     now = database_clock()
     policy = log_policy()
@@ -198,6 +199,7 @@ def _refuse_delete(mapper: Any, connection: Any, target: Any) -> None:
 
 
 def install_orm_guard() -> None:
+    """SYS-02: a kept record deleted through the session is refused at the flush, on any backend."""
     from clinic.inventory.models import Checkpoint, Count, CountLine, LedgerEntry
 
     for model in (AccessEvent, AuditEvent, LogSeal, Purge, LedgerEntry, Checkpoint, Count, CountLine):

@@ -56,7 +56,9 @@ def _columns(stream: str) -> list[Any]:
 
 
 def safe_horizon(stream: str, wait_seconds: float) -> int | None:
-    """The largest id below which every row is committed or never will be; None when unknown yet."""
+    """The largest id below which every row is committed or never will be; None when unknown yet.
+
+    SYS-05: a seal over a range a late commit could still change would prove nothing."""
     table = TABLES[stream]
     if db.engine.dialect.name != "postgresql":
         return db.session.scalar(select(func.max(table.c.id)))
@@ -122,7 +124,7 @@ def _range(stream: str, first_id: int, last_id: int) -> tuple[int, str, datetime
 
 
 def seal_stream(stream: str, *, max_rows: int | None = None, wait_seconds: float | None = None) -> list[LogSeal]:
-    """Seal every closed range of ``stream`` past its last seal, ``max_rows`` rows a seal at most."""
+    """Seal every closed range of ``stream`` past its last seal, ``max_rows`` rows a seal at most (SYS-05)."""
     cfg = current_app.config
     max_rows = max_rows or int(cfg.get("SEAL_MAX_ROWS", 10_000))
     wait = float(cfg.get("SEAL_WAIT_SECONDS", 10) if wait_seconds is None else wait_seconds)
@@ -255,6 +257,8 @@ def _purged_through(stream: str, trust: Any) -> tuple[int, datetime | None, str 
 
 
 def verify_stream(stream: str, trust: Any, outside: dict[tuple[str, int], dict[str, Any]]) -> SealReport:
+    """SYS-05: walk the seals of ``stream``; name the first row edited, deleted or inserted, or seal
+    re-signed or removed."""
     report = SealReport(stream)
     label = LABELS[stream]
     purged, cutoff, problem = _purged_through(stream, trust)
