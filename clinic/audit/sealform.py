@@ -58,7 +58,12 @@ def format_time(dt: datetime | str) -> str:
         dt = datetime.fromisoformat(dt.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    dt = dt.astimezone(UTC)
+    # spelled out, not strftime: "%Y" of year 1 is "1" on some platforms and "0001" on others
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+        f".{dt.microsecond:06d}Z"
+    )
 
 
 def _norm(value: Any) -> Any:

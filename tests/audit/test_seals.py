@@ -111,6 +111,23 @@ def test_range_root_is_rfc6962():
     assert sealform.range_root(leaves[:1]) == leaves[0].hex()
 
 
+def test_a_row_digest_has_one_spelling_of_time_whatever_the_year():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    for at in (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)):
+        row = {"id": 7, "occurred_at": at, "tag": "t", "data": {"b": 1, "a": "é"}}
+        same = [
+            {**row, "occurred_at": at.isoformat()},
+            {**row, "occurred_at": at.replace(tzinfo=None)},
+            {**row, "data": {"a": "é", "b": 1}},
+        ]
+        if at.year == 1:
+            same.append({**row, "occurred_at": at.astimezone(timezone(timedelta(hours=5)))})
+        assert {sealform.row_digest("audit", r) for r in same} == {sealform.row_digest("audit", row)}
+        assert sealform.row_digest("audit", {**row, "id": 8}) != sealform.row_digest("audit", row)
+        assert sealform.format_time(at).startswith(f"{at.year:04d}-")
+
+
 def _first_sealed(app: Flask, stream: str = "access") -> dict:
     with app.app_context():
         s = db.session.scalar(select(LogSeal).where(LogSeal.stream == stream).order_by(LogSeal.seq).limit(1))
