@@ -20,6 +20,7 @@ BENCHMARKS: list[str] = [
     "series_booking",
     "observation_board",
     "reminder_dispatch",
+    "log_seal",
 ]
 
 
