@@ -61,8 +61,7 @@ def format_time(dt: datetime | str) -> str:
     dt = dt.astimezone(UTC)
     # spelled out, not strftime: "%Y" of year 1 is "1" on some platforms and "0001" on others
     return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
-        f".{dt.microsecond:06d}Z"
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond:06d}Z"
     )
 
 
