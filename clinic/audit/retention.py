@@ -85,17 +85,7 @@ def purge(kind: str, *, requested_by: str, dry_run: bool = False) -> Purge:
     now = database_clock()
     policy = log_policy()
     cutoff = years_before(now, policy.years)
-    run = Purge(
-        stream=stream,
-        requested_at=now,
-        requested_by=requested_by[:200],
-        cutoff=cutoff,
-        through_id=0,
-        through_seal=0,
-        rows=0,
-        detail="",
-        open=False,
-    )
+    run = _new_run(stream, requested_by, now, cutoff)
     if policy.held_by:
         return _refuse(run, f"location(s) {', '.join(map(str, policy.held_by))} under legal hold")
     done = (
@@ -151,6 +141,20 @@ def purge(kind: str, *, requested_by: str, dry_run: bool = False) -> Purge:
     return run
 
 
+def _new_run(stream: str, requested_by: str, now: datetime, cutoff: datetime) -> Purge:
+    return Purge(
+        stream=stream,
+        requested_at=now,
+        requested_by=requested_by[:200],
+        cutoff=cutoff,
+        through_id=0,
+        through_seal=0,
+        rows=0,
+        detail="",
+        open=False,
+    )
+
+
 def _count(stream: str, through_id: int) -> int:
     from sqlalchemy import func
 
@@ -174,17 +178,7 @@ def _refuse(run: Purge, why: str) -> Purge:
 def refuse_ledger(kind: str, *, requested_by: str) -> Purge:
     """The ledger and inventories are not purged by this version: the refusal is recorded all the same."""
     now = database_clock()
-    run = Purge(
-        stream=kind,
-        requested_at=now,
-        requested_by=requested_by[:200],
-        cutoff=now,
-        through_id=0,
-        through_seal=0,
-        rows=0,
-        detail="",
-        open=False,
-    )
+    run = _new_run(kind, requested_by, now, now)
     return _refuse(run, f"{kind} is kept whole: hash chains are not purged by this version (SYS-01, SYS-02)")
 
 
