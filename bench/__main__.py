@@ -21,6 +21,7 @@ BENCHMARKS: list[str] = [
     "observation_board",
     "reminder_dispatch",
     "export",
+    "log_seal",
 ]
 
 

@@ -62,6 +62,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     # Import every model module so metadata (and migrations' autogenerate check) sees them all.
+    import clinic.audit.tasks
     import clinic.core.idempotency
     import clinic.exports.models
     import clinic.exports.tasks
@@ -77,6 +78,7 @@ def _register_blueprints(app: Flask) -> None:
     import clinic.system.tasks
     import clinic.visits.models
     import clinic.visits.tasks  # noqa: F401
+    from clinic.audit import integrity as audit_integrity
     from clinic.auth import api as auth_api
     from clinic.auth import views as auth_views
     from clinic.exports import api as exports_api
@@ -108,6 +110,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(visits_views.bp)
     app.register_blueprint(reminders_views.bp)
     app.register_blueprint(exports_views.bp)
+    audit_integrity.init_app(app)  # the integrity partial's template and its data
     for blueprint in (
         auth_api.blp,
         locations_api.blp,

@@ -204,6 +204,8 @@ def ledger_verify(location_id: int | None, public_keys: tuple[str, ...], checkpo
         keys = tuple(signing.load_public_key(k) for k in public_keys)
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--public-key") from None
+    from clinic.audit import seals
+
     reports = integrity.verify_all(location_id, public_keys=keys, checkpoint_files=checkpoint_files)
     bad = [r for r in reports if not r.ok]
     for r in reports:
@@ -213,7 +215,14 @@ def ledger_verify(location_id: int | None, public_keys: tuple[str, ...], checkpo
             click.echo(f"location {r.location_id}: BROKEN at seq {r.bad_seq}: {r.problem}")
     if not reports:
         click.echo("no locations")
-    if bad:
+    # The access log and audit trail belong to no one location: their seals are checked every time.
+    logs = seals.verify_all(integrity.pinned_trust(keys))
+    for s in logs:
+        if s.ok:
+            click.echo(f"{s.label}: {s.rows} rows in {s.seals} seals intact, {s.unsealed} not yet sealed")
+        else:
+            click.echo(f"{s.label}: BROKEN at seal {s.bad_seal}: {s.problem}")
+    if bad or any(not s.ok for s in logs):
         sys.exit(1)
 
 
@@ -308,6 +317,21 @@ def export_command(kind: str, file_format: str, output: Path, as_email: str | No
     click.echo(f"{output}: {export.rows} rows; manifest {output}.manifest.json; {export.verification}")
 
 
+@ledger_group.command("seal")
+@click.option("--wait", "wait_seconds", type=float, default=None, help="Seconds to wait for open transactions.")
+def ledger_seal(wait_seconds: float | None) -> None:
+    """Seal the access log's and audit trail's closed ranges now (beat also does it every 5 minutes)."""
+    from clinic.audit import seals
+    from clinic.core.tx import commit
+
+    made = seals.seal_all(wait_seconds=wait_seconds)
+    commit()
+    for s in made:
+        click.echo(f"{seals.LABELS[s.stream]}: sealed {s.row_count} rows, ids {s.first_id}-{s.last_id} (seal {s.seq})")
+    if not made:
+        click.echo("nothing new to seal")
+
+
 def _explain(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     detail = getattr(exc, "detail", str(exc))
@@ -319,6 +343,9 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users_group)
     app.cli.add_command(ledger_group)
     app.cli.add_command(export_command)
+    from clinic.audit.commands import purge_command
+
+    app.cli.add_command(purge_command)
     from clinic.system import commands as system_commands
 
     system_commands.init_app(app)  # clinic backup, clinic restore, clinic health

@@ -86,6 +86,10 @@ DEFAULTS: dict[str, Any] = {
     "CHECKPOINT_KEY_FINGERPRINTS": [],
     # A copy of every signed checkpoint, outside the database; empty: instance/checkpoints/<db>.jsonl.
     "CHECKPOINT_LOG": None,
+    # Seals over the access log and audit trail (clinic.audit.seals): rows per seal at most, and how
+    # long the sealer waits for transactions open when it starts before leaving the range to its next run.
+    "SEAL_MAX_ROWS": 10_000,
+    "SEAL_WAIT_SECONDS": 10,
 }
 
 

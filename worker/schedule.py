@@ -13,6 +13,10 @@ BEAT_SCHEDULE: dict[str, Any] = {
     "heartbeat": {"task": "system.heartbeat", "schedule": 60.0, "options": {"expires": 55}},
     # Signed ledger checkpoints: hourly, so an auditor's copy is never more than an hour behind.
     "ledger-checkpoints": {"task": "inventory.sign_checkpoints", "schedule": 3600.0},
+    # Seals over the access log and audit trail: every 5 minutes, so at most that much is unsealed.
+    "log-seals": {"task": "audit.seal_logs", "schedule": 300.0},
+    # The daily integrity check of every chain and seal (SYS-05); a break alerts the admins.
+    "integrity-check": {"task": "audit.integrity_check", "schedule": 86400.0},
     # DEA Form 106 deadlines (one business day for the notice, 45 days to file).
     "loss-report-deadlines": {"task": "inventory.flag_overdue_loss_reports", "schedule": 900.0},
     # Observation timers (SYS-06): due alerts are rows; this sweep raises each once, within seconds.

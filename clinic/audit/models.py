@@ -3,7 +3,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, SmallInteger, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clinic.core.db import UtcDateTime
@@ -57,3 +69,73 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     subject_id: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class LogSeal(db.Model):  # type: ignore[name-defined]
+    """A signed checkpoint over a range of access-log or audit-trail rows (SYS-05, HIP-04).
+
+    Rows ``first_id..last_id`` of ``stream`` hash to ``root`` (clinic.audit.sealform); each seal
+    names the hash of the one before, so a seal removed or re-signed breaks the next one's link.
+    Append-only like the rows it seals (migration 0014).
+    """
+
+    __tablename__ = "log_seals"
+    __table_args__ = (
+        UniqueConstraint("stream", "seq"),
+        CheckConstraint("stream IN ('access', 'audit')", name="stream_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(10))
+    seq: Mapped[int] = mapped_column(Integer)
+    first_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    row_count: Mapped[int] = mapped_column(Integer)
+    root: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    #: the newest row's time: a purge removes a seal's rows only once this is older than retention
+    last_occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sealed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    public_key: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class Purge(db.Model):  # type: ignore[name-defined]
+    """One run of ``clinic purge`` on one stream, done or refused (SYS-02). Never deleted.
+
+    While ``open`` (only inside the purging transaction, so no other session ever sees it) the
+    database's retention guard lets that transaction delete rows of the stream up to ``through_id``
+    that are older than retention; the guard checks the age itself.
+    """
+
+    __tablename__ = "purges"
+    __table_args__ = (Index("ix_purges_stream", "stream", "open"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(20))
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    cutoff: Mapped[datetime] = mapped_column(UtcDateTime)
+    through_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: the seals whose rows were removed (the seals themselves stay: verify still links them)
+    through_seal: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(String(1000), default="")
+    open: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: a done purge is signed (clinic.audit.sealform.purge_message), so a forged one does not verify
+    public_key: Mapped[str | None] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(128))
+
+
+class IntegrityCheck(db.Model):  # type: ignore[name-defined]
+    """The result of one daily integrity check: every ledger chain and the sealed logs."""
+
+    __tablename__ = "integrity_checks"
+    __table_args__ = (Index("ix_integrity_checks_checked_at", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    problems: Mapped[list[str]] = mapped_column(JSON, default=list)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -22,6 +22,9 @@ class Tag(StrEnum):
     auth_token_issue = "auth:token:issue"
     auth_token_revoke = "auth:token:revoke"
 
+    audit_log_purge = "audit:log:purge"
+    audit_log_purge_refused = "audit:log:purge_refused"
+
     locations_location_create = "locations:location:create"
     locations_location_update = "locations:location:update"
     locations_hours_set = "locations:hours:set"

@@ -51,7 +51,14 @@ def drop_function() -> None:
 
 
 #: Every append-only table, across all revisions (kept here so grants and tests agree).
-APPEND_ONLY_TABLES = ("access_events", "audit_events", "ledger_entries", "ledger_checkpoints", "count_lines")
+APPEND_ONLY_TABLES = (
+    "access_events",
+    "audit_events",
+    "ledger_entries",
+    "ledger_checkpoints",
+    "count_lines",
+    "log_seals",
+)
 
 
 def grant_app_role(role: str) -> int:

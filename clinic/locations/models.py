@@ -22,6 +22,7 @@ DEFAULT_JURISDICTION: dict[str, Any] = {
     "board_loss_notice_days": None,  # DEA-37 state add-on, e.g. 30 (CA)
     "board_theft_notice_days": None,  # DEA-37: sooner for a theft, e.g. 14 (CA)
     "retention_years": 2,  # DEA-08 floor; HIPAA documentation 6 (SYS-02)
+    "legal_hold": False,  # SYS-02: a hold stops every purge (clinic.core.retention)
     "small_discrepancy_pattern": {"count": 3, "days": 30},  # DEA-35
     # DOMAIN.md §4: per-flag level overrides, e.g. {"CI-06": "HARD"}; defaults live in
     # clinic/patients/screening.py, so an empty map means the suggested levels.

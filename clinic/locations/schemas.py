@@ -41,6 +41,8 @@ class JurisdictionSchema(StrictSchema):
     board_loss_notice_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=90))
     board_theft_notice_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=90))
     retention_years = ma.fields.Integer(strict=True, validate=validate.Range(min=2, max=30))
+    #: SYS-02: while set, nothing of this location (nor the clinic's logs) is purged, however old
+    legal_hold = ma.fields.Boolean()
     small_discrepancy_pattern = ma.fields.Nested(DiscrepancyPatternSchema)
     screening_levels = ma.fields.Dict(
         keys=ma.fields.String(validate=validate.Regexp(r"^CI-\d{2}$", error="A flag code such as CI-06.")),
