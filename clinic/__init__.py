@@ -81,6 +81,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.inventory import api as inventory_api
     from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
+    from clinic.locations import views as locations_views
     from clinic.outcomes import api as outcomes_api
     from clinic.outcomes import views as outcomes_views
     from clinic.patients import api as patients_api
@@ -103,6 +104,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(pmf_views.bp)
     app.register_blueprint(visits_views.bp)
     app.register_blueprint(reminders_views.bp)
+    app.register_blueprint(locations_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -127,6 +129,7 @@ NAV_ITEMS = [
     ("scheduling_ui.day", "Schedule", "scheduling.view"),
     ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
     ("reminders_ui.outbox", "Reminders", "reminders.view"),
+    ("locations_ui.index", "Locations", "locations.manage"),
 ]
 
 
