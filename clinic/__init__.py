@@ -79,12 +79,14 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.auth import views as auth_views
     from clinic.extensions import api
     from clinic.inventory import api as inventory_api
+    from clinic.inventory import disposal_views  # noqa: F401  (routes on inventory_ui)
     from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
     from clinic.locations import views as locations_views
     from clinic.outcomes import api as outcomes_api
     from clinic.outcomes import views as outcomes_views
     from clinic.patients import api as patients_api
+    from clinic.patients import pages as patient_pages  # noqa: F401  (routes on patients_ui)
     from clinic.patients import views as patients_views
     from clinic.reminders import api as reminders_api
     from clinic.reminders import views as reminders_views

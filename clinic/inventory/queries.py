@@ -29,6 +29,7 @@ from clinic.inventory.models import (
 from clinic.inventory.schemas import page
 from clinic.locations import service as locations
 from clinic.locations.models import Location, StorageSite
+from clinic.patients.models import Patient
 
 
 @dataclass
@@ -160,6 +161,10 @@ class LedgerPage:
     entries: list[LedgerEntry]
     names: dict[int, str]
     next_cursor: str | None
+    #: seq -> the seq of the correction that corrects it (the other way round is on the entry)
+    corrected_by: dict[int, int] = field(default_factory=dict)
+    #: patient id -> "Last, First" when the reader may see patients (HIP-03: auditors never do)
+    patients: dict[int, str] = field(default_factory=dict)
 
 
 def ledger_page(
@@ -173,6 +178,7 @@ def ledger_page(
     limit: int,
     drug_id: int | None = None,
     schedule: str | None = None,
+    with_patients: bool = False,
 ) -> LedgerPage:
     """One page of ``service.list_entries`` (the cursor is the last id seen) with the people's names."""
     entries = service.list_entries(
@@ -187,7 +193,24 @@ def ledger_page(
         schedule=schedule,
     )
     people = chain.from_iterable((e.actor_id, e.witness_id, e.second_witness_id) for e in entries)
-    return LedgerPage(entries, user_names(people), page(entries, limit)["next_cursor"])
+    corrected_by = {}
+    if entries and location_id is not None:
+        rows = db.session.execute(
+            select(LedgerEntry.corrects_seq, LedgerEntry.seq).where(
+                LedgerEntry.location_id == location_id, LedgerEntry.corrects_seq.in_([e.seq for e in entries])
+            )
+        )
+        corrected_by = {row.corrects_seq: row.seq for row in rows}
+    patients = patient_names(e.patient_id for e in entries) if with_patients else {}
+    return LedgerPage(entries, user_names(people), page(entries, limit)["next_cursor"], corrected_by, patients)
+
+
+def patient_names(ids: Iterable[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = db.session.execute(select(Patient.id, Patient.first_name, Patient.last_name).where(Patient.id.in_(wanted)))
+    return {row.id: f"{row.last_name}, {row.first_name}" for row in rows}
 
 
 def user_names(ids: Iterable[int | None]) -> dict[int, str]:

@@ -1,0 +1,111 @@
+"""Pages for stock leaving the inventory (reverse-distributor return, on-site destruction with two
+witnesses) and for a correction started from a ledger row, linked both ways on the ledger."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import Client, sign_in
+from tests.inventory.conftest import dea_number
+from tests.inventory.test_pages import assert_accessible, receive, submit, text
+
+
+@pytest.fixture
+def nurse(app, clinic) -> Client:
+    app.test_client_class = Client
+    c = app.test_client()
+    sign_in(c, clinic.nurse)
+    return c
+
+
+def test_a_return_to_a_reverse_distributor_disposes_the_container(clinic, nurse, make_user):
+    (cid,) = receive(clinic, 1)
+    page = f"/inventory/return?location_id={clinic.location_id}"
+    form = nurse.get(page)
+    assert form.status_code == 200
+    assert_accessible(form)
+    body = {"container_id": str(cid), "method": "returned for destruction", "rd_name": "Returns Inc",
+            "rd_address": "9 Dock St, Memphis TN", "rd_dea_registration": dea_number(),
+            **clinic.witness_fields()}  # fmt: skip
+    # Without the distributor's DEA number: refused beside its field, nothing written.
+    resp = submit(nurse, page, {**body, "rd_dea_registration": ""}, page=page)
+    assert resp.status_code == 422
+    assert 'id="rd_dea_registration-error"' in text(resp)
+    assert clinic.container(cid)["status"] != "disposed"
+    # The witness is the actor: refused.
+    resp = submit(nurse, page, {**body, **clinic.witness_fields(clinic.nurse)}, page=page)
+    assert resp.status_code in (403, 409, 422)
+    assert clinic.container(cid)["status"] != "disposed"
+
+    resp = submit(nurse, page, body, page=page)
+    assert resp.status_code == 302, text(resp)[-1500:]
+    assert clinic.container(cid)["status"] == "disposed"
+    (entry,) = clinic.ledger(kind="return_to_distributor")
+    assert entry["container_id"] == cid and entry["details"]["reverse_distributor"]["name"] == "Returns Inc"
+
+
+def test_on_site_destruction_needs_two_different_witnesses(clinic, nurse, make_user):
+    (cid,) = receive(clinic, 1)
+    page = f"/inventory/destroy?location_id={clinic.location_id}"
+    assert_accessible(nurse.get(page))
+    body = {"container_id": str(cid), "method": "chemical_digestion", **clinic.witness_fields()}
+    resp = submit(nurse, page, body, page=page)
+    assert resp.status_code in (403, 409, 422)
+    assert "second witness" in text(resp).lower()
+    second = make_user("prescriber")
+    resp = submit(nurse, page, {**body, "second_witness_email": clinic.witness.email,
+                                "second_witness_password": clinic.witness.password}, page=page)  # fmt: skip
+    assert resp.status_code in (409, 422) and clinic.container(cid)["status"] != "disposed"
+    resp = submit(nurse, page, {**body, "second_witness_email": second.email,
+                                "second_witness_password": second.password}, page=page)  # fmt: skip
+    assert resp.status_code == 302, text(resp)[-1500:]
+    (entry,) = clinic.ledger(kind="destruction")
+    assert entry["container_id"] == cid
+
+
+def test_a_correction_from_a_ledger_row_is_linked_both_ways(clinic, nurse):
+    (cid,) = receive(clinic, 1)
+    given = clinic.post(
+        "/inventory/administrations", {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "40"}
+    )
+    assert given.status_code == 201
+    seq = given.json["seq"]
+    ledger = text(nurse.get(f"/inventory/ledger?location_id={clinic.location_id}"))
+    assert f"/inventory/ledger/{seq}/correct?location_id={clinic.location_id}" in ledger
+    assert "Example, Pat" in ledger  # the patient, for a role that may see patients
+
+    page = f"/inventory/ledger/{seq}/correct?location_id={clinic.location_id}"
+    form = nurse.get(page)
+    assert form.status_code == 200
+    assert_accessible(form)
+    resp = submit(nurse, page, {"reason": "  ", "corrected_quantity_mg": "45", **clinic.witness_fields()}, page=page)
+    assert resp.status_code == 422 and 'id="reason-error"' in text(resp)
+    assert clinic.ledger(kind="correction") == []
+    resp = submit(nurse, page, {"reason": "45 mg given, 40 charted", "corrected_quantity_mg": "45",
+                                **clinic.witness_fields()}, page=page)  # fmt: skip
+    assert resp.status_code == 302, text(resp)[-1500:]
+    (correction,) = clinic.ledger(kind="correction")
+    assert correction["corrects_seq"] == seq
+    ledger = text(nurse.get(f"/inventory/ledger?location_id={clinic.location_id}"))
+    assert re.search(rf'corrected by <a href="#seq-{correction["seq"]}"', ledger)
+    assert f'of <a href="#seq-{seq}" data-testid="corrects">#{seq}</a>' in ledger
+    # Corrected once: no second correction link, and the form refuses a second one.
+    assert f"/inventory/ledger/{seq}/correct" not in ledger
+    again = submit(nurse, page, {"reason": "again", **clinic.witness_fields()}, page=page)
+    assert again.status_code == 409
+
+
+def test_auditors_see_no_patient_on_the_ledger_and_cannot_correct(app, clinic, login_as):
+    (cid,) = receive(clinic, 1)
+    given = clinic.post(
+        "/inventory/administrations", {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"}
+    )
+    auditor, _ = login_as("auditor")
+    ledger = text(auditor.get(f"/inventory/ledger?location_id={clinic.location_id}"))
+    assert "Example, Pat" not in ledger and ">Patient<" not in ledger and "/correct" not in ledger
+    assert (
+        auditor.get(f"/inventory/ledger/{given.json['seq']}/correct?location_id={clinic.location_id}").status_code
+        == 403
+    )
