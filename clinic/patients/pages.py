@@ -67,12 +67,16 @@ def picker() -> Any:
     records = service.list_patients(q=q, date_of_birth=born, limit=PICKER_LIMIT) if q or born else []
     field = request.args.get("field", "patient_id")
     field = field if field.isidentifier() else "patient_id"
+    matches = [_choice(r.patient) for r in records]
+    # The patient already chosen stays chosen when the new matches still hold them.
+    kept = id_arg(request.args.get(field, ""))
     return render_template(
         "patients/picker_results.html",
         field=field,
         label=request.args.get("label", "Patient")[:60],
         required=bool(request.args.get("required")),
-        matches=[_choice(r.patient) for r in records],
+        matches=matches,
+        chosen=next((m for m in matches if m.id == kept), None),
     )
 
 

@@ -213,10 +213,16 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     desk.goto("/schedule/book")
     picker = desk.locator("fieldset", has_text="Find the patient")
     picker.get_by_label("Name").press_sequentially(last[:8].lower(), delay=20)
-    picker.get_by_label("Date of birth").fill("1979-03-14")
+    with desk.expect_response(lambda r: "picker_dob=1979-03-14" in r.url):
+        picker.get_by_label("Date of birth").fill("1979-03-14")
     choice = desk.get_by_label("Patient", exact=True)
     expect(choice.locator(f'option[value="{patient_id}"]')).to_have_count(1)
     choice.select_option(str(patient_id))
+    picker.get_by_label("Name").press("End")  # another search keeps the chosen patient chosen
+    with desk.expect_response(lambda r: "/patients/picker" in r.url):
+        picker.get_by_label("Name").press_sequentially(last[8:].lower(), delay=20)
+    expect(choice.locator(f'option[value="{patient_id}"]')).to_have_count(1)
+    expect(choice).to_have_value(str(patient_id))
     desk.get_by_label("Protocol").select_option("ketamine-iv-induction")
     desk.get_by_label("Location").select_option(str(location_id))
     desk.get_by_label("Prescriber").select_option(label=team.prescriber.name)
