@@ -82,7 +82,15 @@ def _back_to_safe(where: queries.Where) -> Any:
 @bp.get("/")
 @require("inventory.view")
 def safe() -> Any:
-    return render_template("inventory/safe.html", page=queries.overview(_location_id()), form={}, errors={}, error=None)
+    show_all = request.args.get("show") == "all"
+    return render_template(
+        "inventory/safe.html",
+        page=queries.overview(_location_id(), show_all=show_all),
+        show_all=show_all,
+        form={},
+        errors={},
+        error=None,
+    )
 
 
 # --- receiving a shipment ------------------------------------------------------------------------

@@ -109,3 +109,32 @@ def test_auditors_see_no_patient_on_the_ledger_and_cannot_correct(app, clinic, l
         auditor.get(f"/inventory/ledger/{given.json['seq']}/correct?location_id={clinic.location_id}").status_code
         == 403
     )
+
+
+def test_the_safe_lists_what_is_on_hand_and_a_toggle_shows_the_rest(clinic, nurse):
+    full, emptied, gone = receive(clinic, 3)
+    whole = clinic.container(emptied)["balance_mg"]
+    given = clinic.post(
+        "/inventory/administrations", {"container_id": emptied, "patient_id": clinic.patient_id, "quantity_mg": whole}
+    )
+    assert given.status_code == 201, given.json
+    assert clinic.container(emptied)["status"] == "empty"
+    returned = clinic.post("/inventory/disposals", {
+        "container_id": gone, "method": "returned for destruction", **clinic.witness_fields(),
+        "reverse_distributor": {"name": "Returns Inc", "address": "9 Dock St", "dea_registration": dea_number()},
+    })  # fmt: skip
+    assert returned.status_code == 201, returned.json
+
+    safe = text(nurse.get(f"/inventory/?location_id={clinic.location_id}"))
+    assert f'data-container="{full}"' in safe
+    assert f'data-container="{emptied}"' not in safe and f'data-container="{gone}"' not in safe
+    shown = text(nurse.get(f"/inventory/?location_id={clinic.location_id}&show=all"))
+    unusable = re.findall(r'<tr data-container="(\d+)" data-unusable="1">(.*?)</tr>', shown, re.S)
+    assert {int(cid) for cid, _ in unusable} == {emptied, gone}
+    for _, row in unusable:  # no movement from them
+        assert "Waste" not in row and "Move" not in row and "Loss" not in row and "History" in row
+    # The waste and transfer forms offer only usable containers; the count sheet keeps every one held.
+    waste = text(nurse.get(f"/inventory/waste?location_id={clinic.location_id}"))
+    assert f'<option value="{full}"' in waste and f'<option value="{emptied}"' not in waste
+    count = text(nurse.get(f"/inventory/count?location_id={clinic.location_id}"))
+    assert f"counted_mg-{full}" in count and f"counted_mg-{gone}" not in count
