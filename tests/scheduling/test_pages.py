@@ -133,10 +133,13 @@ def test_booking_saves_redirects_to_the_course_and_cancel_works_there(app, desk,
     assert done.status_code == 302 and done.location == booked.location
     row = re.search(rf'<tr data-appointment="{first}"(.*?)</tr>', text(c.get(booked.location)), re.S)
     assert row and "cancelled" in row.group(1) and "Patient asked to move it" in row.group(1)
+    # The course counts its active visits, not the protocol's planned number.
+    assert '<dd data-testid="active-visits">11 active, 1 cancelled</dd>' in text(c.get(booked.location))
 
     # the patient's chart lists the course with its visits
     chart = text(c.get(f"/patients/{pid}"))
     assert f'data-series="{match.group(1)}"' in chart and shown(desk.start, "09:00") in chart
+    assert "11 active visits" in chart
 
 
 def test_reschedule_from_the_course_page_reads_the_location_time_zone(desk, login_as):

@@ -279,3 +279,18 @@ def test_courses_follow_the_prescribers_hours_on_site(desk):
         f"/api/v1/locations/{desk.location_id}/prescribers/{desk.prescriber.id}/hours", headers=desk.desk, json=roster
     )
     assert nurse.status_code == 403
+
+
+def test_a_course_stays_in_one_chair_when_one_is_free_for_all_its_visits(desk):
+    """Chair 1 is taken at the course's second visit only: the whole course goes to Chair 2, not
+    Chair 1, 2, 1, 1, ... (issue 10: visits hopped between chairs)."""
+    probe = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", preferred_time="14:00").json
+    second_day = local(probe["appointments"][1]["starts_at"]).date().isoformat()
+    blocker = desk.book(desk.patient(rems=False), protocol="ketamine-iv-booster", start_on=second_day,
+                        preferred_time="10:00")  # fmt: skip
+    assert blocker.status_code == 201, blocker.json
+    taken = blocker.json["appointments"][0]["chair_id"]
+    assert taken == desk.chairs[0]
+    course = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", preferred_time="10:00")
+    assert course.status_code == 201, course.json
+    assert {a["chair_id"] for a in course.json["appointments"]} == {desk.chairs[1]}
