@@ -91,6 +91,7 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.reminders import api as reminders_api
     from clinic.reminders import views as reminders_views
     from clinic.scheduling import api as scheduling_api
+    from clinic.scheduling import feed_views  # noqa: F401  (routes on scheduling_ui)
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
     from clinic.visits import pmf_api, pmf_views
@@ -132,6 +133,7 @@ NAV_ITEMS = [
     ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
     ("reminders_ui.outbox", "Reminders", "reminders.view"),
     ("locations_ui.index", "Locations", "locations.manage"),
+    ("scheduling_ui.my_feeds", "My calendar", "self.view"),
 ]
 
 

@@ -277,6 +277,8 @@ PAGES = (
     "/patients/{patient}",
     "/patients/{patient}/edit",
     "/patients/{patient}/screenings/new",
+    "/patients/{patient}/calendar-feeds",
+    "/me/calendar-feeds",
     "/schedule/day?location_id={location}",
     "/schedule/week?location_id={location}",
     "/schedule/book?patient_id={patient}",
