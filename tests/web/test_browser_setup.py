@@ -203,6 +203,14 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     patient_id = int(re.search(r"/patients/(\d+)$", desk.url).group(1))  # type: ignore[union-attr]
     team.made["patient"] = patient_id
 
+    # The patients page's search row: buttons level with the fields and no taller than them.
+    desk.goto("/patients/")
+    field = desk.get_by_role("searchbox", name="Name").bounding_box()
+    button = desk.get_by_role("button", name="Search").bounding_box()
+    assert field and button
+    assert abs((field["y"] + field["height"]) - (button["y"] + button["height"])) <= 2, (field, button)
+    assert button["height"] <= field["height"] + 2, (field, button)
+
     nurse.goto(f"/patients/{patient_id}/screenings/new")
     required = nurse.locator("fieldset", has_text="Required questions").locator("select")
     for i in range(required.count()):
