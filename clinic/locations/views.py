@@ -290,7 +290,7 @@ def prescriber_hours(location_id: int) -> Any:
         "prescriber_hours",
         load,
         lambda args: scheduling.set_prescriber_hours(
-            actor=current_actor(), location_id=location_id, user_id=user_id, hours=args
+            actor=current_actor(), location_id=location_id, user_id=user_id or 0, hours=args
         ),
         "Prescriber's hours on site saved.",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import holidays
 from sqlalchemy import select
 
@@ -21,9 +23,8 @@ def add_public_holidays(*, actor: User, location_id: int, year: int) -> list[Clo
     pressing the button twice adds nothing the second time."""
     location = locations.get_location(location_id)
     state = location.rule("state")
-    covered = list(
-        db.session.execute(select(Closure.starts_on, Closure.ends_on).where(Closure.location_id == location_id))
-    )
+    rows = db.session.execute(select(Closure.starts_on, Closure.ends_on).where(Closure.location_id == location_id))
+    covered: list[tuple[date, date]] = [(a, b) for a, b in rows]
     added = []
     for day, name in sorted(holidays.country_holidays("US", subdiv=state, years=year).items()):
         if any(a <= day <= b for a, b in covered):
