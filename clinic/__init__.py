@@ -85,15 +85,19 @@ def _register_blueprints(app: Flask) -> None:
     from clinic.exports import views as exports_views
     from clinic.extensions import api
     from clinic.inventory import api as inventory_api
+    from clinic.inventory import disposal_views  # noqa: F401  (routes on inventory_ui)
     from clinic.inventory import views as inventory_views
     from clinic.locations import api as locations_api
+    from clinic.locations import views as locations_views
     from clinic.outcomes import api as outcomes_api
     from clinic.outcomes import views as outcomes_views
     from clinic.patients import api as patients_api
+    from clinic.patients import pages as patient_pages  # noqa: F401  (routes on patients_ui)
     from clinic.patients import views as patients_views
     from clinic.reminders import api as reminders_api
     from clinic.reminders import views as reminders_views
     from clinic.scheduling import api as scheduling_api
+    from clinic.scheduling import feed_views  # noqa: F401  (routes on scheduling_ui)
     from clinic.scheduling import views as scheduling_views
     from clinic.visits import api as visits_api
     from clinic.visits import pmf_api, pmf_views
@@ -111,6 +115,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(reminders_views.bp)
     app.register_blueprint(exports_views.bp)
     audit_integrity.init_app(app)  # the integrity partial's template and its data
+    app.register_blueprint(locations_views.bp)
     for blueprint in (
         auth_api.blp,
         locations_api.blp,
@@ -137,6 +142,8 @@ NAV_ITEMS = [
     ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
     ("reminders_ui.outbox", "Reminders", "reminders.view"),
     ("exports_ui.index", "Exports", "exports.view"),
+    ("locations_ui.index", "Locations", "locations.manage"),
+    ("scheduling_ui.my_feeds", "My calendar", "self.view"),
 ]
 
 

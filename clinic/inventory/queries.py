@@ -19,6 +19,7 @@ from clinic.extensions import db
 from clinic.inventory import service
 from clinic.inventory.models import (
     Container,
+    ContainerStatus,
     Discrepancy,
     DiscrepancyAlert,
     DiscrepancyStatus,
@@ -29,6 +30,7 @@ from clinic.inventory.models import (
 from clinic.inventory.schemas import page
 from clinic.locations import service as locations
 from clinic.locations.models import Location, StorageSite
+from clinic.patients.models import Patient
 
 
 @dataclass
@@ -56,6 +58,11 @@ def where(location_id: int | None) -> Where:
     return Where(locations.get_location(location_id), found)
 
 
+USABLE = frozenset({ContainerStatus.sealed.value, ContainerStatus.open.value})
+#: the most recent disposed containers the safe's "show all" lists (the ledger keeps every one)
+DISPOSED_SHOWN = 100
+
+
 @dataclass
 class DrugTotal:
     drug: Drug
@@ -73,26 +80,60 @@ class Stock:
     totals: list[DrugTotal] = field(default_factory=list)
     drugs: list[Drug] = field(default_factory=list)
 
+    #: disposed containers, only when the safe's toggle asks for everything
+    disposed: list[Container] = field(default_factory=list)
+
     def at(self, site_id: int) -> list[Container]:
         return [c for c in self.containers if c.storage_site_id == site_id]
+
+    def usable(self, c: Container) -> bool:
+        """On hand and usable: sealed or open, something left, not past its expiry (the location's day)."""
+        return c.status in USABLE and c.balance_ug > 0 and c.expires_on >= self.where.today
+
+    @property
+    def on_hand(self) -> list[Container]:
+        return [c for c in self.containers if self.usable(c)]
+
+    @property
+    def not_usable(self) -> list[Container]:
+        """Empty and expired containers still held (expired stock awaits disposal), then disposed ones."""
+        return [c for c in self.containers if not self.usable(c)] + self.disposed
+
+    @property
+    def with_balance(self) -> list[Container]:
+        """What can still be lost, returned or destroyed, or must be counted: anything with stock in it."""
+        return [c for c in self.containers if c.balance_ug > 0]
 
     @property
     def site_names(self) -> dict[int, str]:
         return {s.id: s.name for s in self.sites}
 
 
-def stock(location_id: int | None) -> Stock:
+def stock(location_id: int | None, *, with_disposed: bool = False) -> Stock:
     here = where(location_id)
     if here.location is None:
         return Stock(here)
     containers, per_drug = service.balances(here.location.id)
     drugs = {c.drug_id: c.drug for c in containers}
+    disposed = (
+        list(
+            db.session.scalars(
+                select(Container)
+                .where(Container.location_id == here.location.id, Container.status == ContainerStatus.disposed.value)
+                .order_by(Container.id.desc())
+                .limit(DISPOSED_SHOWN)
+            )
+        )
+        if with_disposed
+        else []
+    )
     return Stock(
         here,
         locations.list_storage_sites(here.location.id),
         containers,
         [DrugTotal(drugs[row["drug_id"]], row["containers"], row["balance_ug"]) for row in per_drug],
         service.list_drugs(),
+        disposed,
     )
 
 
@@ -110,8 +151,8 @@ class Overview:
     alert: DiscrepancyAlert | None = None
 
 
-def overview(location_id: int | None) -> Overview:
-    on_hand = stock(location_id)
+def overview(location_id: int | None, *, show_all: bool = False) -> Overview:
+    on_hand = stock(location_id, with_disposed=show_all)
     location = on_hand.where.location
     if location is None:
         return Overview(on_hand)
@@ -160,6 +201,10 @@ class LedgerPage:
     entries: list[LedgerEntry]
     names: dict[int, str]
     next_cursor: str | None
+    #: seq -> the seq of the correction that corrects it (the other way round is on the entry)
+    corrected_by: dict[int, int] = field(default_factory=dict)
+    #: patient id -> "Last, First" when the reader may see patients (HIP-03: auditors never do)
+    patients: dict[int, str] = field(default_factory=dict)
 
 
 def ledger_page(
@@ -173,6 +218,7 @@ def ledger_page(
     limit: int,
     drug_id: int | None = None,
     schedule: str | None = None,
+    with_patients: bool = False,
 ) -> LedgerPage:
     """One page of ``service.list_entries`` (the cursor is the last id seen) with the people's names."""
     entries = service.list_entries(
@@ -187,7 +233,24 @@ def ledger_page(
         schedule=schedule,
     )
     people = chain.from_iterable((e.actor_id, e.witness_id, e.second_witness_id) for e in entries)
-    return LedgerPage(entries, user_names(people), page(entries, limit)["next_cursor"])
+    corrected_by = {}
+    if entries and location_id is not None:
+        rows = db.session.execute(
+            select(LedgerEntry.corrects_seq, LedgerEntry.seq).where(
+                LedgerEntry.location_id == location_id, LedgerEntry.corrects_seq.in_([e.seq for e in entries])
+            )
+        )
+        corrected_by = {row.corrects_seq: row.seq for row in rows}
+    patients = patient_names(e.patient_id for e in entries) if with_patients else {}
+    return LedgerPage(entries, user_names(people), page(entries, limit)["next_cursor"], corrected_by, patients)
+
+
+def patient_names(ids: Iterable[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = db.session.execute(select(Patient.id, Patient.first_name, Patient.last_name).where(Patient.id.in_(wanted)))
+    return {row.id: f"{row.last_name}, {row.first_name}" for row in rows}
 
 
 def user_names(ids: Iterable[int | None]) -> dict[int, str]:

@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
-from clinic.auth.policy import client_addr, current_actor, require
+from clinic.auth.policy import allowed, client_addr, current_actor, require
 from clinic.core import replica, tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import format_mg, id_arg
 from clinic.core.time import OFF_THE_CALENDAR
 from clinic.inventory import queries, service
+from clinic.inventory.corrections import REFUSED
 from clinic.inventory.models import CountKind, EntryKind, LossKind
 from clinic.inventory.schemas import (
     CountSchema,
@@ -81,7 +82,15 @@ def _back_to_safe(where: queries.Where) -> Any:
 @bp.get("/")
 @require("inventory.view")
 def safe() -> Any:
-    return render_template("inventory/safe.html", page=queries.overview(_location_id()), form={}, errors={}, error=None)
+    show_all = request.args.get("show") == "all"
+    return render_template(
+        "inventory/safe.html",
+        page=queries.overview(_location_id(), show_all=show_all),
+        show_all=show_all,
+        form={},
+        errors={},
+        error=None,
+    )
 
 
 # --- receiving a shipment ------------------------------------------------------------------------
@@ -334,6 +343,12 @@ def ledger() -> Any:
         )
     except ValidationError as exc:
         return refused("inventory/ledger.html", exc, page=None, **context)
+    with_patients = allowed(current_actor(), "patients.view")
     return render_template(
-        "inventory/ledger.html", page=queries.ledger_page(**args), cursor=args["cursor"], errors={}, **context
+        "inventory/ledger.html",
+        page=queries.ledger_page(**args, with_patients=with_patients),
+        cursor=args["cursor"],
+        errors={},
+        uncorrectable=REFUSED,
+        **context,
     )

@@ -56,8 +56,11 @@ class Location(db.Model):  # type: ignore[name-defined]
     rems_certified_until: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
+    def rule_set(self) -> dict[str, Any]:
+        return {**DEFAULT_JURISDICTION, **(self.jurisdiction or {})}
+
     def rule(self, name: str) -> Any:
-        return {**DEFAULT_JURISDICTION, **(self.jurisdiction or {})}[name]
+        return self.rule_set()[name]
 
 
 class StorageSite(db.Model):  # type: ignore[name-defined]

@@ -7,8 +7,10 @@ the clinic and a neutral title. No names, doses or diagnoses.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+import uuid
+from datetime import timedelta
 
+import icalendar
 from sqlalchemy import select, update
 
 from clinic.audit import service as audit
@@ -20,7 +22,8 @@ from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
-from clinic.scheduling.models import IN_CHAIR, Appointment, AppointmentSeries, CalendarFeed
+from clinic.scheduling.models import IN_CHAIR, Appointment, AppointmentSeries, AppointmentStatus, CalendarFeed
+from clinic.system.models import Installation
 
 
 def create_feed(*, actor: User, patient_id: int | None = None, user_id: int | None = None) -> tuple[CalendarFeed, str]:
@@ -50,63 +53,52 @@ def revoke_feed(*, actor: User, feed_id: int) -> None:
     audit.record(actor=actor, tag=Tag.scheduling_calendar_feed_revoke, subject=("calendar_feed", feed_id), data={})
 
 
-def _fmt(dt: datetime) -> str:
-    return dt.strftime("%Y%m%dT%H%M%SZ")
+#: a cancelled visit stays in the feed, as STATUS:CANCELLED, until its start is this far past, so
+#: every subscribed calendar sees the cancellation before the event leaves the feed
+CANCELLED_KEPT = timedelta(days=30)
 
 
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
+def installation_uid() -> str:
+    row = db.session.get(Installation, 1)
+    if row is None:  # made by migration 0015; a database built from the models alone gets one here
+        row = Installation(id=1, uid=str(uuid.uuid4()))
+        db.session.add(row)
+        db.session.flush()
+    return row.uid
 
 
 def render(raw: str) -> str:
+    """The feed, written by the icalendar package: one VEVENT per live visit, and per visit cancelled
+    less than ``CANCELLED_KEPT`` ago, with a UID unique to this installation and the visit's SEQUENCE."""
     feed = db.session.scalar(select(CalendarFeed).where(CalendarFeed.token_hash == token_hash(raw)))
     if feed is None or feed.revoked_at is not None:
         raise NotFound("No such calendar")
-    q = (
-        select(Appointment, Location.name)
-        .join(Location, Location.id == Appointment.location_id)
-        .where(Appointment.status.in_([s.value for s in IN_CHAIR]))
+    now = utcnow()
+    shown = Appointment.status.in_([s.value for s in IN_CHAIR]) | (
+        (Appointment.status == AppointmentStatus.cancelled.value) & (Appointment.starts_at >= now - CANCELLED_KEPT)
     )
+    q = select(Appointment, Location.name).join(Location, Location.id == Appointment.location_id).where(shown)
     if feed.patient_id is not None:
         q = q.where(Appointment.patient_id == feed.patient_id)
     else:
         q = q.join(AppointmentSeries, AppointmentSeries.id == Appointment.series_id).where(
             AppointmentSeries.prescriber_id == feed.user_id
         )
-    stamp = _fmt(utcnow())
-    lines = [
-        "BEGIN:VCALENDAR",
-        "VERSION:2.0",
-        "PRODID:-//clinic-ops//calendar feed//EN",
-        "CALSCALE:GREGORIAN",
-        "METHOD:PUBLISH",
-    ]
-    for appt, clinic_name in db.session.execute(q.order_by(Appointment.starts_at)):
-        lines += [
-            "BEGIN:VEVENT",
-            f"UID:appointment-{appt.id}@clinic-ops",
-            f"DTSTAMP:{stamp}",
-            f"DTSTART:{_fmt(appt.starts_at)}",
-            f"DTEND:{_fmt(appt.ends_at)}",
-            f"SUMMARY:{_escape('Treatment visit' if feed.patient_id else f'Visit, chair {appt.chair_id}')}",
-            f"LOCATION:{_escape(clinic_name)}",
-            "END:VEVENT",
-        ]
-    lines.append("END:VCALENDAR")
-    return "\r\n".join(_fold(line) for line in lines) + "\r\n"
-
-
-def _fold(line: str) -> str:
-    """RFC 5545 §3.1: lines longer than 75 octets continue on the next line after a space."""
-    raw = line.encode()
-    if len(raw) <= 75:
-        return line
-    parts: list[str] = []
-    start = 0
-    while start < len(raw):
-        end = min(start + (75 if not parts else 74), len(raw))
-        while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # never split a UTF-8 sequence
-            end -= 1
-        parts.append(raw[start:end].decode())
-        start = end
-    return "\r\n ".join(parts)
+    installation = installation_uid()
+    cal = icalendar.Calendar()
+    cal.add("prodid", "-//clinic-ops//calendar feed//EN")
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    for appt, clinic_name in db.session.execute(q.order_by(Appointment.starts_at, Appointment.id)):
+        event = icalendar.Event()
+        event.add("uid", f"appointment-{appt.id}.{installation}@clinic-ops")
+        event.add("dtstamp", now)
+        event.add("dtstart", appt.starts_at)
+        event.add("dtend", appt.ends_at)
+        event.add("sequence", appt.ical_sequence)
+        event.add("summary", "Treatment visit" if feed.patient_id else f"Visit, chair {appt.chair_id}")
+        event.add("location", clinic_name)
+        event.add("status", "CANCELLED" if appt.status == AppointmentStatus.cancelled.value else "CONFIRMED")
+        cal.add_component(event)
+    return cal.to_ical().decode()

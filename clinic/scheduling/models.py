@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Time,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -172,8 +173,23 @@ class Appointment(db.Model):  # type: ignore[name-defined]
     status: Mapped[str] = mapped_column(String(20), default=AppointmentStatus.scheduled.value)
     status_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: RFC 5545 SEQUENCE: raised each time the visit moves or is cancelled, so a subscribed calendar
+    #: takes the new version over the one it holds (clinic.scheduling.calendar)
+    ical_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     series: Mapped[AppointmentSeries] = relationship(back_populates="appointments")
+
+
+@event.listens_for(Appointment.starts_at, "set")
+def _moved(target: Appointment, value: datetime, old: Any, initiator: Any) -> None:
+    if isinstance(old, datetime) and old != value:
+        target.ical_sequence = (target.ical_sequence or 0) + 1
+
+
+@event.listens_for(Appointment.status, "set")
+def _status_changed(target: Appointment, value: str, old: Any, initiator: Any) -> None:
+    if isinstance(old, str) and old != value and AppointmentStatus.cancelled.value in (value, old):
+        target.ical_sequence = (target.ical_sequence or 0) + 1
 
 
 class AppointmentSlot(db.Model):  # type: ignore[name-defined]

@@ -342,9 +342,12 @@ def plan_series(
             planned = [p for p in planned if p.starts_at >= utcnow() - timedelta(hours=12)]
         slot_sets = [_slots(p.starts_at, minutes) for p in planned]
         busy, patient_busy = _busy(cal, patient_id, [s for slots in slot_sets for s in slots])
+        # A chair free for every visit keeps the whole course in it (the patient's familiar place);
+        # only when none is free throughout does each visit take the first chair free then.
+        steady = _free_chair(cal, busy, [s for slots in slot_sets for s in slots])
         chairs: list[int | None] = []
         for p, slots in zip(planned, slot_sets, strict=True):
-            chair = _free_chair(cal, busy, slots)
+            chair = steady if steady is not None else _free_chair(cal, busy, slots)
             clash = patient_busy.intersection(slots)
             if chair is None or clash:
                 problems.append(

@@ -19,7 +19,6 @@ from clinic.core.fields import id_arg
 from clinic.core.time import on_the_calendar
 from clinic.locations import service as locations_service
 from clinic.locations.models import Location
-from clinic.patients import service as patients_service
 from clinic.scheduling import calendar, queries, service
 from clinic.scheduling.schemas import AbsentSchema, CancelSchema, CreateSeriesSchema, RescheduleSchema
 from clinic.web.forms import form_payload, refused
@@ -60,14 +59,8 @@ def _refused(template: str, exc: ValidationError | DomainError, **context: Any) 
 
 
 def _wizard_choices() -> dict[str, Any]:
-    patients = patients_service.list_patients(limit=200)
-    # The patient the form names (from a chart's "Book a course", or typed back after an error) is
-    # offered even when a clinic has more patients than the list shows.
-    wanted = id_arg(request.values.get("patient_id"))
-    if wanted is not None and all(r.patient.id != wanted for r in patients):
-        patients += [r for r in patients_service.list_patients(after_id=wanted - 1, limit=1) if r.patient.id == wanted]
+    # The patient comes from the picker (patients/_picker.html), which offers the one the form names.
     return {
-        "patients": patients,
         "protocols": service.list_protocols(),
         "locations": locations_service.list_locations(),
         "prescribers": queries.prescribers(),

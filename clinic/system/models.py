@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clinic.core.db import UtcDateTime
@@ -16,3 +16,14 @@ class Heartbeat(db.Model):  # type: ignore[name-defined]
 
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     beat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Installation(db.Model):  # type: ignore[name-defined]
+    """This installation's own id (one row, made by migration 0015): what keeps its calendar events'
+    UIDs apart from another installation's in one subscriber's calendar (RFC 5545 §3.8.4.7)."""
+
+    __tablename__ = "installation"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36))

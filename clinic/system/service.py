@@ -14,6 +14,9 @@ from clinic.system.models import Heartbeat
 logger = logging.getLogger(__name__)
 
 SCHEDULER = "scheduler"
+#: when this process started: the dashboard gives a scheduler started beside it the stale limit to
+#: report in before it warns (issue 10: right after `make run`, beat's first heartbeat is a minute away)
+STARTED_AT = utcnow()
 
 
 def record_heartbeat(name: str = SCHEDULER) -> datetime:
@@ -32,6 +35,16 @@ def scheduler_is_stale() -> bool:
     row = db.session.get(Heartbeat, SCHEDULER)
     limit = timedelta(seconds=current_app.config["HEARTBEAT_STALE_SECONDS"])
     return row is None or utcnow() - row.beat_at > limit
+
+
+def scheduler_warning() -> bool:
+    """The dashboard's banner: a heartbeat was missed, counting from the later of the last heartbeat
+    and this process's start. Readiness stays strict (``scheduler_is_stale``): a probe must not call
+    a scheduler that never reported in healthy."""
+    row = db.session.get(Heartbeat, SCHEDULER)
+    limit = timedelta(seconds=current_app.config["HEARTBEAT_STALE_SECONDS"])
+    since = STARTED_AT if row is None else max(row.beat_at, STARTED_AT)
+    return utcnow() - since > limit
 
 
 def database_ok() -> bool:

@@ -14,6 +14,8 @@ from flask import render_template, request
 from clinic.core.errors import DomainError
 
 CHECKED = frozenset({"on", "true", "1", "yes"})
+#: the patient picker's search fields (patients/_picker.html): a way to find the value, not the value
+PICKER_PREFIX = "picker_"
 WHOLE = re.compile(r"^[+-]?\d{1,18}$")
 _LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 
@@ -21,11 +23,13 @@ _LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 def form_payload(schema: ma.Schema, tz: str, source: Mapping[str, str]) -> dict[str, Any]:
     """A form as the API's JSON would carry it, for the API's schema to load.
 
-    Empty strings and the CSRF token are dropped (optional fields take their defaults); whole
-    numbers become ints for strict Integer fields; checkboxes become booleans; a ``datetime-local``
-    value is read in the given time zone. Anything else is left for the schema to judge.
+    Empty strings, the CSRF token and the picker's search fields are dropped (optional fields take
+    their defaults); whole numbers become ints for strict Integer fields; checkboxes become
+    booleans; a ``datetime-local`` value is read in the given time zone. Anything else is left for the schema to judge.
     """
-    data: dict[str, Any] = {k: v for k, v in source.items() if k != "csrf_token" and v != ""}
+    data: dict[str, Any] = {
+        k: v for k, v in source.items() if k != "csrf_token" and v != "" and not k.startswith(PICKER_PREFIX)
+    }
     for name, fld in schema.fields.items():
         key = fld.data_key or name
         value = data.get(key)

@@ -37,7 +37,7 @@ def dashboard() -> Any:
     return render_template(
         "web/dashboard.html",
         user=actor,
-        scheduler_stale=system.scheduler_is_stale(),
+        scheduler_stale=system.scheduler_warning(),
         today=today,
         sections=sections,
     )

@@ -133,10 +133,13 @@ def test_booking_saves_redirects_to_the_course_and_cancel_works_there(app, desk,
     assert done.status_code == 302 and done.location == booked.location
     row = re.search(rf'<tr data-appointment="{first}"(.*?)</tr>', text(c.get(booked.location)), re.S)
     assert row and "cancelled" in row.group(1) and "Patient asked to move it" in row.group(1)
+    # The course counts its active visits, not the protocol's planned number.
+    assert '<dd data-testid="active-visits">11 active, 1 cancelled</dd>' in text(c.get(booked.location))
 
     # the patient's chart lists the course with its visits
     chart = text(c.get(f"/patients/{pid}"))
     assert f'data-series="{match.group(1)}"' in chart and shown(desk.start, "09:00") in chart
+    assert "11 active visits" in chart
 
 
 def test_reschedule_from_the_course_page_reads_the_location_time_zone(desk, login_as):
@@ -233,3 +236,39 @@ def test_the_wizard_offers_the_named_patient_past_the_first_two_hundred(backend)
         assert 'value="999999"' not in c.get("/schedule/book", query_string={"patient_id": 999999}).get_data(
             as_text=True
         )
+
+
+def test_calendar_links_are_created_copied_and_revoked_on_the_pages(desk, login_as):
+    import icalendar
+
+    pid = desk.patient()
+    assert desk.book(pid).status_code == 201
+    c, _ = login_as("front_desk")
+    page = f"/patients/{pid}/calendar-feeds"
+    listing = c.get(page)
+    assert listing.status_code == 200
+    assert_accessible(listing)
+    created = post(c, page, {}, page)
+    assert created.status_code == 201
+    assert_accessible(created)
+    url = re.search(r'id="new-feed-url" type="url" readonly value="([^"]+)"', text(created)).group(1)
+    feed_id = int(re.search(r'<tr data-feed="(\d+)">', text(created)).group(1))
+    ics = c.get(url.split("localhost", 1)[1])
+    assert ics.status_code == 200
+    assert len(icalendar.Calendar.from_ical(ics.get_data()).walk("VEVENT")) == 12
+    assert url not in text(c.get(page))  # shown once: only its hash is kept
+
+    revoked = post(c, f"{page}/{feed_id}/revoke", {}, page)
+    assert revoked.status_code == 302
+    assert c.get(url.split("localhost", 1)[1]).status_code == 404
+    assert f'data-feed="{feed_id}"' not in text(c.get(page))
+
+    # One's own links: a prescriber's, revocable only by its owner.
+    p, _ = login_as("prescriber")
+    mine = post(p, "/me/calendar-feeds", {}, "/me/calendar-feeds")
+    assert mine.status_code == 201
+    own_id = int(re.search(r'<tr data-feed="(\d+)">', text(mine)).group(1))
+    other, _ = login_as("nurse")
+    stolen = post(other, f"/me/calendar-feeds/{own_id}/revoke", {}, "/me/calendar-feeds")
+    assert stolen.status_code == 404
+    assert f'data-feed="{own_id}"' in text(p.get("/me/calendar-feeds"))

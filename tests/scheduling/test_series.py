@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -279,3 +280,62 @@ def test_courses_follow_the_prescribers_hours_on_site(desk):
         f"/api/v1/locations/{desk.location_id}/prescribers/{desk.prescriber.id}/hours", headers=desk.desk, json=roster
     )
     assert nurse.status_code == 403
+
+
+def test_a_course_stays_in_one_chair_when_one_is_free_for_all_its_visits(desk):
+    """Chair 1 is taken at the course's second visit only: the whole course goes to Chair 2, not
+    Chair 1, 2, 1, 1, ... (issue 10: visits hopped between chairs)."""
+    probe = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", preferred_time="14:00").json
+    second_day = local(probe["appointments"][1]["starts_at"]).date().isoformat()
+    blocker = desk.book(desk.patient(rems=False), protocol="ketamine-iv-booster", start_on=second_day,
+                        preferred_time="10:00")  # fmt: skip
+    assert blocker.status_code == 201, blocker.json
+    taken = blocker.json["appointments"][0]["chair_id"]
+    assert taken == desk.chairs[0]
+    course = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", preferred_time="10:00")
+    assert course.status_code == 201, course.json
+    assert {a["chair_id"] for a in course.json["appointments"]} == {desk.chairs[1]}
+
+
+def test_feed_parses_in_icalendar_with_installation_uids_sequence_and_cancellations(desk):
+    import icalendar
+
+    from clinic.extensions import db
+    from clinic.system.models import Installation
+
+    pid = desk.patient(rems=False)
+    appts = desk.book(pid, protocol="ketamine-iv-induction").json["appointments"]
+    feed = desk.client.post(f"/api/v1/patients/{pid}/calendar-feed", headers=desk.desk).json
+    path = feed["url"].split("localhost", 1)[1]
+
+    def events() -> dict[int, icalendar.Event]:
+        cal = icalendar.Calendar.from_ical(desk.client.get(path).get_data())
+        found = {}
+        for event in cal.walk("VEVENT"):
+            match = re.fullmatch(r"appointment-(\d+)\.([0-9a-f-]{36})@clinic-ops", str(event["UID"]))
+            assert match, event["UID"]
+            found[int(match.group(1))] = event
+        return found
+
+    with desk.client.application.app_context():
+        installation = db.session.get(Installation, 1).uid
+    before = events()
+    assert set(before) == {a["id"] for a in appts}
+    assert all(str(e["UID"]).endswith(f".{installation}@clinic-ops") for e in before.values())
+    assert {int(e["SEQUENCE"]) for e in before.values()} == {0}
+    assert {str(e["STATUS"]) for e in before.values()} == {"CONFIRMED"}
+
+    second, last = appts[1], appts[-1]
+    moved_to = (local(second["starts_at"]) + timedelta(days=1)).astimezone(UTC)
+    moved = desk.client.post(f"/api/v1/appointments/{second['id']}/reschedule", headers=desk.desk,
+                             json={"starts_at": moved_to.isoformat()})  # fmt: skip
+    assert moved.status_code == 200, moved.json
+    cancelled = desk.client.post(f"/api/v1/appointments/{last['id']}/cancel", headers=desk.desk,
+                                 json={"reason": "patient moved away"})  # fmt: skip
+    assert cancelled.status_code == 200
+    after = events()
+    assert int(after[second["id"]]["SEQUENCE"]) > int(before[second["id"]]["SEQUENCE"])
+    assert after[second["id"]].decoded("DTSTART") == moved_to
+    assert str(after[last["id"]]["STATUS"]) == "CANCELLED"  # still in the feed, so calendars drop it
+    assert int(after[last["id"]]["SEQUENCE"]) > int(before[last["id"]]["SEQUENCE"])
+    assert int(after[appts[0]["id"]]["SEQUENCE"]) == 0  # untouched visits keep theirs

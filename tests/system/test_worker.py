@@ -120,3 +120,24 @@ def test_beat_schedule_names_registered_tasks():
         assert entry["task"] in celery_app.tasks, name
     assert celery_app.conf.task_acks_late is True
     assert celery_app.conf.task_serializer == "json"
+
+
+def test_dashboard_waits_for_a_missed_heartbeat_after_start(app, login_as, monkeypatch):
+    """Right after start, with beat's first heartbeat still a minute away, no banner; once the stale
+    limit has passed since start with no heartbeat, the banner."""
+    from datetime import timedelta
+
+    from clinic.core.time import utcnow
+    from clinic.system import service
+    from clinic.system.models import Heartbeat
+
+    c, _ = login_as("nurse")
+    with app.app_context():
+        db.session.query(Heartbeat).delete()
+        db.session.commit()
+        assert service.scheduler_is_stale()  # readiness stays strict
+    limit = timedelta(seconds=app.config["HEARTBEAT_STALE_SECONDS"])
+    monkeypatch.setattr(service, "STARTED_AT", utcnow() - limit + timedelta(seconds=30))
+    assert "does not seem to be running" not in c.get("/").get_data(as_text=True)
+    monkeypatch.setattr(service, "STARTED_AT", utcnow() - limit - timedelta(seconds=1))
+    assert "does not seem to be running" in c.get("/").get_data(as_text=True)

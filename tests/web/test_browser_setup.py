@@ -1,0 +1,341 @@
+"""Issue 10's acceptance, in a real browser and only through the pages: a new location set up from
+nothing (details, profile, safe, chairs, hours, public holidays, a prescriber's hours), stock
+received, a course booked for a new patient found with the picker, a return to a reverse
+distributor recorded and a ledger entry corrected. Then axe-core over every page, for every role,
+on a 1024 px wide (tablet) screen.
+
+One live server and one browser for the module (test_browser.py's fixtures); the only API call is
+the drug catalog entry, which has no page (the catalog is an integrator's task).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pyotp
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, expect
+
+from tests.inventory.conftest import dea_number, ndc
+from tests.web import test_browser as base
+from tests.web.test_browser import LiveServer, Staff, h1
+from tests.web.test_browser_visit import _api
+
+pytestmark = pytest.mark.browser
+
+server = base.server
+browser = base.browser
+_chromium_present = base._chromium_present
+
+TZ = "America/Chicago"
+TABLET = {"width": 1024, "height": 768}
+
+
+@dataclass
+class Team:
+    admin: Staff
+    nurse: Staff
+    witness: Staff
+    desk: Staff
+    prescriber: Staff
+    auditor: Staff
+    admin_token: str
+    #: what the journey made, for the accessibility sweep
+    made: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def team(server: LiveServer) -> Team:
+    env = base._server_env(server.instance)
+    witness = base._create_staff(env, "nurse", "Wren Witness", "--license-number", "RN-7702", "--license-type", "RN")
+    desk = base._create_staff(env, "front_desk", "Fern Desk")
+    prescriber = base._create_staff(env, "prescriber", "Dr. Omar Reyes", "--license-number", "MD-5501")
+    auditor = base._create_staff(env, "auditor", "Audra Tor")
+    token = base._clinic(env, "users", "token", "--email", server.admin.email).strip()
+    return Team(server.admin, server.nurse, witness, desk, prescriber, auditor, token)
+
+
+@pytest.fixture(scope="module")
+def pages(browser: Browser, server: LiveServer) -> Iterator[dict[str, Page]]:
+    """One signed-in tablet-sized page per person, kept for the module."""
+    contexts = []
+    opened: dict[str, Page] = {}
+
+    def _open(account: Staff) -> Page:
+        if account.email in opened:
+            return opened[account.email]
+        context = browser.new_context(base_url=server.url(""), viewport=TABLET)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        base.sign_in(page, account)
+        if page.url.endswith("/login/enrol"):  # admins enrol a second factor on first sign-in
+            account.totp_secret = page.get_by_test_id("totp-secret").input_value()
+            page.get_by_label("Code").fill(pyotp.TOTP(account.totp_secret).now())
+            page.get_by_role("button", name="Confirm and sign in").click()
+        elif page.url.endswith("/login/totp"):
+            assert account.totp_secret
+            page.get_by_label("Code").fill(pyotp.TOTP(account.totp_secret).now())
+            page.get_by_role("button", name=re.compile("Sign in|Confirm|Verify")).click()
+        expect(h1(page)).to_have_text("Today")
+        opened[account.email] = page
+        return page
+
+    yield _open  # type: ignore[misc]
+    for context in contexts:
+        context.close()
+
+
+def flash(page: Page) -> str:
+    status = page.locator(".flash-success")
+    expect(status).to_be_visible()
+    return status.inner_text()
+
+
+def sign(page: Page, witness: Staff, *, prefix: str = "Witness") -> None:
+    page.get_by_label(f"{prefix} email").fill(witness.email)
+    page.get_by_label(f"{prefix} password").fill(witness.password)
+
+
+def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, server: LiveServer) -> None:
+    admin = pages(team.admin)
+    # --- the location, from nothing -----------------------------------------------------------
+    admin.get_by_role("navigation", name="Main").get_by_role("link", name="Locations").click()
+    expect(h1(admin)).to_have_text("Locations")
+    dea = dea_number()
+    form = admin.locator("form", has=admin.get_by_role("button", name="Create location"))
+    form.get_by_label("Name").fill("Riverside Infusions")
+    form.get_by_label("DEA registration").fill(dea)
+    form.get_by_label("Address").fill("12 River Rd, Des Moines IA")
+    form.get_by_label("Time zone").fill(TZ)
+    form.get_by_role("button", name="Create location").click()
+    expect(h1(admin)).to_have_text("Set up Riverside Infusions")
+    location_id = int(re.search(r"/admin/locations/(\d+)", admin.url).group(1))  # type: ignore[union-attr]
+    team.made["location"] = location_id
+
+    profile = admin.locator("form", has=admin.get_by_role("button", name="Save profile"))
+    profile.get_by_label("State").select_option("IA")
+    profile.get_by_role("button", name="Apply the state's preset").click()
+    assert flash(admin) == "Jurisdiction profile saved."
+    expect(profile.get_by_label("or every (days)")).to_have_value("372")  # Iowa's preset
+
+    admin.get_by_label("New storage site").fill("Main safe")
+    admin.get_by_role("button", name="Add storage site").click()
+    assert flash(admin) == "Storage site Main safe added."
+    for chair in ("Chair 1", "Chair 2"):
+        admin.get_by_label("New chair").fill(chair)
+        admin.get_by_role("button", name="Add chair").click()
+        assert flash(admin) == f"Chair {chair} added."
+
+    hours = admin.locator("form", has=admin.get_by_role("button", name="Save opening hours"))
+    for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday"):
+        hours.get_by_label(f"{day} opens").fill("08:00")
+        hours.get_by_label(f"{day} closes").fill("17:00")
+    hours.get_by_role("button", name="Save opening hours").click()
+    assert flash(admin) == "Opening hours saved."
+
+    year = datetime.now(UTC).astimezone(ZoneInfo(TZ)).year
+    admin.get_by_role("button", name="Add the year's public holidays").click()
+    assert flash(admin) == f"Public holidays of {year} added."
+    closures = admin.locator("section", has=admin.get_by_role("heading", name="Closures and holidays"))
+    expect(closures.get_by_role("row", name=re.compile(f"{year}-07-04"))).to_contain_text("Independence Day")
+
+    roster = admin.locator("form", has=admin.get_by_role("button", name="Save prescriber's hours"))
+    roster.get_by_label("Prescriber").select_option(label=team.prescriber.name)
+    for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday"):
+        roster.get_by_label(f"{day} opens").fill("09:00")
+        roster.get_by_label(f"{day} closes").fill("16:00")
+    roster.get_by_role("button", name="Save prescriber's hours").click()
+    assert flash(admin) == "Prescriber's hours on site saved."
+    prescribers = admin.locator("section", has=admin.get_by_role("heading", name="Prescribers' hours on site"))
+    expect(prescribers.get_by_role("row", name=re.compile(team.prescriber.name))).to_contain_text("09:00\u201316:00")
+
+    details = admin.locator("form", has=admin.get_by_role("button", name="Save details"))
+    details.get_by_label("REMS certified until").fill(f"{year + 1}-06-30")
+    details.get_by_role("button", name="Save details").click()
+    assert flash(admin) == "Details saved."
+    expect(details.get_by_label("REMS certified until")).to_have_value(f"{year + 1}-06-30")
+
+    # The drug catalog has no page (integrators keep it): the one API call.
+    drug = _api(server, team.admin_token, "POST", "/drugs", {
+        "name": "Ketamine HCl 50 mg/mL, 10 mL", "ndc": ndc(), "schedule": "CIII", "form": "vial", "unit": "mL",
+        "mg_per_unit": "50", "units_per_container": "10",
+    })  # fmt: skip
+
+    # --- stock: the opening inventory, then a receipt ---------------------------------------------
+    nurse = pages(team.nurse)
+    nurse.goto(f"/inventory/count?location_id={location_id}")
+    nurse.get_by_label("Kind of count").select_option("initial")
+    nurse.get_by_label("Taken at").select_option("opening")
+    sign(nurse, team.witness)
+    nurse.get_by_role("button", name="Record the count").click()
+    expect(nurse.locator(".flash-success")).to_be_visible()
+
+    nurse.goto(f"/inventory/receive?location_id={location_id}")
+    nurse.get_by_label("Storage site").select_option(label="Main safe")
+    nurse.get_by_label("Drug").select_option(str(drug["id"]))
+    nurse.get_by_label("Lot number").fill("RIV-1")
+    nurse.get_by_label("Expiry date").fill(f"{year + 2}-01-31")
+    nurse.get_by_label("Number of containers").fill("2")
+    nurse.get_by_label("Supplier name").fill("Acme Wholesale")
+    nurse.get_by_label("Supplier DEA registration").fill(dea_number())
+    nurse.get_by_label("Supplier address").fill("1 Supply Rd, Newark NJ")
+    nurse.get_by_label("Invoice number").fill(f"INV-{uuid.uuid4().hex[:5]}")
+    nurse.get_by_role("button", name="Record the receipt").click()
+    assert flash(nurse).startswith("Received 2 container(s) of lot RIV-1")
+
+    # --- a new patient, screened, found with the picker and booked ----------------------------------
+    desk = pages(team.desk)
+    last = f"Lindqvist{uuid.uuid4().hex[:4]}"
+    desk.goto("/patients/new")
+    desk.get_by_label("First name").fill("Maren")
+    desk.get_by_label("Last name").fill(last)
+    desk.get_by_label("Date of birth").fill("1979-03-14")
+    desk.get_by_label("Time zone").select_option(TZ)
+    desk.get_by_label("Address").fill("4 Elm St, Des Moines IA")
+    desk.get_by_role("button", name="Add the patient").click()
+    patient_id = int(re.search(r"/patients/(\d+)$", desk.url).group(1))  # type: ignore[union-attr]
+    team.made["patient"] = patient_id
+
+    # The patients page's search row: buttons level with the fields and no taller than them.
+    desk.goto("/patients/")
+    field = desk.get_by_role("searchbox", name="Name").bounding_box()
+    button = desk.get_by_role("button", name="Search").bounding_box()
+    assert field and button
+    assert abs((field["y"] + field["height"]) - (button["y"] + button["height"])) <= 2, (field, button)
+    assert button["height"] <= field["height"] + 2, (field, button)
+
+    nurse.goto(f"/patients/{patient_id}/screenings/new")
+    required = nurse.locator("fieldset", has_text="Required questions").locator("select")
+    for i in range(required.count()):
+        required.nth(i).select_option("no")
+    nurse.get_by_role("button", name="Save the screening").click()
+    expect(nurse.get_by_role("main")).to_contain_text("eligible")
+
+    desk.goto("/schedule/book")
+    picker = desk.locator("fieldset", has_text="Find the patient")
+    picker.get_by_label("Name").press_sequentially(last[:8].lower(), delay=20)
+    with desk.expect_response(lambda r: "picker_dob=1979-03-14" in r.url):
+        picker.get_by_label("Date of birth").fill("1979-03-14")
+    choice = desk.get_by_label("Patient", exact=True)
+    expect(choice.locator(f'option[value="{patient_id}"]')).to_have_count(1)
+    choice.select_option(str(patient_id))
+    picker.get_by_label("Name").press("End")  # another search keeps the chosen patient chosen
+    with desk.expect_response(lambda r: "/patients/picker" in r.url):
+        picker.get_by_label("Name").press_sequentially(last[8:].lower(), delay=20)
+    expect(choice.locator(f'option[value="{patient_id}"]')).to_have_count(1)
+    expect(choice).to_have_value(str(patient_id))
+    desk.get_by_label("Protocol").select_option("ketamine-iv-induction")
+    desk.get_by_label("Location").select_option(str(location_id))
+    desk.get_by_label("Prescriber").select_option(label=team.prescriber.name)
+    start = datetime.now(UTC).astimezone(ZoneInfo(TZ)).date() + timedelta(days=21)
+    desk.get_by_label("Start date").fill(start.isoformat())
+    desk.get_by_label("Preferred time").fill("10:00")
+    desk.get_by_role("button", name="Preview the course").click()
+    desk.get_by_role("button", name=re.compile(r"Book these \d+ visits")).click()
+    booked = flash(desk)
+    assert re.fullmatch(r"Course booked: \d+ visits\.", booked), booked
+    team.made["series"] = int(re.search(r"/schedule/series/(\d+)", desk.url).group(1))  # type: ignore[union-attr]
+
+    # --- a return to the reverse distributor, then its correction from the ledger --------------------
+    nurse.goto(f"/inventory/return?location_id={location_id}")
+    container = nurse.get_by_label("Container")
+    container.select_option(index=1)
+    container_id = container.input_value()
+    nurse.get_by_label("How it leaves").fill("returned for destruction")
+    nurse.get_by_label("Reverse distributor").fill("Returns Inc")
+    nurse.get_by_label("Its DEA registration").fill(dea_number())
+    nurse.get_by_label("Its address").fill("9 Dock St, Memphis TN")
+    sign(nurse, team.witness)
+    nurse.get_by_role("button", name="Record the return").click()
+    returned = flash(nurse)
+    assert returned.startswith(f"Container #{container_id} returned to the reverse distributor")
+    seq = int(re.search(r"ledger #(\d+)", returned).group(1))  # type: ignore[union-attr]
+
+    nurse.goto(f"/inventory/ledger?location_id={location_id}")
+    nurse.get_by_role("link", name=f"Correct entry {seq}").click()
+    expect(h1(nurse)).to_have_text(f"Correct ledger entry #{seq}")
+    team.made["correctable"] = seq - 1  # the receipt's other container: shown as refused, still a page
+    nurse.get_by_label("Reason").fill("Returned the wrong vial: this one stays in the safe")
+    sign(nurse, team.witness)
+    nurse.get_by_role("button", name="Record the correction").click()
+    assert flash(nurse).startswith(f"Ledger #{seq} corrected by #{seq + 1}")
+    row = nurse.locator(f'tr[data-seq="{seq}"]')
+    expect(row.get_by_test_id("corrected-by")).to_have_text(f"#{seq + 1}")
+    expect(nurse.locator(f'tr[data-seq="{seq + 1}"]').get_by_test_id("corrects")).to_have_text(f"#{seq}")
+    nurse.goto(f"/inventory/?location_id={location_id}")
+    expect(nurse.get_by_role("main")).to_contain_text(f"#{container_id}")  # back in the safe
+
+
+# --- accessibility: every page, every role ----------------------------------------------------------
+
+PAGES = (
+    "/",
+    "/admin/users",
+    "/admin/locations/",
+    "/admin/locations/{location}",
+    "/patients/",
+    "/patients/new",
+    "/patients/{patient}",
+    "/patients/{patient}/edit",
+    "/patients/{patient}/screenings/new",
+    "/patients/{patient}/calendar-feeds",
+    "/me/calendar-feeds",
+    "/schedule/day?location_id={location}",
+    "/schedule/week?location_id={location}",
+    "/schedule/book?patient_id={patient}",
+    "/schedule/series/{series}",
+    "/inventory/?location_id={location}",
+    "/inventory/receive?location_id={location}",
+    "/inventory/waste?location_id={location}",
+    "/inventory/transfer?location_id={location}",
+    "/inventory/loss?location_id={location}",
+    "/inventory/return?location_id={location}",
+    "/inventory/destroy?location_id={location}",
+    "/inventory/count?location_id={location}",
+    "/inventory/discrepancies?location_id={location}",
+    "/inventory/ledger?location_id={location}",
+    "/inventory/ledger/{correctable}/correct?location_id={location}",
+    "/visits/board?location_id={location}",
+    "/reminders/outbox",
+    "/reminders/settings?location_id={location}",
+    "/reminders/patients/{patient}",
+    "/notices",
+    "/outcomes/safety-alerts",
+    "/outcomes/series/{series}",
+)
+
+
+@pytest.mark.parametrize("role", ["admin", "nurse", "front_desk", "prescriber", "auditor"])
+def test_axe_finds_nothing_serious_on_any_page_for_any_role(pages, team: Team, role: str) -> None:
+    if "series" not in team.made:
+        pytest.fail("the journey above must run first (it makes the pages' records)")
+    person = {"admin": team.admin, "nurse": team.nurse, "front_desk": team.desk, "prescriber": team.prescriber,
+              "auditor": team.auditor}[role]  # fmt: skip
+    page = pages(person)
+    axe = Axe()
+    seen, problems = 0, []
+    for path in PAGES:
+        url = path.format(**team.made)
+        response = page.goto(url)
+        assert response is not None
+        if response.status in (403, 404):
+            continue
+        assert response.status == 200, (url, response.status)
+        seen += 1
+        bad = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in axe.run(page).response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        wide = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        if bad or wide > 0:
+            problems.append((url, bad, f"{wide}px too wide" if wide > 0 else ""))
+    assert problems == []
+    assert seen >= 3, f"{role} saw only {seen} pages"
