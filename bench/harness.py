@@ -171,6 +171,26 @@ def scalar(url: str, sql: str) -> Any:
     return row[0] if row else None
 
 
+# --- the app in this process ---------------------------------------------------------------------
+
+
+def bench_app(url: str, instance: Path) -> Any:
+    """The app factory's app on ``url`` with ``instance`` as its instance folder (for setup through the
+    services, clinic.fixtures, and for in-process measurement); the environment is left as it was."""
+    from clinic import create_app
+    from clinic.core.db import normalise_database_url
+
+    saved = os.environ.get("CLINIC_INSTANCE_PATH")
+    os.environ["CLINIC_INSTANCE_PATH"] = str(instance)
+    try:
+        return create_app({"SQLALCHEMY_DATABASE_URI": normalise_database_url(url)})
+    finally:
+        if saved is None:
+            os.environ.pop("CLINIC_INSTANCE_PATH", None)
+        else:
+            os.environ["CLINIC_INSTANCE_PATH"] = saved
+
+
 # --- gunicorn --------------------------------------------------------------------------------------
 
 
