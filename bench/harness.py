@@ -126,7 +126,7 @@ def tool(name: str) -> str:
     return found
 
 
-def run_command(args: Sequence[str], *, env: Mapping[str, str], stdin: str | None = None, timeout: float = 60) -> str:
+def run_command(args: Sequence[str], *, env: Mapping[str, str], stdin: str | None = None, timeout: float = 180) -> str:
     """Run a setup command; its stdout, or BenchmarkError with its stderr."""
     try:
         done = subprocess.run(
@@ -228,7 +228,7 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_ready(self, path: str, headers: Mapping[str, str], *, timeout: float = 30) -> tuple[int, bytes]:
+    def wait_ready(self, path: str, headers: Mapping[str, str], *, timeout: float = 90) -> tuple[int, bytes]:
         """Poll until ``path`` answers (any status); returns that first answer."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
