@@ -57,7 +57,7 @@ SPRAVATO_28 = DrugSpec(
 )
 CATALOG = (KETAMINE_10, KETAMINE_50, KETAMINE_100, SPRAVATO_28)
 
-#: a wholesaler's DEA-222 record fields for receipts (a made-up registrant with a valid check digit)
+#: a wholesaler's order-form record fields for receipts (a made-up registrant with a valid check digit)
 SUPPLIER: dict[str, str] = {
     "supplier_name": "Midwest Medical Supply",
     "supplier_address": "9 Depot Rd, Joliet IL",

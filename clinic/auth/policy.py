@@ -163,7 +163,7 @@ def _authenticate() -> User | None:
     This is the request's first statement, so a pooled connection the database dropped (a restart, a
     failover) fails here and nowhere later: SQLAlchemy then invalidates the whole pool, and since
     nothing has been done yet, the lookup is tried once more on a fresh connection. That is all the
-    disconnect handling there is (no ping per checkout); a database still down answers 503.
+    disconnect handling there is (no ping per checkout); a database still down answers 503 (F14).
     """
     try:
         return _credentials_user()
