@@ -126,7 +126,7 @@ def tool(name: str) -> str:
     return found
 
 
-def run_command(args: Sequence[str], *, env: Mapping[str, str], stdin: str | None = None, timeout: float = 60) -> str:
+def run_command(args: Sequence[str], *, env: Mapping[str, str], stdin: str | None = None, timeout: float = 180) -> str:
     """Run a setup command; its stdout, or BenchmarkError with its stderr."""
     try:
         done = subprocess.run(
@@ -171,6 +171,26 @@ def scalar(url: str, sql: str) -> Any:
     return row[0] if row else None
 
 
+# --- the app in this process ---------------------------------------------------------------------
+
+
+def bench_app(url: str, instance: Path) -> Any:
+    """The app factory's app on ``url`` with ``instance`` as its instance folder (for setup through the
+    services, clinic.fixtures, and for in-process measurement); the environment is left as it was."""
+    from clinic import create_app
+    from clinic.core.db import normalise_database_url
+
+    saved = os.environ.get("CLINIC_INSTANCE_PATH")
+    os.environ["CLINIC_INSTANCE_PATH"] = str(instance)
+    try:
+        return create_app({"SQLALCHEMY_DATABASE_URI": normalise_database_url(url)})
+    finally:
+        if saved is None:
+            os.environ.pop("CLINIC_INSTANCE_PATH", None)
+        else:
+            os.environ["CLINIC_INSTANCE_PATH"] = saved
+
+
 # --- gunicorn --------------------------------------------------------------------------------------
 
 
@@ -208,7 +228,7 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_ready(self, path: str, headers: Mapping[str, str], *, timeout: float = 30) -> tuple[int, bytes]:
+    def wait_ready(self, path: str, headers: Mapping[str, str], *, timeout: float = 90) -> tuple[int, bytes]:
         """Poll until ``path`` answers (any status); returns that first answer."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

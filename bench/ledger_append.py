@@ -46,6 +46,7 @@ from bench.harness import (
     BenchmarkError,
     Figure,
     Server,
+    bench_app,
     gunicorn,
     note,
     postgres_database,
@@ -102,20 +103,9 @@ class Clinic:
 @contextlib.contextmanager
 def app_context(url: str, instance: Path) -> Iterator[None]:
     """The app on ``url``, in this process; its connection pool is closed afterwards."""
-    from clinic import create_app
-    from clinic.core.db import normalise_database_url
     from clinic.extensions import db
 
-    saved = os.environ.get("CLINIC_INSTANCE_PATH")
-    os.environ["CLINIC_INSTANCE_PATH"] = str(instance)
-    try:
-        app = create_app({"SQLALCHEMY_DATABASE_URI": normalise_database_url(url)})
-    finally:
-        if saved is None:
-            os.environ.pop("CLINIC_INSTANCE_PATH", None)
-        else:
-            os.environ["CLINIC_INSTANCE_PATH"] = saved
-    with app.app_context():
+    with bench_app(url, instance).app_context():
         try:
             yield
         finally:
@@ -125,74 +115,29 @@ def app_context(url: str, instance: Path) -> Iterator[None]:
 
 def set_up(url: str, instance: Path) -> Clinic:
     """A location with its initial inventory, a patient, VIALS received vials and a nurse's token."""
+    from clinic import fixtures
     from clinic.auth import service as auth
     from clinic.extensions import db
-    from clinic.inventory import service as inventory
-    from clinic.locations import service as locations
-    from clinic.patients import service as patients
+    from clinic.inventory.witness import WitnessSignature
 
     with app_context(url, instance):
-        nurse = auth.create_user(
-            actor=None,
-            email=EMAIL,
-            name="Bench Nurse",
-            role="nurse",
-            password=PASSWORD,
-            license_type="RN",
-            license_number="1",
+        nurse = fixtures.create_user(role="nurse", email=EMAIL, password=PASSWORD, license_number="1")
+        fixtures.create_user(role="nurse", email=WITNESS_EMAIL, password=PASSWORD, license_number="2")
+        loc = fixtures.create_location(
+            nurse, name="Bench clinic", dea_registration=DEA, timezone="UTC", storage_sites=("Safe",)
         )
-        auth.create_user(
-            actor=None,
-            email=WITNESS_EMAIL,
-            name="Bench Witness",
-            role="nurse",
-            password=PASSWORD,
-            license_type="RN",
-            license_number="2",
-        )
-        loc = locations.create_location(
-            actor=nurse, name="Bench clinic", address="1 Bench St", dea_registration=DEA, timezone="UTC"
-        )
-        site = locations.create_storage_site(actor=nurse, location_id=loc.id, name="Safe")
-        drug = inventory.create_drug(
-            actor=nurse,
-            name="Ketamine 50 mg/mL",
-            ndc="42023-113-10",
-            schedule="CIII",
-            form="vial",
-            unit="mL",
-            ug_per_unit=50_000,
-            milliunits_per_container=10_000,
-        )
+        (site,) = loc.sites
+        drug = fixtures.create_drug(nurse, fixtures.KETAMINE_50)
         assert drug.container_ug == VIAL_UG
-        patient = patients.create_patient(
-            actor=nurse,
-            first_name="Pat",
-            last_name="Bench",
-            date_of_birth=date(1980, 1, 1),
-            address="2 Bench St",
-            timezone="UTC",
-        )
-        inventory.reconcile_count(
-            actor=nurse,
-            location_id=loc.id,
-            kind="initial",
-            lines=[],
-            business_hours="opening",
-            witness=inventory.WitnessSignature(WITNESS_EMAIL, PASSWORD),
-            client_addr="127.0.0.1",
-        )
-        receipt = inventory.receive_stock(
-            actor=nurse,
-            storage_site_id=site.id,
+        patient = fixtures.create_patient(nurse, first_name="Pat", last_name="Bench", timezone="UTC")
+        fixtures.open_ledger(nurse, loc.id, WitnessSignature(WITNESS_EMAIL, PASSWORD))
+        receipt = fixtures.create_receipt(
+            nurse,
+            storage_site_id=site,
             drug_id=drug.id,
+            count=VIALS,
             lot_number="BENCH1",
             expires_on=date(datetime.now(UTC).year + 3, 1, 1),
-            container_count=VIALS,
-            supplier_name="Bench Wholesale",
-            supplier_address="3 Bench St",
-            supplier_dea_registration=DEA,
-            invoice_number="INV-1",
         )
         token = auth.issue_token(user=nurse)[0]
         db.session.commit()

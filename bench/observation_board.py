@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bench.harness import BenchmarkError, Figure, note, postgres_database, run_command, tool
+from bench.harness import BenchmarkError, Figure, bench_app, note, postgres_database, run_command, tool
 from bench.loadgen import _percentile
 
 REQUESTS = max(1, int(os.environ.get("BENCH_OBSERVATION_BOARD_REQUESTS", "300")))
@@ -99,17 +99,6 @@ ZONE = ZoneInfo(TZ)
 PASSWORD = "bench-password-not-secret"  # throwaway users in a throwaway database
 DEA = "AB1234563"  # a well-formed registration (check digit 3), not a real one
 DEVICE_UG = 28_000
-ANSWERS: dict[str, Any] = {
-    "pregnant": False,
-    "breastfeeding": False,
-    "psychosis_or_mania": False,
-    "uncontrolled_hypertension": False,
-    "cardiovascular_disease": False,
-    "aneurysm_avm_or_ich": False,
-    "substance_use_disorder": False,
-    "prior_ketamine_reaction": False,
-    "medications": [],
-}
 #: the measured phases' frozen moment, local time on the visit day: everyone is in observation
 MEASURE_AT = dtime(10, 30)
 #: the past visits' grid: every chair at these local times (150-minute chair blocks, 08:00-18:00)
@@ -223,20 +212,10 @@ def make_app(url: str, instance: Path, log: Path) -> Iterator[Any]:
     log lines (one per request, as in production) go to ``log`` instead of stderr while it runs."""
     import logging
 
-    from clinic import create_app
-    from clinic.core.db import normalise_database_url
     from clinic.core.logging import JsonFormatter
     from clinic.extensions import db
 
-    saved = os.environ.get("CLINIC_INSTANCE_PATH")
-    os.environ["CLINIC_INSTANCE_PATH"] = str(instance)
-    try:
-        app = create_app({"SQLALCHEMY_DATABASE_URI": normalise_database_url(url)})
-    finally:
-        if saved is None:
-            os.environ.pop("CLINIC_INSTANCE_PATH", None)
-        else:
-            os.environ["CLINIC_INSTANCE_PATH"] = saved
+    app = bench_app(url, instance)
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
     handlers = [h for h in handlers if isinstance(h.formatter, JsonFormatter)]
     with log.open("a") as stream:
@@ -275,73 +254,44 @@ def visit_day() -> date:
 
 
 def set_up(traveller: Any, day: date) -> Clinic:
-    from clinic.auth import service as auth
+    from sqlalchemy import select
+
+    from clinic import fixtures
     from clinic.core.tx import commit
     from clinic.extensions import db
-    from clinic.inventory import service as inventory
-    from clinic.locations import service as locations
-    from clinic.patients import service as patients
+    from clinic.inventory.witness import WitnessSignature
     from clinic.patients.models import ScreeningResult
     from clinic.scheduling import service as scheduling
 
-    def user(role: str, n: int, **licence: str) -> Any:
-        return auth.create_user(
-            actor=None,
-            email=f"bench.{role}{n}@bench.clinic",
-            name=f"Bench {role} {n}",
-            role=role,
-            password=PASSWORD,
-            **licence,
-        )
+    def user(role: str, n: int, licence: str | None = None) -> Any:
+        email = f"bench.{role}{n}@bench.clinic"
+        return fixtures.create_user(role=role, email=email, password=PASSWORD, license_number=licence)
 
     desk = user("front_desk", 1)
-    nurse = user("nurse", 1, license_type="RN", license_number="1")
-    witness = user("nurse", 2, license_type="RN", license_number="2")
-    prescriber = user("prescriber", 1, license_type="MD", license_number="3")
-    loc = locations.create_location(
-        actor=nurse,
+    nurse, witness = user("nurse", 1, "1"), user("nurse", 2, "2")
+    prescriber = user("prescriber", 1, "3")
+    loc = fixtures.create_location(
+        nurse,
         name="Bench clinic",
         address="1 Bench St",
         dea_registration=DEA,
         timezone=TZ,
         rems_certified_until=day + timedelta(days=365),
+        chairs=OPEN,
+        storage_sites=("Safe",),
     )
-    chairs = tuple(
-        scheduling.create_chair(actor=nurse, location_id=loc.id, name=f"Chair {i + 1:02d}").id for i in range(OPEN)
-    )
-    site = locations.create_storage_site(actor=nurse, location_id=loc.id, name="Safe")
-    drug = inventory.create_drug(
-        actor=nurse,
-        name="Spravato (esketamine) 28 mg device",
-        ndc="50458-028-02",
-        schedule="CIII",
-        form="nasal_device",
-        unit="device",
-        ug_per_unit=DEVICE_UG,
-        milliunits_per_container=1000,
-    )
+    drug = fixtures.create_drug(nurse, fixtures.SPRAVATO_28)
+    assert drug.container_ug == DEVICE_UG
     commit()
-    inventory.reconcile_count(
-        actor=nurse,
-        location_id=loc.id,
-        kind="initial",
-        lines=[],
-        business_hours="opening",
-        witness=inventory.WitnessSignature(witness.email, PASSWORD),
-        client_addr="127.0.0.1",
-    )
+    fixtures.open_ledger(nurse, loc.id, WitnessSignature(witness.email, PASSWORD))
     commit()
-    receipt = inventory.receive_stock(
-        actor=nurse,
-        storage_site_id=site.id,
+    receipt = fixtures.create_receipt(
+        nurse,
+        storage_site_id=loc.sites[0],
         drug_id=drug.id,
+        count=2 * OPEN,
         lot_number="BENCH1",
         expires_on=day + timedelta(days=700),
-        container_count=2 * OPEN,
-        supplier_name="Bench Wholesale",
-        supplier_address="3 Bench St",
-        supplier_dea_registration=DEA,
-        invoice_number="INV-1",
     )
     devices = [c.id for c in receipt.containers]
     commit()
@@ -349,21 +299,23 @@ def set_up(traveller: Any, day: date) -> Clinic:
     appointments: list[int] = []
     first_screening: int | None = None
     for i in range(OPEN):
-        patient = patients.create_patient(
-            actor=desk,
+        patient = fixtures.create_patient(
+            desk,
             first_name="Casey",
             last_name=f"Board{i:02d}",
             date_of_birth=date(1970 + i % 30, 1 + i % 12, 1 + i % 28),
             address=f"{i} Bench St",
             timezone=TZ,
+            clinician=nurse,
+            screen={},
+            location_id=loc.id,
+            rems_enrolled_on=day - timedelta(days=3),
         )
-        result = patients.record_screening(actor=nurse, patient_id=patient.id, answers=ANSWERS, location_id=loc.id)
-        if result.eligibility != "eligible":
-            raise BenchmarkError(f"a bench patient screened {result.eligibility}: {result.flags}")
-        first_screening = first_screening or result.id
-        patients.enroll_in_rems(actor=nurse, patient_id=patient.id, enrolled_on=day - timedelta(days=3))
-        series = scheduling.create_series(
-            actor=desk,
+        first_screening = first_screening or db.session.scalar(
+            select(ScreeningResult.id).where(ScreeningResult.patient_id == patient.id)
+        )
+        series = fixtures.book_course(
+            desk,
             patient_id=patient.id,
             protocol=PROTOCOL,
             location_id=loc.id,
@@ -391,7 +343,7 @@ def set_up(traveller: Any, day: date) -> Clinic:
         nurse_id=ids["nurse"],
         prescriber_id=ids["prescriber"],
         protocol_id=protocol_id,
-        chairs=chairs,
+        chairs=loc.chairs,
         appointments=tuple(appointments),
         visits=visits,
         day=day,

@@ -160,72 +160,39 @@ class StatementCounter:
 
 
 def set_up() -> Clinic:
-    from clinic.auth import service as auth
+    from clinic import fixtures
     from clinic.core.tx import commit
-    from clinic.locations import service as locations
-    from clinic.patients import service as patients
-    from clinic.scheduling import service as scheduling
 
-    desk = auth.create_user(
-        actor=None, email="bench.desk@bench.clinic", name="Bench Desk", role="front_desk", password=PASSWORD
-    )
-    nurse = auth.create_user(
-        actor=None,
-        email="bench.nurse@bench.clinic",
-        name="Bench Nurse",
-        role="nurse",
-        password=PASSWORD,
-        license_type="RN",
-        license_number="1",
-    )
-    prescriber = auth.create_user(
-        actor=None,
-        email="bench.prescriber@bench.clinic",
-        name="Bench Prescriber",
-        role="prescriber",
-        password=PASSWORD,
-        license_type="MD",
-        license_number="2",
-    )
-    loc = locations.create_location(
-        actor=nurse, name="Bench clinic", address="1 Bench St", dea_registration=DEA, timezone=TZ
-    )
-    chairs = tuple(
-        scheduling.create_chair(actor=nurse, location_id=loc.id, name=f"Chair {i + 1:02d}").id for i in range(CHAIRS)
+    def user(role: str, licence: str | None = None) -> Any:
+        email = f"bench.{role.replace('_', '')}@bench.clinic"
+        return fixtures.create_user(role=role, email=email, password=PASSWORD, license_number=licence)
+
+    desk, nurse, prescriber = user("front_desk"), user("nurse", "1"), user("prescriber", "2")
+    loc = fixtures.create_location(
+        nurse, name="Bench clinic", dea_registration=DEA, timezone=TZ, chairs=CHAIRS, address="1 Bench St"
     )
     commit()
-    answers = {
-        "pregnant": False,
-        "breastfeeding": False,
-        "psychosis_or_mania": False,
-        "uncontrolled_hypertension": False,
-        "cardiovascular_disease": False,
-        "aneurysm_avm_or_ich": False,
-        "substance_use_disorder": False,
-        "prior_ketamine_reaction": False,
-        "medications": [],
-    }
     enrolled_on = datetime.now(UTC).date() - timedelta(days=30)
     ids = []
     for i in range(2 * (WARMUP + BOOKINGS)):
-        patient = patients.create_patient(
-            actor=desk,
+        patient = fixtures.create_patient(
+            desk,
             first_name="Casey",
             last_name=f"Course{i:04d}",
             date_of_birth=date(1970 + i % 30, 1 + i % 12, 1 + i % 28),
             address=f"{i} Bench St",
             timezone=TZ,
+            clinician=nurse,
+            screen={},
+            location_id=loc.id,
+            rems_enrolled_on=enrolled_on,
         )
-        result = patients.record_screening(actor=nurse, patient_id=patient.id, answers=answers, location_id=loc.id)
-        if result.eligibility != "eligible":
-            raise BenchmarkError(f"a bench patient screened {result.eligibility}: {result.flags}")
-        patients.enroll_in_rems(actor=nurse, patient_id=patient.id, enrolled_on=enrolled_on)
         ids.append(patient.id)
         if i % 50 == 49:
             commit()
     commit()
     half = WARMUP + BOOKINGS
-    return Clinic(loc.id, desk.id, prescriber.id, chairs, tuple(ids[:half]), tuple(ids[half:]))
+    return Clinic(loc.id, desk.id, prescriber.id, loc.chairs, tuple(ids[:half]), tuple(ids[half:]))
 
 
 # --- choosing free times: the service's planner and first-free-chair rule, replayed ---------------

@@ -149,7 +149,7 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 5}}
-    # No pool_pre_ping: it costs a round trip on every checkout. A connection the server dropped fails
+    # F14. No pool_pre_ping: it costs a round trip on every checkout. A connection the server dropped fails
     # on use instead; SQLAlchemy then invalidates the pool, and clinic.auth.policy retries the request's
     # first statement once on a fresh connection (any later failure answers 503 with Retry-After).
     # tests/test_disconnects.py holds it to that under terminated backends and a database restart.

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from clinic import fixtures
 from clinic.auth import service as auth
 from clinic.auth.models import User
 from clinic.core.time import today_at, utcnow
@@ -82,9 +83,7 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
     """A location with a safe, the drug catalog, a received shipment, doses, waste and a count."""
     from clinic.inventory import service as inventory
     from clinic.inventory.models import Drug
-    from clinic.locations import service as locations
     from clinic.locations.models import Location
-    from clinic.patients import service as patients
 
     if db.session.scalar(select(Location.id).where(Location.dea_registration == DEMO_DEA)) is not None:
         return
@@ -93,74 +92,41 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
         "witness": inventory.WitnessSignature("nurse2@demo.clinic", passwords["nurse2@demo.clinic"]),
         "client_addr": "127.0.0.1",
     }
-    location = locations.create_location(
-        actor=admin,
+    place = fixtures.create_location(
+        admin,
         name="Lakeside Ketamine Clinic",
         address="400 Lake Shore Dr, Chicago IL 60611",
         dea_registration=DEMO_DEA,
         timezone="America/Chicago",
         phone="312-555-0100",
         jurisdiction={"state": "IL"},
+        storage_sites=("Main safe", "Infusion room cabinet"),
     )
-    safe = locations.create_storage_site(actor=admin, location_id=location.id, name="Main safe")
-    locations.create_storage_site(actor=admin, location_id=location.id, name="Infusion room cabinet")
-    catalog = [  # (name, NDC, form, unit, micrograms per unit, thousandths of a unit per container)
-        ("Ketamine HCl 10 mg/mL, 20 mL vial", "42023-113-10", "vial", "mL", 10_000, 20_000),
-        ("Ketamine HCl 50 mg/mL, 10 mL vial", "42023-114-10", "vial", "mL", 50_000, 10_000),
-        ("Ketamine HCl 100 mg/mL, 5 mL vial", "42023-115-10", "vial", "mL", 100_000, 5_000),
-        ("Spravato (esketamine) 28 mg nasal device", "50458-028-02", "nasal_device", "device", 28_000, 1_000),
+    location, safe_id = place.location, place.sites[0]
+    drugs: list[Drug] = [
+        db.session.scalar(select(Drug).where(Drug.ndc == spec.ndc)) or fixtures.create_drug(admin, spec)
+        for spec in fixtures.CATALOG
     ]
-    drugs: list[Drug] = []
-    for name, ndc, form, unit, ug, milli in catalog:
-        existing = db.session.scalar(select(Drug).where(Drug.ndc == ndc))
-        drugs.append(
-            existing
-            or inventory.create_drug(
-                actor=admin,
-                name=name,
-                ndc=ndc,
-                schedule="CIII",
-                form=form,
-                unit=unit,
-                ug_per_unit=ug,
-                milliunits_per_container=milli,
-            )
-        )
-    inventory.reconcile_count(
-        actor=nurse,
-        location_id=location.id,
-        kind="initial",
-        lines=[],
-        business_hours="opening",
-        # the morning's opening inventory: the visits seeded below draw from stock received since
-        occurred_at=utcnow() - timedelta(hours=12),
-        **witness,
-    )
-    supplier: dict[str, Any] = {
-        "supplier_name": "Midwest Medical Supply",
-        "supplier_address": "9 Depot Rd, Joliet IL",
-        "supplier_dea_registration": "RW7654329",
-    }
+    # the morning's opening inventory: the visits seeded below draw from stock received since
+    fixtures.open_ledger(nurse, location.id, witness["witness"], occurred_at=utcnow() - timedelta(hours=12))
     today = today_at(location.timezone)  # the clinic's own day: UTC's is a day ahead in its evenings
-    vials = inventory.receive_stock(
-        actor=nurse,
-        storage_site_id=safe.id,
+    vials = fixtures.create_receipt(
+        nurse,
+        storage_site_id=safe_id,
         drug_id=drugs[1].id,
+        count=6,
         lot_number="KX2291",
         expires_on=date(today.year + 2, 1, 31),
-        container_count=6,
         invoice_number="INV-40211",
-        **supplier,
     )
-    inventory.receive_stock(
-        actor=nurse,
-        storage_site_id=safe.id,
+    fixtures.create_receipt(
+        nurse,
+        storage_site_id=safe_id,
         drug_id=drugs[3].id,
+        count=9,
         lot_number="SP7781",
         expires_on=date(today.year + 1, 6, 30),
-        container_count=9,
         invoice_number="INV-40212",
-        **supplier,
     )
     people = [
         ("Jordan", "Rivera", date(1984, 5, 17)),
@@ -168,8 +134,8 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
         ("Alex", "Nguyen", date(1991, 3, 28)),
     ]
     for i, (first, last, born) in enumerate(people):
-        patient = patients.create_patient(
-            actor=nurse,
+        patient = fixtures.create_patient(
+            nurse,
             first_name=first,
             last_name=last,
             date_of_birth=born,
@@ -198,26 +164,12 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
     )
 
 
-NO_FLAGS: dict[str, Any] = {
-    "pregnant": False,
-    "breastfeeding": False,
-    "psychosis_or_mania": False,
-    "uncontrolled_hypertension": False,
-    "cardiovascular_disease": False,
-    "aneurysm_avm_or_ich": False,
-    "substance_use_disorder": False,
-    "prior_ketamine_reaction": False,
-    "medications": [],
-}
-
-
 def _seed_schedule() -> None:
     """Chairs and patients at every stage: booked esketamine and IV courses, one awaiting a
     prescriber's review, one ineligible, one not yet screened."""
     from datetime import time, timedelta
 
     from clinic.locations.models import Location
-    from clinic.patients import service as patients
     from clinic.scheduling import service as scheduling
     from clinic.scheduling.models import Chair
 
@@ -249,25 +201,23 @@ def _seed_schedule() -> None:
         ("Avery", "Kim", date(2001, 7, 30), None, False, None, None),
     ]
     for first, last, born, answers, rems, protocol, at in cases:
-        patient = patients.create_patient(
-            actor=desk,
+        patient = fixtures.create_patient(
+            desk,
             first_name=first,
             last_name=last,
             date_of_birth=born,
             address="12 Demo St, Chicago IL",
             timezone="America/Chicago",
             email=f"{first.lower()}@example.org",
+            clinician=nurse,
+            screen=answers,
+            location_id=location.id,
+            weight_g=72_500,
+            rems_enrolled_on=today if rems else None,
         )
-        if answers is not None:
-            patients.record_screening(
-                actor=nurse, patient_id=patient.id, answers={**NO_FLAGS, **answers}, location_id=location.id
-            )
-        patients.record_weight(actor=nurse, patient_id=patient.id, weight_g=72_500)
-        if rems:
-            patients.enroll_in_rems(actor=nurse, patient_id=patient.id, enrolled_on=today)
         if protocol and at:
-            scheduling.create_series(
-                actor=desk,
+            fixtures.book_course(
+                desk,
                 patient_id=patient.id,
                 protocol=protocol,
                 location_id=location.id,
@@ -324,7 +274,6 @@ def _seed_visits(passwords: dict[str, str]) -> None:
     from clinic.inventory.models import Drug
     from clinic.locations import service as locations
     from clinic.locations.models import Location
-    from clinic.patients import service as patients
     from clinic.patients.models import Patient
     from clinic.scheduling import service as scheduling
     from clinic.scheduling.models import Chair
@@ -355,36 +304,29 @@ def _seed_visits(passwords: dict[str, str]) -> None:
         if name not in have:
             scheduling.create_chair(actor=admin, location_id=location.id, name=name)
     safe = locations.list_storage_sites(location.id)[0]
-    devices_drug = db.session.scalar(select(Drug).where(Drug.ndc == "50458-028-02"))
-    vial_drug = db.session.scalar(select(Drug).where(Drug.ndc == "42023-113-10"))  # 10 mg/mL, 20 mL
+    devices_drug = db.session.scalar(select(Drug).where(Drug.ndc == fixtures.SPRAVATO_28.ndc))
+    vial_drug = db.session.scalar(select(Drug).where(Drug.ndc == fixtures.KETAMINE_10.ndc))  # 10 mg/mL, 20 mL
     assert devices_drug is not None
     assert vial_drug is not None
-    supplier: dict[str, Any] = {
-        "supplier_name": "Midwest Medical Supply",
-        "supplier_address": "9 Depot Rd, Joliet IL",
-        "supplier_dea_registration": "RW7654329",
-    }
-    devices = inventory.receive_stock(
-        actor=nurse,
+    devices = fixtures.create_receipt(
+        nurse,
         storage_site_id=safe.id,
         drug_id=devices_drug.id,
+        count=12,
         lot_number="SP7790",
         expires_on=date(today.year + 1, 9, 30),
-        container_count=12,
         invoice_number="INV-40377",
         occurred_at=ago(300),
-        **supplier,
     ).containers
-    vials = inventory.receive_stock(
-        actor=nurse,
+    vials = fixtures.create_receipt(
+        nurse,
         storage_site_id=safe.id,
         drug_id=vial_drug.id,
+        count=6,
         lot_number="KT1187",
         expires_on=date(today.year + 2, 3, 31),
-        container_count=6,
         invoice_number="INV-40378",
         occurred_at=ago(300),
-        **supplier,
     ).containers
     device_ids = [c.id for c in devices]
     vial_ids = [c.id for c in vials]
@@ -393,22 +335,24 @@ def _seed_visits(passwords: dict[str, str]) -> None:
     locations.set_hours(actor=admin, location_id=location.id, hours=ALL_DAY)
     booked = []
     for first, last, protocol, stage, offset, kg in VISIT_STAGES:
-        patient = patients.create_patient(
-            actor=desk,
+        patient = fixtures.create_patient(
+            desk,
             first_name=first,
             last_name=last,
             date_of_birth=date(1970 + len(first) * 3, 1 + len(last) % 12, 10 + len(first)),
             address="20 Demo St, Chicago IL",
             timezone=location.timezone,
             email=f"{first.lower()}.{last.lower()}@example.org",
+            clinician=nurse,
+            screen={},
+            location_id=location.id,
+            weight_g=kg * 1000,
+            weighed_at=ago(24 * 60),
+            rems_enrolled_on=today - timedelta(days=14) if protocol.startswith("esketamine") else None,
         )
-        patients.record_screening(actor=nurse, patient_id=patient.id, answers=NO_FLAGS, location_id=location.id)
-        patients.record_weight(actor=nurse, patient_id=patient.id, weight_g=kg * 1000, measured_at=ago(24 * 60))
-        if protocol.startswith("esketamine"):
-            patients.enroll_in_rems(actor=nurse, patient_id=patient.id, enrolled_on=today - timedelta(days=14))
         chair_minutes = int(scheduling.current_protocol(protocol).rules["chair_minutes"])
-        series = scheduling.create_series(
-            actor=desk,
+        series = fixtures.book_course(
+            desk,
             patient_id=patient.id,
             protocol=protocol,
             location_id=location.id,

@@ -198,6 +198,39 @@ class Account:
         return pyotp.TOTP(self.totp_secret).now()
 
 
+def create_account(
+    app: Flask,
+    role: str = "nurse",
+    *,
+    label: str = "",
+    licensed: bool = True,
+    enrol_totp: bool | None = None,
+    password: str | None = None,
+) -> Account:
+    """A committed user with a unique email (clinic.fixtures); roles needing TOTP get an enrolled secret."""
+    from clinic import fixtures
+    from clinic.core.tx import commit
+
+    n = next(_seq)
+    email = f"{role}.{label}{n}.{uuid.uuid4().hex[:6]}@test.clinic"
+    password = password or f"pw-{uuid.uuid4().hex}"
+    with app.app_context():
+        user = fixtures.create_user(
+            role=role,
+            email=email,
+            name=f"Test {role} {label}{n}",
+            password=password,
+            license_type="RN" if licensed else None,
+            license_number=f"L-{label}{n}-{uuid.uuid4().hex[:4]}" if licensed else None,
+        )
+        secret = None
+        if enrol_totp if enrol_totp is not None else role in app.config["TOTP_REQUIRED_ROLES"]:
+            secret = pyotp.random_base32()
+            user.totp_secret = secret
+        commit()
+        return Account(user.id, email, password, role, secret)
+
+
 @pytest.fixture
 def make_user(app: Flask):  # type: ignore[no-untyped-def]
     """Create a committed user with a unique email; roles needing TOTP get an enrolled secret."""
@@ -205,28 +238,7 @@ def make_user(app: Flask):  # type: ignore[no-untyped-def]
     def _make(
         role: str = "nurse", *, licensed: bool = True, enrol_totp: bool | None = None, password: str | None = None
     ) -> Account:
-        from clinic.auth import service
-        from clinic.core.tx import commit
-
-        n = next(_seq)
-        email = f"{role}.{n}.{uuid.uuid4().hex[:6]}@test.clinic"
-        password = password or f"pw-{uuid.uuid4().hex}"
-        with app.app_context():
-            user = service.create_user(
-                actor=None,
-                email=email,
-                name=f"Test {role} {n}",
-                role=role,
-                password=password,
-                license_type="RN" if licensed else None,
-                license_number=f"L-{n}" if licensed else None,
-            )
-            secret = None
-            if enrol_totp if enrol_totp is not None else role in app.config["TOTP_REQUIRED_ROLES"]:
-                secret = pyotp.random_base32()
-                user.totp_secret = secret
-            commit()
-            return Account(user.id, email, password, role, secret)
+        return create_account(app, role, licensed=licensed, enrol_totp=enrol_totp, password=password)
 
     return _make
 

@@ -37,15 +37,16 @@ DASHBOARD_SESSION = (3, 1)
 #: the same, when the session was last seen over 30 s ago: plus the UPDATE of its last_seen_at.
 DASHBOARD_SESSION_TOUCHED = (4, 1)
 
-#: POST /api/v1/inventory/administrations with an Idempotency-Key. First the token-and-user SELECT,
-#: the key's SELECT and the claim's INSERT. On PostgreSQL the claim commits at once on a connection
-#: of its own (so a retry sees it), and the draw's transaction then locks it again (SELECT ... FOR
-#: UPDATE); on SQLite, whose transactions are serial, the claim is part of the one transaction. Then:
-#: the patient, the container (with its drug), the location, the chain head FOR UPDATE, the container
-#: again FOR UPDATE, the container's latest movement time (an entry is never dated before it, DEA-06),
-#: UPDATE the chain head, UPDATE the container, INSERT the entry, INSERT the audit row, UPDATE the key
-#: with its answer, INSERT the access-log row.
-ADMINISTRATION = {"postgresql": (16, 2), "sqlite": (15, 1)}
+#: POST /api/v1/inventory/administrations with an Idempotency-Key. The token-and-user SELECT; the key's
+#: claim, one INSERT ... ON CONFLICT DO NOTHING (on PostgreSQL in autocommit on a connection of its own,
+#: so a twin sees it at once, then locked by the work's transaction: SELECT ... FOR UPDATE; on SQLite,
+#: whose transactions are serial, simply part of the one transaction); the patient; one SELECT locking
+#: the chain head and the container (with its drug and the location's time zone). On PostgreSQL the
+#: append is one statement (the entry, guarded by DEA-06's "not before the container's previous
+#: movement", the chain head, the balance and the audit row); on SQLite the previous movement's SELECT,
+#: UPDATE the chain head, UPDATE the container, INSERT the entry and INSERT the audit row. Then UPDATE
+#: the key with its answer and INSERT the access-log row; one commit.
+ADMINISTRATION = {"postgresql": (8, 1), "sqlite": (11, 1)}
 
 
 @dataclass

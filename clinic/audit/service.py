@@ -25,18 +25,27 @@ def record(
 
     ``keep``: the row records a failure and is written even when the unit of work rolls back.
     """
-    event = AuditEvent(
-        actor_id=actor.id if actor else None,
-        tag=tag.value,
-        subject_type=subject[0],
-        subject_id=subject[1],
-        data=data,
-        request_id=_request_id(),
-    )
+    event = AuditEvent(**event_values(actor=actor, tag=tag, subject=subject, data=data))
     if keep:
         tx.keep(event)
     else:
         db.session.add(event)
+
+
+def event_values(
+    *, actor: User | None, tag: Tag, subject: tuple[str, int | None], data: dict[str, Any]
+) -> dict[str, Any]:
+    """An audit row's column values, for a caller that inserts it in a statement of its own making
+    (the ledger's one-statement append on PostgreSQL)."""
+    return {
+        "occurred_at": utcnow(),
+        "actor_id": actor.id if actor else None,
+        "tag": tag.value,
+        "subject_type": subject[0],
+        "subject_id": subject[1],
+        "data": data,
+        "request_id": _request_id(),
+    }
 
 
 def touched(kind: str, object_id: int) -> None:
@@ -69,3 +78,9 @@ _INSERT_ACCESS = AccessEvent.__table__.insert().inline()
 def log_access(row: dict[str, Any]) -> None:
     """Insert an access-log row in the current transaction, now (no flush: it depends on nothing)."""
     db.session.connection().execute(_INSERT_ACCESS, row)
+
+
+def access_insert(row: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The access-log row as the unit of work's last statement (``tx.commit(last=...)``), which
+    PostgreSQL receives together with the COMMIT."""
+    return AccessEvent.__table__, row

@@ -169,7 +169,7 @@ def _authenticate() -> User | None:
     This is the request's first statement, so a pooled connection the database dropped (a restart, a
     failover) fails here and nowhere later: SQLAlchemy then invalidates the whole pool, and since
     nothing has been done yet, the lookup is tried once more on a fresh connection. That is all the
-    disconnect handling there is (no ping per checkout); a database still down answers 503.
+    disconnect handling there is (no ping per checkout); a database still down answers 503 (F14).
     """
     try:
         return _credentials_user()
@@ -284,14 +284,8 @@ def _finish(response: Response) -> Response:
 def _end(response: Response, *, ok: bool, attributable: bool) -> Response:
     row = _access_row(response.status_code, attributable)
     try:
-        if ok:
-            try:
-                if row is not None:
-                    audit.log_access(row)
-            except BaseException:
-                tx.rollback()  # as a failed commit would: the work undone, what it kept written
-                raise
-            tx.commit()
+        if ok:  # the access-log row goes with the COMMIT (one round trip); if it fails, nothing commits
+            tx.commit(last=audit.access_insert(row) if row is not None else None)
         else:
             if row is not None:
                 tx.on_rollback(lambda: audit.log_access(row))

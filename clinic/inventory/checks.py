@@ -50,18 +50,24 @@ def when(
     opened = chain.initial_inventory_at
     if not initial and opened is not None and at < opened:
         raise ValidationFailed(errors={field: [f"Before this location's initial inventory ({opened.isoformat()})."]})
-    if container_ids:  # one read for a whole inventory's containers
-        latest = db.session.execute(
-            select(LedgerEntry.container_id, func.max(LedgerEntry.occurred_at))
-            .where(LedgerEntry.container_id.in_(container_ids))
-            .group_by(LedgerEntry.container_id)
-        )
-        for cid, last in sorted(latest, key=lambda row: row[0] or 0):
-            if last is not None and at < _aware(last):
-                raise ValidationFailed(
-                    errors={field: [f"Before container {cid}'s previous movement ({_aware(last).isoformat()})."]}
-                )
+    if container_ids:
+        after_previous_movements(at=at, field=field, container_ids=container_ids)
     return {"late_entry_reason": reason} if reason else {}
+
+
+def after_previous_movements(*, at: datetime, field: str, container_ids: tuple[int, ...]) -> None:
+    """DEA-06: no entry is dated before its container's previous movement. One read for a whole
+    inventory's containers. (``ledger.append`` checks it inside its one statement on PostgreSQL.)"""
+    latest = db.session.execute(
+        select(LedgerEntry.container_id, func.max(LedgerEntry.occurred_at))
+        .where(LedgerEntry.container_id.in_(container_ids))
+        .group_by(LedgerEntry.container_id)
+    )
+    for cid, last in sorted(latest, key=lambda row: row[0] or 0):
+        if last is not None and at < _aware(last):
+            raise ValidationFailed(
+                errors={field: [f"Before container {cid}'s previous movement ({_aware(last).isoformat()})."]}
+            )
 
 
 def not_before(later: datetime, earlier: datetime, field: str, what: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from clinic.auth.models import User
 from clinic.core.errors import NotFound, ValidationFailed
@@ -17,7 +18,15 @@ from clinic.inventory.errors import (
     WitnessInvalid,
     WitnessRequired,
 )
-from clinic.inventory.ledger import append, check_time, location_day, lock_chain, lock_container, require_positive
+from clinic.inventory.ledger import (
+    append,
+    check_time,
+    location_day,
+    lock_chain,
+    lock_container,
+    lock_movement,
+    require_positive,
+)
 from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerEntry
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location, StorageSite
@@ -140,21 +149,12 @@ def record_administration(
     if patient is None:
         raise ValidationFailed(errors={"patient_id": ["No such patient."]})
     at = check_time(administered_at, "administered_at")
-    container = get_container(container_id)
+    # The hot path: one statement locks the chain head and the container and reads what the checks
+    # need; the append is one more (on PostgreSQL), DEA-06's previous-movement check inside it.
+    chain, container, timezone = lock_movement(container_id)
     checks.links(location_id=container.location_id, patient_id=patient.id, appointment_id=appointment_id)
-    # Everything that can be read before the chain lock is: the lock serialises every append here.
-    day = location_day(container.location_id, at)
-    _ = actor.id  # an instance expired by the idempotency claim's commit reloads now, not under the lock
-    chain = lock_chain(container.location_id)
-    container = lock_container(container_id)
-    _usable(container, on=day)
-    late = checks.when(
-        chain=chain,
-        at=at,
-        field="administered_at",
-        container_ids=(container.id,),
-        late_reason=late_entry_reason,
-    )
+    _usable(container, on=at.astimezone(ZoneInfo(timezone)).date())
+    late = checks.when(chain=chain, at=at, field="administered_at", late_reason=late_entry_reason)
     return append(
         chain=chain,
         kind=EntryKind.administration,
@@ -172,6 +172,7 @@ def record_administration(
             "lot_number": container.lot_number,
             **late,
         },
+        after_previous="administered_at",
     )
 
 

@@ -66,66 +66,22 @@ def test_app_role_can_still_read_and_append(pg_app):
 
 def test_app_role_cannot_change_a_balance_without_an_entry(pg_app):
     """A balance edited in place would blame the next honest draw: the commit is refused."""
-    from clinic.auth import service as auth
-    from clinic.inventory import service as inventory
-    from clinic.locations import service as locations
+    from clinic import fixtures
+    from clinic.inventory.witness import WitnessSignature
     from tests.clock import in_years
     from tests.inventory.conftest import dea_number, ndc
 
     app, role = pg_app
     with app.app_context():
-        nurse = auth.create_user(
-            actor=None,
-            email="r-n@test.clinic",
-            name="N",
-            role="nurse",
-            password="role-pass-one",
-            license_type="RN",
-            license_number="1",
+        nurse = fixtures.create_user(
+            role="nurse", email="r-n@test.clinic", password="role-pass-one", license_number="1"
         )
-        auth.create_user(
-            actor=None,
-            email="r-w@test.clinic",
-            name="W",
-            role="nurse",
-            password="role-pass-two",
-            license_type="RN",
-            license_number="2",
-        )
-        loc = locations.create_location(
-            actor=nurse, name="R", address="A", dea_registration=dea_number(), timezone="UTC"
-        )
-        site = locations.create_storage_site(actor=nurse, location_id=loc.id, name="Safe")
-        drug = inventory.create_drug(
-            actor=nurse,
-            name="K",
-            ndc=ndc(),
-            schedule="CIII",
-            form="vial",
-            unit="mL",
-            ug_per_unit=50_000,
-            milliunits_per_container=10_000,
-        )
-        inventory.reconcile_count(
-            actor=nurse,
-            location_id=loc.id,
-            kind="initial",
-            lines=[],
-            business_hours="opening",
-            witness=inventory.WitnessSignature("r-w@test.clinic", "role-pass-two"),
-            client_addr="t",
-        )
-        receipt = inventory.receive_stock(
-            actor=nurse,
-            storage_site_id=site.id,
-            drug_id=drug.id,
-            lot_number="L",
-            expires_on=in_years(2),
-            container_count=1,
-            supplier_name="S",
-            supplier_address="A",
-            supplier_dea_registration=dea_number(),
-            invoice_number="I",
+        fixtures.create_user(role="nurse", email="r-w@test.clinic", password="role-pass-two", license_number="2")
+        loc = fixtures.create_location(nurse, dea_registration=dea_number(), timezone="UTC", storage_sites=("Safe",))
+        drug = fixtures.create_drug(nurse, ndc=ndc())
+        fixtures.open_ledger(nurse, loc.id, WitnessSignature("r-w@test.clinic", "role-pass-two"))
+        receipt = fixtures.create_receipt(
+            nurse, storage_site_id=loc.sites[0], drug_id=drug.id, count=1, expires_on=in_years(2)
         )
         cid = receipt.containers[0].id
         db.session.commit()

@@ -17,19 +17,17 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import date
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from clinic import fixtures
 from clinic.auth import service as auth
 from clinic.extensions import db
 from clinic.inventory import integrity
 from clinic.inventory import service as inventory
 from clinic.inventory.models import Container, LedgerEntry
-from clinic.locations import service as locations
-from clinic.patients import service as patients
 from tests.clock import clock_env, in_years
 from tests.conftest import require_service, temp_app
 from tests.inventory.conftest import dea_number, ndc
@@ -48,61 +46,18 @@ def _free_port() -> int:
 
 def _setup(app) -> dict:
     with app.app_context():
-        nurse = auth.create_user(
-            actor=None,
-            email="c-nurse@test.clinic",
-            name="N",
-            role="nurse",
-            password="concurrency-pass-1",
-            license_type="RN",
-            license_number="1",
+        nurse = fixtures.create_user(
+            role="nurse", email="c-nurse@test.clinic", password="concurrency-pass-1", license_number="1"
         )
-        witness = auth.create_user(
-            actor=None,
-            email="c-witness@test.clinic",
-            name="W",
-            role="nurse",
-            password="concurrency-pass-2",
-            license_type="RN",
-            license_number="2",
+        witness = fixtures.create_user(
+            role="nurse", email="c-witness@test.clinic", password="concurrency-pass-2", license_number="2"
         )
-        loc = locations.create_location(
-            actor=nurse, name="C", address="A", dea_registration=dea_number(), timezone="UTC"
-        )
-        site = locations.create_storage_site(actor=nurse, location_id=loc.id, name="Safe")
-        drug = inventory.create_drug(
-            actor=nurse,
-            name="Ketamine 50 mg/mL",
-            ndc=ndc(),
-            schedule="CIII",
-            form="vial",
-            unit="mL",
-            ug_per_unit=50_000,
-            milliunits_per_container=10_000,
-        )
-        patient = patients.create_patient(
-            actor=nurse, first_name="P", last_name="Q", date_of_birth=date(1990, 1, 1), address="X", timezone="UTC"
-        )
-        inventory.reconcile_count(
-            actor=nurse,
-            location_id=loc.id,
-            kind="initial",
-            lines=[],
-            business_hours="opening",
-            witness=inventory.WitnessSignature(witness.email, "concurrency-pass-2"),
-            client_addr="127.0.0.1",
-        )
-        receipt = inventory.receive_stock(
-            actor=nurse,
-            storage_site_id=site.id,
-            drug_id=drug.id,
-            lot_number="L1",
-            expires_on=in_years(4),
-            container_count=VIALS,
-            supplier_name="S",
-            supplier_address="A",
-            supplier_dea_registration=dea_number(),
-            invoice_number="I",
+        loc = fixtures.create_location(nurse, dea_registration=dea_number(), timezone="UTC", storage_sites=("Safe",))
+        drug = fixtures.create_drug(nurse, fixtures.KETAMINE_50, ndc=ndc())
+        patient = fixtures.create_patient(nurse, first_name="P", last_name="Q", timezone="UTC")
+        fixtures.open_ledger(nurse, loc.id, inventory.WitnessSignature(witness.email, "concurrency-pass-2"))
+        receipt = fixtures.create_receipt(
+            nurse, storage_site_id=loc.sites[0], drug_id=drug.id, count=VIALS, expires_on=in_years(4)
         )
         tokens = [auth.issue_token(user=nurse)[0] for _ in range(8)]
         db.session.commit()

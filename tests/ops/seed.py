@@ -103,37 +103,9 @@ def seed_clinic(app: Any, client: Any, make_user: Callable[..., Any], day: date)
 
 def user_maker(app: Any) -> Callable[..., Any]:
     """tests/conftest.py's ``make_user`` for a module-scoped fixture (that one is per test)."""
-    import itertools
-    import uuid
+    from tests.conftest import create_account
 
-    import pyotp
-
-    from tests.conftest import Account
-
-    seq = itertools.count(1)
-
-    def _make(role: str = "nurse", *, licensed: bool = True, password: str | None = None) -> Account:
-        from clinic.auth import service
-        from clinic.core.tx import commit
-
-        n = next(seq)
-        email = f"{role}.ops{n}.{uuid.uuid4().hex[:6]}@test.clinic"
-        password = password or f"pw-{uuid.uuid4().hex}"
-        with app.app_context():
-            user = service.create_user(
-                actor=None,
-                email=email,
-                name=f"Ops {role} {n}",
-                role=role,
-                password=password,
-                license_type="RN" if licensed else None,
-                license_number=f"OPS-{n}-{uuid.uuid4().hex[:4]}" if licensed else None,
-            )
-            secret = None
-            if role in app.config["TOTP_REQUIRED_ROLES"]:
-                secret = pyotp.random_base32()
-                user.totp_secret = secret
-            commit()
-            return Account(user.id, email, password, role, secret)
+    def _make(role: str = "nurse", *, licensed: bool = True, password: str | None = None) -> Any:
+        return create_account(app, role, label="ops", licensed=licensed, password=password)
 
     return _make

@@ -160,26 +160,11 @@ def own_app(backend):  # type: ignore[no-untyped-def]
 
 def users_of(application):  # type: ignore[no-untyped-def]
     """make_user for an app of the test's own (the fixture is bound to the shared one)."""
-    from clinic.auth import service as auth
-    from clinic.core.tx import commit
-    from tests.conftest import Account
+    from tests.conftest import Account, create_account
 
     def make(role: str = "nurse") -> Account:
-        email = f"{role}.{uuid.uuid4().hex[:8]}@reminders.test"
-        password = f"pw-{uuid.uuid4().hex}"
         licensed = role in ("nurse", "prescriber")
-        with application.app_context():
-            user = auth.create_user(
-                actor=None,
-                email=email,
-                name=f"Reminders {role}",
-                role=role,
-                password=password,
-                license_type="RN" if licensed else None,
-                license_number="R-1" if licensed else None,
-            )
-            commit()
-            return Account(user.id, email, password, role, None)
+        return create_account(application, role, label="rem", licensed=licensed, enrol_totp=False)
 
     return make
 

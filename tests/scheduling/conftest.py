@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from clinic.fixtures import CLEAR_SCREENING
 from tests.clock import MONDAY, next_weekday, today_in
 from tests.conftest import Account, bearer
 from tests.inventory.conftest import make_location
@@ -61,18 +62,7 @@ class Desk:
         )
         assert resp.status_code == 201, resp.json
         pid = resp.json["id"]
-        answers = {
-            "pregnant": False,
-            "breastfeeding": False,
-            "psychosis_or_mania": False,
-            "uncontrolled_hypertension": False,
-            "cardiovascular_disease": False,
-            "aneurysm_avm_or_ich": False,
-            "substance_use_disorder": False,
-            "prior_ketamine_reaction": False,
-            "medications": [],
-            **(screen or {}),
-        }
+        answers = {**CLEAR_SCREENING, **(screen or {})}
         screening = self.client.post(
             f"/api/v1/patients/{pid}/screenings", headers=self.nurse, json={"answers": answers}
         )

@@ -16,22 +16,13 @@ from typing import Any
 import pytest
 import time_machine
 
+from clinic.fixtures import CLEAR_SCREENING
 from tests.clock import MONDAY, at_local, next_weekday
 from tests.conftest import Account, bearer
 from tests.inventory.conftest import dea_number, make_location, ndc
 
 TZ = "America/New_York"
-ANSWERS = {
-    "pregnant": False,
-    "breastfeeding": False,
-    "psychosis_or_mania": False,
-    "uncontrolled_hypertension": False,
-    "cardiovascular_disease": False,
-    "aneurysm_avm_or_ich": False,
-    "substance_use_disorder": False,
-    "prior_ketamine_reaction": False,
-    "medications": [],
-}
+ANSWERS = CLEAR_SCREENING
 
 
 @dataclass

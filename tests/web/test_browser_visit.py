@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from clinic.fixtures import CLEAR_SCREENING
 from tests.inventory.conftest import dea_number, ndc
 from tests.web import test_browser as base
 from tests.web.test_browser import LiveServer, Staff, assert_accessibility_basics, h1, sign_in
@@ -37,17 +38,7 @@ server = base.server
 browser = base.browser
 _chromium_present = base._chromium_present
 
-ANSWERS = {
-    "pregnant": False,
-    "breastfeeding": False,
-    "psychosis_or_mania": False,
-    "uncontrolled_hypertension": False,
-    "cardiovascular_disease": False,
-    "aneurysm_avm_or_ich": False,
-    "substance_use_disorder": False,
-    "prior_ketamine_reaction": False,
-    "medications": [],
-}
+ANSWERS = CLEAR_SCREENING
 
 
 def _midday_zone(now: datetime) -> str:
