@@ -18,6 +18,7 @@ from clinic.patients import service
 from clinic.patients.schemas import (
     CreatePatientSchema,
     OverrideScreeningSchema,
+    ReviewScreeningSchema,
     PatientClinicalSchema,
     PatientPageSchema,
     PatientQuerySchema,
@@ -131,4 +132,15 @@ class ScreeningOverride(MethodView):
     def post(self, args: dict[str, Any], patient_id: int, screening_id: int) -> Any:
         return service.override_screening(
             actor=current_actor(), patient_id=patient_id, screening_id=screening_id, reason=args["reason"]
+        )
+
+
+@blp.route("/patients/<int:patient_id>/screenings/<int:screening_id>/review")
+class ScreeningReview(MethodView):
+    @require("patients.override")
+    @blp.arguments(ReviewScreeningSchema)
+    @blp.response(200, ScreeningSchema)
+    def post(self, args: dict[str, Any], patient_id: int, screening_id: int) -> Any:
+        return service.review_screening(
+            actor=current_actor(), patient_id=patient_id, screening_id=screening_id, **args
         )

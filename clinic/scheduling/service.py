@@ -334,7 +334,9 @@ def plan_series(
     if start_on < today:
         raise ValidationFailed(errors={"start_on": ["Cannot start in the past."]})
     with on_the_calendar("start_on"):
-        patients.assert_bookable(patient_id=patient_id, on=start_on, drug=proto.rules["drug"])
+        patients.assert_bookable(
+            patient_id=patient_id, on=start_on, drug=proto.rules["drug"], location_id=location_id
+        )
 
         minutes = int(proto.rules["chair_minutes"])
         planned, problems = _plan(proto, cal, start_on, preferred_time)

@@ -251,7 +251,9 @@ def gates(appt: Appointment, visit: Visit, *, at: datetime) -> list[Gate]:
     assert location is not None
     drug = str(rules_.get("drug", ""))
     try:
-        patients.assert_bookable(patient_id=patient.id, on=local_day(at, patient.timezone), drug=drug)
+        patients.assert_bookable(
+            patient_id=patient.id, on=local_day(at, patient.timezone), drug=drug, location_id=location.id
+        )
     except DomainError as exc:
         failed.append(Gate("screening", exc.detail))
     if rules_.get("requires_rems"):
