@@ -18,7 +18,6 @@ from clinic.patients import service
 from clinic.patients.schemas import (
     CreatePatientSchema,
     OverrideScreeningSchema,
-    ReviewScreeningSchema,
     PatientClinicalSchema,
     PatientPageSchema,
     PatientQuerySchema,
@@ -27,6 +26,7 @@ from clinic.patients.schemas import (
     RecordWeightSchema,
     RemsEnrollmentOutSchema,
     RemsEnrollmentSchema,
+    ReviewScreeningSchema,
     ScreeningListSchema,
     ScreeningSchema,
     UpdatePatientSchema,
@@ -141,6 +141,4 @@ class ScreeningReview(MethodView):
     @blp.arguments(ReviewScreeningSchema)
     @blp.response(200, ScreeningSchema)
     def post(self, args: dict[str, Any], patient_id: int, screening_id: int) -> Any:
-        return service.review_screening(
-            actor=current_actor(), patient_id=patient_id, screening_id=screening_id, **args
-        )
+        return service.review_screening(actor=current_actor(), patient_id=patient_id, screening_id=screening_id, **args)

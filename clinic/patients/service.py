@@ -436,9 +436,7 @@ def screening_in_force(patient_id: int) -> ScreeningResult | None:
     return db.session.scalars(stmt.limit(1)).first()
 
 
-def review_screening(
-    *, actor: User, patient_id: int, screening_id: int, decision: str, reason: str
-) -> ScreeningResult:
+def review_screening(*, actor: User, patient_id: int, screening_id: int, decision: str, reason: str) -> ScreeningResult:
     """CI-22: a prescriber approves (the screening counts from now) or rejects (the earlier flags
     stand) a screening that cleared earlier HARD or OVERRIDE flags."""
     if actor.role_enum is not Role.prescriber:

@@ -31,11 +31,11 @@ from clinic.patients.schemas import (
     SEXES,
     CreatePatientSchema,
     OverrideScreeningSchema,
-    ReviewScreeningSchema,
     PatientQuerySchema,
     RecordScreeningSchema,
     RecordWeightSchema,
     RemsEnrollmentSchema,
+    ReviewScreeningSchema,
     ScreeningAnswersSchema,
 )
 from clinic.scheduling import queries as scheduling_queries

@@ -16,6 +16,7 @@ from clinic.scheduling.schemas import (
     AbsentSchema,
     AppointmentListSchema,
     AppointmentSchema,
+    BoosterIntervalSchema,
     CalendarFeedSchema,
     CalendarQuerySchema,
     CancelSchema,
@@ -74,6 +75,15 @@ class SeriesById(MethodView):
     @blp.response(200, SeriesSchema)
     def get(self, series_id: int) -> Any:
         return service.get_series(series_id)
+
+
+@blp.route("/series/<int:series_id>/booster-interval")
+class SeriesBoosterInterval(MethodView):
+    @require("patients.override")
+    @blp.arguments(BoosterIntervalSchema)
+    @blp.response(200, SeriesSchema)
+    def put(self, args: dict[str, Any], series_id: int) -> Any:
+        return service.set_booster_interval(actor=current_actor(), series_id=series_id, **args)
 
 
 @blp.route("/appointments")

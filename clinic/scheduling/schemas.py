@@ -79,11 +79,26 @@ class SeriesSchema(ma.Schema):
     status = ma.fields.String(required=True)
     appointments = ma.fields.List(ma.fields.Nested(AppointmentSchema), required=True)
     reviews = ma.fields.Method("_reviews", required=True)
+    #: e.g. visits past the location's REMS certification end (SPR-03), each named
+    warnings = ma.fields.Method("_warnings", required=True)
+    booster_interval_days = ma.fields.Integer(allow_none=True)
+    next_booster_on = ma.fields.Method("_next_booster_on", allow_none=True)
 
     def _reviews(self, series: object) -> list[dict]:
         from clinic.scheduling.service import reviews
 
         return reviews(series)  # type: ignore[arg-type]
+
+    def _warnings(self, series: object) -> list[dict]:
+        from clinic.scheduling.course_rules import rems_warnings
+
+        return rems_warnings(series)
+
+    def _next_booster_on(self, series: object) -> str | None:
+        from clinic.scheduling.course_rules import next_booster_on
+
+        day = next_booster_on(series)
+        return day.isoformat() if day else None
 
 
 class CancelSchema(StrictSchema):
@@ -101,6 +116,10 @@ class AbsentResultSchema(ma.Schema):
 
 class RescheduleSchema(StrictSchema):
     starts_at = AwareDateTime(required=True)
+    #: where the client saw the visit: a move that raced another move of it is then a 409
+    expected_starts_at = AwareDateTime(load_default=None)
+    #: a prescriber's reason to break the course's rules (visits per week, span)
+    override_reason = ma.fields.String(load_default=None, validate=validate.Length(min=10, max=1000))
 
 
 class CalendarQuerySchema(StrictSchema):
@@ -122,3 +141,7 @@ class PrescriberHoursSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
     user_id = ma.fields.Integer(required=True)
     hours = ma.fields.Dict(required=True)
+
+
+class BoosterIntervalSchema(StrictSchema):
+    interval_days = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=7, max=365))

@@ -32,7 +32,9 @@ def location_id(app) -> int:
         from clinic.locations.models import Location
 
         with app.app_context():
-            loc = Location(name="Gate", address="1 Gate St", dea_registration=f"AG{id(app) % 10**7:07d}", timezone="UTC")
+            loc = Location(
+                name="Gate", address="1 Gate St", dea_registration=f"AG{id(app) % 10**7:07d}", timezone="UTC"
+            )
             db.session.add(loc)
             db.session.flush()
             _LOCATIONS[id(app)] = loc.id
