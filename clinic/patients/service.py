@@ -371,6 +371,7 @@ def _store_screening(
     eligibility, flags = screening.evaluate(
         answers=answers, date_of_birth=patient.date_of_birth, on=today_for(patient), levels=_levels(location_id)
     )
+    # CI-22: clearing a serious flag of the screening in force needs a prescriber's review
     in_force = screening_in_force(patient.id)
     cleared = sorted(_serious_codes(in_force.flags) - {f["code"] for f in flags}) if in_force else []
     result = ScreeningResult(

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from clinic.auth.policy import current_actor, require
 from clinic.core.errors import ValidationFailed
 from clinic.locations.schemas import HoursSchema
-from clinic.scheduling import calendar, service
+from clinic.scheduling import calendar, protocol_versions, service
 from clinic.scheduling.schemas import (
     AbsentResultSchema,
     AbsentSchema,
@@ -24,9 +24,11 @@ from clinic.scheduling.schemas import (
     ClosureSchema,
     CreateChairSchema,
     CreateClosureSchema,
+    CreateProtocolSchema,
     CreateSeriesSchema,
     PrescriberHoursSchema,
     ProtocolListSchema,
+    ProtocolSchema,
     RescheduleSchema,
     SeriesSchema,
 )
@@ -40,6 +42,13 @@ class Protocols(MethodView):
     @blp.response(200, ProtocolListSchema)
     def get(self) -> dict[str, Any]:
         return {"items": service.list_protocols()}
+
+    @require("protocols.manage")
+    @blp.arguments(CreateProtocolSchema)
+    @blp.response(201, ProtocolSchema)
+    def post(self, args: dict[str, Any]) -> Any:
+        """A new version of a protocol (the first for a new code); booked courses keep theirs."""
+        return protocol_versions.create_protocol(actor=current_actor(), **args)
 
 
 @blp.route("/locations/<int:location_id>/chairs")
@@ -144,7 +153,7 @@ class PatientCalendarFeed(MethodView):
 
 @blp.route("/users/me/calendar-feed")
 class MyCalendarFeed(MethodView):
-    @require("self.view")
+    @require("scheduling.view")  # a feed of the visits one works: an auditor works none
     @blp.response(201, CalendarFeedSchema)
     def post(self) -> dict[str, Any]:
         actor = current_actor()

@@ -1,5 +1,5 @@
 """The rules a course keeps whichever way its visits are placed: the location's REMS certification
-(SPR-03), the protocol's visits per week and span (IVK-07, SPR-20), and the booster interval.
+(SPR-03), the protocol's visits per week and span (IVK-07), and the booster interval.
 
 Booking (``service.plan_series``) and rescheduling (``service.reschedule_appointment``) both call
 these, so moving a visit cannot reach a state booking would have refused.
@@ -96,7 +96,7 @@ def span_end(rules: dict[str, Any], start_on: date) -> date:
 def course_violations(
     *, rules: dict[str, Any], start_on: date, tz: ZoneInfo, placed: Iterable[tuple[int, datetime]]
 ) -> list[str]:
-    """What the visits of a course as they would be (seq, start) break of its protocol: more than
+    """IVK-07: what the visits of a course as they would be (seq, start) break of its protocol: more than
     ``max_per_week`` in a course week (weeks count from the course's first day), or a visit past
     the course's span. Empty when none."""
     out: list[str] = []
@@ -127,7 +127,7 @@ BOOSTER_INTERVAL_DAYS = (7, 365)
 
 
 def next_booster_on(series: Any) -> date | None:
-    """The next booster's (local) day: the course's last live or attended visit plus the interval
+    """IVK-07: the next booster's (local) day: the course's last live or attended visit plus the interval
     its prescriber set; None until one is set."""
     if series.booster_interval_days is None:
         return None

@@ -561,7 +561,7 @@ def reschedule_appointment(
 ) -> Appointment:
     """Move one visit; later visits in the course move too where the protocol's spacing needs it.
 
-    The course keeps its protocol's rules (visits per week, span; IVK-07, SPR-20) unless a
+    The course keeps its protocol's rules (visits per week, span; IVK-07) unless a
     prescriber overrides them with a reason; never into the past; the patient must still be
     bookable there and then, and an esketamine visit needs the location certified (SPR-03).
     ``expected_starts_at`` (where the client saw the visit) makes a move that raced another
@@ -688,7 +688,8 @@ def _keeps_the_course(
     moves: list[tuple[Appointment, datetime]],
     override_reason: str | None,
 ) -> None:
-    """The gates a booking passes, for the visits as they would be after the move."""
+    """The gates a booking passes, for the visits as they would be after the move: the screening
+    (CI-22), the REMS certification (SPR-03), the course's visits per week and span (IVK-07)."""
     from clinic.patients import service as patients
 
     rules = series.protocol.rules

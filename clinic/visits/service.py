@@ -250,7 +250,7 @@ def gates(appt: Appointment, visit: Visit, *, at: datetime) -> list[Gate]:
     assert patient is not None
     assert location is not None
     drug = str(rules_.get("drug", ""))
-    try:
+    try:  # CI-22: a screening waiting for review holds the dose; flags judged at this location
         patients.assert_bookable(
             patient_id=patient.id, on=local_day(at, patient.timezone), drug=drug, location_id=location.id
         )

@@ -1,6 +1,6 @@
 """Rules no path to a booked or moved visit may sidestep (issue 9): the screening review (CI-22),
 flag levels judged at the booking location, the location's REMS certification (SPR-03), and the
-course's rules on reschedule (IVK-07, SPR-20). Each failed before its fix."""
+course's rules on reschedule (IVK-07). Each failed before its fix."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_esketamine_needs_a_certified_location_for_the_whole_course(desk):
     assert [a["seq"] for a in warned[0]["appointments"]] == [7, 8, 9, 10, 11, 12]  # day 21 on
 
 
-# --- IVK-07, SPR-20: a reschedule keeps the course's rules ---------------------------------------
+# --- IVK-07: a reschedule keeps the course's rules ----------------------------------------------
 
 
 def move(desk, appt_id, at, headers=None, **extra):
