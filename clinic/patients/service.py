@@ -437,6 +437,18 @@ def screening_in_force(patient_id: int) -> ScreeningResult | None:
     return db.session.scalars(stmt.limit(1)).first()
 
 
+def _locked_screening(patient_id: int, screening_id: int) -> ScreeningResult:
+    """The screening, locked for a prescriber's stamp (two stamps at once: the second sees the first)."""
+    result = db.session.scalar(
+        select(ScreeningResult)
+        .where(ScreeningResult.id == screening_id, ScreeningResult.patient_id == patient_id)
+        .with_for_update()
+    )
+    if result is None:
+        raise NotFound("No such screening for this patient")
+    return result
+
+
 def review_screening(*, actor: User, patient_id: int, screening_id: int, decision: str, reason: str) -> ScreeningResult:
     """CI-22: a prescriber approves (the screening counts from now) or rejects (the earlier flags
     stand) a screening that cleared earlier HARD or OVERRIDE flags."""
@@ -447,13 +459,7 @@ def review_screening(*, actor: User, patient_id: int, screening_id: int, decisio
         raise ValidationFailed(errors={"reason": ["Say why (at least 10 characters)."]})
     if decision not in (Review.approved, Review.rejected):
         raise ValidationFailed(errors={"decision": ["One of: approved, rejected."]})
-    result = db.session.scalar(
-        select(ScreeningResult)
-        .where(ScreeningResult.id == screening_id, ScreeningResult.patient_id == patient_id)
-        .with_for_update()
-    )
-    if result is None:
-        raise NotFound("No such screening for this patient")
+    result = _locked_screening(patient_id, screening_id)
     if result.review_status != Review.pending:
         raise ReviewNotAllowed("This screening is not waiting for a review.")
     current = latest_screening(patient_id)
@@ -502,13 +508,7 @@ def override_screening(*, actor: User, patient_id: int, screening_id: int, reaso
     reason = " ".join(reason.split())
     if len(reason) < 10:
         raise ValidationFailed(errors={"reason": ["Give the risk/benefit reason (at least 10 characters)."]})
-    result = db.session.scalar(
-        select(ScreeningResult)
-        .where(ScreeningResult.id == screening_id, ScreeningResult.patient_id == patient_id)
-        .with_for_update()
-    )
-    if result is None:
-        raise NotFound("No such screening for this patient")
+    result = _locked_screening(patient_id, screening_id)
     if result.eligibility == Eligibility.ineligible:
         hard = screening.flags_at(result.flags, Level.HARD)
         raise OverrideNotAllowed("A HARD flag cannot be overridden.", errors={"flags": hard})

@@ -64,6 +64,7 @@ def rems_warnings(series: Any) -> list[dict[str, Any]]:
     if not requires_rems(rules):
         return []
     location = db.session.get(Location, series.location_id)
+    assert location is not None
     tz = ZoneInfo(location.timezone)
     until = location.rems_certified_until
     live = [a for a in series.appointments if a.status in ("scheduled", "checked_in")]

@@ -11,29 +11,14 @@ from sqlalchemy import select
 from clinic.core.time import utcnow
 from tests.conftest import sign_in
 from tests.inventory.conftest import make_location
+from tests.patients.conftest import answers as questionnaire
 from tests.scheduling.conftest import local
 
 NOTE = "Reviewed the records with the patient; the answer holds."
 
 
 def screen(desk, pid, location_id=None, **yes):
-    answers = {
-        **dict.fromkeys(
-            (
-                "pregnant",
-                "breastfeeding",
-                "psychosis_or_mania",
-                "uncontrolled_hypertension",
-                "cardiovascular_disease",
-                "aneurysm_avm_or_ich",
-                "substance_use_disorder",
-                "prior_ketamine_reaction",
-            ),
-            False,
-        ),
-        "medications": [],
-        **yes,
-    }
+    answers = questionnaire(**yes)
     body = {"answers": answers, **({"location_id": location_id} if location_id else {})}
     resp = desk.client.post(f"/api/v1/patients/{pid}/screenings", headers=desk.nurse, json=body)
     assert resp.status_code == 201, resp.json
