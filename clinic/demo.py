@@ -361,7 +361,8 @@ def _seed_visits(passwords: dict[str, str]) -> None:
             preferred_time=_booked_time(now, offset, chair_minutes, tz),
         )
         booked.append((stage, offset, series.appointments[0].id))
-    locations.set_hours(actor=admin, location_id=location.id, hours=hours)
+    # the staged visits sit outside the normal hours on purpose (a clinic at any hour of the demo)
+    locations.set_hours(actor=admin, location_id=location.id, hours=hours, strand=True)
 
     normal: dict[str, Any] = {"systolic": 124, "diastolic": 78, "heart_rate": 74, "spo2": 98, "sedation": 5}
 

@@ -37,6 +37,7 @@ class Tag(StrEnum):
     patients_screening_record = "patients:screening:record"
     patients_screening_override = "patients:screening:override"
     patients_screening_reconfirm = "patients:screening:reconfirm"
+    patients_screening_review = "patients:screening:review"
 
     outcomes_score_record = "outcomes:score:record"
     outcomes_safety_alert_raise = "outcomes:safety_alert:raise"
@@ -52,6 +53,8 @@ class Tag(StrEnum):
     scheduling_session_reschedule = "scheduling:session:reschedule"
     scheduling_session_no_show = "scheduling:session:no_show"
     scheduling_session_missed = "scheduling:session:missed"
+    scheduling_protocol_create = "scheduling:protocol:create"
+    scheduling_booster_interval_set = "scheduling:booster_interval:set"
 
     visits_visit_check_in = "visits:visit:check_in"
     visits_visit_arrangements = "visits:visit:arrangements"

@@ -70,6 +70,7 @@ POLICY: dict[str, frozenset[Role]] = {
     # Scheduling: everyone on staff sees the calendar; front desk and clinicians book.
     "scheduling.view": STAFF,
     "scheduling.book": STAFF,
+    "protocols.manage": frozenset({Role.admin, Role.prescriber}),
     # The dosing visit: staff see the board and check patients in; clinicians chart, dose and
     # discharge; prescribers order, discharge early, and release a blood-pressure hold (SPR-11).
     "visits.view": STAFF,

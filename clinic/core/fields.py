@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import marshmallow as ma
 from marshmallow import validate
@@ -81,9 +82,21 @@ class DecimalString(ma.fields.Field):
         return int(d)
 
 
+#: zone files on disk that are no IANA name: "localtime" is the server's own zone (it would move
+#: with the machine), "Factory" a placeholder, "posixrules" a template
+NOT_IANA = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
+
+
+@cache
+def iana_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - NOT_IANA
+
+
 class TimeZoneName(ma.fields.String):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         name = super()._deserialize(value, attr, data, **kwargs)
+        if name not in iana_names() or name.split("/", 1)[0] in NOT_IANA:
+            raise ma.ValidationError("Not an IANA time zone, e.g. America/New_York.")
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
@@ -91,9 +104,36 @@ class TimeZoneName(ma.fields.String):
         return name
 
 
+#: Dates past this year are refused as input: nothing a clinic books, enrols or certifies is that
+#: far off, and far dates overflowed arithmetic (a day or a zone added) into 500s.
+LAST_YEAR = 2100
+BEYOND = f"Must not be after {LAST_YEAR}-12-31."
+
+
+def _beyond(value: Any) -> bool:
+    if isinstance(value, date):  # datetimes too
+        return value.year > LAST_YEAR
+    if isinstance(value, list | tuple):
+        return any(_beyond(v) for v in value)
+    return False
+
+
 class StrictSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
+
+    @ma.validates_schema
+    def _within_the_horizon(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Every date or time given is on or before LAST_YEAR's last day (a 422 naming the field)."""
+        bad = {}
+        for name, field in self.fields.items():
+            if field.dump_only:
+                continue
+            value = data.get(field.attribute or name)
+            if _beyond(value):
+                bad[field.data_key or name] = [BEYOND]
+        if bad:
+            raise ma.ValidationError(bad)
 
     @ma.pre_load
     def _refuse_nul(self, data: Any, **kwargs: Any) -> Any:

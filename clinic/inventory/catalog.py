@@ -13,6 +13,24 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.extensions import db
 from clinic.inventory.models import Container, ContainerStatus, Drug
 
+#: Sane bounds for a clinic's container (the strongest ketamine is 100 mg/mL; vials hold up to
+#: 50 mL; a tablet or device is a few hundred mg): a typo of 1e9 is refused here, not later as an
+#: overflow in a balance.
+MAX_MG_PER_UNIT = 1_000
+MAX_UNITS_PER_CONTAINER = 1_000
+MAX_MG_PER_CONTAINER = 100_000
+
+
+def _out_of_bounds(ug_per_unit: int, milliunits_per_container: int) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if ug_per_unit > MAX_MG_PER_UNIT * 1000:
+        errors["mg_per_unit"] = [f"At most {MAX_MG_PER_UNIT} mg per unit."]
+    if milliunits_per_container > MAX_UNITS_PER_CONTAINER * 1000:
+        errors["units_per_container"] = [f"At most {MAX_UNITS_PER_CONTAINER} units per container."]
+    if not errors and ug_per_unit * milliunits_per_container > MAX_MG_PER_CONTAINER * 1000 * 1000:
+        errors["units_per_container"] = [f"A container may hold at most {MAX_MG_PER_CONTAINER} mg."]
+    return errors
+
 
 def create_drug(
     *,
@@ -27,6 +45,9 @@ def create_drug(
 ) -> Drug:
     if db.session.scalar(select(Drug.id).where(Drug.ndc == ndc)) is not None:
         raise ValidationFailed(errors={"ndc": ["A drug with this NDC exists."]})
+    bounds = _out_of_bounds(ug_per_unit, milliunits_per_container)
+    if bounds:
+        raise ValidationFailed(errors=bounds)
     if ug_per_unit * milliunits_per_container % 1000:
         raise ValidationFailed(errors={"units_per_container": ["Container content must be a whole microgram."]})
     drug = Drug(

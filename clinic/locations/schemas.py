@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import marshmallow as ma
 from marshmallow import validate
@@ -111,6 +112,14 @@ class OpeningSpan(ma.fields.List):
 
 
 class HoursSchema(StrictSchema):
+    """The whole week (a PUT): a day left out or null is closed; an empty body is refused, since it
+    would close every day by accident."""
+
+    @ma.validates_schema(pass_original=True)
+    def _names_a_day(self, data: dict, original: Any, **kwargs: Any) -> None:
+        if isinstance(original, dict) and not any(day in original for day in DAYS):
+            raise ma.ValidationError({"hours": ["Name the days (mon..sun), each open span or null when closed."]})
+
     mon = OpeningSpan()
     tue = OpeningSpan()
     wed = OpeningSpan()

@@ -26,6 +26,7 @@ from clinic.patients.schemas import (
     RecordWeightSchema,
     RemsEnrollmentOutSchema,
     RemsEnrollmentSchema,
+    ReviewScreeningSchema,
     ScreeningListSchema,
     ScreeningSchema,
     UpdatePatientSchema,
@@ -132,3 +133,12 @@ class ScreeningOverride(MethodView):
         return service.override_screening(
             actor=current_actor(), patient_id=patient_id, screening_id=screening_id, reason=args["reason"]
         )
+
+
+@blp.route("/patients/<int:patient_id>/screenings/<int:screening_id>/review")
+class ScreeningReview(MethodView):
+    @require("patients.override")
+    @blp.arguments(ReviewScreeningSchema)
+    @blp.response(200, ScreeningSchema)
+    def post(self, args: dict[str, Any], patient_id: int, screening_id: int) -> Any:
+        return service.review_screening(actor=current_actor(), patient_id=patient_id, screening_id=screening_id, **args)

@@ -31,3 +31,13 @@ class OverrideNotAllowed(Conflict):
 class AlreadyEnrolled(Conflict):
     code = "rems_already_enrolled"
     title = "The patient is already enrolled in the REMS"
+
+
+class ScreeningReviewPending(Conflict):
+    code = "screening_review_pending"
+    title = "A prescriber must review the screening that cleared earlier flags"
+
+
+class ReviewNotAllowed(Conflict):
+    code = "review_not_allowed"
+    title = "This screening cannot be reviewed"

@@ -80,6 +80,9 @@ class ScreeningResult(db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         CheckConstraint("eligibility IN ('eligible', 'review', 'ineligible')", name="eligibility_known"),
         Index("ix_screening_results_patient", "patient_id", "screened_at"),
+        CheckConstraint(
+            "review_status IS NULL OR review_status IN ('pending', 'approved', 'rejected')", name="review_status_known"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -93,3 +96,10 @@ class ScreeningResult(db.Model):  # type: ignore[name-defined]
     override_reason: Mapped[str | None] = mapped_column(String(1000))
     overridden_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     overridden_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: CI-22: None when no review is needed; else pending, then approved or rejected by a prescriber
+    review_status: Mapped[str | None] = mapped_column(String(10))
+    #: the HARD/OVERRIDE flag codes of the screening in force that this one no longer raises
+    review_cleared: Mapped[list[str] | None] = mapped_column(JSON)
+    review_reason: Mapped[str | None] = mapped_column(String(1000))
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

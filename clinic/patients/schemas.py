@@ -113,6 +113,8 @@ class ScreeningSummarySchema(ma.Schema):
     eligibility = ma.fields.String(required=True, validate=validate.OneOf([e.value for e in Eligibility]))
     screened_at = ma.fields.AwareDateTime(required=True)
     overridden_at = ma.fields.AwareDateTime(allow_none=True)
+    #: CI-22: pending while a prescriber has not reviewed a screening that cleared earlier flags
+    review_status = ma.fields.String(allow_none=True, validate=validate.OneOf(["pending", "approved", "rejected"]))
 
 
 class ScreeningSchema(ScreeningSummarySchema):
@@ -123,6 +125,10 @@ class ScreeningSchema(ScreeningSummarySchema):
     screened_by_id = ma.fields.Integer(required=True)
     override_reason = ma.fields.String(allow_none=True)
     overridden_by_id = ma.fields.Integer(allow_none=True)
+    review_cleared = ma.fields.List(ma.fields.String(), allow_none=True)
+    review_reason = ma.fields.String(allow_none=True)
+    reviewed_by_id = ma.fields.Integer(allow_none=True)
+    reviewed_at = ma.fields.AwareDateTime(allow_none=True)
 
 
 class ScreeningListSchema(ma.Schema):
@@ -130,6 +136,13 @@ class ScreeningListSchema(ma.Schema):
 
 
 class OverrideScreeningSchema(StrictSchema):
+    reason = ma.fields.String(required=True, validate=[validate.Length(min=10, max=1000), _PRINTABLE])
+
+
+class ReviewScreeningSchema(StrictSchema):
+    """CI-22: a prescriber's decision on a screening that cleared earlier HARD or OVERRIDE flags."""
+
+    decision = ma.fields.String(required=True, validate=validate.OneOf(["approved", "rejected"]))
     reason = ma.fields.String(required=True, validate=[validate.Length(min=10, max=1000), _PRINTABLE])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,8 +28,10 @@ from clinic.patients.errors import (
     OverrideNotAllowed,
     PatientIneligible,
     RemsEnrollmentRequired,
+    ReviewNotAllowed,
     ScreeningIncomplete,
     ScreeningNeedsReview,
+    ScreeningReviewPending,
 )
 from clinic.patients.models import Channel, Patient, PatientWeight, RemsEnrollment, ScreeningResult
 from clinic.patients.screening import Eligibility, Level
@@ -334,12 +337,43 @@ def _levels(location_id: int | None) -> dict[str, Any]:
     return dict(location.rule("screening_levels") or {})
 
 
+class Review(StrEnum):
+    """CI-22: the review a screening that clears earlier serious flags waits for."""
+
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+
+
+#: a screening in one of these states does not count (the one before it stays in force)
+NOT_COUNTING = (Review.pending.value, Review.rejected.value)
+_SERIOUS = (Level.HARD.value, Level.OVERRIDE.value)
+
+
+def _serious_codes(flags: list[dict[str, Any]]) -> set[str]:
+    """Codes of ``flags`` that are HARD or OVERRIDE as stored or at any location (CI-22: a flag a
+    location lowered is still serious where another location books the patient). Age (CI-01) is
+    left out: it is worked out from the date of birth at every gate, not answered."""
+    level_maps = [{}, *(dict(loc.rule("screening_levels") or {}) for loc in db.session.scalars(select(Location)))]
+    out = set()
+    for f in flags:
+        rule = screening.ALL_RULES.get(f["code"])
+        if rule is None or rule is screening.AGE_RULE:
+            continue
+        if f["level"] in _SERIOUS or any(screening.level_for(rule, m).value in _SERIOUS for m in level_maps):
+            out.add(f["code"])
+    return out
+
+
 def _store_screening(
     *, actor: User, patient: Patient, answers: dict[str, Any], location_id: int | None
 ) -> ScreeningResult:
     eligibility, flags = screening.evaluate(
         answers=answers, date_of_birth=patient.date_of_birth, on=today_for(patient), levels=_levels(location_id)
     )
+    # CI-22: clearing a serious flag of the screening in force needs a prescriber's review
+    in_force = screening_in_force(patient.id)
+    cleared = sorted(_serious_codes(in_force.flags) - {f["code"] for f in flags}) if in_force else []
     result = ScreeningResult(
         patient_id=patient.id,
         location_id=location_id,
@@ -348,6 +382,8 @@ def _store_screening(
         eligibility=eligibility,
         screened_by_id=actor.id,
         screened_at=utcnow(),
+        review_status=Review.pending.value if cleared else None,
+        review_cleared=cleared or None,
     )
     db.session.add(result)
     db.session.flush()
@@ -361,6 +397,7 @@ def _decision(result: ScreeningResult) -> dict[str, Any]:
         "eligibility": result.eligibility,
         "flags": [f"{f['code']}:{f['level']}" for f in result.flags],
         "location_id": result.location_id,
+        **({"review": result.review_status, "cleared": result.review_cleared} if result.review_status else {}),
     }
 
 
@@ -385,6 +422,58 @@ def latest_screening(patient_id: int) -> ScreeningResult | None:
     """The screening in force: the last one recorded (rows are never back-dated, so the highest id)."""
     stmt = select(ScreeningResult).where(ScreeningResult.patient_id == patient_id).order_by(ScreeningResult.id.desc())
     return db.session.scalars(stmt.limit(1)).first()
+
+
+def screening_in_force(patient_id: int) -> ScreeningResult | None:
+    """CI-22: the last screening that counts: one waiting for review or rejected does not."""
+    stmt = (
+        select(ScreeningResult)
+        .where(
+            ScreeningResult.patient_id == patient_id,
+            ScreeningResult.review_status.is_(None) | ScreeningResult.review_status.not_in(NOT_COUNTING),
+        )
+        .order_by(ScreeningResult.id.desc())
+    )
+    return db.session.scalars(stmt.limit(1)).first()
+
+
+def _locked_screening(patient_id: int, screening_id: int) -> ScreeningResult:
+    """The screening, locked for a prescriber's stamp (two stamps at once: the second sees the first)."""
+    result = db.session.scalar(
+        select(ScreeningResult)
+        .where(ScreeningResult.id == screening_id, ScreeningResult.patient_id == patient_id)
+        .with_for_update()
+    )
+    if result is None:
+        raise NotFound("No such screening for this patient")
+    return result
+
+
+def review_screening(*, actor: User, patient_id: int, screening_id: int, decision: str, reason: str) -> ScreeningResult:
+    """CI-22: a prescriber approves (the screening counts from now) or rejects (the earlier flags
+    stand) a screening that cleared earlier HARD or OVERRIDE flags."""
+    if actor.role_enum is not Role.prescriber:
+        raise PermissionDenied("Only a prescriber can review a screening.")
+    reason = " ".join(reason.split())
+    if len(reason) < 10:
+        raise ValidationFailed(errors={"reason": ["Say why (at least 10 characters)."]})
+    if decision not in (Review.approved, Review.rejected):
+        raise ValidationFailed(errors={"decision": ["One of: approved, rejected."]})
+    result = _locked_screening(patient_id, screening_id)
+    if result.review_status != Review.pending:
+        raise ReviewNotAllowed("This screening is not waiting for a review.")
+    current = latest_screening(patient_id)
+    if current is not None and current.id != result.id:
+        raise ReviewNotAllowed(f"A newer screening ({current.id}) supersedes this one; review that instead.")
+    result.review_status = decision
+    result.review_reason = reason
+    result.reviewed_by_id = actor.id
+    result.reviewed_at = utcnow()
+    db.session.flush()
+    audit.record(
+        actor=actor, tag=Tag.patients_screening_review, subject=("patient", patient_id), data=_decision(result)
+    )
+    return result
 
 
 def _latest_screenings(patient_ids: list[int]) -> dict[int, ScreeningResult]:
@@ -419,13 +508,7 @@ def override_screening(*, actor: User, patient_id: int, screening_id: int, reaso
     reason = " ".join(reason.split())
     if len(reason) < 10:
         raise ValidationFailed(errors={"reason": ["Give the risk/benefit reason (at least 10 characters)."]})
-    result = db.session.scalar(
-        select(ScreeningResult)
-        .where(ScreeningResult.id == screening_id, ScreeningResult.patient_id == patient_id)
-        .with_for_update()
-    )
-    if result is None:
-        raise NotFound("No such screening for this patient")
+    result = _locked_screening(patient_id, screening_id)
     if result.eligibility == Eligibility.ineligible:
         hard = screening.flags_at(result.flags, Level.HARD)
         raise OverrideNotAllowed("A HARD flag cannot be overridden.", errors={"flags": hard})
@@ -452,31 +535,46 @@ def override_screening(*, actor: User, patient_id: int, screening_id: int, reaso
 # --- the gates the visit flow calls --------------------------------------------------------------
 
 
-def assert_bookable(*, patient_id: int, on: date, drug: str) -> None:
-    """Raise unless the patient may be booked for ``drug`` on ``on`` (the patient's local date).
+def assert_bookable(*, patient_id: int, on: date, drug: str, location_id: int) -> None:
+    """Raise unless the patient may be booked (or dosed) for ``drug`` on ``on`` (the patient's local
+    date) at ``location_id``.
 
-    Order: under 18 on ``on`` or an ineligible latest screening (PatientIneligible), no screening
-    (ScreeningIncomplete), a "review" screening without an override (ScreeningNeedsReview), and
-    for esketamine no REMS enrolment by ``on`` (RemsEnrollmentRequired).
+    Order: a screening waiting for a prescriber's review (ScreeningReviewPending, CI-22); then the
+    screening in force, its flags judged again at the booking location on ``on``: a HARD flag or
+    under 18 (PatientIneligible), no screening (ScreeningIncomplete), an OVERRIDE flag no
+    prescriber's override covers (ScreeningNeedsReview); for esketamine no REMS enrolment by
+    ``on`` (RemsEnrollmentRequired).
     """
     patient = get_patient(patient_id)
     latest = latest_screening(patient_id)
-    hard: list[dict[str, Any]] = []
-    if latest is not None and latest.eligibility == Eligibility.ineligible:
-        hard = screening.flags_at(latest.flags, Level.HARD)
-    age = screening.age_on(patient.date_of_birth, on)
-    if age < screening.ADULT_AGE and not any(f["code"] == screening.AGE_RULE.code for f in hard):
-        hard.insert(0, screening.flag(screening.AGE_RULE, None, age=age))
+    if latest is not None and latest.review_status == Review.pending:
+        raise ScreeningReviewPending(
+            "The latest screening clears earlier flags ("
+            + ", ".join(latest.review_cleared or [])
+            + "): a prescriber must review it before the patient can be booked or dosed.",
+            errors={"cleared": list(latest.review_cleared or []), "screening_id": latest.id},
+        )
+    in_force = screening_in_force(patient_id)
+    answers = in_force.answers if in_force is not None else {}
+    _, flags = screening.evaluate(
+        answers=answers, date_of_birth=patient.date_of_birth, on=on, levels=_levels(location_id)
+    )
+    hard = screening.flags_at(flags, Level.HARD)
     if hard:
         raise PatientIneligible(
             "The patient cannot be booked: " + "; ".join(f["code"] for f in hard) + ".", errors={"flags": hard}
         )
-    if latest is None:
+    if in_force is None:
         raise ScreeningIncomplete("Record a screening before booking.")
-    if latest.eligibility == Eligibility.review and latest.overridden_at is None:
+    covered = (
+        {f["code"] for f in screening.flags_at(in_force.flags, Level.OVERRIDE)}
+        if in_force.overridden_at is not None
+        else set()
+    )
+    unreviewed = [f for f in screening.flags_at(flags, Level.OVERRIDE) if f["code"] not in covered]
+    if unreviewed:
         raise ScreeningNeedsReview(
-            "A prescriber must record a risk/benefit reason before booking.",
-            errors={"flags": screening.flags_at(latest.flags, Level.OVERRIDE)},
+            "A prescriber must record a risk/benefit reason before booking.", errors={"flags": unreviewed}
         )
     if drug.casefold() == "esketamine" and not is_rems_enrolled(patient_id, on):
         raise RemsEnrollmentRequired(f"Enrol the patient in the SPRAVATO REMS (on or before {on.isoformat()}).")

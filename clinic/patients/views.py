@@ -35,6 +35,7 @@ from clinic.patients.schemas import (
     RecordScreeningSchema,
     RecordWeightSchema,
     RemsEnrollmentSchema,
+    ReviewScreeningSchema,
     ScreeningAnswersSchema,
 )
 from clinic.scheduling import queries as scheduling_queries
@@ -320,4 +321,22 @@ def override_screening(patient_id: int, screening_id: int) -> Any:
     except (ValidationError, DomainError) as exc:
         return _refused("patients/chart.html", exc, failed=f"override-{screening_id}", **_chart(patient_id))
     flash(f"Screening #{screening_id} overridden: the patient may now be booked.", "success")
+    return redirect(url_for(".chart", patient_id=patient_id, _anchor="screenings"))
+
+
+@bp.post("/<int:patient_id>/screenings/<int:screening_id>/review")
+@require("patients.override")
+def review_screening(patient_id: int, screening_id: int) -> Any:
+    """CI-22: the prescriber's approval or rejection of a screening that cleared earlier flags."""
+    schema = ReviewScreeningSchema()
+    try:
+        args = schema.load(form_payload(schema, "UTC", request.form))
+        result = tx.attempt(
+            lambda: service.review_screening(
+                actor=current_actor(), patient_id=patient_id, screening_id=screening_id, **args
+            )
+        )
+    except (ValidationError, DomainError) as exc:
+        return _refused("patients/chart.html", exc, failed=f"review-{screening_id}", **_chart(patient_id))
+    flash(f"Screening #{screening_id} {result.review_status}.", "success")
     return redirect(url_for(".chart", patient_id=patient_id, _anchor="screenings"))

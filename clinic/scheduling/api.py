@@ -10,12 +10,13 @@ from flask_smorest import Blueprint
 from clinic.auth.policy import current_actor, require
 from clinic.core.errors import ValidationFailed
 from clinic.locations.schemas import HoursSchema
-from clinic.scheduling import calendar, service
+from clinic.scheduling import calendar, protocol_versions, service
 from clinic.scheduling.schemas import (
     AbsentResultSchema,
     AbsentSchema,
     AppointmentListSchema,
     AppointmentSchema,
+    BoosterIntervalSchema,
     CalendarFeedSchema,
     CalendarQuerySchema,
     CancelSchema,
@@ -23,9 +24,11 @@ from clinic.scheduling.schemas import (
     ClosureSchema,
     CreateChairSchema,
     CreateClosureSchema,
+    CreateProtocolSchema,
     CreateSeriesSchema,
     PrescriberHoursSchema,
     ProtocolListSchema,
+    ProtocolSchema,
     RescheduleSchema,
     SeriesSchema,
 )
@@ -39,6 +42,13 @@ class Protocols(MethodView):
     @blp.response(200, ProtocolListSchema)
     def get(self) -> dict[str, Any]:
         return {"items": service.list_protocols()}
+
+    @require("protocols.manage")
+    @blp.arguments(CreateProtocolSchema)
+    @blp.response(201, ProtocolSchema)
+    def post(self, args: dict[str, Any]) -> Any:
+        """A new version of a protocol (the first for a new code); booked courses keep theirs."""
+        return protocol_versions.create_protocol(actor=current_actor(), **args)
 
 
 @blp.route("/locations/<int:location_id>/chairs")
@@ -74,6 +84,15 @@ class SeriesById(MethodView):
     @blp.response(200, SeriesSchema)
     def get(self, series_id: int) -> Any:
         return service.get_series(series_id)
+
+
+@blp.route("/series/<int:series_id>/booster-interval")
+class SeriesBoosterInterval(MethodView):
+    @require("patients.override")
+    @blp.arguments(BoosterIntervalSchema)
+    @blp.response(200, SeriesSchema)
+    def put(self, args: dict[str, Any], series_id: int) -> Any:
+        return service.set_booster_interval(actor=current_actor(), series_id=series_id, **args)
 
 
 @blp.route("/appointments")
@@ -134,7 +153,7 @@ class PatientCalendarFeed(MethodView):
 
 @blp.route("/users/me/calendar-feed")
 class MyCalendarFeed(MethodView):
-    @require("self.view")
+    @require("scheduling.view")  # a feed of the visits one works: an auditor works none
     @blp.response(201, CalendarFeedSchema)
     def post(self) -> dict[str, Any]:
         actor = current_actor()

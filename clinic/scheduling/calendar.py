@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
-from clinic.auth.models import User
+from clinic.auth.models import Role, User
 from clinic.auth.service import token_hash
-from clinic.core.errors import NotFound
+from clinic.core.errors import NotFound, PermissionDenied
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
@@ -43,6 +43,15 @@ def create_feed(*, actor: User, patient_id: int | None = None, user_id: int | No
 
 
 def revoke_feed(*, actor: User, feed_id: int) -> None:
+    """A user's own feed is revoked by that user or an admin; a patient's feed by the staff who
+    book for patients (they act for the patient, who has no account)."""
+    feed = db.session.get(CalendarFeed, feed_id)
+    if feed is not None and feed.user_id is not None and feed.user_id != actor.id and actor.role_enum is not Role.admin:
+        raise PermissionDenied("Only its owner or an admin can revoke this calendar feed.")
+    from clinic.auth.policy import allowed  # the policy imports the services; loaded when needed
+
+    if feed is not None and feed.patient_id is not None and not allowed(actor, "scheduling.book"):
+        raise PermissionDenied("Only staff who book visits can revoke a patient's calendar feed.")
     done = db.session.execute(
         update(CalendarFeed)
         .where(CalendarFeed.id == feed_id, CalendarFeed.revoked_at.is_(None))

@@ -33,3 +33,8 @@ def refused_transition(current: str, allowed: frozenset[str], *, doing: str) -> 
         f"Cannot {doing}: the visit is {current.replace('_', ' ')}. Allowed now: {now}.",
         errors={"status": [current], "allowed": sorted(ACTIONS[s] for s in allowed)},
     )
+
+
+class VisitMoved(Conflict):
+    code = "visit_moved"
+    title = "The visit was moved by someone else meanwhile"

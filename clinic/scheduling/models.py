@@ -131,7 +131,12 @@ del S
 
 class AppointmentSeries(db.Model):  # type: ignore[name-defined]
     __tablename__ = "appointment_series"
-    __table_args__ = (CheckConstraint(enum_check("status", SeriesStatus), name="status_known"),)
+    __table_args__ = (
+        CheckConstraint(enum_check("status", SeriesStatus), name="status_known"),
+        CheckConstraint(
+            "booster_interval_days IS NULL OR booster_interval_days BETWEEN 7 AND 365", name="booster_interval_sane"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
@@ -143,6 +148,8 @@ class AppointmentSeries(db.Model):  # type: ignore[name-defined]
     status: Mapped[str] = mapped_column(String(20), default=SeriesStatus.active.value)
     created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: IVK-07: for a booster course, the interval its prescriber set; the next booster is planned from it
+    booster_interval_days: Mapped[int | None] = mapped_column(Integer)
 
     protocol: Mapped[Protocol] = relationship(lazy="joined", innerjoin=True)
     appointments: Mapped[list[Appointment]] = relationship(

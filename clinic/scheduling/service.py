@@ -24,13 +24,14 @@ from sqlalchemy.exc import IntegrityError
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import on_the_calendar, today_at, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
 from clinic.reminders import service as reminders
-from clinic.scheduling.errors import ACTIONS, BookingConflict, InvalidTransition, refused_transition
+from clinic.scheduling import course_rules
+from clinic.scheduling.errors import ACTIONS, BookingConflict, InvalidTransition, VisitMoved, refused_transition
 from clinic.scheduling.models import (
     IN_CHAIR,
     LIVE,
@@ -334,7 +335,7 @@ def plan_series(
     if start_on < today:
         raise ValidationFailed(errors={"start_on": ["Cannot start in the past."]})
     with on_the_calendar("start_on"):
-        patients.assert_bookable(patient_id=patient_id, on=start_on, drug=proto.rules["drug"])
+        patients.assert_bookable(patient_id=patient_id, on=start_on, drug=proto.rules["drug"], location_id=location_id)
 
         minutes = int(proto.rules["chair_minutes"])
         planned, problems = _plan(proto, cal, start_on, preferred_time)
@@ -363,6 +364,9 @@ def plan_series(
             chairs.append(chair)
             busy.update((chair, s) for s in slots)
     problems.sort(key=lambda c: c["seq"])
+    course_rules.check_rems_certification(
+        cal.location, proto.rules, [(p.seq, p.starts_at.astimezone(cal.tz).date()) for p in planned]
+    )
     return SeriesPlan(proto, cal, patient, prescriber, minutes, planned, chairs, slot_sets, problems)
 
 
@@ -550,12 +554,34 @@ def mark_absent(*, actor: User, appointment_id: int, status: str, reason: str | 
     return {"appointment": appt, "follow_up": follow_up}
 
 
-def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datetime) -> Appointment:
-    """Move one visit; later visits in the course move too where the protocol's spacing needs it."""
+def reschedule_appointment(
+    *,
+    actor: User,
+    appointment_id: int,
+    starts_at: datetime,
+    expected_starts_at: datetime | None = None,
+    override_reason: str | None = None,
+) -> Appointment:
+    """Move one visit; later visits in the course move too where the protocol's spacing needs it.
+
+    The course keeps its protocol's rules (visits per week, span; IVK-07) unless a
+    prescriber overrides them with a reason; never into the past; the patient must still be
+    bookable there and then, and an esketamine visit needs the location certified (SPR-03).
+    ``expected_starts_at`` (where the client saw the visit) makes a move that raced another
+    move of the same visit a 409 instead of a silent second move."""
+    if override_reason is not None and actor.role_enum is not Role.prescriber:
+        raise PermissionDenied("Only a prescriber can override the course's rules.")
     appt = _appointment(appointment_id)
     if appt.status != AppointmentStatus.scheduled:
         current = AppointmentStatus(appt.status)
         raise refused_transition(current, TRANSITIONS[current], doing="reschedule")
+    if expected_starts_at is not None and expected_starts_at.astimezone(UTC) != appt.starts_at:
+        raise VisitMoved(
+            f"The visit was moved meanwhile (it now starts at {appt.starts_at.isoformat()}): reload and try again.",
+            errors={"starts_at": [appt.starts_at.isoformat()]},
+        )
+    if starts_at.astimezone(UTC) < utcnow():
+        raise ValidationFailed(errors={"starts_at": ["A visit cannot be moved into the past."]})
     series = get_series(appt.series_id)
     rules = series.protocol.rules
     minutes, spacing = int(rules["chair_minutes"]), timedelta(hours=int(rules["min_spacing_hours"]))
@@ -597,6 +623,7 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
                     )
             moves.append((nxt, target))
             prev = target
+    _keeps_the_course(actor, series, cal, appt, moves, override_reason)
     moving = [a for a, new in moves if new != a.starts_at or a is appt]
     for a in moving:
         _release(a)
@@ -630,10 +657,65 @@ def reschedule_appointment(*, actor: User, appointment_id: int, starts_at: datet
         actor=actor,
         tag=Tag.scheduling_session_reschedule,
         subject=("appointment", appt.id),
-        data={"moved": [a.id for a in moving]},
+        data={"moved": [a.id for a in moving], **({"override_reason": override_reason} if override_reason else {})},
     )
     reminders.moved(moving, series)  # pending reminders move with their visits
     return appt
+
+
+def set_booster_interval(*, actor: User, series_id: int, interval_days: int) -> AppointmentSeries:
+    """IVK-07: the prescriber sets how long after the course the next booster is planned."""
+    if actor.role_enum is not Role.prescriber:
+        raise PermissionDenied("Only a prescriber can set the booster interval.")
+    low, high = course_rules.BOOSTER_INTERVAL_DAYS
+    if not low <= interval_days <= high:
+        raise ValidationFailed(errors={"interval_days": [f"Between {low} and {high} days."]})
+    db.session.execute(select(AppointmentSeries.id).where(AppointmentSeries.id == series_id).with_for_update())
+    series = get_series(series_id)
+    series.booster_interval_days = interval_days
+    db.session.flush()
+    audit.record(
+        actor=actor,
+        tag=Tag.scheduling_booster_interval_set,
+        subject=("series", series.id),
+        data={"interval_days": interval_days},
+    )
+    return series
+
+
+def _keeps_the_course(
+    actor: User,
+    series: AppointmentSeries,
+    cal: Calendar,
+    appt: Appointment,
+    moves: list[tuple[Appointment, datetime]],
+    override_reason: str | None,
+) -> None:
+    """The gates a booking passes, for the visits as they would be after the move: the screening
+    (CI-22), the REMS certification (SPR-03), the course's visits per week and span (IVK-07)."""
+    from clinic.patients import service as patients
+
+    rules = series.protocol.rules
+    patient = db.session.get(Patient, appt.patient_id)
+    assert patient is not None
+    with on_the_calendar("starts_at"):
+        patients.assert_bookable(
+            patient_id=appt.patient_id,
+            on=moves[0][1].astimezone(ZoneInfo(patient.timezone)).date(),
+            drug=rules["drug"],
+            location_id=appt.location_id,
+        )
+        course_rules.check_rems_certification(
+            cal.location, rules, [(a.seq, new.astimezone(cal.tz).date()) for a, new in moves]
+        )
+        targets = {a.id: new for a, new in moves}
+        placed = [(a.seq, targets.get(a.id, a.starts_at)) for a in series.appointments if a.status in IN_CHAIR]
+        broken = course_rules.course_violations(rules=rules, start_on=series.start_on, tz=cal.tz, placed=placed)
+    if broken and override_reason is None:
+        raise ValidationFailed(
+            "The move breaks the course's rules; a prescriber can override them with a reason.",
+            errors={"starts_at": broken},
+        )
 
 
 def list_appointments(*, location_id: int, since: datetime, until: datetime) -> list[Appointment]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -19,8 +20,15 @@ from clinic.core.fields import id_arg
 from clinic.core.time import on_the_calendar
 from clinic.locations import service as locations_service
 from clinic.locations.models import Location
-from clinic.scheduling import calendar, queries, service
-from clinic.scheduling.schemas import AbsentSchema, CancelSchema, CreateSeriesSchema, RescheduleSchema
+from clinic.patients import service as patients_service
+from clinic.scheduling import calendar, protocol_versions, queries, service
+from clinic.scheduling.schemas import (
+    AbsentSchema,
+    CancelSchema,
+    CreateProtocolSchema,
+    CreateSeriesSchema,
+    RescheduleSchema,
+)
 from clinic.web.forms import form_payload, refused
 
 bp = Blueprint("scheduling_ui", __name__, template_folder="templates")
@@ -187,3 +195,35 @@ def week() -> Any:
     with on_the_calendar("date"):  # the page and its links to the next week
         view = queries.week_view(location, on) if location and on else None
         return render_template("scheduling/week.html", view=view, locations=locations, timedelta=timedelta)
+
+
+# --- protocols as data ---------------------------------------------------------------------------
+
+
+def _protocols_page(**context: Any) -> Any:
+    return render_template("scheduling/protocols.html", protocols=service.list_protocols(), **context)
+
+
+@bp.get("/protocols")
+@require("scheduling.view")
+def protocols() -> Any:
+    return _protocols_page(form={}, errors={}, error=None)
+
+
+@bp.post("/protocols")
+@require("protocols.manage")
+def create_protocol() -> Any:
+    """The form's rules are the API's JSON: one schema and one service for both."""
+    try:
+        try:
+            rules = json.loads(request.form.get("rules") or "")
+        except ValueError:
+            raise ValidationError({"rules": ["Not valid JSON."]}) from None
+        args = CreateProtocolSchema().load(
+            {"code": request.form.get("code", ""), "name": request.form.get("name", ""), "rules": rules}
+        )
+        saved = tx.attempt(lambda: protocol_versions.create_protocol(actor=current_actor(), **args))
+    except (ValidationError, DomainError) as exc:
+        return refused("scheduling/protocols.html", exc, protocols=service.list_protocols())
+    flash(f"Protocol {saved.code} version {saved.version} saved.", "success")
+    return redirect(url_for(".protocols"))

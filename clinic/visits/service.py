@@ -250,8 +250,10 @@ def gates(appt: Appointment, visit: Visit, *, at: datetime) -> list[Gate]:
     assert patient is not None
     assert location is not None
     drug = str(rules_.get("drug", ""))
-    try:
-        patients.assert_bookable(patient_id=patient.id, on=local_day(at, patient.timezone), drug=drug)
+    try:  # CI-22: a screening waiting for review holds the dose; flags judged at this location
+        patients.assert_bookable(
+            patient_id=patient.id, on=local_day(at, patient.timezone), drug=drug, location_id=location.id
+        )
     except DomainError as exc:
         failed.append(Gate("screening", exc.detail))
     if rules_.get("requires_rems"):

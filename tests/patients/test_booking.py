@@ -22,9 +22,30 @@ from tests.patients.conftest import born_aged, local_today, years_before
 REASON = "Mania was 10 years ago, stable on lithium; benefit outweighs risk."
 
 
+_LOCATIONS: dict[int, int] = {}
+
+
+def location_id(app) -> int:
+    """One location per app for the gates to judge flag levels at (its profile keeps the defaults)."""
+    if id(app) not in _LOCATIONS:
+        from clinic.core.tx import commit
+        from clinic.locations.models import Location
+
+        with app.app_context():
+            loc = Location(
+                name="Gate", address="1 Gate St", dea_registration=f"AG{id(app) % 10**7:07d}", timezone="UTC"
+            )
+            db.session.add(loc)
+            db.session.flush()
+            _LOCATIONS[id(app)] = loc.id
+            commit()
+    return _LOCATIONS[id(app)]
+
+
 def bookable(app, patient_id, drug="ketamine", on=None):
+    where = location_id(app)
     with app.app_context():
-        service.assert_bookable(patient_id=patient_id, on=on or local_today(), drug=drug)
+        service.assert_bookable(patient_id=patient_id, on=on or local_today(), drug=drug, location_id=where)
 
 
 def refused(app, patient_id, drug="ketamine", on=None):
@@ -101,8 +122,8 @@ def test_review_needs_an_override_before_booking(app, api):
 
 def test_the_latest_screening_decides(app, api):
     p = api.new_patient()
-    api.screen(p["id"], pregnant=True)
-    api.screen(p["id"])
+    api.screen(p["id"], medications=["alprazolam"])
+    api.screen(p["id"])  # a WARN flag cleared needs no review (CI-22 is about HARD and OVERRIDE)
     bookable(app, p["id"])
     api.screen(p["id"], prior_ketamine_reaction=True)
     assert isinstance(refused(app, p["id"]), PatientIneligible)
@@ -123,7 +144,7 @@ def test_unknown_patient_is_not_found(app):
     from clinic.core.errors import NotFound
 
     with app.app_context(), pytest.raises(NotFound):
-        service.assert_bookable(patient_id=999999, on=local_today(), drug="ketamine")
+        service.assert_bookable(patient_id=999999, on=local_today(), drug="ketamine", location_id=location_id(app))
 
 
 # --- reconfirm_at_visit (CI-21) ------------------------------------------------------------------

@@ -102,7 +102,10 @@ class Desk:
 
 def make_desk(app, client, make_user, chairs: int = 2, tz: str = "America/New_York") -> Desk:
     admin = bearer(app, make_user("admin"))
-    location_id = make_location(client, admin, timezone=tz)
+    # certified in the SPRAVATO REMS well past any course a test books (SPR-03)
+    location_id = make_location(
+        client, admin, timezone=tz, rems_certified_until=(today_in(tz) + timedelta(days=730)).isoformat()
+    )
     chair_ids = []
     for i in range(chairs):
         resp = client.post(f"/api/v1/locations/{location_id}/chairs", headers=admin, json={"name": f"Chair {i + 1}"})

@@ -95,3 +95,35 @@ def test_a_change_to_a_later_visit_racing_a_cascading_reschedule(app, client, ma
         # The direct reschedule of the third visit is refused, or it stands: never 200 and undone.
         refused = not 200 <= answers["third visit reschedule"] < 300
         assert refused or state[2] == other_start, (answers, state)
+
+
+def test_two_reschedules_of_the_same_visit_at_once_exactly_one_wins(app, client, make_user, backend):
+    """Both clients saw the visit at its booked time and move it to different times: with
+    ``expected_starts_at`` the course lock makes the second see the first's move (409), never two
+    200s where the first move is silently replaced."""
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises whole requests")
+    desk = make_desk(app, client, make_user, chairs=1)
+    series = desk.book(desk.patient(rems=False), protocol="ketamine-iv-induction", start_on=_monday_ahead()).json
+    second = series["appointments"][1]
+    seen = second["starts_at"]
+    targets = [(local(seen) + timedelta(hours=h)).astimezone(UTC).isoformat() for h in (1, 2)]
+    barrier = threading.Barrier(2)
+    answers: list[int] = []
+
+    def move(target: str) -> None:
+        c = app.test_client()
+        barrier.wait(timeout=10)
+        resp = c.post(
+            f"/api/v1/appointments/{second['id']}/reschedule",
+            headers=desk.desk,
+            json={"starts_at": target, "expected_starts_at": seen},
+        )
+        answers.append(resp.status_code)
+
+    threads = [threading.Thread(target=move, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(answers) == [200, 409], answers

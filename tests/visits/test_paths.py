@@ -123,3 +123,41 @@ def test_after_a_missed_maintenance_visit_the_next_one_asks_about_symptoms(app, 
     assert resp.status_code == 200, resp.json
     assert "SPR-23" in resp.json["follow_up"]
     assert resp.json["visit"]["symptoms_worsened"] is True
+
+
+def test_a_re_screening_that_clears_a_flag_after_check_in_holds_the_dose_until_reviewed(ward: Ward) -> None:
+    """CI-22 at the dose: an all-"no" screening at the visit does not lift an OVERRIDE flag by itself."""
+    pid = ward.patient(psychosis_or_mania=True)
+    first = ward.get(f"/patients/{pid}/screenings").json["items"][0]
+    reason = {"reason": "Mania was 10 years ago, stable on lithium; benefit outweighs risk."}
+    assert ward.post(f"/patients/{pid}/screenings/{first['id']}/override", reason, ward.prescriber_h).status_code == 200
+    appt = ward.book(pid)[0]
+    ward.at("09:00")
+    assert ward.check_in(appt).status_code == 200
+    assert ward.vitals(appt).status_code == 201
+    cleared = ward.post(f"/patients/{pid}/screenings", {"answers": ANSWERS})
+    assert cleared.json["review_status"] == "pending"
+    devices = ward.receive(ward.devices_drug, 3)
+    ward.at("09:15")
+    resp = ward.dose(appt, {"container_ids": devices})
+    assert resp.status_code == 409
+    assert [g["code"] for g in resp.json["errors"]["gates"]] == ["screening"]
+    review = {"decision": "approved", "reason": "Re-assessed today: no current psychotic symptoms."}
+    assert (
+        ward.post(f"/patients/{pid}/screenings/{cleared.json['id']}/review", review, ward.prescriber_h).status_code
+        == 200
+    )
+    assert ward.dose(appt, {"container_ids": devices}).status_code == 201
+
+
+def test_an_uncertified_location_blocks_esketamine(ward: Ward) -> None:
+    appt = ward.ready_patient()
+    never = ward.client.patch(
+        f"/api/v1/locations/{ward.location_id}", headers=ward.admin, json={"rems_certified_until": None}
+    )
+    assert never.status_code == 200
+    devices = ward.receive(ward.devices_drug, 3)
+    ward.at("09:15")
+    resp = ward.dose(appt, {"container_ids": devices})
+    assert resp.status_code == 409
+    assert [g["code"] for g in resp.json["errors"]["gates"]] == ["rems_location"]
