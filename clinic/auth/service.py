@@ -24,7 +24,7 @@ from clinic.audit.tags import Tag
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
 from clinic.core import tx
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import DomainError, NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.extensions import db
 
@@ -179,30 +179,62 @@ def totp_required(user: User) -> bool:
     return user.role in current_app.config["TOTP_REQUIRED_ROLES"] or user.totp_secret is not None
 
 
-def check_throttle(*, email: str, client_addr: str) -> None:
+def check_throttle(*, email: str, client_addr: str, known: bool = True) -> None:
     """Refuse before looking at the password once too many recent attempts failed."""
-    _refuse_if_throttled(db.session(), email.strip().lower(), client_addr)
+    _refuse_if_throttled(db.session(), email.strip().lower(), client_addr, known=known)
 
 
-def _refuse_if_throttled(db_conn: Connection | Session, email: str, client_addr: str) -> None:
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:  # aggregate results bypass the column type on SQLite
+        moment = datetime.fromisoformat(str(moment)).replace(tzinfo=utcnow().tzinfo)
+    return moment
+
+
+def _retry_after(oldest: datetime, wait: timedelta) -> int:
+    return max(1, int((_aware(oldest) + wait - utcnow()).total_seconds()) + 1)
+
+
+def _refuse_if_throttled(db_conn: Connection | Session, email: str, client_addr: str, *, known: bool) -> None:
+    """Per account: its failures in the window (a known or an unknown e-mail alike, so the answer
+    never says which exists). Per address: only failures naming no account count, and only attempts
+    naming no account are refused, so a password sprayer or a typo-prone proxy full of users cannot
+    lock staff out of their own accounts (SYS-08)."""
     cfg = current_app.config
     window = timedelta(minutes=cfg["LOGIN_WINDOW_MINUTES"])
     since = utcnow() - window
-    for column, value, limit in (
-        (AuthAttempt.email, email[:254], cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
-        (AuthAttempt.client_addr, client_addr, cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]),
-    ):
-        failures = db_conn.execute(
-            select(func.count(), func.min(AuthAttempt.attempted_at)).where(
-                column == value, AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False)
-            )
-        ).one()
-        if failures[0] >= limit:
-            oldest: datetime = failures[1]
-            if oldest.tzinfo is None:  # aggregate results bypass the column type on SQLite
-                oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=utcnow().tzinfo)
-            retry = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
-            raise TooManyAttempts(headers={"Retry-After": str(retry)})
+    failures = db_conn.execute(
+        select(func.count(), func.min(AuthAttempt.attempted_at)).where(
+            AuthAttempt.email == email[:254], AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False)
+        )
+    ).one()
+    if failures[0] >= cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]:
+        raise TooManyAttempts(headers={"Retry-After": str(_retry_after(failures[1], window))})
+    if not known:
+        delay = address_delay(db_conn, client_addr)
+        if delay:
+            raise TooManyAttempts(headers={"Retry-After": str(delay)})
+
+
+def address_delay(db_conn: Connection | Session, client_addr: str) -> int | None:
+    """Seconds an address must still wait, once its failures on unknown accounts reach the limit:
+    two seconds after the failure that reached it, doubling with each one after (capped)."""
+    cfg = current_app.config
+    since = utcnow() - timedelta(minutes=cfg["LOGIN_WINDOW_MINUTES"])
+    count, latest = db_conn.execute(
+        select(func.count(), func.max(AuthAttempt.attempted_at)).where(
+            AuthAttempt.client_addr == client_addr,
+            AuthAttempt.attempted_at > since,
+            AuthAttempt.succeeded.is_(False),
+            AuthAttempt.email.not_in(select(User.email)),
+        )
+    ).one()
+    over = count - cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]
+    if over < 0 or latest is None:
+        return None
+    wait = timedelta(seconds=min(cfg["LOGIN_MAX_DELAY_SECONDS"], 2 ** min(over + 1, 30)))
+    if utcnow() >= _aware(latest) + wait:
+        return None
+    return _retry_after(latest, wait)
 
 
 # Advisory-lock classes (PostgreSQL): one per throttled key, so an account's key never meets an address's.
@@ -226,9 +258,11 @@ class _Claim:
     user_id: int | None
     password_hash: str | None
     is_active: bool
+    #: the address's wait, when it is over its limit: a failure then answers 429, known account or not
+    address_delay: int | None = None
 
 
-def _claim(email: str, client_addr: str, *, user_email: str | None = None) -> _Claim:
+def _claim(email: str, client_addr: str, *, user_email: str | None = None, known: bool = False) -> _Claim:
     """Count this attempt as failed before its secret is looked at, or refuse it (429).
 
     Counted and recorded in one short transaction of its own, under a lock per account and per
@@ -242,18 +276,16 @@ def _claim(email: str, client_addr: str, *, user_email: str | None = None) -> _C
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ACCOUNT, func.hashtext(email))))
             conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ADDRESS, func.hashtext(client_addr))))
-        _refuse_if_throttled(conn, email, client_addr)
+        row = conn.execute(select(User.id, User.password_hash, User.is_active).where(User.email == email)).first()
+        known = known or row is not None
+        _refuse_if_throttled(conn, email, client_addr, known=known)
         attempt_id: int = conn.execute(
             insert(AuthAttempt).values(email=email[:254], client_addr=client_addr, succeeded=False)
         ).inserted_primary_key[0]  # type: ignore[index]
-        row = None
-        if user_email is not None:
-            row = conn.execute(
-                select(User.id, User.password_hash, User.is_active).where(User.email == user_email)
-            ).first()
-    if row is None:
-        return _Claim(attempt_id, None, None, False)
-    return _Claim(attempt_id, row.id, row.password_hash, bool(row.is_active))
+        delay = address_delay(conn, client_addr) if known else None
+    if row is None or user_email is None:
+        return _Claim(attempt_id, None, None, False, delay)
+    return _Claim(attempt_id, row.id, row.password_hash, bool(row.is_active), delay)
 
 
 def _settle(attempt_id: int) -> None:
@@ -278,7 +310,9 @@ def _password_ok(password_hash: str | None, password: str) -> bool:
         return False
 
 
-def _password_failed(user_id: int | None) -> InvalidCredentials:
+def _password_failed(user_id: int | None, address_delay: int | None = None) -> DomainError:
+    """The failure's answer: 401, or 429 while the address waits (then a known account's wrong
+    password answers as an unknown e-mail does, so the status never tells which exists)."""
     audit.record(
         actor=None,
         tag=Tag.auth_session_failed,
@@ -286,6 +320,8 @@ def _password_failed(user_id: int | None) -> InvalidCredentials:
         data={"factor": "password"},
         keep=True,
     )
+    if address_delay:
+        return TooManyAttempts(headers={"Retry-After": str(address_delay)})
     return InvalidCredentials()
 
 
@@ -310,7 +346,7 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
         if loaded is not None:
             claim = replace(claim, user_id=loaded.id, password_hash=loaded.password_hash, is_active=loaded.is_active)
     if not (_password_ok(claim.password_hash, password) and claim.is_active and claim.user_id is not None):
-        raise _password_failed(claim.user_id)
+        raise _password_failed(claim.user_id, claim.address_delay)
     _settle(claim.attempt_id)
     user = db.session.get(User, claim.user_id)
     if user is None:  # users are never deleted; but the claim's read is no promise of the session's
@@ -321,11 +357,12 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
 
 
 def _verify_password_in_transaction(email: str, password: str, client_addr: str) -> User:
-    check_throttle(email=email, client_addr=client_addr)
     user = db.session.scalar(select(User).where(User.email == email))
+    check_throttle(email=email, client_addr=client_addr, known=user is not None)
     if user is None or not (_password_ok(user.password_hash, password) and user.is_active):
         _attempt(email, client_addr, False)
-        raise _password_failed(user.id if user else None)
+        delay = address_delay(db.session(), client_addr) if user is not None else None
+        raise _password_failed(user.id if user else None, delay)
     _attempt(email, client_addr, True)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
@@ -337,7 +374,7 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
 
     Throttled like the password: the attempt is claimed (counted) before the code is compared.
     """
-    claim = _claim(user.email, client_addr) if _claims_alone() else None
+    claim = _claim(user.email, client_addr, known=True) if _claims_alone() else None
     if claim is None:
         check_throttle(email=user.email, client_addr=client_addr)
     seed = secret or user.totp_secret

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
@@ -20,10 +21,25 @@ bp = Blueprint("auth_ui", __name__, template_folder="templates")
 PENDING_SECONDS = 300
 
 
+def same_site_path(target: str | None) -> str | None:
+    """``target`` if it can only mean a path on this site, else None (no open redirect).
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so "/", a tab, then
+    "/evil.example" is "//evil.example": any control character, space or backslash is refused
+    outright, and what is left must be a path with no scheme and no host.
+    """
+    if not target or len(target) > 2000 or not target.startswith("/") or target.startswith("//"):
+        return None
+    if any(ch <= " " or ch in "\\\x7f" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("web_ui.dashboard")
+    return same_site_path(target) or url_for("web_ui.dashboard")
 
 
 def _finish_sign_in(user: User) -> Any:
@@ -48,8 +64,9 @@ def _pending_user() -> User | None:
 @public
 def login() -> Any:
     if request.method == "GET":
-        if request.args.get("next"):
-            session["next"] = request.args["next"]
+        target = same_site_path(request.args.get("next"))
+        if target:
+            session["next"] = target
         return render_template("auth/login.html")
     email = request.form.get("email", "")
     try:
