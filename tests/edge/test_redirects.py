@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.conftest import Client, sign_in
-
+from tests.conftest import Client
 
 OUTSIDE = [
     "/\t/evil.example",

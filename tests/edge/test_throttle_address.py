@@ -17,7 +17,7 @@ from tests.inventory.conftest import clinic  # noqa: F401 - the fixture
 
 
 def _addr() -> str:
-    return f"198.51.100.{random.randint(1, 254)}"  # noqa: S311 - TEST-NET-2, a fresh one per test
+    return f"198.51.100.{random.randint(1, 254)}"
 
 
 @pytest.fixture
@@ -47,7 +47,9 @@ def test_unknown_account_failures_do_not_block_known_accounts(app, client, make_
     assert refused == 429
     # ... but a known nurse signs in, by the API and by the page, and a witness signs a waste.
     nurse = make_user("nurse")
-    token = client.post("/api/v1/auth/tokens", json={"email": nurse.email, "password": nurse.password}, environ_base=env)
+    token = client.post(
+        "/api/v1/auth/tokens", json={"email": nurse.email, "password": nurse.password}, environ_base=env
+    )
     assert token.status_code == 201, token.json
     app.test_client_class = Client
     page_client = app.test_client()
@@ -56,7 +58,13 @@ def test_unknown_account_failures_do_not_block_known_accounts(app, client, make_
     cid = clinic.receive(1).json["containers"][0]["id"]
     waste = clinic.client.post(
         "/api/v1/inventory/wastes",
-        json={"container_id": cid, "quantity_mg": "5", "reason": "drawn, not given", "no_administration_reason": "declined", **clinic.witness_fields()},
+        json={
+            "container_id": cid,
+            "quantity_mg": "5",
+            "reason": "drawn, not given",
+            "no_administration_reason": "declined",
+            **clinic.witness_fields(),
+        },
         headers=clinic.nurse_h,
         environ_base=env,
     )
@@ -66,7 +74,7 @@ def test_unknown_account_failures_do_not_block_known_accounts(app, client, make_
     assert wrong.status_code == 429 and int(wrong.headers["Retry-After"]) >= 1
 
 
-def test_the_wait_grows_with_each_failure(app, client, address_limit):  # noqa: ARG001
+def test_the_wait_grows_with_each_failure(app, client, address_limit):
     from datetime import timedelta
 
     from sqlalchemy import update
@@ -102,7 +110,7 @@ def test_the_client_address_comes_from_trusted_proxies_only(app, client, monkeyp
     from clinic.core.edge import trust_proxies
 
     monkeypatch.setitem(app.config, "LOGIN_MAX_FAILURES_PER_ADDRESS", 2)
-    n = random.randint(1, 250)  # noqa: S311
+    n = random.randint(1, 250)
 
     def attempt(forwarded: str) -> int:
         return client.post(
