@@ -14,7 +14,6 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     instance = tmp_path_factory.mktemp("canary-instance")
     env = _server_env(instance)
     _clinic(env, "db", "upgrade")
@@ -85,7 +84,7 @@ def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         finally:
             _stop(proc)
         logs[name] = log_path.read_text(errors="replace")
-    yield logs
+    return logs
 
 
 @pytest.mark.parametrize("server", ["clinic run", "gunicorn"])
