@@ -4,7 +4,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from clinic.auth.models import LicenseType, Role
-from clinic.auth.service import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from clinic.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from clinic.core.fields import StrictSchema
 
 

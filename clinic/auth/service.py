@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
+from clinic.auth import passwords
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
 from clinic.core import tx
@@ -35,19 +36,14 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Typ
 # Verified against when the email is unknown, so both paths cost the same (no enumeration).
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 128
-
-
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _check_password_rules(password: str) -> None:
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            errors={"password": [f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."]}
-        )
+def _check_password_rules(password: str, *, email: str, name: str) -> None:
+    found = passwords.problems(password, email=email, name=name)
+    if found:
+        raise ValidationFailed(errors={"password": found})
 
 
 def token_hash(raw: str) -> str:
@@ -74,7 +70,7 @@ def create_user(
         raise ValidationFailed(errors={"role": [f"Must be one of: {', '.join(Role)}."]})
     license_number = (license_number or "").strip() or None
     license_type = _license_type(Role(role), license_number, license_type or None)
-    _check_password_rules(password)
+    _check_password_rules(password, email=email, name=name)
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken()
     user = User(
@@ -143,8 +139,8 @@ def set_active(*, actor: User, user_id: int, is_active: bool) -> User:
 
 
 def reset_password(*, actor: User, user_id: int, new_password: str) -> User:
-    _check_password_rules(new_password)
     user = get_user(user_id)
+    _check_password_rules(new_password, email=user.email, name=user.name)
     user.password_hash = hash_password(new_password)
     user.password_changed_at = utcnow()
     revoke_all(user_id=user.id)
