@@ -128,6 +128,7 @@ NAV_ITEMS = [
     ("scheduling_ui.day", "Schedule", "scheduling.view"),
     ("outcomes_ui.safety_alerts", "Safety alerts", "outcomes.view"),
     ("reminders_ui.outbox", "Reminders", "reminders.view"),
+    ("auth_ui.account", "Account", "self.view"),
 ]
 
 

@@ -29,7 +29,7 @@ def common_passwords() -> frozenset[str]:
 
 
 def _repeats_a_short_unit(text: str) -> bool:
-    """"aaaaaaaaaaaa", "abcabcabcabc", "121212121212": one unit of up to four characters, repeated."""
+    """ "aaaaaaaaaaaa", "abcabcabcabc", "121212121212": one unit of up to four characters, repeated."""
     return any(len(text) % n == 0 and text == text[:n] * (len(text) // n) for n in range(1, 5))
 
 

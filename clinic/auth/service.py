@@ -36,6 +36,7 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Typ
 # Verified against when the email is unknown, so both paths cost the same (no enumeration).
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -508,17 +509,52 @@ def end_session(raw: str) -> None:
     )
 
 
+def max_token_hours(user: User) -> int:
+    """12 h by default (SYS-10): a stolen token is short-lived; only the service accounts the
+    deployment names (CLINIC_TOKEN_SERVICE_ACCOUNTS, e-mails) may hold longer ones."""
+    cfg = current_app.config
+    service_accounts = {e.strip().lower() for e in cfg["TOKEN_SERVICE_ACCOUNTS"] or []}
+    if user.email in service_accounts:
+        return int(cfg["TOKEN_SERVICE_MAX_TTL_HOURS"])
+    return int(cfg["TOKEN_MAX_TTL_HOURS"])
+
+
 def issue_token(*, user: User, ttl_hours: float | None = None) -> tuple[str, datetime]:
     cfg = current_app.config
-    hours = cfg["TOKEN_TTL_HOURS"] if ttl_hours is None else ttl_hours
-    if not 0 < hours <= cfg["TOKEN_MAX_TTL_HOURS"]:
-        raise ValidationFailed(errors={"ttl_hours": [f"Must be above 0 and at most {cfg['TOKEN_MAX_TTL_HOURS']}."]})
+    longest = max_token_hours(user)
+    hours = min(cfg["TOKEN_TTL_HOURS"], longest) if ttl_hours is None else ttl_hours
+    if not 0 < hours <= longest:
+        raise ValidationFailed(errors={"ttl_hours": [f"Must be above 0 and at most {longest} hours for this account."]})
     raw = "cot_" + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(hours=hours)
     db.session.add(ApiToken(token_hash=token_hash(raw), user_id=user.id, expires_at=expires_at))
     audit.record(actor=user, tag=Tag.auth_token_issue, subject=("user", user.id), data={"ttl_hours": hours})
     db.session.flush()
     return raw, expires_at
+
+
+def live_tokens(user_id: int) -> list[ApiToken]:
+    """A user's tokens that still work, newest first (the account page lists them)."""
+    return list(
+        db.session.scalars(
+            select(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None), ApiToken.expires_at > utcnow())
+            .order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_token_by_id(*, actor: User, token_id: int) -> None:
+    """Only one's own token: another user's id is the same 404 as one that never existed."""
+    revoked = db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id, ApiToken.user_id == actor.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not revoked.rowcount:  # type: ignore[attr-defined]
+        raise NotFound("No such token")
+    audit.record(actor=actor, tag=Tag.auth_token_revoke, subject=("user", actor.id), data={"token_id": token_id})
 
 
 def load_token(raw: str) -> User | None:

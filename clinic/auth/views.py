@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
 
 from clinic.auth import service
@@ -196,3 +196,46 @@ def reset_totp(user_id: int) -> Any:
     user = service.reset_totp(actor=current_actor(), user_id=user_id)
     flash(f"Second factor for {user.email} reset; they enrol again at next sign-in.", "success")
     return redirect(url_for("auth_ui.users"))
+
+
+# --- one's own account: API tokens ------------------------------------------------------------
+
+
+def _account_page(*, new_token: str | None = None, error: str | None = None, status: int = 200) -> Any:
+    actor = current_actor()
+    return render_template(
+        "auth/account.html",
+        user=actor,
+        tokens=service.live_tokens(actor.id),
+        max_hours=service.max_token_hours(actor),
+        default_hours=min(current_app.config["TOKEN_TTL_HOURS"], service.max_token_hours(actor)),
+        new_token=new_token,
+        error=error,
+    ), status
+
+
+@bp.route("/account")
+@require("self.view")
+def account() -> Any:
+    return _account_page()
+
+
+@bp.route("/account/tokens", methods=["POST"])
+@require("self.manage_tokens")
+def create_token() -> Any:
+    """A token for the API (an auditor's export script, say), shown once on the page that answers:
+    never flashed, since the session cookie is signed, not encrypted."""
+    hours = request.form.get("ttl_hours", type=int)
+    try:
+        raw, _ = tx.attempt(lambda: service.issue_token(user=current_actor(), ttl_hours=hours))
+    except DomainError as exc:
+        return _account_page(error=" ".join((exc.errors or {}).get("ttl_hours", [exc.detail])), status=422)
+    return _account_page(new_token=raw, status=201)
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@require("self.manage_tokens")
+def revoke_token(token_id: int) -> Any:
+    service.revoke_token_by_id(actor=current_actor(), token_id=token_id)
+    flash("The token is revoked; it no longer opens the API.", "success")
+    return redirect(url_for("auth_ui.account"))
