@@ -153,6 +153,7 @@ def reset_password(*, actor: User, user_id: int, new_password: str) -> User:
 def reset_totp(*, actor: User, user_id: int) -> User:
     user = get_user(user_id)
     user.totp_secret = None
+    user.totp_pending_secret = None
     user.totp_last_step = None
     revoke_all(user_id=user.id)
     audit.record(actor=actor, tag=Tag.auth_user_reset_totp, subject=("user", user.id), data={})
@@ -407,6 +408,7 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
     user.totp_last_step = accepted  # already written above; keeps the loaded user in step
     if secret:
         user.totp_secret = secret
+        user.totp_pending_secret = None
         audit.record(actor=user, tag=Tag.auth_user_enrol_totp, subject=("user", user.id), data={})
     db.session.flush()
 
@@ -425,6 +427,29 @@ def authenticate(*, email: str, password: str, totp_code: str | None, client_add
 
 def new_totp_secret() -> str:
     return pyotp.random_base32()
+
+
+def pending_totp_secret(user: User) -> str:
+    """The key to enrol: made once and kept until enrolment completes, so every visit (another
+    sign-in, another browser) shows the key the user may already have scanned. Of two first visits
+    at once, one key is kept and both show it."""
+    if user.totp_pending_secret is None:
+        db.session.execute(
+            update(User)
+            .where(User.id == user.id, User.totp_pending_secret.is_(None))
+            .values(totp_pending_secret=new_totp_secret())
+            .execution_options(synchronize_session=False)
+        )
+        db.session.refresh(user, ["totp_pending_secret"])
+    assert user.totp_pending_secret is not None
+    return user.totp_pending_secret
+
+
+def totp_qr_svg(uri: str) -> str:
+    """The setup link as a QR code, drawn here as inline SVG (no image service, no network)."""
+    import segno
+
+    return str(segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff", omitsize=False))
 
 
 def totp_uri(user: User, secret: str) -> str:

@@ -76,7 +76,6 @@ def login() -> Any:
     except DomainError as exc:
         return render_template("auth/login.html", error=exc.detail, email=email), exc.http_status, exc.headers
     if service.totp_required(user):
-        session.pop("enrol_secret", None)  # never carry one person's new key over to the next
         session["pending"] = {"uid": user.id, "at": utcnow().timestamp()}
         return redirect(url_for("auth_ui.totp" if user.totp_secret else "auth_ui.enrol"))
     return _finish_sign_in(user)
@@ -103,11 +102,10 @@ def enrol() -> Any:
     user = _pending_user()
     if user is None or user.totp_secret is not None:
         return redirect(url_for("auth_ui.login"))
-    # Bound to this pending user: a key is never offered to anyone else at the same browser.
-    stored = session.get("enrol_secret")
-    secret = stored["secret"] if stored and stored.get("uid") == user.id else service.new_totp_secret()
-    session["enrol_secret"] = {"uid": user.id, "secret": secret}
-    context = {"secret": secret, "uri": service.totp_uri(user, secret)}
+    # Kept on the user until enrolment completes: the same key at every visit, in any browser.
+    secret = service.pending_totp_secret(user)
+    uri = service.totp_uri(user, secret)
+    context = {"secret": secret, "uri": uri, "qr_svg": service.totp_qr_svg(uri)}
     if request.method == "GET":
         return render_template("auth/enrol.html", **context)
     try:
