@@ -1,5 +1,5 @@
-"""Password rules (SYS-09, ASVS 5.0 V6.2): length, no common or breached password, nothing of the
-user's own e-mail or name.
+"""Password rules (SYS-09; OWASP ASVS 5.0, the password chapter): length, no common or breached
+password, nothing of the user's own e-mail or name.
 
 The list is ``common-passwords.txt.gz`` beside this module: 20,000 passwords most common in
 breach corpora (lower-cased), compiled by Royce Williams

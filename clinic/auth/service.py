@@ -430,7 +430,7 @@ def new_totp_secret() -> str:
 
 
 def pending_totp_secret(user: User) -> str:
-    """The key to enrol: made once and kept until enrolment completes, so every visit (another
+    """The key to enrol (SYS-10): made once and kept until enrolment completes, so every visit (another
     sign-in, another browser) shows the key the user may already have scanned. Of two first visits
     at once, one key is kept and both show it."""
     if user.totp_pending_secret is None:
@@ -446,7 +446,7 @@ def pending_totp_secret(user: User) -> str:
 
 
 def totp_qr_svg(uri: str) -> str:
-    """The setup link as a QR code, drawn here as inline SVG (no image service, no network)."""
+    """The setup link as a QR code, drawn here as inline SVG (SYS-10: no image service, no network)."""
     import segno
 
     return str(segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff", omitsize=False))

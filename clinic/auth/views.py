@@ -22,7 +22,7 @@ PENDING_SECONDS = 300
 
 
 def same_site_path(target: str | None) -> str | None:
-    """``target`` if it can only mean a path on this site, else None (no open redirect).
+    """``target`` if it can only mean a path on this site, else None (no open redirect, SYS-07).
 
     Browsers drop tabs and newlines from URLs and read a backslash as a slash, so "/", a tab, then
     "/evil.example" is "//evil.example": any control character, space or backslash is refused
