@@ -52,4 +52,4 @@ WORKDIR /app
 USER clinic:clinic
 
 EXPOSE 8000
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-", "clinic.wsgi:app"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "-c", "python:clinic.gunicorn_conf", "clinic.wsgi:app"]

@@ -43,8 +43,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
     api.init_app(app)
 
-    from clinic.core import errors, tx
+    from clinic.core import edge, errors, tx
 
+    edge.init_app(app)  # first: its limits hold before anything else reads the request
     errors.init_app(app)
     tx.init_app(app)
 
@@ -144,6 +145,7 @@ NAV_ITEMS = [
     ("exports_ui.index", "Exports", "exports.view"),
     ("locations_ui.index", "Locations", "locations.manage"),
     ("scheduling_ui.my_feeds", "My calendar", "self.view"),
+    ("auth_ui.account", "Account", "self.view"),
 ]
 
 

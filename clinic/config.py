@@ -29,8 +29,20 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_WINDOW_MINUTES": 15,
     "LOGIN_MAX_FAILURES_PER_ACCOUNT": 5,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
+    # Unknown-account failures from one address past the limit: each further one doubles the wait.
+    "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
+    # API tokens: 12 h at most, except for the service accounts named here (e-mails), which may
+    # ask for up to TOKEN_SERVICE_MAX_TTL_HOURS (an integration's token).
     "TOKEN_TTL_HOURS": 12,
-    "TOKEN_MAX_TTL_HOURS": 24 * 30,
+    "TOKEN_MAX_TTL_HOURS": 12,
+    "TOKEN_SERVICE_ACCOUNTS": [],
+    "TOKEN_SERVICE_MAX_TTL_HOURS": 24 * 30,
+    # The web edge (clinic.core.edge, SYS-07). Proxies in front whose X-Forwarded-For/-Proto are
+    # believed (0: none; 1 behind the one TLS proxy the README recommends).
+    "TRUSTED_PROXIES": 0,
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    "MAX_FORM_MEMORY_SIZE": 512 * 1024,
+    "MAX_JSON_DEPTH": 32,
     "WTF_CSRF_TIME_LIMIT": None,  # bound to the session instead, which already expires
     "API_TITLE": "clinic-ops",
     "API_VERSION": "v1",

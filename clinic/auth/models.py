@@ -55,6 +55,9 @@ class User(db.Model):  # type: ignore[name-defined]
     password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     #: base32 seed; set once the user has proved it with a first code.
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    #: the key offered at enrolment, the same on every visit until a first code proves it (then
+    #: it becomes ``totp_secret``); cleared by a reset.
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
     #: last accepted 30 s step: a code is usable once (ASVS V6.5.1).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -4,8 +4,8 @@ import marshmallow as ma
 from marshmallow import validate
 
 from clinic.auth.models import LicenseType, Role
-from clinic.auth.service import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from clinic.core.fields import StrictSchema
+from clinic.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from clinic.core.fields import StrictBoolean, StrictSchema
 
 
 class CreateTokenSchema(StrictSchema):
@@ -27,7 +27,7 @@ class UserSchema(ma.Schema):
     role = ma.fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
     license_number = ma.fields.String(allow_none=True)
     license_type = ma.fields.String(allow_none=True)
-    is_active = ma.fields.Boolean(required=True)
+    is_active = StrictBoolean(required=True)
 
 
 class CreateUserSchema(StrictSchema):

@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
+from clinic.auth import passwords
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
 from clinic.core import tx
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import DomainError, NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.extensions import db
 
@@ -35,19 +36,15 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Typ
 # Verified against when the email is unknown, so both paths cost the same (no enumeration).
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 128
-
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _check_password_rules(password: str) -> None:
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            errors={"password": [f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."]}
-        )
+def _check_password_rules(password: str, *, email: str, name: str) -> None:
+    found = passwords.problems(password, email=email, name=name)
+    if found:
+        raise ValidationFailed(errors={"password": found})
 
 
 def token_hash(raw: str) -> str:
@@ -74,7 +71,7 @@ def create_user(
         raise ValidationFailed(errors={"role": [f"Must be one of: {', '.join(Role)}."]})
     license_number = (license_number or "").strip() or None
     license_type = _license_type(Role(role), license_number, license_type or None)
-    _check_password_rules(password)
+    _check_password_rules(password, email=email, name=name)
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken()
     user = User(
@@ -143,8 +140,8 @@ def set_active(*, actor: User, user_id: int, is_active: bool) -> User:
 
 
 def reset_password(*, actor: User, user_id: int, new_password: str) -> User:
-    _check_password_rules(new_password)
     user = get_user(user_id)
+    _check_password_rules(new_password, email=user.email, name=user.name)
     user.password_hash = hash_password(new_password)
     user.password_changed_at = utcnow()
     revoke_all(user_id=user.id)
@@ -156,6 +153,7 @@ def reset_password(*, actor: User, user_id: int, new_password: str) -> User:
 def reset_totp(*, actor: User, user_id: int) -> User:
     user = get_user(user_id)
     user.totp_secret = None
+    user.totp_pending_secret = None
     user.totp_last_step = None
     revoke_all(user_id=user.id)
     audit.record(actor=actor, tag=Tag.auth_user_reset_totp, subject=("user", user.id), data={})
@@ -179,30 +177,62 @@ def totp_required(user: User) -> bool:
     return user.role in current_app.config["TOTP_REQUIRED_ROLES"] or user.totp_secret is not None
 
 
-def check_throttle(*, email: str, client_addr: str) -> None:
+def check_throttle(*, email: str, client_addr: str, known: bool = True) -> None:
     """Refuse before looking at the password once too many recent attempts failed."""
-    _refuse_if_throttled(db.session(), email.strip().lower(), client_addr)
+    _refuse_if_throttled(db.session(), email.strip().lower(), client_addr, known=known)
 
 
-def _refuse_if_throttled(db_conn: Connection | Session, email: str, client_addr: str) -> None:
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:  # aggregate results bypass the column type on SQLite
+        moment = datetime.fromisoformat(str(moment)).replace(tzinfo=utcnow().tzinfo)
+    return moment
+
+
+def _retry_after(oldest: datetime, wait: timedelta) -> int:
+    return max(1, int((_aware(oldest) + wait - utcnow()).total_seconds()) + 1)
+
+
+def _refuse_if_throttled(db_conn: Connection | Session, email: str, client_addr: str, *, known: bool) -> None:
+    """Per account: its failures in the window (a known or an unknown e-mail alike, so the answer
+    never says which exists). Per address: only failures naming no account count, and only attempts
+    naming no account are refused, so a password sprayer or a typo-prone proxy full of users cannot
+    lock staff out of their own accounts (SYS-08)."""
     cfg = current_app.config
     window = timedelta(minutes=cfg["LOGIN_WINDOW_MINUTES"])
     since = utcnow() - window
-    for column, value, limit in (
-        (AuthAttempt.email, email[:254], cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
-        (AuthAttempt.client_addr, client_addr, cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]),
-    ):
-        failures = db_conn.execute(
-            select(func.count(), func.min(AuthAttempt.attempted_at)).where(
-                column == value, AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False)
-            )
-        ).one()
-        if failures[0] >= limit:
-            oldest: datetime = failures[1]
-            if oldest.tzinfo is None:  # aggregate results bypass the column type on SQLite
-                oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=utcnow().tzinfo)
-            retry = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
-            raise TooManyAttempts(headers={"Retry-After": str(retry)})
+    failures = db_conn.execute(
+        select(func.count(), func.min(AuthAttempt.attempted_at)).where(
+            AuthAttempt.email == email[:254], AuthAttempt.attempted_at > since, AuthAttempt.succeeded.is_(False)
+        )
+    ).one()
+    if failures[0] >= cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]:
+        raise TooManyAttempts(headers={"Retry-After": str(_retry_after(failures[1], window))})
+    if not known:
+        delay = address_delay(db_conn, client_addr)
+        if delay:
+            raise TooManyAttempts(headers={"Retry-After": str(delay)})
+
+
+def address_delay(db_conn: Connection | Session, client_addr: str) -> int | None:
+    """Seconds an address must still wait, once its failures on unknown accounts reach the limit:
+    two seconds after the failure that reached it, doubling with each one after (capped)."""
+    cfg = current_app.config
+    since = utcnow() - timedelta(minutes=cfg["LOGIN_WINDOW_MINUTES"])
+    count, latest = db_conn.execute(
+        select(func.count(), func.max(AuthAttempt.attempted_at)).where(
+            AuthAttempt.client_addr == client_addr,
+            AuthAttempt.attempted_at > since,
+            AuthAttempt.succeeded.is_(False),
+            AuthAttempt.email.not_in(select(User.email)),
+        )
+    ).one()
+    over = count - cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]
+    if over < 0 or latest is None:
+        return None
+    wait = timedelta(seconds=min(cfg["LOGIN_MAX_DELAY_SECONDS"], 2 ** min(over + 1, 30)))
+    if utcnow() >= _aware(latest) + wait:
+        return None
+    return _retry_after(latest, wait)
 
 
 # Advisory-lock classes (PostgreSQL): one per throttled key, so an account's key never meets an address's.
@@ -226,9 +256,11 @@ class _Claim:
     user_id: int | None
     password_hash: str | None
     is_active: bool
+    #: the address's wait, when it is over its limit: a failure then answers 429, known account or not
+    address_delay: int | None = None
 
 
-def _claim(email: str, client_addr: str, *, user_email: str | None = None) -> _Claim:
+def _claim(email: str, client_addr: str, *, user_email: str | None = None, known: bool = False) -> _Claim:
     """Count this attempt as failed before its secret is looked at, or refuse it (429).
 
     Counted and recorded in one short transaction of its own, under a lock per account and per
@@ -242,18 +274,16 @@ def _claim(email: str, client_addr: str, *, user_email: str | None = None) -> _C
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ACCOUNT, func.hashtext(email))))
             conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ADDRESS, func.hashtext(client_addr))))
-        _refuse_if_throttled(conn, email, client_addr)
+        row = conn.execute(select(User.id, User.password_hash, User.is_active).where(User.email == email)).first()
+        known = known or row is not None
+        _refuse_if_throttled(conn, email, client_addr, known=known)
         attempt_id: int = conn.execute(
             insert(AuthAttempt).values(email=email[:254], client_addr=client_addr, succeeded=False)
         ).inserted_primary_key[0]  # type: ignore[index]
-        row = None
-        if user_email is not None:
-            row = conn.execute(
-                select(User.id, User.password_hash, User.is_active).where(User.email == user_email)
-            ).first()
-    if row is None:
-        return _Claim(attempt_id, None, None, False)
-    return _Claim(attempt_id, row.id, row.password_hash, bool(row.is_active))
+        delay = address_delay(conn, client_addr) if known else None
+    if row is None or user_email is None:
+        return _Claim(attempt_id, None, None, False, delay)
+    return _Claim(attempt_id, row.id, row.password_hash, bool(row.is_active), delay)
 
 
 def _settle(attempt_id: int) -> None:
@@ -278,7 +308,9 @@ def _password_ok(password_hash: str | None, password: str) -> bool:
         return False
 
 
-def _password_failed(user_id: int | None) -> InvalidCredentials:
+def _password_failed(user_id: int | None, address_delay: int | None = None) -> DomainError:
+    """The failure's answer: 401, or 429 while the address waits (then a known account's wrong
+    password answers as an unknown e-mail does, so the status never tells which exists)."""
     audit.record(
         actor=None,
         tag=Tag.auth_session_failed,
@@ -286,6 +318,8 @@ def _password_failed(user_id: int | None) -> InvalidCredentials:
         data={"factor": "password"},
         keep=True,
     )
+    if address_delay:
+        return TooManyAttempts(headers={"Retry-After": str(address_delay)})
     return InvalidCredentials()
 
 
@@ -310,7 +344,7 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
         if loaded is not None:
             claim = replace(claim, user_id=loaded.id, password_hash=loaded.password_hash, is_active=loaded.is_active)
     if not (_password_ok(claim.password_hash, password) and claim.is_active and claim.user_id is not None):
-        raise _password_failed(claim.user_id)
+        raise _password_failed(claim.user_id, claim.address_delay)
     _settle(claim.attempt_id)
     user = db.session.get(User, claim.user_id)
     if user is None:  # users are never deleted; but the claim's read is no promise of the session's
@@ -321,11 +355,12 @@ def verify_password(*, email: str, password: str, client_addr: str) -> User:
 
 
 def _verify_password_in_transaction(email: str, password: str, client_addr: str) -> User:
-    check_throttle(email=email, client_addr=client_addr)
     user = db.session.scalar(select(User).where(User.email == email))
+    check_throttle(email=email, client_addr=client_addr, known=user is not None)
     if user is None or not (_password_ok(user.password_hash, password) and user.is_active):
         _attempt(email, client_addr, False)
-        raise _password_failed(user.id if user else None)
+        delay = address_delay(db.session(), client_addr) if user is not None else None
+        raise _password_failed(user.id if user else None, delay)
     _attempt(email, client_addr, True)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
@@ -337,7 +372,7 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
 
     Throttled like the password: the attempt is claimed (counted) before the code is compared.
     """
-    claim = _claim(user.email, client_addr) if _claims_alone() else None
+    claim = _claim(user.email, client_addr, known=True) if _claims_alone() else None
     if claim is None:
         check_throttle(email=user.email, client_addr=client_addr)
     seed = secret or user.totp_secret
@@ -373,6 +408,7 @@ def verify_totp(*, user: User, code: str, client_addr: str, secret: str | None =
     user.totp_last_step = accepted  # already written above; keeps the loaded user in step
     if secret:
         user.totp_secret = secret
+        user.totp_pending_secret = None
         audit.record(actor=user, tag=Tag.auth_user_enrol_totp, subject=("user", user.id), data={})
     db.session.flush()
 
@@ -391,6 +427,29 @@ def authenticate(*, email: str, password: str, totp_code: str | None, client_add
 
 def new_totp_secret() -> str:
     return pyotp.random_base32()
+
+
+def pending_totp_secret(user: User) -> str:
+    """The key to enrol (SYS-10): made once and kept until enrolment completes, so every visit (another
+    sign-in, another browser) shows the key the user may already have scanned. Of two first visits
+    at once, one key is kept and both show it."""
+    if user.totp_pending_secret is None:
+        db.session.execute(
+            update(User)
+            .where(User.id == user.id, User.totp_pending_secret.is_(None))
+            .values(totp_pending_secret=new_totp_secret())
+            .execution_options(synchronize_session=False)
+        )
+        db.session.refresh(user, ["totp_pending_secret"])
+    assert user.totp_pending_secret is not None
+    return user.totp_pending_secret
+
+
+def totp_qr_svg(uri: str) -> str:
+    """The setup link as a QR code, drawn here as inline SVG (SYS-10: no image service, no network)."""
+    import segno
+
+    return str(segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff", omitsize=False))
 
 
 def totp_uri(user: User, secret: str) -> str:
@@ -475,17 +534,52 @@ def end_session(raw: str) -> None:
     )
 
 
+def max_token_hours(user: User) -> int:
+    """12 h by default (SYS-10): a stolen token is short-lived; only the service accounts the
+    deployment names (CLINIC_TOKEN_SERVICE_ACCOUNTS, e-mails) may hold longer ones."""
+    cfg = current_app.config
+    service_accounts = {e.strip().lower() for e in cfg["TOKEN_SERVICE_ACCOUNTS"] or []}
+    if user.email in service_accounts:
+        return int(cfg["TOKEN_SERVICE_MAX_TTL_HOURS"])
+    return int(cfg["TOKEN_MAX_TTL_HOURS"])
+
+
 def issue_token(*, user: User, ttl_hours: float | None = None) -> tuple[str, datetime]:
     cfg = current_app.config
-    hours = cfg["TOKEN_TTL_HOURS"] if ttl_hours is None else ttl_hours
-    if not 0 < hours <= cfg["TOKEN_MAX_TTL_HOURS"]:
-        raise ValidationFailed(errors={"ttl_hours": [f"Must be above 0 and at most {cfg['TOKEN_MAX_TTL_HOURS']}."]})
+    longest = max_token_hours(user)
+    hours = min(cfg["TOKEN_TTL_HOURS"], longest) if ttl_hours is None else ttl_hours
+    if not 0 < hours <= longest:
+        raise ValidationFailed(errors={"ttl_hours": [f"Must be above 0 and at most {longest} hours for this account."]})
     raw = "cot_" + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(hours=hours)
     db.session.add(ApiToken(token_hash=token_hash(raw), user_id=user.id, expires_at=expires_at))
     audit.record(actor=user, tag=Tag.auth_token_issue, subject=("user", user.id), data={"ttl_hours": hours})
     db.session.flush()
     return raw, expires_at
+
+
+def live_tokens(user_id: int) -> list[ApiToken]:
+    """A user's tokens that still work, newest first (the account page lists them)."""
+    return list(
+        db.session.scalars(
+            select(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None), ApiToken.expires_at > utcnow())
+            .order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_token_by_id(*, actor: User, token_id: int) -> None:
+    """Only one's own token: another user's id is the same 404 as one that never existed."""
+    revoked = db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id, ApiToken.user_id == actor.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not revoked.rowcount:  # type: ignore[attr-defined]
+        raise NotFound("No such token")
+    audit.record(actor=actor, tag=Tag.auth_token_revoke, subject=("user", actor.id), data={"token_id": token_id})
 
 
 def load_token(raw: str) -> User | None:

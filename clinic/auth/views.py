@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
 
 from clinic.auth import service
@@ -20,10 +21,25 @@ bp = Blueprint("auth_ui", __name__, template_folder="templates")
 PENDING_SECONDS = 300
 
 
+def same_site_path(target: str | None) -> str | None:
+    """``target`` if it can only mean a path on this site, else None (no open redirect, SYS-07).
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so "/", a tab, then
+    "/evil.example" is "//evil.example": any control character, space or backslash is refused
+    outright, and what is left must be a path with no scheme and no host.
+    """
+    if not target or len(target) > 2000 or not target.startswith("/") or target.startswith("//"):
+        return None
+    if any(ch <= " " or ch in "\\\x7f" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("web_ui.dashboard")
+    return same_site_path(target) or url_for("web_ui.dashboard")
 
 
 def _finish_sign_in(user: User) -> Any:
@@ -48,8 +64,9 @@ def _pending_user() -> User | None:
 @public
 def login() -> Any:
     if request.method == "GET":
-        if request.args.get("next"):
-            session["next"] = request.args["next"]
+        target = same_site_path(request.args.get("next"))
+        if target:
+            session["next"] = target
         return render_template("auth/login.html")
     email = request.form.get("email", "")
     try:
@@ -59,7 +76,6 @@ def login() -> Any:
     except DomainError as exc:
         return render_template("auth/login.html", error=exc.detail, email=email), exc.http_status, exc.headers
     if service.totp_required(user):
-        session.pop("enrol_secret", None)  # never carry one person's new key over to the next
         session["pending"] = {"uid": user.id, "at": utcnow().timestamp()}
         return redirect(url_for("auth_ui.totp" if user.totp_secret else "auth_ui.enrol"))
     return _finish_sign_in(user)
@@ -86,11 +102,10 @@ def enrol() -> Any:
     user = _pending_user()
     if user is None or user.totp_secret is not None:
         return redirect(url_for("auth_ui.login"))
-    # Bound to this pending user: a key is never offered to anyone else at the same browser.
-    stored = session.get("enrol_secret")
-    secret = stored["secret"] if stored and stored.get("uid") == user.id else service.new_totp_secret()
-    session["enrol_secret"] = {"uid": user.id, "secret": secret}
-    context = {"secret": secret, "uri": service.totp_uri(user, secret)}
+    # Kept on the user until enrolment completes: the same key at every visit, in any browser.
+    secret = service.pending_totp_secret(user)
+    uri = service.totp_uri(user, secret)
+    context = {"secret": secret, "uri": uri, "qr_svg": service.totp_qr_svg(uri)}
     if request.method == "GET":
         return render_template("auth/enrol.html", **context)
     try:
@@ -179,3 +194,46 @@ def reset_totp(user_id: int) -> Any:
     user = service.reset_totp(actor=current_actor(), user_id=user_id)
     flash(f"Second factor for {user.email} reset; they enrol again at next sign-in.", "success")
     return redirect(url_for("auth_ui.users"))
+
+
+# --- one's own account: API tokens ------------------------------------------------------------
+
+
+def _account_page(*, new_token: str | None = None, error: str | None = None, status: int = 200) -> Any:
+    actor = current_actor()
+    return render_template(
+        "auth/account.html",
+        user=actor,
+        tokens=service.live_tokens(actor.id),
+        max_hours=service.max_token_hours(actor),
+        default_hours=min(current_app.config["TOKEN_TTL_HOURS"], service.max_token_hours(actor)),
+        new_token=new_token,
+        error=error,
+    ), status
+
+
+@bp.route("/account")
+@require("self.view")
+def account() -> Any:
+    return _account_page()
+
+
+@bp.route("/account/tokens", methods=["POST"])
+@require("self.manage_tokens")
+def create_token() -> Any:
+    """A token for the API (an auditor's export script, say), shown once on the page that answers:
+    never flashed, since the session cookie is signed, not encrypted."""
+    hours = request.form.get("ttl_hours", type=int)
+    try:
+        raw, _ = tx.attempt(lambda: service.issue_token(user=current_actor(), ttl_hours=hours))
+    except DomainError as exc:
+        return _account_page(error=" ".join((exc.errors or {}).get("ttl_hours", [exc.detail])), status=422)
+    return _account_page(new_token=raw, status=201)
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@require("self.manage_tokens")
+def revoke_token(token_id: int) -> Any:
+    service.revoke_token_by_id(actor=current_actor(), token_id=token_id)
+    flash("The token is revoked; it no longer opens the API.", "success")
+    return redirect(url_for("auth_ui.account"))

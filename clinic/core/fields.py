@@ -90,6 +90,15 @@ NOT_IANA = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
 @cache
 def iana_names() -> frozenset[str]:
     return frozenset(available_timezones()) - NOT_IANA
+class StrictBoolean(ma.fields.Boolean):
+    """JSON ``true`` or ``false`` only: ``0``, ``1``, ``"yes"`` or ``"false"`` are refused, not guessed
+    (marshmallow's Boolean takes them all, and ``"false"`` meant true to nobody who sent ``0``).
+    Pages turn checkboxes into real booleans before loading (clinic.web.forms)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid")
 
 
 class TimeZoneName(ma.fields.String):

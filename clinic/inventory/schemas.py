@@ -5,7 +5,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, DecimalString, Id, Milligrams, StrictSchema, format_mg
+from clinic.core.fields import AwareDateTime, DecimalString, Id, Milligrams, StrictBoolean, StrictSchema, format_mg
 from clinic.inventory.models import (
     ESCALATION_KINDS,
     AlertDecision,
@@ -81,7 +81,7 @@ class ReceiveStockSchema(StrictSchema):
     #: DEA-23: a Schedule II order's DEA Form 222 serial number or CSOS order number
     order_form_number = ma.fields.String(load_default=None, validate=[validate.Length(min=1, max=40), _not_blank])
     #: a second receipt of an invoice already received is confirmed on purpose
-    confirm_repeat_invoice = ma.fields.Boolean(load_default=False)
+    confirm_repeat_invoice = StrictBoolean(load_default=False)
     occurred_at = AwareDateTime(load_default=None)
 
 
@@ -218,7 +218,7 @@ class CorrectionSchema(WitnessFields):
 class CountLineSchema(StrictSchema):
     container_id = Id(required=True)
     counted_mg = Milligrams(required=True, positive=False, attribute="counted_ug")
-    exact = ma.fields.Boolean(load_default=True)
+    exact = StrictBoolean(load_default=True)
 
 
 class CountSchema(WitnessFields):
@@ -304,9 +304,9 @@ class BalancesSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
     next_inventory_due_on = ma.fields.Date(allow_none=True, required=True)
     #: the next full inventory (DEA-15, DEA-22) is past due at the location
-    inventory_overdue = ma.fields.Boolean(required=True)
+    inventory_overdue = StrictBoolean(required=True)
     #: DEA-35: a continuing pattern of small unexplained shortages is significant
-    small_discrepancy_pattern = ma.fields.Boolean(required=True)
+    small_discrepancy_pattern = StrictBoolean(required=True)
     #: the open pattern alert a prescriber or admin resolves, if any
     discrepancy_alert = ma.fields.Nested(DiscrepancyAlertSchema, allow_none=True, required=True)
     drugs = ma.fields.List(ma.fields.Nested(DrugBalanceSchema), required=True)

@@ -6,7 +6,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import StrictSchema, TimeZoneName
+from clinic.core.fields import StrictBoolean, StrictSchema, TimeZoneName
 from clinic.locations.calendar import SUBDIVISIONS
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -37,8 +37,8 @@ class JurisdictionSchema(StrictSchema):
     #: DEA-15: at most two years; Iowa's one year and one week is 372
     inventory_interval_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1, max=731))
     count_mode = ma.fields.String(validate=validate.OneOf(["exact", "estimated", "exact_liquid_quarters"]))
-    waste_witness_required = ma.fields.Boolean()
-    witness_must_be_licensed = ma.fields.Boolean()
+    waste_witness_required = StrictBoolean()
+    witness_must_be_licensed = StrictBoolean()
     board_loss_notice_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=90))
     board_theft_notice_days = ma.fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=90))
     retention_years = ma.fields.Integer(strict=True, validate=validate.Range(min=2, max=30))

@@ -12,7 +12,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Id, StrictSchema
+from clinic.core.fields import AwareDateTime, Id, StrictBoolean, StrictSchema
 from clinic.outcomes import scoring
 from clinic.outcomes.scoring import ITEM_MAX, ITEM_MIN, SPECS, Band, Instrument
 
@@ -86,7 +86,7 @@ class OutcomeScoreSchema(ma.Schema):
     recorded_at = ma.fields.AwareDateTime(required=True)
     recorded_by_id = ma.fields.Integer(required=True)
     replaces_id = ma.fields.Integer(required=True, allow_none=True)
-    safety_alert = ma.fields.Boolean(required=True, metadata={"description": "PHQ-9 item 9 above 0 (OUT-04)"})
+    safety_alert = StrictBoolean(required=True, metadata={"description": "PHQ-9 item 9 above 0 (OUT-04)"})
     safety_alert_at = ma.fields.AwareDateTime(required=True, allow_none=True)
     safety_acknowledged_at = ma.fields.AwareDateTime(required=True, allow_none=True)
     safety_acknowledged_by_id = ma.fields.Integer(required=True, allow_none=True)
@@ -102,12 +102,12 @@ class TrendPointSchema(ma.Schema):
     taken_at = ma.fields.AwareDateTime(required=True)
     total = ma.fields.Integer(required=True)
     band = ma.fields.String(required=True, validate=validate.OneOf(BANDS))
-    is_baseline = ma.fields.Boolean(required=True)
+    is_baseline = StrictBoolean(required=True)
     change_pct = DecimalText(
         required=True, allow_none=True, metadata={"description": 'Change from baseline in %, e.g. "-50.0"; null at 0'}
     )
-    response = ma.fields.Boolean(required=True, metadata={"description": "Total at most half the baseline"})
-    remission = ma.fields.Boolean(required=True, metadata={"description": "Total below remission_below"})
+    response = StrictBoolean(required=True, metadata={"description": "Total at most half the baseline"})
+    remission = StrictBoolean(required=True, metadata={"description": "Total below remission_below"})
 
 
 class TrendSchema(ma.Schema):
@@ -121,7 +121,7 @@ class TrendSchema(ma.Schema):
         metadata={"description": "Half the baseline total; null without a baseline above 0"},
     )
     remission_below = ma.fields.Integer(required=True)
-    remission_is_convention = ma.fields.Boolean(
+    remission_is_convention = StrictBoolean(
         required=True,
         metadata={"description": "True for GAD-7: < 5 is a common convention, not a validated definition"},
     )
@@ -140,7 +140,7 @@ class SafetyAlertSchema(ma.Schema):
     taken_at = ma.fields.AwareDateTime(required=True, attribute="score.taken_at")
     raised_at = ma.fields.AwareDateTime(required=True, attribute="score.safety_alert_at")
     raised_on = ma.fields.Date(required=True, metadata={"description": "The location's day the alert was raised"})
-    overdue = ma.fields.Boolean(required=True, metadata={"description": "Still open after the day it was raised"})
+    overdue = StrictBoolean(required=True, metadata={"description": "Still open after the day it was raised"})
     item9 = ma.fields.Integer(required=True)
     total = ma.fields.Integer(required=True, attribute="score.total")
     band = ma.fields.String(required=True, attribute="score.band", validate=validate.OneOf(BANDS))

@@ -13,7 +13,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, DecimalString, Id, StrictSchema, TimeZoneName
+from clinic.core.fields import AwareDateTime, DecimalString, Id, StrictBoolean, StrictSchema, TimeZoneName
 from clinic.patients.models import Channel
 from clinic.patients.screening import Eligibility, Level
 
@@ -37,7 +37,7 @@ class _PatientFields(StrictSchema):
     phone = ma.fields.String(allow_none=True, validate=_PHONE)
     sex = ma.fields.String(allow_none=True, validate=validate.OneOf(SEXES))
     preferred_channel = ma.fields.String(validate=validate.OneOf(CHANNELS))
-    reminders_opt_out = ma.fields.Boolean()
+    reminders_opt_out = StrictBoolean()
     emergency_contact = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
     ride_contact = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
 
@@ -81,24 +81,24 @@ class ScreeningAnswersSchema(StrictSchema):
     """CONTRACT's eight required yes/no answers and the medicines; CI-17..CI-20 may be left out
     (not asked). A missing required answer is refused: an unanswered question is never a "no"."""
 
-    pregnant = ma.fields.Boolean(required=True)
-    breastfeeding = ma.fields.Boolean(required=True)
-    psychosis_or_mania = ma.fields.Boolean(required=True)
-    uncontrolled_hypertension = ma.fields.Boolean(required=True)
-    cardiovascular_disease = ma.fields.Boolean(required=True)
-    aneurysm_avm_or_ich = ma.fields.Boolean(required=True)
-    substance_use_disorder = ma.fields.Boolean(required=True)
-    prior_ketamine_reaction = ma.fields.Boolean(required=True)
+    pregnant = StrictBoolean(required=True)
+    breastfeeding = StrictBoolean(required=True)
+    psychosis_or_mania = StrictBoolean(required=True)
+    uncontrolled_hypertension = StrictBoolean(required=True)
+    cardiovascular_disease = StrictBoolean(required=True)
+    aneurysm_avm_or_ich = StrictBoolean(required=True)
+    substance_use_disorder = StrictBoolean(required=True)
+    prior_ketamine_reaction = StrictBoolean(required=True)
     medications = ma.fields.List(
         ma.fields.String(validate=[validate.Length(min=1, max=200), _PRINTABLE]),
         required=True,
         validate=validate.Length(max=100),
         metadata={"description": "Names as the patient gives them (generic or brand); [] for none"},
     )
-    raised_intracranial_or_intraocular_pressure = ma.fields.Boolean(load_default=None, allow_none=True)
-    untreated_hyperthyroidism = ma.fields.Boolean(load_default=None, allow_none=True)
-    liver_or_bladder_disease = ma.fields.Boolean(load_default=None, allow_none=True)
-    suicidality = ma.fields.Boolean(load_default=None, allow_none=True)
+    raised_intracranial_or_intraocular_pressure = StrictBoolean(load_default=None, allow_none=True)
+    untreated_hyperthyroidism = StrictBoolean(load_default=None, allow_none=True)
+    liver_or_bladder_disease = StrictBoolean(load_default=None, allow_none=True)
+    suicidality = StrictBoolean(load_default=None, allow_none=True)
 
 
 class RecordScreeningSchema(StrictSchema):
@@ -162,7 +162,7 @@ class PatientSchema(ma.Schema):
     email = ma.fields.String(allow_none=True)
     phone = ma.fields.String(allow_none=True)
     preferred_channel = ma.fields.String(required=True, validate=validate.OneOf(CHANNELS))
-    reminders_opt_out = ma.fields.Boolean(required=True)
+    reminders_opt_out = StrictBoolean(required=True)
     emergency_contact = ma.fields.String(allow_none=True)
     ride_contact = ma.fields.String(allow_none=True)
     rems_enrolled_on = ma.fields.Date(allow_none=True)

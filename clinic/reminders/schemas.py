@@ -3,7 +3,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import Id, StrictSchema
+from clinic.core.fields import Id, StrictBoolean, StrictSchema
 from clinic.reminders.models import ReminderStatus
 from clinic.reminders.rules import KINDS
 
@@ -47,7 +47,7 @@ class CancelReminderSchema(StrictSchema):
 
 
 class _Toggle(StrictSchema):
-    enabled = ma.fields.Boolean()
+    enabled = StrictBoolean()
 
 
 class QuietHoursSchema(StrictSchema):
@@ -129,7 +129,7 @@ class NoticeSchema(ma.Schema):
     body = ma.fields.String(required=True)
     link = ma.fields.String(allow_none=True)
     created_at = ma.fields.AwareDateTime(required=True)
-    read = ma.fields.Boolean(required=True)
+    read = StrictBoolean(required=True)
 
 
 class NoticeListSchema(ma.Schema):

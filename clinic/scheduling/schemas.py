@@ -3,7 +3,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Id, StrictSchema
+from clinic.core.fields import AwareDateTime, Id, StrictBoolean, StrictSchema
 
 
 class ProtocolSchema(ma.Schema):
@@ -83,7 +83,7 @@ class ChairSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     location_id = ma.fields.Integer(required=True)
     name = ma.fields.String(required=True)
-    is_active = ma.fields.Boolean(required=True)
+    is_active = StrictBoolean(required=True)
 
 
 class CreateClosureSchema(StrictSchema):

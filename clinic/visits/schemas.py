@@ -5,7 +5,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Id, Milligrams, StrictSchema
+from clinic.core.fields import AwareDateTime, Id, Milligrams, StrictBoolean, StrictSchema
 from clinic.inventory.schemas import LedgerEntrySchema, WitnessFields
 from clinic.visits.models import RemainderAction
 
@@ -19,34 +19,34 @@ def _int(low: int, high: int, **kwargs: Any) -> ma.fields.Integer:
 class PreparationSchema(StrictSchema):
     """SPR-09, as asked at check-in: True met, False not met, absent not asked."""
 
-    fasted_2h = ma.fields.Boolean(load_default=None, metadata={"description": "No food for at least 2 hours"})
-    no_liquids_30min = ma.fields.Boolean(load_default=None, metadata={"description": "No liquids for 30 minutes"})
-    nasal_medicines_1h = ma.fields.Boolean(
+    fasted_2h = StrictBoolean(load_default=None, metadata={"description": "No food for at least 2 hours"})
+    no_liquids_30min = StrictBoolean(load_default=None, metadata={"description": "No liquids for 30 minutes"})
+    nasal_medicines_1h = StrictBoolean(
         load_default=None, metadata={"description": "Nasal corticosteroid or decongestant taken at least 1 h before"}
     )
-    counselled = ma.fields.Boolean(
+    counselled = StrictBoolean(
         load_default=None, metadata={"description": "Counselled on monitoring, sedation and dissociation (SPR-08)"}
     )
 
 
 class CheckInSchema(StrictSchema):
-    ride_home_arranged = ma.fields.Boolean(required=True)
+    ride_home_arranged = StrictBoolean(required=True)
     medication_changes = ma.fields.List(ma.fields.String(validate=validate.Length(min=1, max=200)), load_default=None)
-    pregnant = ma.fields.Boolean(load_default=None)
-    substance_use = ma.fields.Boolean(
+    pregnant = StrictBoolean(load_default=None)
+    substance_use = StrictBoolean(
         load_default=None, metadata={"description": "Substance use since the last visit (CI-21)"}
     )
     occurred_at = AwareDateTime(load_default=None)
     preparation = ma.fields.Nested(PreparationSchema, load_default=None)
     ride_contact = ma.fields.String(load_default=None, validate=validate.Length(max=200))
-    symptoms_worsened = ma.fields.Boolean(load_default=None)
+    symptoms_worsened = StrictBoolean(load_default=None)
 
 
 class ArrangementsSchema(StrictSchema):
-    ride_home_arranged = ma.fields.Boolean(load_default=None)
+    ride_home_arranged = StrictBoolean(load_default=None)
     ride_contact = ma.fields.String(load_default=None, validate=validate.Length(max=200))
     preparation = ma.fields.Nested(PreparationSchema, load_default=None)
-    symptoms_worsened = ma.fields.Boolean(load_default=None)
+    symptoms_worsened = StrictBoolean(load_default=None)
 
 
 class ReasonSchema(StrictSchema):
@@ -140,10 +140,10 @@ class RemainderSchema(WitnessFields):
 
 
 class DischargeSchema(StrictSchema):
-    ride_confirmed = ma.fields.Boolean(required=True)
-    clinically_stable = ma.fields.Boolean(required=True)
-    sedation_resolved = ma.fields.Boolean(required=True)
-    dissociation_resolved = ma.fields.Boolean(required=True)
+    ride_confirmed = StrictBoolean(required=True)
+    clinically_stable = StrictBoolean(required=True)
+    sedation_resolved = StrictBoolean(required=True)
+    dissociation_resolved = StrictBoolean(required=True)
     override_reason = ma.fields.String(load_default=None, validate=REASON)
     occurred_at = AwareDateTime(load_default=None)
 
@@ -167,11 +167,11 @@ class VisitSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
     series_id = ma.fields.Integer(required=True)
     checked_in_at = ma.fields.AwareDateTime(required=True)
-    ride_home_arranged = ma.fields.Boolean(required=True)
+    ride_home_arranged = StrictBoolean(required=True)
     ride_contact = ma.fields.String(allow_none=True)
     preparation = ma.fields.Dict(required=True)
     screening_id = ma.fields.Integer(allow_none=True)
-    symptoms_worsened = ma.fields.Boolean(allow_none=True)
+    symptoms_worsened = StrictBoolean(allow_none=True)
     hold_released_at = ma.fields.AwareDateTime(allow_none=True)
     hold_release_reason = ma.fields.String(allow_none=True)
     ordered_mg = Milligrams(attribute="ordered_ug", allow_none=True)
@@ -205,7 +205,7 @@ class AlertSchema(ma.Schema):
     due_at = ma.fields.AwareDateTime(required=True)
     raised_at = ma.fields.AwareDateTime(allow_none=True)
     satisfied_at = ma.fields.AwareDateTime(allow_none=True)
-    late = ma.fields.Boolean(required=True)
+    late = StrictBoolean(required=True)
 
 
 class TimersSchema(ma.Schema):
@@ -216,7 +216,7 @@ class TimersSchema(ma.Schema):
     next_vitals_checkpoint = ma.fields.Integer(allow_none=True)
     vitals_due = ma.fields.List(ma.fields.AwareDateTime(), required=True)
     overdue_checkpoints = ma.fields.List(ma.fields.Integer(), required=True)
-    observation_complete = ma.fields.Boolean(required=True)
+    observation_complete = StrictBoolean(required=True)
     alerts = ma.fields.List(ma.fields.Nested(AlertSchema), required=True)
 
 
@@ -249,7 +249,7 @@ class VisitDetailSchema(ma.Schema):
     visit = ma.fields.Nested(VisitSchema, allow_none=True)
     protocol = ma.fields.Dict()
     gates = ma.fields.List(ma.fields.Nested(GateSchema))
-    held = ma.fields.Boolean()
+    held = StrictBoolean()
     events = ma.fields.List(ma.fields.Nested(EventSchema))
     timers = ma.fields.Nested(TimersSchema)
 

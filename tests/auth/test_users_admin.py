@@ -118,7 +118,7 @@ def test_api_creates_users_and_lists_them(app, client, token_for):
     resp = client.post(
         "/api/v1/users",
         headers=headers,
-        json={"email": email, "name": "Api Made", "role": "front_desk", "password": "p" * 14},
+        json={"email": email, "name": "Api Made", "role": "front_desk", "password": "tidal-quartz-fennel"},
     )
     assert resp.status_code == 201
     assert resp.json["email"] == email and "password" not in resp.json and "password_hash" not in resp.json
@@ -140,7 +140,7 @@ def test_licence_rules_are_the_same_on_the_api_and_the_page(app, client, token_f
             "email": f"lic-{uuid.uuid4().hex[:8]}@test.clinic",
             "name": "L",
             "role": role,
-            "password": "p" * 14,
+            "password": "tidal-quartz-fennel",
             **extra,
         }
 
