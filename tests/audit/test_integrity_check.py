@@ -3,6 +3,7 @@ the result, alerts the admins on a break, and the auditor's page shows the last 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -26,7 +27,9 @@ def iapp(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fla
             from clinic.core.tx import commit
             from clinic.locations.service import create_location
 
-            admin = create_user(actor=None, email="admin@integrity.test", name="Admin", role="admin", password="x" * 20)
+            admin = create_user(
+                actor=None, email="admin@integrity.test", name="Admin", role="admin", password=f"pw-{uuid.uuid4().hex}"
+            )
             create_location(
                 actor=admin, name="Main", address="1 Main St", dea_registration="AI1234563", timezone="America/Chicago"
             )
