@@ -210,3 +210,37 @@ def test_a_large_export_goes_to_a_worker_and_reports_progress(shop):
     done = shop.client.get(f"/api/v1/exports/{queued.json['id']}", headers=shop.auditor_h).json
     assert done["status"] == "done" and done["rows_done"] == done["rows_total"] > 0
     assert done["verification"].startswith("OK:")
+
+
+def test_two_exports_at_once_both_finish_verified(shop):
+    """Both sign the same new chain head: on PostgreSQL one checkpoint wins, the other export takes it."""
+    import threading
+
+    from tests.conftest import Client
+
+    vial = shop.client.get(
+        "/api/v1/inventory/ledger",
+        query_string={"location_id": shop.location_id, "kind": "receipt"},
+        headers=shop.nurse_h,
+    ).json["items"][0]["container_id"]
+    shop.post("/inventory/administrations", {"container_id": vial, "patient_id": shop.patients[0], "quantity_mg": "1"})
+    shop.app.test_client_class = Client
+    answers: list = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        client = shop.app.test_client()
+        since, until = period()
+        start.wait()
+        answers.append(client.post("/api/v1/exports", headers=shop.auditor_h, json={
+            "kind": "dispensing-log", "format": "csv", "since": since, "until": until,
+            "location_id": shop.location_id,
+        }))  # fmt: skip
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status_code for a in answers] == [202, 202], [a.json for a in answers]
+    assert all(a.json["status"] == "done" and a.json["verification"].startswith("OK:") for a in answers)
