@@ -198,6 +198,11 @@ def main(rows: int = ROWS) -> list[Figure]:
         key = str(instance / "signing_key.pem")
         verify_s, _, said = _timed([verify, str(out), "--public-key", key], env)
         note(f"export: {said.strip()[:200]}")
+        if os.environ.get("BENCH_EXPORT_KEEP"):  # for profiling: the bundle outlives the run
+            import shutil
+
+            for f in out.parent.glob(out.name + "*"):
+                shutil.copy(f, os.environ["BENCH_EXPORT_KEEP"])
         start = time.perf_counter()
         with out.open("rb") as fh:
             for line in fh:

@@ -55,28 +55,14 @@ def public_key_of_file() -> str | None:
 
 def fingerprint(public_key_hex: str) -> str:
     """What an operator pins (CLINIC_CHECKPOINT_KEY_FINGERPRINTS): SHA-256 of the raw public key."""
-    import hashlib
+    from clinic.exports.verifier import fingerprint as of_key
 
-    return hashlib.sha256(bytes.fromhex(public_key_hex)).hexdigest()
+    return of_key(public_key_hex)
 
 
 def load_public_key(value: str) -> str:
-    """A public key given on the command line: a PEM file (public or private key) or 64 hex digits."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    """A public key given on the command line: a PEM file (public or private key), a file of 64 hex
+    digits, or the digits themselves. The offline verifier reads ``--public-key`` the same way."""
+    from clinic.exports.verifier import load_public_key as load
 
-    path = Path(value)
-    if path.is_file() and not path.read_bytes().lstrip().startswith(b"-----"):
-        value = path.read_text()  # a file of hex digits, as an auditor may keep it
-    elif path.is_file():
-        data = path.read_bytes()
-        try:
-            key: object = serialization.load_pem_public_key(data)
-        except ValueError:
-            key = serialization.load_pem_private_key(data, password=None).public_key()
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("not an Ed25519 key")
-        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-    raw = bytes.fromhex(value.strip())
-    if len(raw) != 32:
-        raise ValueError("an Ed25519 public key is 32 bytes (64 hex digits)")
-    return raw.hex()
+    return load(value)

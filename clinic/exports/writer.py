@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from clinic.audit.models import AccessEvent, AuditEvent
 from clinic.auth.models import User
@@ -171,11 +172,20 @@ def _names() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
 
 
 def _checkpoint_at_head(location_id: int) -> Checkpoint | None:
-    integrity.sign_checkpoints()
-    head = db.session.scalar(select(func.max(LedgerEntry.seq)).where(LedgerEntry.location_id == location_id))
-    if head is None:
-        return None
-    return db.session.scalar(select(Checkpoint).where(Checkpoint.location_id == location_id, Checkpoint.seq == head))
+    """Sign the chain heads now and take this location's latest checkpoint: the segment ends there
+    (entries recorded while the export runs are after it). Two exports, or an export and the beat
+    task, may sign the same head at once on PostgreSQL: the loser's savepoint rolls back and it
+    reads the winner's checkpoint."""
+    for _ in range(3):
+        try:
+            with db.session.begin_nested():
+                integrity.sign_checkpoints()
+            break
+        except IntegrityError:
+            continue
+    return db.session.scalar(
+        select(Checkpoint).where(Checkpoint.location_id == location_id).order_by(Checkpoint.seq.desc()).limit(1)
+    )
 
 
 def _shadow_before(location_id: int, first: int) -> str:

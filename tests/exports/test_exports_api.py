@@ -191,3 +191,56 @@ def test_the_cli_writes_a_verified_bundle_and_a_pdf(shop, tmp_path):
         args=["export", "dispensing-log", "--since", since, "--until", until, "--format", "csv", "-o", str(out)]
     )
     assert refused.exit_code == 1 and "location_id" in refused.output
+
+
+def test_a_large_export_goes_to_a_worker_and_reports_progress(shop):
+    """Past the inline size the request only queues the export (202, queued); the task body, as the
+    worker runs it, commits its progress per batch and finishes with the verified bundle."""
+    from clinic.exports import tasks
+
+    shop.app.config["EXPORT_INLINE_ROWS"] = 0
+    try:
+        queued = _export(shop, kind="ledger", format="jsonl")
+    finally:
+        shop.app.config["EXPORT_INLINE_ROWS"] = 5000
+    assert queued.status_code == 202 and queued.json["status"] == "queued", queued.json
+    with shop.app.app_context():
+        assert tasks.run_export.run(queued.json["id"]) == "done"
+        assert tasks.run_export.run(queued.json["id"]) == "skipped"  # a redelivery does nothing twice
+    done = shop.client.get(f"/api/v1/exports/{queued.json['id']}", headers=shop.auditor_h).json
+    assert done["status"] == "done" and done["rows_done"] == done["rows_total"] > 0
+    assert done["verification"].startswith("OK:")
+
+
+def test_two_exports_at_once_both_finish_verified(shop):
+    """Both sign the same new chain head: on PostgreSQL one checkpoint wins, the other export takes it."""
+    import threading
+
+    from tests.conftest import Client
+
+    vial = shop.client.get(
+        "/api/v1/inventory/ledger",
+        query_string={"location_id": shop.location_id, "kind": "receipt"},
+        headers=shop.nurse_h,
+    ).json["items"][0]["container_id"]
+    shop.post("/inventory/administrations", {"container_id": vial, "patient_id": shop.patients[0], "quantity_mg": "1"})
+    shop.app.test_client_class = Client
+    answers: list = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        client = shop.app.test_client()
+        since, until = period()
+        start.wait()
+        answers.append(client.post("/api/v1/exports", headers=shop.auditor_h, json={
+            "kind": "dispensing-log", "format": "csv", "since": since, "until": until,
+            "location_id": shop.location_id,
+        }))  # fmt: skip
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status_code for a in answers] == [202, 202], [a.json for a in answers]
+    assert all(a.json["status"] == "done" and a.json["verification"].startswith("OK:") for a in answers)

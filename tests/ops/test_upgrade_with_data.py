@@ -69,7 +69,7 @@ def release_key() -> str:
     return str(key)
 
 
-def test_a_release_database_upgrades_to_head_with_its_data(backend: str) -> None:
+def test_a_release_database_upgrades_to_head_with_its_data(backend: str, tmp_path: Path) -> None:
     data = release()
     clinic = data["clinic"]
     with fresh_app(backend, "upgrade") as app:
@@ -149,3 +149,21 @@ def test_a_release_database_upgrades_to_head_with_its_data(backend: str) -> None
             own = signing.public_key_of_file()
             assert own is not None
             assert all(r.ok for r in integrity.verify_all(public_keys=(release_key(), own)))
+            # The release's entries (form 1, PHI hashed in the clear) verify offline with their PHI
+            # and, through the re-anchoring entry, without it (HIP-15).
+            from datetime import UTC, datetime, timedelta
+
+            from clinic.core.time import utcnow
+            from clinic.exports import verifier, writer
+
+            for profile in ("full", "no-phi"):
+                out = tmp_path / f"ledger-{profile}.jsonl"
+                spec = writer.Spec(
+                    kind="ledger", file_format="jsonl", profile=profile, location_id=clinic["location_id"],
+                    since=datetime(2000, 1, 1, tzinfo=UTC), until=utcnow() + timedelta(days=1),
+                )  # fmt: skip
+                writer.write(spec, out)
+                db.session.commit()
+                lines = out.read_text().splitlines()
+                assert json.loads(lines[0])["record"]["v"] == 1
+                assert verifier.verify(str(out), None, {own}, set()).startswith("ledger:")

@@ -55,7 +55,8 @@ def test_an_auditor_exports_a_dispensing_log(page: Page, server: LiveServer) -> 
         "first_name": "Ola", "last_name": "Export", "date_of_birth": "1975-05-05", "address": "2 Home Rd",
         "timezone": TZ,
     })["id"]  # fmt: skip
-    _api(server, nurse, "POST", "/inventory/administrations", {"container_id": vial, "patient_id": patient, "quantity_mg": "30"})
+    dose = {"container_id": vial, "patient_id": patient, "quantity_mg": "30"}
+    _api(server, nurse, "POST", "/inventory/administrations", dose)
 
     sign_in(page, auditor)
     expect(page).to_have_url(server.url("/login/enrol"))
