@@ -188,7 +188,13 @@ def set_up() -> Clinic:
         license_number="2",
     )
     loc = locations.create_location(
-        actor=nurse, name="Bench clinic", address="1 Bench St", dea_registration=DEA, timezone=TZ
+        actor=nurse,
+        name="Bench clinic",
+        address="1 Bench St",
+        dea_registration=DEA,
+        timezone=TZ,
+        # esketamine courses are booked only at a certified location (SPR-03); years ahead of any run
+        rems_certified_until=datetime.now(UTC).date() + timedelta(days=3650),
     )
     chairs = tuple(
         scheduling.create_chair(actor=nurse, location_id=loc.id, name=f"Chair {i + 1:02d}").id for i in range(CHAIRS)
