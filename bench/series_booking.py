@@ -169,7 +169,14 @@ def set_up() -> Clinic:
 
     desk, nurse, prescriber = user("front_desk"), user("nurse", "1"), user("prescriber", "2")
     loc = fixtures.create_location(
-        nurse, name="Bench clinic", dea_registration=DEA, timezone=TZ, chairs=CHAIRS, address="1 Bench St"
+        nurse,
+        name="Bench clinic",
+        dea_registration=DEA,
+        timezone=TZ,
+        chairs=CHAIRS,
+        address="1 Bench St",
+        # esketamine courses are booked only at a certified location (SPR-03); years ahead of any run
+        rems_certified_until=datetime.now(UTC).date() + timedelta(days=3650),
     )
     commit()
     enrolled_on = datetime.now(UTC).date() - timedelta(days=30)

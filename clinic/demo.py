@@ -164,6 +164,16 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
     )
 
 
+def _certify(admin: User, location: Any, today: date) -> None:
+    """The demo clinic's SPRAVATO REMS certification, a year ahead (renewed when under a month)."""
+    from clinic.locations import service as locations
+
+    if location.rems_certified_until is None or location.rems_certified_until < today + timedelta(days=30):
+        locations.update_location(
+            actor=admin, location_id=location.id, changes={"rems_certified_until": today + timedelta(days=365)}
+        )
+
+
 def _seed_schedule() -> None:
     """Chairs and patients at every stage: booked esketamine and IV courses, one awaiting a
     prescriber's review, one ineligible, one not yet screened."""
@@ -183,6 +193,7 @@ def _seed_schedule() -> None:
     # The clinic's own day: at 00:00-06:00 UTC, UTC's date is still tomorrow in Chicago, and a REMS
     # enrolment "today" by UTC's calendar is refused there as a date in the future.
     today = today_at(location.timezone)
+    _certify(admin, location, today)  # esketamine is booked only at a certified location (SPR-03)
     monday = today + timedelta(days=7 - today.weekday())  # next Monday, 1 to 7 days ahead
     cases: list[tuple[str, str, date, dict[str, Any] | None, bool, str | None, time | None]] = [
         # (first, last, born, screening answers, REMS, protocol, preferred time)
@@ -295,10 +306,7 @@ def _seed_visits(passwords: dict[str, str]) -> None:
     def ago(minutes: int) -> datetime:
         return now - timedelta(minutes=minutes)
 
-    if location.rems_certified_until is None or location.rems_certified_until < today + timedelta(days=30):
-        locations.update_location(
-            actor=admin, location_id=location.id, changes={"rems_certified_until": today + timedelta(days=365)}
-        )
+    _certify(admin, location, today)
     have = set(db.session.scalars(select(Chair.name).where(Chair.location_id == location.id)))
     for name in EXTRA_CHAIRS:
         if name not in have:

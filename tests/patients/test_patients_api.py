@@ -186,7 +186,7 @@ def test_front_desk_sees_the_decision_but_not_the_reasons(api):
     assert api.post(f"/patients/{p['id']}/weights", {"weight_kg": "70"}).status_code == 201
     desk = api.get(f"/patients/{p['id']}", role="front_desk").json
     assert desk["screening"]["eligibility"] == "review"
-    assert set(desk["screening"]) == {"id", "eligibility", "screened_at", "overridden_at"}
+    assert set(desk["screening"]) == {"id", "eligibility", "screened_at", "overridden_at", "review_status"}
     assert "latest_weight_kg" not in desk
     assert "alprazolam" not in str(desk) and "CI-" not in str(desk)
     for role in ("nurse", "prescriber", "admin"):
