@@ -306,3 +306,34 @@ def test_no_route_commits_on_its_own(app, login_as, token_for):
         assert len(commits) <= 1, (method, path, len(commits))
         seen += 1
     assert seen >= 40
+
+
+def test_the_last_row_sent_with_the_commit_keeps_its_values_exactly(app_ctx):
+    """tx.commit(last=...) writes its row as literals on PostgreSQL (one message with the COMMIT):
+    quotes, backslashes, non-ASCII and an aware time come back as given, and the work commits with it."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from clinic.audit import service as audit
+
+    marker = uuid.uuid4().hex
+    at = datetime(2031, 3, 4, 5, 6, 7, 891011, tzinfo=timezone(timedelta(hours=-5)))
+    row = audit.access_event(
+        user_id=None,
+        action="GET o'brien\\'; DROP TABLE x; --",
+        obj=f"probe:{marker},ünïcode",
+        outcome="allowed",
+        status_code=200,
+        client_addr="::1",
+        request_id=marker,
+    ) | {"occurred_at": at}
+    db.session.add(AuditEvent(tag=TAG.value, subject_type="probe", data={"marker": marker}))
+    tx.commit(last=audit.access_insert(row))
+    got = db.session.scalars(select(AccessEvent).where(AccessEvent.request_id == marker)).one()
+    assert (got.action, got.object, got.user_id, got.occurred_at) == (row["action"], row["object"], None, at)
+    assert got.occurred_at.tzinfo == UTC
+    assert (
+        db.session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.data["marker"].as_string() == marker)
+        )
+        == 1
+    )

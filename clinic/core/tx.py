@@ -23,6 +23,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, current_app, g, has_app_context, has_request_context
@@ -102,23 +103,37 @@ def commit(records: Iterable[object] = (), *, last: tuple[Table, dict[str, Any]]
 
 
 def _insert_with_commit(table: Table, values: dict[str, Any]) -> None:
-    """INSERT the row; on PostgreSQL as one simple-protocol message "INSERT ...; COMMIT", the values
-    quoted by psycopg itself (plain values only: ints, strings, aware datetimes, None). The server
+    """INSERT the row; on PostgreSQL as one simple-protocol message "INSERT ...; COMMIT" (no
+    parameters: the simple protocol takes several statements, the extended one only one). The server
     commits there, so the ORM's own commit that follows finds the connection idle and sends nothing;
     a failure of either statement raises here, and the caller rolls back as for a failed commit."""
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
         connection.execute(table.insert().inline(), values)
         return
+    raw = connection.connection.driver_connection
+    columns = ", ".join(f'"{column}"' for column in values)
+    literals = ", ".join(_literal(value, raw) for value in values.values())
+    statement = f'INSERT INTO "{table.name}" ({columns}) VALUES ({literals}); COMMIT'  # noqa: S608 (quoted above)
+    connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+
+
+def _literal(value: Any, raw: Any) -> str:
+    """A value as a PostgreSQL literal. Strings are quoted by doubling quotes, which is the whole of
+    quoting when ``standard_conforming_strings`` is on (the default since PostgreSQL 9.1; otherwise,
+    and for any other type, psycopg quotes it). Written out because psycopg's general quoting costs
+    more CPU than the rest of a small request's commit."""
+    if value is None:
+        return "NULL"
+    if type(value) is int:
+        return str(value)
+    if type(value) is str and "\x00" not in value and raw.info.parameter_status("standard_conforming_strings") == "on":
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return f"'{value.isoformat()}'::timestamptz"
     from psycopg import sql
 
-    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}); COMMIT").format(
-        sql.Identifier(table.name),
-        sql.SQL(", ").join(sql.Identifier(column) for column in values),
-        sql.SQL(", ").join(sql.Literal(value) for value in values.values()),
-    )
-    raw = connection.connection.driver_connection
-    connection.exec_driver_sql(statement.as_string(raw), execution_options={"no_parameters": True})
+    return sql.Literal(value).as_string(raw)
 
 
 def discard() -> None:
