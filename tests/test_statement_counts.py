@@ -1,8 +1,8 @@
 """SQL statements per request, counted exactly, so a regression on the hot paths fails here.
 
-Counted with a ``before_cursor_execute`` listener on the app's engine; SQLite's ``BEGIN IMMEDIATE`` and its work savepoint
-(clinic.core.db, emitted as statements) are left out so both backends count the same work, and
-commits are counted with the engine's ``commit`` event. On PostgreSQL psycopg also sends a BEGIN
+Counted with a ``before_cursor_execute`` listener on the app's engine; SQLite's ``BEGIN IMMEDIATE``
+and its work savepoint (clinic.core.db, emitted as statements) are left out so both backends count
+the same work, and commits are counted with the engine's ``commit`` event. On PostgreSQL psycopg also sends a BEGIN
 before each transaction's first statement, so the round trips are statements + 2 per commit
 (bench/ prints those, measured on the wire).
 """
