@@ -90,6 +90,8 @@ NOT_IANA = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
 @cache
 def iana_names() -> frozenset[str]:
     return frozenset(available_timezones()) - NOT_IANA
+
+
 class StrictBoolean(ma.fields.Boolean):
     """JSON ``true`` or ``false`` only: ``0``, ``1``, ``"yes"`` or ``"false"`` are refused, not guessed
     (marshmallow's Boolean takes them all, and ``"false"`` meant true to nobody who sent ``0``).

@@ -20,7 +20,6 @@ from clinic.core.fields import id_arg
 from clinic.core.time import on_the_calendar
 from clinic.locations import service as locations_service
 from clinic.locations.models import Location
-from clinic.patients import service as patients_service
 from clinic.scheduling import calendar, protocol_versions, queries, service
 from clinic.scheduling.schemas import (
     AbsentSchema,

@@ -25,9 +25,7 @@ def upgrade() -> None:
         sa.CheckConstraint("id = 1", name=op.f("ck_installation_single_row")),
     )
     op.bulk_insert(installation, [{"id": 1, "uid": str(uuid.uuid4())}])
-    op.add_column(
-        "appointments", sa.Column("ical_sequence", sa.Integer(), nullable=False, server_default=sa.text("0"))
-    )
+    op.add_column("appointments", sa.Column("ical_sequence", sa.Integer(), nullable=False, server_default=sa.text("0")))
 
 
 def downgrade() -> None:
