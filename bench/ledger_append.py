@@ -73,7 +73,7 @@ DRAW_UG = 100
 VIAL_UG = 500_000  # Ketamine 50 mg/mL, 10 mL
 EMAIL = "bench.nurse@bench.clinic"
 WITNESS_EMAIL = "bench.witness@bench.clinic"
-PASSWORD = "bench-password-not-secret"  # throwaway users in throwaway databases
+PASSWORD = "throwaway-orchid-lattice"  # throwaway users in throwaway databases
 DEA = "AB1234563"  # a well-formed registration (check digit 3), not a real one
 
 

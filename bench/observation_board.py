@@ -96,7 +96,7 @@ PATH = "/api/v1/observations/active"
 PROTOCOL = "esketamine-rems"
 TZ = "America/New_York"
 ZONE = ZoneInfo(TZ)
-PASSWORD = "bench-password-not-secret"  # throwaway users in a throwaway database
+PASSWORD = "throwaway-orchid-lattice"  # throwaway users in a throwaway database
 DEA = "AB1234563"  # a well-formed registration (check digit 3), not a real one
 DEVICE_UG = 28_000
 #: the measured phases' frozen moment, local time on the visit day: everyone is in observation

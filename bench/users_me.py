@@ -50,7 +50,7 @@ COUNTED_WARMUP = 100  # through the counting proxy: opens every pooled connectio
 COUNTED_REQUESTS = 400
 
 EMAIL = {"ours": "bench.nurse@bench.clinic", "hand": "bench.hand@bench.clinic"}
-PASSWORD = "bench-password-not-secret"  # throwaway users in a throwaway database
+PASSWORD = "throwaway-orchid-lattice"  # throwaway users in a throwaway database
 ACTION = "GET auth_api.Me"
 
 

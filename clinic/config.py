@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_MAX_FAILURES_PER_ACCOUNT": 5,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
     # Unknown-account failures from one address past the limit: each further one doubles the wait.
+    "LOGIN_BASE_DELAY_SECONDS": 2,
     "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
     # API tokens: 12 h at most, except for the service accounts named here (e-mails), which may
     # ask for up to TOKEN_SERVICE_MAX_TTL_HOURS (an integration's token).

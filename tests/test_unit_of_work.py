@@ -59,7 +59,7 @@ def probe_app(backend: str) -> Iterator[Flask]:
     yield from _probe_app(backend)
 
 
-def _user(app: Flask, role: str = "nurse", password: str = "probe-password-1"):  # type: ignore[no-untyped-def]  # noqa: S107
+def _user(app: Flask, role: str = "nurse", password: str = "tundra-lilac-signal-3"):  # type: ignore[no-untyped-def]  # noqa: S107
     from clinic.auth import service
     from tests.conftest import Account
 

@@ -19,9 +19,9 @@ MAX_PASSWORD_LENGTH = 128
 _LIST = Path(__file__).resolve().parent / "common-passwords.txt.gz"
 #: what people pad a common password with to pass a length rule: digits, punctuation, spaces
 _PADDING = re.compile(r"^[\W\d_]+|[\W\d_]+$")
-#: words of the name (3+ letters) and of the e-mail's local part (4+: "jo.k.smith" gives "smith")
-_NAME_WORDS = re.compile(r"[^\W\d_]{3,}")
-_EMAIL_WORDS = re.compile(r"[^\W\d_]{4,}")
+#: words of 4+ letters of the name and of the e-mail's local part ("jo.k.smith" gives "smith"): shorter
+#: ones ("Ada", "Lee") turn up by chance in random passwords too often to refuse them
+_WORDS = re.compile(r"[^\W\d_]{4,}")
 
 
 @cache
@@ -45,7 +45,7 @@ def problems(password: str, *, email: str = "", name: str = "") -> list[str]:
     if lowered in common or (len(core) >= 4 and core in common) or _repeats_a_short_unit(lowered):
         return ["This password is too common (it appears in lists of breached passwords); choose another."]
     local = email.partition("@")[0].lower()
-    own = set(_NAME_WORDS.findall(name.lower())) | set(_EMAIL_WORDS.findall(local))
+    own = set(_WORDS.findall(f"{local} {name.lower()}"))
     if len(local) >= 4:
         own.add(local)
     if any(word in lowered for word in own):

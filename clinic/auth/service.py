@@ -215,7 +215,7 @@ def _refuse_if_throttled(db_conn: Connection | Session, email: str, client_addr:
 
 def address_delay(db_conn: Connection | Session, client_addr: str) -> int | None:
     """Seconds an address must still wait, once its failures on unknown accounts reach the limit:
-    two seconds after the failure that reached it, doubling with each one after (capped)."""
+    LOGIN_BASE_DELAY_SECONDS (2) after the failure that reached it, doubling with each one after (capped)."""
     cfg = current_app.config
     since = utcnow() - timedelta(minutes=cfg["LOGIN_WINDOW_MINUTES"])
     count, latest = db_conn.execute(
@@ -229,7 +229,7 @@ def address_delay(db_conn: Connection | Session, client_addr: str) -> int | None
     over = count - cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]
     if over < 0 or latest is None:
         return None
-    wait = timedelta(seconds=min(cfg["LOGIN_MAX_DELAY_SECONDS"], 2 ** min(over + 1, 30)))
+    wait = timedelta(seconds=min(cfg["LOGIN_MAX_DELAY_SECONDS"], cfg["LOGIN_BASE_DELAY_SECONDS"] * 2 ** min(over, 30)))
     if utcnow() >= _aware(latest) + wait:
         return None
     return _retry_after(latest, wait)

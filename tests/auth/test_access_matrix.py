@@ -60,7 +60,7 @@ def _client_for(app: Flask, role: str | None) -> tuple[Client, dict[str, str]]:
             email=f"matrix-{role}-{uuid.uuid4().hex[:8]}@test.clinic",
             name=f"Matrix {role}",
             role=role,
-            password="matrix-password-1",
+            password="hollow-vine-ember-7",
             license_type="RN",
             license_number="M-1",
         )
@@ -82,7 +82,7 @@ def target_user(app) -> int:
             email=f"target-{uuid.uuid4().hex[:8]}@test.clinic",
             name="Target",
             role="front_desk",
-            password="target-password-1",
+            password="quiet-brook-lantern-4",
         )
         commit()
         return user.id

@@ -78,8 +78,8 @@ def test_a_user_created_in_the_same_unit_of_work_can_sign(app):
     email = f"fresh.{uuid.uuid4().hex[:8]}@test.clinic"
     with app.app_context():
         created = service.create_user(
-            actor=None, email=email, name="Fresh", role="nurse", password="fresh-password-1", license_number="L-9"
+            actor=None, email=email, name="Fresh", role="nurse", password="amber-kite-harbor-9", license_number="L-9"
         )
-        signed = service.verify_password(email=email, password="fresh-password-1", client_addr="192.0.2.9")
+        signed = service.verify_password(email=email, password="amber-kite-harbor-9", client_addr="192.0.2.9")
         assert signed.id == created.id
         tx.commit()

@@ -6,18 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.inventory.conftest import clinic  # noqa: F401 - the fixture
-
-ANSWERS = {
-    "pregnant": False,
-    "breastfeeding": False,
-    "psychosis_or_mania": False,
-    "uncontrolled_hypertension": False,
-    "cardiovascular_disease": False,
-    "aneurysm_avm_or_ich": False,
-    "substance_use_disorder": False,
-    "prior_ketamine_reaction": False,
-    "medications": [],
-}
+from tests.visits.conftest import ANSWERS
 
 
 @pytest.mark.parametrize("loose", [0, 1, "false", "true", "yes", "", None])
