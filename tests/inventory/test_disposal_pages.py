@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-from tests.conftest import Client, sign_in
+from tests.inventory import test_pages as base
 from tests.inventory.conftest import dea_number
 from tests.inventory.test_pages import assert_accessible, receive, submit, text
 
-
-@pytest.fixture
-def nurse(app, clinic) -> Client:
-    app.test_client_class = Client
-    c = app.test_client()
-    sign_in(c, clinic.nurse)
-    return c
+nurse = base.nurse  # the clinic's own nurse, signed in through the pages
 
 
 def test_a_return_to_a_reverse_distributor_disposes_the_container(clinic, nurse, make_user):

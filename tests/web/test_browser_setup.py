@@ -312,6 +312,14 @@ PAGES = (
 )
 
 
+#: what sticks out of a 1024 px window (a table scrolling inside its own box is fine)
+TOO_WIDE = """() => document.documentElement.scrollWidth <= window.innerWidth ? [] :
+  Array.from(document.querySelectorAll('body *'))
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.closest('.overflow-auto'))
+    .map(e => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + e.className : ''}`)
+    .slice(0, 5)"""
+
+
 @pytest.mark.parametrize("role", ["admin", "nurse", "front_desk", "prescriber", "auditor"])
 def test_axe_finds_nothing_serious_on_any_page_for_any_role(pages, team: Team, role: str) -> None:
     if "series" not in team.made:
@@ -334,8 +342,8 @@ def test_axe_finds_nothing_serious_on_any_page_for_any_role(pages, team: Team, r
             for v in axe.run(page).response["violations"]
             if v["impact"] in ("serious", "critical")
         ]
-        wide = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-        if bad or wide > 0:
-            problems.append((url, bad, f"{wide}px too wide" if wide > 0 else ""))
+        wide = page.evaluate(TOO_WIDE)
+        if bad or wide:
+            problems.append((url, bad, wide))
     assert problems == []
     assert seen >= 3, f"{role} saw only {seen} pages"
