@@ -232,7 +232,8 @@ def run(
         actor=actor,
         tag=Tag.exports_export_finish,
         subject=("export", export.id),
-        data={"rows": result.rows, "disclosed_patients": len(result.patients)},
+        data={"rows": result.rows, "disclosed_patients": len(result.patients)}
+        | ({"read": result.manifest["read"]} if "read" in result.manifest else {}),
     )
     return export
 

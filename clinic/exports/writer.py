@@ -19,12 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.audit.models import AccessEvent, AuditEvent
 from clinic.auth.models import User
-from clinic.core import signing
+from clinic.core import replica, signing
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.exports import verifier as proof
@@ -226,11 +227,10 @@ def _loss_reports(entry_ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 def _ledger_rows(
-    spec: Spec, main: _RowWriter, left_out: _Sink, progress: Progress, names: dict[str, Any]
+    spec: Spec, cp: Checkpoint | None, main: _RowWriter, left_out: _Sink, progress: Progress, names: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, int, set[int], set[str], set[str]]:
     assert spec.location_id is not None
     loc = spec.location_id
-    cp = _checkpoint_at_head(loc)
     if cp is None:
         return None, 0, set(), set(), set()
     filters = spec.filters()
@@ -362,12 +362,17 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
         main = _RowWriter(main_sink, spec.kind, "jsonl" if is_pdf else spec.file_format)
         segment, patients = None, set()
         if proof.KINDS[spec.kind][0] is None:
-            rows = _table_rows(spec, main, progress, names)
+            with replica.reads(replica.flushed_lsn()) as where:
+                rows = _table_rows(spec, main, progress, names)
             used_users, used_drugs = set(users), set()
         else:
             left = _Sink(out.with_name(out.name + ".left-out.jsonl"), "left-out")
             sinks.append(left)
-            segment, rows, patients, used_users, used_drugs = _ledger_rows(spec, main, left, progress, names)
+            # Signed (a write) on the primary; the segment it closes is then read where reads() says:
+            # the replica once it has replayed past this point, else the primary.
+            cp = _checkpoint_at_head(spec.location_id)  # type: ignore[arg-type]
+            with replica.reads(replica.flushed_lsn()) as where:
+                segment, rows, patients, used_users, used_drugs = _ledger_rows(spec, cp, main, left, progress, names)
         main.close()
         files = [s.close() for s in sinks]
         manifest: dict[str, Any] = {
@@ -388,6 +393,9 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
             },
             "segment": segment,
         }
+        if replica.configured(current_app):
+            # where the rows were read, at which WAL position, and why not the replica if it was not
+            manifest["read"] = where.as_dict()
         if is_pdf:
             _check_pdf_size(rows)
             from clinic.exports import pdf
