@@ -360,11 +360,12 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
     sinks = [main_sink]
     try:
         main = _RowWriter(main_sink, spec.kind, "jsonl" if is_pdf else spec.file_format)
-        segment, patients = None, set()
+        segment: dict[str, Any] | None = None
+        patients: set[int] = set()
         if proof.KINDS[spec.kind][0] is None:
             with replica.reads(replica.flushed_lsn()) as where:
                 rows = _table_rows(spec, main, progress, names)
-            used_users, used_drugs = set(users), set()
+            used_users, used_drugs = set(users), set[str]()
         else:
             left = _Sink(out.with_name(out.name + ".left-out.jsonl"), "left-out")
             sinks.append(left)
