@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +55,10 @@ FORM = 2
 
 
 def format_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    dt = dt.astimezone(UTC)
+    if dt.year >= 1000:  # the same text, faster; strftime's %Y does not pad years before 1000
+        return dt.isoformat(timespec="microseconds")[:-6] + "Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 #: one encoder for every canonical body (json.dumps with options builds a new one per call)
@@ -364,37 +368,53 @@ def cell(spec: str, record: dict[str, Any], phi: dict[str, Any], names: dict[str
     """A column's value from the committed record, the PHI carried and the manifest's names; None
     for a column the chain does not cover (``x:``, signed by the manifest only)."""
     how, _, what = spec.rpartition(":")
-    return _cell(how, what, record, phi, names)
+    return _column(how, what)(record, phi, names)
 
 
-#: kind -> its columns as (header, how, what): the specs parsed once, not once per cell
-_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
-    kind: [(h, *spec.rpartition(":")[::2]) for h, spec in cols] for kind, (_, cols) in KINDS.items()
-}
+_Cell = Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], "str | None"]
 
 
-def _cell(how: str, what: str, record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str | None:
+def _column(how: str, what: str) -> _Cell:
+    """The function that renders one column: a spec is parsed once per kind, not once per cell."""
     if how == "x" or how == "t":
-        return None
+        return lambda record, phi, names: None
     if how == "":
-        return text(record.get(what))
+        return lambda record, phi, names: text(record.get(what))
     if how in ("mg", "-mg"):
-        value = record.get(what)
-        return "" if value is None else format_mg(-value if how == "-mg" else value)
+        sign = -1 if how == "-mg" else 1
+
+        def mg(record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str:
+            value = record.get(what)
+            return "" if value is None else format_mg(sign * value)
+
+        return mg
     if how == "d":
-        details = record.get("details") or {}
         if what == "*":
-            return text(details)
-        return text(details.get(what))
+            return lambda record, phi, names: text(record.get("details") or {})
+        return lambda record, phi, names: text((record.get("details") or {}).get(what))
     if how == "user":
-        uid = record.get(what)
-        return "" if uid is None else text(names.get("users", {}).get(str(uid)))
+
+        def user(record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str:
+            uid = record.get(what)
+            return "" if uid is None else text(names.get("users", {}).get(str(uid)))
+
+        return user
     if how == "drug":
-        did = record.get("drug_id")
-        return "" if did is None else text((names.get("drugs", {}).get(str(did)) or {}).get(what))
+
+        def drug(record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str:
+            did = record.get("drug_id")
+            return "" if did is None else text((names.get("drugs", {}).get(str(did)) or {}).get(what))
+
+        return drug
     if how == "phi":
-        return text(phi[what]["value"]) if what in phi else ""
+        return lambda record, phi, names: text(phi[what]["value"]) if what in phi else ""
     raise ValueError(f"unknown column spec {how}:{what}")
+
+
+#: kind -> its columns as (header, renderer)
+_COLUMNS: dict[str, list[tuple[str, _Cell]]] = {
+    kind: [(h, _column(*spec.rpartition(":")[::2])) for h, spec in cols] for kind, (_, cols) in KINDS.items()
+}
 
 
 def included(kind: str, filters: dict[str, Any], record: dict[str, Any], names: dict[str, Any]) -> bool:
@@ -426,7 +446,7 @@ def export_row(
     kind: str, record: dict[str, Any], entry_hash_hex: str, phi: dict[str, Any], names: dict[str, Any]
 ) -> dict[str, Any]:
     """A ledger row as written: its kind's columns, then its hash, committed record and PHI."""
-    row: dict[str, Any] = {h: _cell(how, what, record, phi, names) for h, how, what in _COLUMNS[kind]}
+    row: dict[str, Any] = {h: render(record, phi, names) for h, render in _COLUMNS[kind]}
     row.update(hash=entry_hash_hex, record=record, phi=phi)
     return row
 
@@ -596,8 +616,8 @@ class _Segment:
                 else f"{where} is in the export but the export's filters leave it out"
             )
         if in_export:
-            for header, how, what in _COLUMNS[self.kind]:
-                want = _cell(how, what, record, phi, self.names)
+            for header, render in _COLUMNS[self.kind]:
+                want = render(record, phi, self.names)
                 if want is not None and row.get(header) != want:
                     raise Altered(f"{where}: {header} does not match the entry's record")
         self.prev, self.next_seq = h, self.next_seq + 1
