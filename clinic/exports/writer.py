@@ -136,6 +136,8 @@ class _RowWriter:
         self.sink, self.csv = sink, file_format == "csv"
         self.buffer = io.StringIO()
         self.writer = csv.writer(self.buffer, lineterminator="\n")
+        #: where the proof columns (objects, written as JSON) are; a row's keys are in header order
+        self.proof_at = [i for i, h in enumerate(proof.headers(kind)) if h in proof.PROOF_COLUMNS]
         if self.csv:
             self.writer.writerow(proof.headers(kind))
             self._flush()
@@ -147,10 +149,10 @@ class _RowWriter:
 
     def row(self, row: dict[str, Any]) -> None:
         if self.csv:
-            values = [
-                (proof.text(v) if k in proof.PROOF_COLUMNS and v != "" else ("" if v is None else v))
-                for k, v in row.items()
-            ]
+            values = list(row.values())  # None is written as an empty cell
+            for i in self.proof_at:
+                if values[i] != "" and values[i] is not None:
+                    values[i] = proof.text(values[i])
             self.writer.writerow(values)
             if self.buffer.tell() > 1 << 16:
                 self._flush()
@@ -270,8 +272,9 @@ def _ledger_rows(
         if not rows:
             break
         losses = _loss_reports([r.id for r in rows]) if spec.kind == "loss-log" else {}
+        keys = rows[0]._fields
         for r in rows:
-            fields = r._asdict()
+            fields = dict(zip(keys, r, strict=True))
             form = 1 if r.phi_salts is None else 2
             salts = (r.salts or {}) if form == 1 else r.phi_salts
             record = committed(fields, salts)
@@ -283,11 +286,12 @@ def _ledger_rows(
                     if allowed is None or p in allowed
                 }
                 row = proof.export_row(spec.kind, record, r.hash, phi, names)
-                for k, v in losses.get(r.id, {}).items():
-                    row[k] = v
-                for k, v in row.items():
-                    if v is None:
-                        row[k] = ""
+                if losses:
+                    row.update(losses.get(r.id, {}))
+                if not main.csv:
+                    for k, v in row.items():
+                        if v is None:
+                            row[k] = ""
                 main.row(row)
                 count += 1
                 if phi and r.patient_id is not None:
