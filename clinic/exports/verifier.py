@@ -542,12 +542,18 @@ def _read_rows(path: str, file_format: str):  # type: ignore[no-untyped-def]
                 for key in ("record", "phi"):
                     if key in row:
                         row[key] = json.loads(row[key]) if row[key] else {}
+                if "record" in row:
+                    row[_RECORD_TEXT] = values[head.index("record")]
                 yield row
     else:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
                     yield json.loads(line)
+
+
+#: a CSV row's record cell as it stood in the file (its canonical bytes when unaltered)
+_RECORD_TEXT = "\x00record text"
 
 
 class _Segment:
@@ -589,8 +595,12 @@ class _Segment:
             if self.allowed is not None and path not in self.allowed:
                 raise Altered(f"{where}: carries {path}, which the {self.kind} profile leaves out")
         form = record.get("v")
+        raw = row.get(_RECORD_TEXT)
         if form == 2:
-            if record_hash(record, 2) != h:
+            # The cell as written is the canonical body whenever its hash is the entry's: SHA-256 binds
+            # those very bytes, so the record parsed from them is the one the chain holds. Otherwise
+            # re-encode it (a JSON Lines row, or an altered cell) and compare as before.
+            if (raw is None or _hash(raw.encode(), record.get("prev_hash")) != h) and record_hash(record, 2) != h:
                 raise Altered(f"{where}: the entry's content does not match its hash")
             if self.form1_open:
                 anchor = (record.get("details") or {}).get("reanchor") or {}
