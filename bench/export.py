@@ -35,6 +35,8 @@ from typing import Any
 from bench.harness import REPO, BenchmarkError, Figure, note, postgres_database, run_command, tool
 
 ROWS = int(os.environ.get("BENCH_EXPORT_ROWS", "1000000"))
+#: the password rules refuse a guessable one
+PASSWORD = f"pw-{uuid.uuid4().hex}"
 
 
 def _timed(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -69,7 +71,7 @@ def _seed(url: str, instance: Path, rows: int) -> dict[str, Any]:
                 email=f"{role}@bench.test",
                 name=f"Bench {role}",
                 role="admin" if role == "admin" else "nurse",
-                password="bench-password-1",
+                password=PASSWORD,
                 license_type=None if role == "admin" else "RN",
                 license_number=None if role == "admin" else f"RN-{role}",
             )
@@ -90,7 +92,7 @@ def _seed(url: str, instance: Path, rows: int) -> dict[str, Any]:
     drug = post("/drugs", {"name": "Ketamine HCl 50 mg/mL", "ndc": "12345-678-90", "schedule": "CIII",
                            "form": "vial", "unit": "mL", "mg_per_unit": "50", "units_per_container": "10"},
                 "admin")  # fmt: skip
-    witness = {"witness_email": "witness@bench.test", "witness_password": "bench-password-1"}
+    witness = {"witness_email": "witness@bench.test", "witness_password": PASSWORD}
     post(
         "/inventory/counts",
         {"location_id": loc, "kind": "initial", "business_hours": "opening", "lines": [], **witness},

@@ -130,9 +130,25 @@ def dispose(app: Flask) -> None:
         found.dispose()
 
 
+def flushed_lsn() -> str | None:
+    """The primary's flushed WAL position (None without a replica): for a block that has written.
+
+    ``pg_current_wal_lsn()`` counts this session's own uncommitted WAL once it is written, and a
+    standby only receives flushed WAL: an export that has already inserted its record and signed a
+    checkpoint would wait for a position the standby cannot reach until it commits. Every
+    synchronously committed transaction (the ledger's, the logs') is at or before the flushed
+    position, so waiting for it still reads everything committed when the block began."""
+    from clinic.extensions import db
+
+    if not configured(current_app) or db.engine.dialect.name != "postgresql":
+        return None
+    return str(db.session.execute(text("SELECT pg_current_wal_flush_lsn()::text")).scalar_one())
+
+
 @contextlib.contextmanager
-def reads() -> Iterator[ReadPosition]:
-    """Route this block's plain reads to the replica once it has caught up with the primary."""
+def reads(wanted: str | None = None) -> Iterator[ReadPosition]:
+    """Route this block's plain reads to the replica once it has caught up with the primary (at its
+    current WAL position, or at ``wanted``)."""
     from clinic.extensions import db
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -140,7 +156,8 @@ def reads() -> Iterator[ReadPosition]:
     if replica is None or db.engine.dialect.name != "postgresql":
         yield ReadPosition("primary")
         return
-    position = _catch_up(app, replica, db.session.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one())
+    wanted = wanted or db.session.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+    position = _catch_up(app, replica, wanted)
     if has_request_context():
 
         @after_this_request

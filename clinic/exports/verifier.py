@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,11 +55,18 @@ FORM = 2
 
 
 def format_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    dt = dt.astimezone(UTC)
+    if dt.year >= 1000:  # the same text, faster; strftime's %Y does not pad years before 1000
+        return dt.isoformat(timespec="microseconds")[:-6] + "Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+#: one encoder for every canonical body (json.dumps with options builds a new one per call)
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODE(value).encode()
 
 
 def _norm(v: Any) -> Any:
@@ -72,10 +80,19 @@ def _norm(v: Any) -> Any:
 def canonical(fields: dict[str, Any], form: int | None = None) -> bytes:
     """Sorted-key compact UTF-8 JSON of the hashed fields; ``form`` None is form 1 in the clear
     (the bytes entries were hashed with before 0013), else the committed body marked ``"v"``."""
-    body = {k: _norm(fields.get(k)) for k in HASHED_FIELDS}
+    body = _hashed(fields)
     if form is not None:
         body["v"] = form
     return _json(body)
+
+
+def _hashed(fields: dict[str, Any]) -> dict[str, Any]:
+    """The hashed fields, times as text; values already plain (a parsed export) pass as they are."""
+    body = {k: fields.get(k) for k in HASHED_FIELDS}
+    for k, v in body.items():
+        if v is not None and type(v) is not str and type(v) is not int and type(v) is not dict:
+            body[k] = _norm(v)
+    return body
 
 
 def phi_paths(fields: dict[str, Any]) -> list[str]:
@@ -105,7 +122,7 @@ def commitment(salt_hex: str, value: Any) -> str:
 
 def committed(fields: dict[str, Any], salts: dict[str, str]) -> dict[str, Any]:
     """The entry with each PHI slot replaced by its commitment: what the hash covers in form 2."""
-    record = {k: _norm(fields.get(k)) for k in HASHED_FIELDS}
+    record = _hashed(fields)
     for path in phi_paths(record):
         if path not in salts:
             raise KeyError(f"no salt for {path}")
@@ -336,6 +353,8 @@ def format_mg(ug: int) -> str:
 
 def text(value: Any) -> str:
     """One cell: plain text, integers as digits, objects as compact JSON, nothing as empty."""
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -349,27 +368,53 @@ def cell(spec: str, record: dict[str, Any], phi: dict[str, Any], names: dict[str
     """A column's value from the committed record, the PHI carried and the manifest's names; None
     for a column the chain does not cover (``x:``, signed by the manifest only)."""
     how, _, what = spec.rpartition(":")
+    return _column(how, what)(record, phi, names)
+
+
+_Cell = Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], "str | None"]
+
+
+def _column(how: str, what: str) -> _Cell:
+    """The function that renders one column: a spec is parsed once per kind, not once per cell."""
     if how == "x" or how == "t":
-        return None
+        return lambda record, phi, names: None
     if how == "":
-        return text(record.get(what))
+        return lambda record, phi, names: text(record.get(what))
     if how in ("mg", "-mg"):
-        value = record.get(what)
-        return "" if value is None else format_mg(-value if how == "-mg" else value)
+        sign = -1 if how == "-mg" else 1
+
+        def mg(record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str:
+            value = record.get(what)
+            return "" if value is None else format_mg(sign * value)
+
+        return mg
     if how == "d":
-        details = record.get("details") or {}
         if what == "*":
-            return text(details)
-        return text(details.get(what))
+            return lambda record, phi, names: text(record.get("details") or {})
+        return lambda record, phi, names: text((record.get("details") or {}).get(what))
     if how == "user":
-        uid = record.get(what)
-        return "" if uid is None else text(names.get("users", {}).get(str(uid)))
+
+        def user(record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str:
+            uid = record.get(what)
+            return "" if uid is None else text(names.get("users", {}).get(str(uid)))
+
+        return user
     if how == "drug":
-        did = record.get("drug_id")
-        return "" if did is None else text((names.get("drugs", {}).get(str(did)) or {}).get(what))
+
+        def drug(record: dict[str, Any], phi: dict[str, Any], names: dict[str, Any]) -> str:
+            did = record.get("drug_id")
+            return "" if did is None else text((names.get("drugs", {}).get(str(did)) or {}).get(what))
+
+        return drug
     if how == "phi":
-        return text(phi[what]["value"]) if what in phi else ""
-    raise ValueError(f"unknown column spec {spec}")
+        return lambda record, phi, names: text(phi[what]["value"]) if what in phi else ""
+    raise ValueError(f"unknown column spec {how}:{what}")
+
+
+#: kind -> its columns as (header, renderer)
+_COLUMNS: dict[str, list[tuple[str, _Cell]]] = {
+    kind: [(h, _column(*spec.rpartition(":")[::2])) for h, spec in cols] for kind, (_, cols) in KINDS.items()
+}
 
 
 def included(kind: str, filters: dict[str, Any], record: dict[str, Any], names: dict[str, Any]) -> bool:
@@ -401,7 +446,7 @@ def export_row(
     kind: str, record: dict[str, Any], entry_hash_hex: str, phi: dict[str, Any], names: dict[str, Any]
 ) -> dict[str, Any]:
     """A ledger row as written: its kind's columns, then its hash, committed record and PHI."""
-    row = {h: cell(spec, record, phi, names) for h, spec in KINDS[kind][1]}
+    row: dict[str, Any] = {h: render(record, phi, names) for h, render in _COLUMNS[kind]}
     row.update(hash=entry_hash_hex, record=record, phi=phi)
     return row
 
@@ -497,12 +542,18 @@ def _read_rows(path: str, file_format: str):  # type: ignore[no-untyped-def]
                 for key in ("record", "phi"):
                     if key in row:
                         row[key] = json.loads(row[key]) if row[key] else {}
+                if "record" in row:
+                    row[_RECORD_TEXT] = values[head.index("record")]
                 yield row
     else:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
                     yield json.loads(line)
+
+
+#: a CSV row's record cell as it stood in the file (its canonical bytes when unaltered)
+_RECORD_TEXT = "\x00record text"
 
 
 class _Segment:
@@ -544,8 +595,12 @@ class _Segment:
             if self.allowed is not None and path not in self.allowed:
                 raise Altered(f"{where}: carries {path}, which the {self.kind} profile leaves out")
         form = record.get("v")
+        raw = row.get(_RECORD_TEXT)
         if form == 2:
-            if record_hash(record, 2) != h:
+            # The cell as written is the canonical body whenever its hash is the entry's: SHA-256 binds
+            # those very bytes, so the record parsed from them is the one the chain holds. Otherwise
+            # re-encode it (a JSON Lines row, or an altered cell) and compare as before.
+            if (raw is None or _hash(raw.encode(), record.get("prev_hash")) != h) and record_hash(record, 2) != h:
                 raise Altered(f"{where}: the entry's content does not match its hash")
             if self.form1_open:
                 anchor = (record.get("details") or {}).get("reanchor") or {}
@@ -571,8 +626,8 @@ class _Segment:
                 else f"{where} is in the export but the export's filters leave it out"
             )
         if in_export:
-            for header, spec in KINDS[self.kind][1]:
-                want = cell(spec, record, phi, self.names)
+            for header, render in _COLUMNS[self.kind]:
+                want = render(record, phi, self.names)
                 if want is not None and row.get(header) != want:
                     raise Altered(f"{where}: {header} does not match the entry's record")
         self.prev, self.next_seq = h, self.next_seq + 1
@@ -586,8 +641,13 @@ class _Segment:
             raise Altered("form-1 entries without PHI are not re-anchored in the segment")
 
 
-def verify(export_path: str, manifest_path: str | None, trusted_keys: set[str], fingerprints: set[str]) -> str:
-    """Raise :class:`Altered` naming the first problem; return a one-line summary when intact."""
+def verify(
+    export_path: str, manifest_path: str | None, trusted_keys: set[str], fingerprints: set[str], walk: bool = True
+) -> str:
+    """Raise :class:`Altered` naming the first problem; return a one-line summary when intact.
+
+    ``walk`` False checks the signatures and every file's digest but not the rows against the chain:
+    the exporter's own check of a bundle it has just written from the chain (clinic-verify always walks)."""
     import os
 
     manifest_path = manifest_path or export_path + ".manifest.json"
@@ -631,19 +691,21 @@ def verify(export_path: str, manifest_path: str | None, trusted_keys: set[str], 
         raise Altered("the manifest names no export file")
     export_file = os.path.join(base, rows_file["name"]) if rows_file is not files.get("export") else export_path
     fmt = manifest["file_format"] if rows_file is files.get("export") else "jsonl"
-    count = 0
+    count: Any = 0 if walk else manifest.get("rows")
     rows = left_out = None
     try:
-        rows = _read_rows(export_file, fmt)
-        if fmt == "csv":
+        rows = iter(()) if not walk else _read_rows(export_file, fmt)
+        if walk and fmt == "csv":
             head = next(rows)["__header__"]
             if head != headers(manifest["kind"]):
                 raise Altered("the export's header row is not its kind's")  # noqa: TRY301
-        if seg is None:
+        if not walk:
+            pass
+        elif seg is None:
             for _ in rows:
                 count += 1
         else:
-            walk = _Segment(manifest)
+            chain = _Segment(manifest)
             left_out = (
                 _read_rows(os.path.join(base, files["left-out"]["name"]), "jsonl") if "left-out" in files else iter(())
             )
@@ -651,14 +713,14 @@ def verify(export_path: str, manifest_path: str | None, trusted_keys: set[str], 
             for row in rows:
                 seq = (row.get("record") or {}).get("seq")
                 while pending is not None and isinstance(seq, int) and pending["record"]["seq"] < seq:
-                    walk.take(pending, False)
+                    chain.take(pending, False)
                     pending = next(left_out, None)
-                walk.take(row, True)
+                chain.take(row, True)
                 count += 1
             while pending is not None:
-                walk.take(pending, False)
+                chain.take(pending, False)
                 pending = next(left_out, None)
-            walk.finish()
+            chain.finish()
     except Altered:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -19,12 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.audit.models import AccessEvent, AuditEvent
 from clinic.auth.models import User
-from clinic.core import signing
+from clinic.core import replica, signing
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.exports import verifier as proof
@@ -135,6 +136,8 @@ class _RowWriter:
         self.sink, self.csv = sink, file_format == "csv"
         self.buffer = io.StringIO()
         self.writer = csv.writer(self.buffer, lineterminator="\n")
+        #: where the proof columns (objects, written as JSON) are; a row's keys are in header order
+        self.proof_at = [i for i, h in enumerate(proof.headers(kind)) if h in proof.PROOF_COLUMNS]
         if self.csv:
             self.writer.writerow(proof.headers(kind))
             self._flush()
@@ -146,10 +149,10 @@ class _RowWriter:
 
     def row(self, row: dict[str, Any]) -> None:
         if self.csv:
-            values = [
-                (proof.text(v) if k in proof.PROOF_COLUMNS and v != "" else ("" if v is None else v))
-                for k, v in row.items()
-            ]
+            values = list(row.values())  # None is written as an empty cell
+            for i in self.proof_at:
+                if values[i] != "" and values[i] is not None:
+                    values[i] = proof.text(values[i])
             self.writer.writerow(values)
             if self.buffer.tell() > 1 << 16:
                 self._flush()
@@ -226,11 +229,10 @@ def _loss_reports(entry_ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 def _ledger_rows(
-    spec: Spec, main: _RowWriter, left_out: _Sink, progress: Progress, names: dict[str, Any]
+    spec: Spec, cp: Checkpoint | None, main: _RowWriter, left_out: _Sink, progress: Progress, names: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, int, set[int], set[str], set[str]]:
     assert spec.location_id is not None
     loc = spec.location_id
-    cp = _checkpoint_at_head(loc)
     if cp is None:
         return None, 0, set(), set(), set()
     filters = spec.filters()
@@ -270,8 +272,9 @@ def _ledger_rows(
         if not rows:
             break
         losses = _loss_reports([r.id for r in rows]) if spec.kind == "loss-log" else {}
+        keys = rows[0]._fields
         for r in rows:
-            fields = r._asdict()
+            fields = dict(zip(keys, r, strict=True))
             form = 1 if r.phi_salts is None else 2
             salts = (r.salts or {}) if form == 1 else r.phi_salts
             record = committed(fields, salts)
@@ -283,11 +286,12 @@ def _ledger_rows(
                     if allowed is None or p in allowed
                 }
                 row = proof.export_row(spec.kind, record, r.hash, phi, names)
-                for k, v in losses.get(r.id, {}).items():
-                    row[k] = v
-                for k, v in row.items():
-                    if v is None:
-                        row[k] = ""
+                if losses:
+                    row.update(losses.get(r.id, {}))
+                if not main.csv:
+                    for k, v in row.items():
+                        if v is None:
+                            row[k] = ""
                 main.row(row)
                 count += 1
                 if phi and r.patient_id is not None:
@@ -360,14 +364,20 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
     sinks = [main_sink]
     try:
         main = _RowWriter(main_sink, spec.kind, "jsonl" if is_pdf else spec.file_format)
-        segment, patients = None, set()
+        segment: dict[str, Any] | None = None
+        patients: set[int] = set()
         if proof.KINDS[spec.kind][0] is None:
-            rows = _table_rows(spec, main, progress, names)
-            used_users, used_drugs = set(users), set()
+            with replica.reads(replica.flushed_lsn()) as where:
+                rows = _table_rows(spec, main, progress, names)
+            used_users, used_drugs = set(users), set[str]()
         else:
             left = _Sink(out.with_name(out.name + ".left-out.jsonl"), "left-out")
             sinks.append(left)
-            segment, rows, patients, used_users, used_drugs = _ledger_rows(spec, main, left, progress, names)
+            # Signed (a write) on the primary; the segment it closes is then read where reads() says:
+            # the replica once it has replayed past this point, else the primary.
+            cp = _checkpoint_at_head(spec.location_id)  # type: ignore[arg-type]
+            with replica.reads(replica.flushed_lsn()) as where:
+                segment, rows, patients, used_users, used_drugs = _ledger_rows(spec, cp, main, left, progress, names)
         main.close()
         files = [s.close() for s in sinks]
         manifest: dict[str, Any] = {
@@ -388,6 +398,9 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
             },
             "segment": segment,
         }
+        if replica.configured(current_app):
+            # where the rows were read, at which WAL position, and why not the replica if it was not
+            manifest["read"] = where.as_dict()
         if is_pdf:
             _check_pdf_size(rows)
             from clinic.exports import pdf

@@ -282,3 +282,24 @@ def test_no_pinned_key_is_a_usage_error(bundles):
     with pytest.raises(SystemExit) as stop:
         verifier.main([str(path)])
     assert stop.value.code == 2
+
+
+def test_the_exporters_own_light_check_still_catches_a_changed_file_or_key(bundles, tmp_path):
+    """A large export checks only signatures and digests in process (clinic-verify walks the rows):
+    same summary when intact, and any flipped byte in any file, or another key, is still refused."""
+    original, key = bundles["csv-full"]
+    full = verifier.verify(str(original), None, {key}, set())
+    assert verifier.verify(str(original), None, {key}, set(), walk=False) == full
+    with pytest.raises(verifier.Altered, match="not the pinned one"):
+        verifier.verify(
+            str(original), None, {Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()}, set(), walk=False
+        )
+    for n, f in enumerate(sorted(original.parent.glob(original.name + "*"))):
+        work = tmp_path / str(n)
+        work.mkdir()
+        path, _ = copy((original, key), work)
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0x04
+        (work / f.name).write_bytes(bytes(data))
+        with pytest.raises(verifier.Altered):
+            verifier.verify(str(path), None, {key}, set(), walk=False)

@@ -16,11 +16,13 @@ primary (initdb + pg_ctl, as tests/test_disconnects.py does) and a hot standby m
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +255,82 @@ def test_the_ledger_page_reads_from_the_replica_too(pair: Pair) -> None:
     assert page.status_code == 200
     assert page.headers["Clinic-Read-Source"] == "replica"
     assert "Clinic-Read-Source" not in browser.get("/inventory/").headers  # only the reports that opt in
+
+
+def _export(pair: Pair, out: Path) -> tuple[dict[str, Any], str]:
+    """A receiving-log export of the ward's whole history, run in process; its manifest and verdict."""
+    from clinic.core import signing
+    from clinic.core.tx import commit
+    from clinic.exports import service as exports
+    from clinic.exports import verifier
+
+    with pair.app.app_context():
+        done = exports.request_export(
+            actor=None,
+            kind="receiving-log",
+            file_format="csv",
+            since=datetime(2000, 1, 1, tzinfo=UTC),
+            until=utcnow() + timedelta(days=3660),
+            location_id=pair.ward.location_id,
+            run_now=True,
+            out=out,
+        )
+        assert done.status == "done", done.error
+        commit()
+        verdict = verifier.verify(str(out), None, {signing.public_key_hex()}, set())
+    return json.loads(out.with_name(out.name + ".manifest.json").read_text()), verdict
+
+
+def test_an_export_reads_the_replica_and_verifies_like_one_from_the_primary(pair: Pair, tmp_path: Path) -> None:
+    on_primary = pair.flushed_scans(pair.primary)
+    on_standby = pair.flushed_scans(pair.standby)
+    before = pair.sql(pair.primary, "SELECT pg_current_wal_lsn()::text")
+    manifest, verdict = _export(pair, tmp_path / "replica.csv")
+    assert manifest["read"]["source"] == "replica", manifest["read"]
+    assert replica.lsn_int(manifest["read"]["lsn"]) >= replica.lsn_int(before)
+    # The rows were read on the standby; the primary only signed the checkpoint and kept the records.
+    assert pair.flushed_scans(pair.standby) > on_standby, "the standby did not read the ledger"
+    assert pair.flushed_scans(pair.primary) == on_primary, "the primary read the ledger itself"
+
+    pair.app.config["REPLICA_URL"] = None
+    try:
+        from_primary, primary_verdict = _export(pair, tmp_path / "primary.csv")
+    finally:
+        pair.app.config["REPLICA_URL"] = pair.standby.url("clinic")
+    assert "read" not in from_primary
+    assert verdict == primary_verdict and verdict.startswith("receiving-log: ")
+    assert manifest["segment"] == from_primary["segment"] and manifest["rows"] == from_primary["rows"] > 0
+    assert (tmp_path / "replica.csv").read_bytes() == (tmp_path / "primary.csv").read_bytes()
+
+
+def test_an_export_on_a_lagging_replica_waits_for_it_or_names_where_it_read(pair: Pair, tmp_path: Path) -> None:
+    pair.sql(pair.standby, "SELECT pg_wal_replay_pause()")
+    deadline = time.monotonic() + 10
+    while pair.sql(pair.standby, "SELECT pg_get_wal_replay_pause_state()") != "paused":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    try:
+        with time_machine.travel(at_local(pair.ward.day, "18:30", TZ), tick=False):
+            pair.ward.receive(pair.ward.vial_drug, 1)
+        with pair.app.app_context():
+            head = db.session.get(LedgerChain, pair.ward.location_id).head_seq  # type: ignore[union-attr]
+            db.session.rollback()
+
+        pair.app.config["REPLICA_WAIT_SECONDS"] = 0.3
+        manifest, verdict = _export(pair, tmp_path / "behind.csv")
+        assert manifest["read"]["source"] == "primary"
+        assert manifest["read"]["reason"].startswith("replica behind (replayed ")
+        assert manifest["read"]["lsn"] == manifest["read"]["wanted_lsn"]
+        assert manifest["segment"]["last_seq"] == head and verdict.startswith("receiving-log: ")
+
+        pair.app.config["REPLICA_WAIT_SECONDS"] = 10.0
+        resume = threading.Timer(0.4, pair.sql, (pair.standby, "SELECT pg_wal_replay_resume()"))
+        resume.start()
+        manifest, verdict = _export(pair, tmp_path / "waited.csv")
+        resume.join()
+        assert manifest["read"]["source"] == "replica" and manifest["read"]["waited_ms"] > 0
+        assert manifest["segment"]["last_seq"] == head, "the replica was read before it had the new entry"
+        assert (tmp_path / "waited.csv").read_bytes() == (tmp_path / "behind.csv").read_bytes()
+    finally:
+        pair.sql(pair.standby, "SELECT pg_wal_replay_resume()")
+        pair.app.config["REPLICA_WAIT_SECONDS"] = 5.0
