@@ -153,8 +153,9 @@ def shadow_step(shadow: str, entry_hash_hex: str, committed_hash_hex: str) -> st
     return hashlib.sha256(b"\x02" + entry_hash_hex.encode() + committed_hash_hex.encode() + shadow.encode()).hexdigest()
 
 
-def checkpoint_message(location_id: int, seq: int, head_hash: str, signed_at: str) -> bytes:
-    """What a checkpoint's Ed25519 signature covers (SYS-05)."""
+def checkpoint_message(location_id: Any, seq: Any, head_hash: Any, signed_at: Any) -> bytes:
+    """What a checkpoint's Ed25519 signature covers (SYS-05). Values pass through unconverted: a
+    manifest's ``"1"`` for ``1`` must not verify."""
     return _json({"location_id": location_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at})
 
 
@@ -524,7 +525,7 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _read_rows(path: str, file_format: str):  # type: ignore[no-untyped-def]
+def _read_rows(path: str, file_format: str):
     """The rows of an export file as dicts (record and phi parsed), streamed."""
     import csv
 
