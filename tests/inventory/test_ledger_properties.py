@@ -36,7 +36,7 @@ from tests.inventory.conftest import dea_number, ndc
 _CI = os.environ.get("CI") == "true"
 EXAMPLES = int(os.environ.get("CLINIC_HYPOTHESIS_EXAMPLES", "100" if _CI else "60"))
 STEPS = int(os.environ.get("CLINIC_HYPOTHESIS_STEPS", "50" if _CI else "25"))
-PASSWORD = "property-password-1"
+PASSWORD = "tq8-walnut-orbit-52"  # nothing of the users' names or e-mails (the password rules)
 VIAL_UG = 500_000
 
 amounts = st.integers(min_value=1, max_value=VIAL_UG + 50_000)  # sometimes more than a vial holds
