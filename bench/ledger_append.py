@@ -32,6 +32,7 @@ import json
 import multiprocessing
 import os
 import queue
+import secrets
 import statistics
 import tempfile
 import time
@@ -216,7 +217,8 @@ _LOCK_CONTAINER = (
     " WHERE c.id = %s AND c.location_id = %s FOR UPDATE OF c"
 )
 _UPDATE_CONTAINER = "UPDATE containers SET balance_ug = %s, status = %s WHERE id = %s"
-_ENTRY_COLUMNS = (*HASHED_FIELDS, "hash")  # the chain's own field list, so the two cannot drift
+# the chain's own field list, so the two cannot drift; PHI enters the hash as salted commitments
+_ENTRY_COLUMNS = (*HASHED_FIELDS, "phi_salts", "hash")
 _INSERT_ENTRY = (
     f"INSERT INTO ledger_entries ({', '.join(_ENTRY_COLUMNS)})"
     f" VALUES ({', '.join(['%s'] * len(_ENTRY_COLUMNS))}) RETURNING id"
@@ -251,7 +253,7 @@ def _draw(conn: Any, clinic: Clinic, bodies: tuple[str, ...], n: int, prefix: st
     audit row and the access-log transaction."""
     from psycopg.types.json import Json
 
-    from clinic.inventory.chain import entry_hash
+    from clinic.inventory.chain import entry_hash, phi_paths
 
     container_id = clinic.containers[n % len(clinic.containers)]
     body = bodies[n % len(bodies)]
@@ -302,8 +304,9 @@ def _draw(conn: Any, clinic: Clinic, bodies: tuple[str, ...], n: int, prefix: st
             },
             "prev_hash": head_hash,
         }
+        fields["phi_salts"] = {path: secrets.token_hex(16) for path in phi_paths(fields)}
         fields["hash"] = entry_hash(fields)
-        values = [Json(v) if k == "details" else v for k, v in ((c, fields[c]) for c in _ENTRY_COLUMNS)]
+        values = [Json(v) if k in ("details", "phi_salts") else v for k, v in ((c, fields[c]) for c in _ENTRY_COLUMNS)]
         (entry_id,) = conn.execute(_INSERT_ENTRY, values).fetchone()
         conn.execute(_MOVE_HEAD, (fields["seq"], fields["hash"], clinic.location_id))
         answer = {
