@@ -106,9 +106,22 @@ users_group = AppGroup("users", help="Staff accounts.")
 @click.option("--role", required=True, type=click.Choice(["admin", "prescriber", "nurse", "front_desk", "auditor"]))
 @click.option("--license-number", default=None)
 @click.option("--license-type", default=None)
+@click.option(
+    "--location",
+    "location_ids",
+    type=int,
+    multiple=True,
+    help="A location the user works at (repeatable; LOC-01). Admins act at every location.",
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def users_create(
-    email: str, name: str, role: str, license_number: str | None, license_type: str | None, password_stdin: bool
+    email: str,
+    name: str,
+    role: str,
+    license_number: str | None,
+    license_type: str | None,
+    location_ids: tuple[int, ...],
+    password_stdin: bool,
 ) -> None:
     """Create a user."""
     from clinic.auth import service
@@ -128,6 +141,7 @@ def users_create(
             password=password,
             license_number=license_number,
             license_type=license_type,
+            location_ids=location_ids,
         )
         commit()
     except DomainError as exc:

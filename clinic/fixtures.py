@@ -8,6 +8,7 @@ valid; anything a caller cares about is a keyword.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -73,9 +74,10 @@ def create_user(
     name: str | None = None,
     license_number: str | None = None,
     license_type: str | None = None,
+    location_ids: Sequence[int] = (),
 ) -> User:
-    """A staff account (created by nobody: as ``clinic users create`` does); a licence number alone
-    takes the role's usual type (the service's rule)."""
+    """A staff account (created by nobody: as ``clinic users create`` does), a member of
+    ``location_ids``; a licence number alone takes the role's usual type (the service's rule)."""
     return auth.create_user(
         actor=None,
         email=email,
@@ -84,6 +86,7 @@ def create_user(
         password=password,
         license_number=license_number,
         license_type=license_type,
+        location_ids=location_ids,
     )
 
 
@@ -204,6 +207,7 @@ def create_patient(
         date_of_birth=date_of_birth,
         address=address,
         timezone=timezone,
+        location_id=location_id,
         **extra,
     )
     clinician = clinician or actor

@@ -14,9 +14,10 @@ import re
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
@@ -36,9 +37,36 @@ for var in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "SECRET_KEY"):
     os.environ.pop(var, None)
 
 
+#: e-mail domain of test users who work at every location (as the upgrade to memberships made every
+#: existing user): most tests are about something else than where staff work. tests/auth/
+#: test_memberships.py makes users of other domains, members only where it says.
+ROAMING_DOMAIN = "@test.clinic"
+
+
+def _roaming_members(session: Any, flush_context: Any) -> None:
+    """A location created in a test process gets every roaming test user as a member."""
+    from sqlalchemy import text
+
+    from clinic.locations.models import Location
+
+    for obj in session.new:
+        if isinstance(obj, Location):
+            session.execute(
+                text(
+                    "INSERT INTO location_members (location_id, user_id, granted_at) "
+                    "SELECT :loc, id, CURRENT_TIMESTAMP FROM users WHERE email LIKE :domain AND role <> 'admin'"
+                ),
+                {"loc": obj.id, "domain": f"%{ROAMING_DOMAIN}"},
+            )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Before collection: some test modules compute dates when they are imported.
     clock.start_shift()
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    event.listen(Session, "after_flush", _roaming_members)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -206,13 +234,22 @@ def create_account(
     licensed: bool = True,
     enrol_totp: bool | None = None,
     password: str | None = None,
+    locations: Sequence[int] | None = None,
 ) -> Account:
-    """A committed user with a unique email (clinic.fixtures); roles needing TOTP get an enrolled secret."""
+    """A committed user with a unique email (clinic.fixtures); roles needing TOTP get an enrolled secret.
+
+    ``locations``: the locations the user is a member of; None makes a user of every location,
+    present and future (ROAMING_DOMAIN)."""
+    from sqlalchemy import select
+
     from clinic import fixtures
     from clinic.core.tx import commit
+    from clinic.extensions import db
+    from clinic.locations.models import Location
 
     n = next(_seq)
-    email = f"{role}.{label}{n}.{uuid.uuid4().hex[:6]}@test.clinic"
+    domain = ROAMING_DOMAIN if locations is None else "@member.clinic"
+    email = f"{role}.{label}{n}.{uuid.uuid4().hex[:6]}{domain}"
     password = password or f"pw-{uuid.uuid4().hex}"
     with app.app_context():
         user = fixtures.create_user(
@@ -222,6 +259,7 @@ def create_account(
             password=password,
             license_type="RN" if licensed else None,
             license_number=f"L-{label}{n}-{uuid.uuid4().hex[:4]}" if licensed else None,
+            location_ids=list(db.session.scalars(select(Location.id))) if locations is None else locations,
         )
         secret = None
         if enrol_totp if enrol_totp is not None else role in app.config["TOTP_REQUIRED_ROLES"]:
@@ -236,9 +274,16 @@ def make_user(app: Flask):  # type: ignore[no-untyped-def]
     """Create a committed user with a unique email; roles needing TOTP get an enrolled secret."""
 
     def _make(
-        role: str = "nurse", *, licensed: bool = True, enrol_totp: bool | None = None, password: str | None = None
+        role: str = "nurse",
+        *,
+        licensed: bool = True,
+        enrol_totp: bool | None = None,
+        password: str | None = None,
+        locations: Sequence[int] | None = None,
     ) -> Account:
-        return create_account(app, role, licensed=licensed, enrol_totp=enrol_totp, password=password)
+        return create_account(
+            app, role, licensed=licensed, enrol_totp=enrol_totp, password=password, locations=locations
+        )
 
     return _make
 

@@ -21,6 +21,8 @@ class Tag(StrEnum):
     auth_session_failed = "auth:session:failed"
     auth_token_issue = "auth:token:issue"
     auth_token_revoke = "auth:token:revoke"
+    auth_membership_grant = "auth:membership:grant"
+    auth_membership_revoke = "auth:membership:revoke"
 
     audit_log_purge = "audit:log:purge"
     audit_log_purge_refused = "audit:log:purge_refused"

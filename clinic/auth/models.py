@@ -61,6 +61,8 @@ class User(db.Model):  # type: ignore[name-defined]
     #: last accepted 30 s step: a code is usable once (ASVS V6.5.1).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: the location a member of several last chose to work at (remembered between sign-ins)
+    current_location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
 
     @property
     def role_enum(self) -> Role:
@@ -77,6 +79,19 @@ class User(db.Model):  # type: ignore[name-defined]
 
     def __repr__(self) -> str:  # ids only: names and emails stay out of logs
         return f"<User {self.id} {self.role}>"
+
+
+class Membership(db.Model):  # type: ignore[name-defined]
+    """A user may act at (staff) or read (auditors: that DEA registrant's records) one location
+    (LOC-01). Admins act everywhere and need none."""
+
+    __tablename__ = "location_members"
+    __table_args__ = (Index("ix_location_members_user", "user_id"),)
+
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class UserSession(db.Model):  # type: ignore[name-defined]

@@ -20,6 +20,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 
 from clinic.audit import service as audit
+from clinic.auth import scope
 from clinic.auth import service as auth
 from clinic.auth.models import Role, User
 from clinic.core import errors, tx
@@ -234,6 +235,7 @@ def _guard() -> None:
         here.auth_state = "denied"
         raise PermissionDenied()
     _check_csrf()
+    scope.check_request(user, req)  # LOC-01: anything the request names lies where the user works
 
 
 def _object_of_request(req: Request, here: Any, ok: bool) -> str:

@@ -39,6 +39,20 @@ class CreateUserSchema(StrictSchema):
     password = ma.fields.String(
         required=True, load_only=True, validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
     )
+    location_ids = ma.fields.List(
+        ma.fields.Integer(validate=validate.Range(min=1, max=2**31 - 1)),
+        load_default=list,
+        validate=validate.Length(max=1000),
+        metadata={"description": "Locations the new user is a member of (LOC-01); ignored for admins"},
+    )
+
+
+class MembershipSchema(ma.Schema):
+    user_id = ma.fields.Integer(required=True)
+    location_id = ma.fields.Integer(required=True)
+    location_ids = ma.fields.List(
+        ma.fields.Integer(), required=True, metadata={"description": "Every location the user is a member of"}
+    )
 
 
 class UserListSchema(ma.Schema):

@@ -1,18 +1,275 @@
-"""Which locations' records a user may read.
+"""Where a user may act: staff and auditors belong to locations (LOC-01..LOC-04).
 
-Admins and auditors read every location for now; the memberships change narrows this to the
-locations granted to each user, and every export and list asks here, so it changes in one place.
+Admins act at every location; everyone else only where they are a member, and an auditor reads
+only the registrants (locations) granted to them. The rule is enforced in one place for every
+route: before a view runs, :func:`check_request` resolves every id the request names (in the path,
+the query string, a form or anywhere in a JSON body) that belongs to a location (a container, an
+appointment, a ledger entry, a patient...) and refuses the request when one of them lies at a
+location the actor is not a member of. Lists that span locations narrow themselves with
+:func:`readable_location_ids` and :func:`visible_patients`.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from clinic.auth.models import User
+from flask import Request, g, has_request_context
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import InstrumentedAttribute
+
+from clinic.auth.models import Membership, Role, User
+from clinic.core.errors import PermissionDenied
 from clinic.extensions import db
 from clinic.locations.models import Location
 
 
+class NotAMember(PermissionDenied):
+    code = "not_a_member"
+    title = "You do not work at this location"
+
+
+def member_location_ids(user: User | None) -> frozenset[int] | None:
+    """The locations ``user`` may act at, or None for every one (an admin; None is the command line)."""
+    if user is None or user.role == Role.admin:
+        return None
+    cached: dict[int, frozenset[int]] | None = g.get("_memberships") if has_request_context() else None
+    if cached is not None and user.id in cached:
+        return cached[user.id]
+    ids = frozenset(db.session.scalars(select(Membership.location_id).where(Membership.user_id == user.id)))
+    if has_request_context():
+        g.setdefault("_memberships", {})[user.id] = ids
+    return ids
+
+
 def readable_location_ids(user: User | None) -> set[int]:
     """The locations ``user`` may read; None is the command line (the operator reads all)."""
-    return set(db.session.scalars(select(Location.id)))
+    ids = member_location_ids(user)
+    return set(db.session.scalars(select(Location.id))) if ids is None else set(ids)
+
+
+def may_act_at(user: User | None, location_id: int) -> bool:
+    ids = member_location_ids(user)
+    return ids is None or location_id in ids
+
+
+def require_location(user: User | None, location_id: int) -> None:
+    if not may_act_at(user, location_id):
+        raise NotAMember("You are not a member of this location; an admin can add you on the users page.")
+
+
+def acting_user() -> User | None:
+    """The request's signed-in user (None outside a request: the command line acts everywhere)."""
+    return g.get("actor") if has_request_context() else None
+
+
+def my_locations(user: User | None) -> list[Location]:
+    """The locations ``user`` may act at, the one they last chose first (pages default to it)."""
+    query = select(Location).order_by(Location.name, Location.id)
+    ids = member_location_ids(user)
+    if ids is not None:
+        query = query.where(Location.id.in_(sorted(ids)))
+    found = list(db.session.scalars(query))
+    current = user.current_location_id if user is not None else None
+    found.sort(key=lambda loc: loc.id != current)  # stable: the rest keep their order
+    return found
+
+
+def working_location_id(user: User | None) -> int | None:
+    """The location a new record of ``user``'s belongs to when none is named: the one they chose
+    last, else their first (lowest id); None for an admin or a user of no location."""
+    ids = member_location_ids(user)
+    if not ids:
+        return None
+    if user is not None and user.current_location_id in ids:
+        return user.current_location_id
+    return min(ids)
+
+
+def remember_location(user: User, location_id: int) -> None:
+    """A member of several who opens a location's page works there until they choose another."""
+    ids = member_location_ids(user)
+    if ids is not None and len(ids) > 1 and location_id in ids and user.current_location_id != location_id:
+        user.current_location_id = location_id
+
+
+# --- patients ------------------------------------------------------------------------------------
+
+
+def visible_patients(user: User | None) -> ColumnElement[bool] | None:
+    """A filter on patients for ``user``: registered at one of their locations, with a course at one,
+    or registered nowhere yet. None: no filter (admins)."""
+    from clinic.patients.models import Patient
+    from clinic.scheduling.models import AppointmentSeries
+
+    ids = member_location_ids(user)
+    if ids is None:
+        return None
+    where = sorted(ids)
+    booked = select(AppointmentSeries.patient_id).where(AppointmentSeries.location_id.in_(where))
+    return or_(Patient.location_id.in_(where), Patient.location_id.is_(None), Patient.id.in_(booked))
+
+
+def may_see_patient(user: User | None, patient_id: int) -> bool | None:
+    """True/False, or None when there is no such patient (the view answers 404)."""
+    from clinic.patients.models import Patient
+
+    found = db.session.get(Patient, patient_id)
+    if found is None:
+        return None
+    condition = visible_patients(user)
+    if condition is None:
+        return True
+    return db.session.scalar(select(Patient.id).where(Patient.id == patient_id, condition)) is not None
+
+
+# --- one check for every request ------------------------------------------------------------------
+
+
+def _located(column: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any]) -> Callable[[int], int | None]:
+    def resolve(record_id: int) -> int | None:
+        return db.session.scalar(select(column).where(key == record_id))
+
+    return resolve
+
+
+def _resolvers() -> dict[str, Callable[[int], int | None]]:
+    from clinic.exports.models import Export
+    from clinic.inventory.models import Container, Discrepancy, DiscrepancyAlert, LedgerEntry, LossReport
+    from clinic.locations.models import StorageSite
+    from clinic.outcomes.models import OutcomeScore
+    from clinic.reminders.models import Notice, Reminder
+    from clinic.scheduling.models import Appointment, AppointmentSeries, Chair
+    from clinic.visits.models import Visit
+
+    def direct(location_id: int) -> int | None:  # None for no such location: the view says so
+        return db.session.scalar(select(Location.id).where(Location.id == location_id))
+
+    def score(score_id: int) -> int | None:
+        return db.session.scalar(
+            select(AppointmentSeries.location_id)
+            .join(OutcomeScore, OutcomeScore.series_id == AppointmentSeries.id)
+            .where(OutcomeScore.id == score_id)
+        )
+
+    container = _located(Container.location_id, Container.id)
+    entry = _located(LedgerEntry.location_id, LedgerEntry.id)
+    site = _located(StorageSite.location_id, StorageSite.id)
+    return {
+        "location_id": direct,
+        "container_id": container,
+        "container_ids": container,
+        "appointment_id": _located(Appointment.location_id, Appointment.id),
+        "series_id": _located(AppointmentSeries.location_id, AppointmentSeries.id),
+        "visit_id": _located(Visit.location_id, Visit.id),
+        "chair_id": _located(Chair.location_id, Chair.id),
+        "storage_site_id": site,
+        "to_storage_site_id": site,
+        "entry_id": entry,
+        "waste_entry_id": entry,
+        "administration_entry_id": entry,
+        "discrepancy_id": _located(Discrepancy.location_id, Discrepancy.id),
+        "alert_id": _located(DiscrepancyAlert.location_id, DiscrepancyAlert.id),
+        "report_id": _located(LossReport.location_id, LossReport.id),
+        "reminder_id": _located(Reminder.location_id, Reminder.id),
+        "notice_id": _located(Notice.location_id, Notice.id),
+        "export_id": _located(Export.location_id, Export.id),
+        "score_id": score,
+    }
+
+
+_RESOLVERS: dict[str, Callable[[int], int | None]] | None = None
+
+
+def _named_ids(data: Any, depth: int = 0) -> Iterator[tuple[str, int]]:
+    """(key, id) for every located id named anywhere in a JSON body, a form or a query string."""
+    if depth > 40:
+        return
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in _LOCATED_KEYS:
+                if isinstance(value, list):
+                    yield from ((key, v) for v in value if _is_id(v))
+                elif _is_id(value):
+                    yield key, _as_id(value)
+            elif isinstance(value, dict | list):
+                yield from _named_ids(value, depth + 1)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _named_ids(item, depth + 1)
+
+
+_LOCATED_KEYS = frozenset(
+    {
+        "location_id",
+        "container_id",
+        "container_ids",
+        "appointment_id",
+        "series_id",
+        "visit_id",
+        "chair_id",
+        "storage_site_id",
+        "to_storage_site_id",
+        "entry_id",
+        "waste_entry_id",
+        "administration_entry_id",
+        "discrepancy_id",
+        "alert_id",
+        "report_id",
+        "reminder_id",
+        "notice_id",
+        "export_id",
+        "score_id",
+        "patient_id",
+    }
+)
+
+
+def _is_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 0 < value < 2**31
+    return isinstance(value, str) and value.isascii() and value.isdigit() and 0 < len(value) < 10 and int(value) > 0
+
+
+def _as_id(value: int | str) -> int:
+    return int(value)
+
+
+def _request_ids(req: Request) -> Iterator[tuple[str, int]]:
+    yield from _named_ids(req.view_args or {})
+    if req.args:
+        yield from _named_ids({k: req.args.getlist(k) for k in req.args if k in _LOCATED_KEYS})
+    if req.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if req.is_json:
+        yield from _named_ids(req.get_json(silent=True))
+    elif req.form:
+        yield from _named_ids({k: req.form.getlist(k) for k in req.form if k in _LOCATED_KEYS})
+
+
+def check_request(user: User, req: Request) -> None:
+    """Refuse the request if anything it names lies at a location ``user`` does not work at."""
+    if user.role == Role.admin:
+        return
+    global _RESOLVERS
+    if _RESOLVERS is None:
+        _RESOLVERS = _resolvers()
+    checked: set[tuple[str, int]] = set()
+    for key, record_id in _request_ids(req):
+        if (key, record_id) in checked:
+            continue
+        checked.add((key, record_id))
+        if key == "patient_id":
+            if may_see_patient(user, record_id) is False:
+                raise NotAMember("This patient is not registered at a location you work at.")
+            continue
+        if key == "location_id" and may_act_at(user, record_id):
+            location_id: int | None = record_id  # a member's own location: no query
+        else:
+            location_id = _RESOLVERS[key](record_id)
+        if location_id is not None:
+            require_location(user, location_id)
+            if key == "location_id" and req.method == "GET" and not req.path.startswith("/api/"):
+                remember_location(user, location_id)

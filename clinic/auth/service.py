@@ -9,6 +9,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -21,13 +22,14 @@ from sqlalchemy.orm import Session
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
-from clinic.auth import passwords
+from clinic.auth import members, passwords
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
 from clinic.core import tx
 from clinic.core.errors import DomainError, NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.extensions import db
+from clinic.locations.models import Location
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,10 @@ def create_user(
     password: str,
     license_number: str | None = None,
     license_type: str | None = None,
+    location_ids: Sequence[int] = (),
 ) -> User:
+    """A staff account; ``location_ids`` are the locations it is a member of (LOC-01: none for an
+    admin, who acts everywhere)."""
     email = email.strip().lower()
     if len(email) > 254:  # lower-casing can lengthen a string ("İ" becomes two characters)
         raise ValidationFailed(errors={"email": ["Longer than maximum length 254."]})
@@ -74,6 +79,10 @@ def create_user(
     _check_password_rules(password, email=email, name=name)
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken()
+    wanted = sorted(set(location_ids)) if role != Role.admin else []
+    known = set(db.session.scalars(select(Location.id).where(Location.id.in_(wanted)))) if wanted else set()
+    if unknown := [i for i in wanted if i not in known]:
+        raise ValidationFailed(errors={"location_ids": [f"No such location: {', '.join(map(str, unknown))}."]})
     user = User(
         email=email,
         name=name.strip(),
@@ -90,6 +99,8 @@ def create_user(
         subject=("user", user.id),
         data={"role": role, "licensed": user.is_licensed},
     )
+    for location_id in wanted:
+        members.grant(actor=actor, location_id=location_id, user_id=user.id)
     return user
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import User
-from clinic.auth.scope import readable_location_ids
+from clinic.auth.scope import member_location_ids, readable_location_ids
 from clinic.core import tx
 from clinic.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import utcnow
@@ -79,6 +79,9 @@ def _check_request(actor: User | None, export: Export) -> None:
             errors["purpose"] = ["Say why (or cite the written request)."]
     if export.drug_id is not None and db.session.get(Drug, export.drug_id) is None:
         errors["drug_id"] = ["No such drug."]
+    if export.location_id is None and member_location_ids(actor) is not None:
+        # LOC-03: an auditor reads only the registrants granted to them, one per export
+        errors["location_id"] = ["Name the location (DEA registrant) to export."]
     if export.schedule is not None and export.schedule not in ("CII", "CIII", "CIV", "CV"):
         errors["schedule"] = ["One of: CII, CIII, CIV, CV."]
     for name, at in (("since", export.since), ("until", export.until)):

@@ -10,6 +10,7 @@ import marshmallow as ma
 from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
 from sqlalchemy import select
 
+from clinic.auth import scope
 from clinic.auth.policy import current_actor, require
 from clinic.core import signing, tx
 from clinic.core.errors import DomainError, NotFound
@@ -19,7 +20,6 @@ from clinic.exports.schemas import ExportRequestSchema
 from clinic.exports.verifier import KINDS, PROFILES, fingerprint
 from clinic.extensions import db
 from clinic.inventory.models import Drug
-from clinic.locations import service as locations_service
 from clinic.patients.models import Patient
 from clinic.web.forms import refused
 
@@ -46,7 +46,7 @@ def _context() -> dict[str, Any]:
         "kinds": [(k, LABELS[k]) for k in KINDS],
         "profiles": list(PROFILES),
         "purposes": [p.value for p in PurposeKind],
-        "locations": locations_service.list_locations(),
+        "locations": scope.my_locations(current_actor()),
         "drugs": list(db.session.scalars(select(Drug).order_by(Drug.name))),
         "exports": exports,
         "running": any(e.status in (ExportStatus.queued, ExportStatus.running) for e in exports),

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from clinic.auth import scope
 from clinic.auth.policy import client_addr, current_actor, require
 from clinic.core import replica
 from clinic.core.idempotency import idempotent
@@ -183,7 +184,12 @@ class Ledger(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         cursor = args.pop("cursor")
         limit = args.pop("limit")
-        items = service.list_entries(after_id=int(cursor) if cursor else None, limit=limit, **args)
+        items = service.list_entries(
+            after_id=int(cursor) if cursor else None,
+            limit=limit,
+            location_ids=scope.member_location_ids(current_actor()),
+            **args,
+        )
         return page(items, limit)
 
 
@@ -220,7 +226,11 @@ class LossReports(MethodView):
     @blp.arguments(LossReportQuerySchema, location="query")
     @blp.response(200, LossReportListSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"items": service.list_loss_reports(args["location_id"])}
+        return {
+            "items": service.list_loss_reports(
+                args["location_id"], location_ids=scope.member_location_ids(current_actor())
+            )
+        }
 
 
 @blp.route("/inventory/loss-reports/<int:report_id>/steps")

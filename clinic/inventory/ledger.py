@@ -9,6 +9,7 @@ code path forgot to look.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -247,6 +248,7 @@ def list_entries(
     limit: int = 100,
     drug_id: int | None = None,
     schedule: str | None = None,
+    location_ids: Collection[int] | None = None,
 ) -> list[LedgerEntry]:
     """One page of entries. ``schedule`` keeps the entries of that schedule's drugs, so "every
     Schedule III record of this registrant for a period" is one query (DEA-09/10); counts and
@@ -258,6 +260,8 @@ def list_entries(
         q = q.where(LedgerEntry.drug_id.in_(select(Drug.id).where(Drug.schedule == schedule)))
     if location_id is not None:
         q = q.where(LedgerEntry.location_id == location_id)
+    if location_ids is not None:  # LOC-03: only the registrants the reader belongs to
+        q = q.where(LedgerEntry.location_id.in_(sorted(location_ids)))
     if since is not None:
         q = q.where(LedgerEntry.occurred_at >= since)
     if until is not None:

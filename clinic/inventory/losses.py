@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -128,10 +129,14 @@ def _open_form_106(
     return report
 
 
-def list_loss_reports(location_id: int | None = None) -> list[LossReport]:
+def list_loss_reports(
+    location_id: int | None = None, *, location_ids: Collection[int] | None = None
+) -> list[LossReport]:
     q = select(LossReport).order_by(LossReport.discovered_at.desc(), LossReport.id.desc())
     if location_id is not None:
         q = q.where(LossReport.location_id == location_id)
+    if location_ids is not None:
+        q = q.where(LossReport.location_id.in_(sorted(location_ids)))
     return list(db.session.scalars(q))
 
 

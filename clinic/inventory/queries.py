@@ -13,6 +13,7 @@ from itertools import chain
 
 from sqlalchemy import select
 
+from clinic.auth import scope
 from clinic.auth.models import User
 from clinic.core.time import today_at
 from clinic.extensions import db
@@ -52,7 +53,7 @@ class Where:
 
 def where(location_id: int | None) -> Where:
     """``location_id``'s location (NotFound if unknown), or the first one when none is asked for."""
-    found = locations.list_locations()
+    found = scope.my_locations(scope.acting_user())
     if location_id is None:
         return Where(found[0] if found else None, found)
     return Where(locations.get_location(location_id), found)

@@ -5,7 +5,9 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from clinic.auth import members, scope
 from clinic.auth.policy import current_actor, require
+from clinic.auth.schemas import MembershipSchema
 from clinic.locations import service
 from clinic.locations.schemas import (
     CreateLocationSchema,
@@ -25,7 +27,7 @@ class Locations(MethodView):
     @require("locations.view")
     @blp.response(200, LocationListSchema)
     def get(self) -> dict[str, Any]:
-        return {"items": service.list_locations()}
+        return {"items": scope.my_locations(current_actor())}
 
     @require("locations.manage")
     @blp.arguments(CreateLocationSchema)
@@ -64,3 +66,19 @@ class StorageSites(MethodView):
     @blp.response(201, StorageSiteSchema)
     def post(self, args: dict[str, Any], location_id: int) -> Any:
         return service.create_storage_site(actor=current_actor(), location_id=location_id, name=args["name"])
+
+
+@blp.route("/locations/<int:location_id>/members/<int:user_id>")
+class LocationMember(MethodView):
+    @require("users.manage")
+    @blp.response(200, MembershipSchema)
+    def put(self, location_id: int, user_id: int) -> Any:
+        """Make the user a member of the location (LOC-01); granting twice changes nothing."""
+        members.grant(actor=current_actor(), location_id=location_id, user_id=user_id)
+        return {"user_id": user_id, "location_id": location_id, "location_ids": members.location_ids_of(user_id)}
+
+    @require("users.manage")
+    @blp.response(204)
+    def delete(self, location_id: int, user_id: int) -> None:
+        """Withdraw the membership; the user no longer acts at or reads the location."""
+        members.revoke(actor=current_actor(), location_id=location_id, user_id=user_id)

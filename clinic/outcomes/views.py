@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
+from clinic.auth import scope
 from clinic.auth.policy import current_actor, require
 from clinic.core import tx
 from clinic.core.errors import DomainError
@@ -282,7 +283,7 @@ def record(series_id: int) -> Any:
 
 
 def _alerts_context(location_id: int | None) -> dict[str, Any]:
-    locations = locations_service.list_locations()
+    locations = scope.my_locations(current_actor())
     location = next((loc for loc in locations if loc.id == location_id), locations[0] if locations else None)
     return {
         "location": location,

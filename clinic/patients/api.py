@@ -53,7 +53,7 @@ class Patients(MethodView):
     @blp.response(200, PatientPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         cursor = args.pop("cursor")
-        items = service.list_patients(after_id=int(cursor) if cursor else None, **args)
+        items = service.list_patients(actor=current_actor(), after_id=int(cursor) if cursor else None, **args)
         return {"items": items, "next_cursor": str(items[-1].id) if len(items) == args["limit"] else None}
 
     @require("patients.create")

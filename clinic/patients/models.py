@@ -22,7 +22,10 @@ class Channel(StrEnum):
 
 class Patient(db.Model):  # type: ignore[name-defined]
     __tablename__ = "patients"
-    __table_args__ = (CheckConstraint(enum_check("preferred_channel", Channel), name="channel_known"),)
+    __table_args__ = (
+        CheckConstraint(enum_check("preferred_channel", Channel), name="channel_known"),
+        Index("ix_patients_location", "location_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     first_name: Mapped[str] = mapped_column(String(100))
@@ -38,6 +41,9 @@ class Patient(db.Model):  # type: ignore[name-defined]
     emergency_contact: Mapped[str | None] = mapped_column(String(200))
     ride_contact: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: where the patient is registered (LOC-02): staff there see them, as do staff of any location
+    #: where they have a course; None only for patients registered before locations had members
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
 
     def __repr__(self) -> str:  # never the name: logs carry ids only
         return f"<Patient {self.id}>"

@@ -64,7 +64,9 @@ def picker() -> Any:
         born = date.fromisoformat(request.args.get("picker_dob", ""))
     except ValueError:
         born = None
-    records = service.list_patients(q=q, date_of_birth=born, limit=PICKER_LIMIT) if q or born else []
+    records = (
+        service.list_patients(actor=current_actor(), q=q, date_of_birth=born, limit=PICKER_LIMIT) if q or born else []
+    )
     field = request.args.get("field", "patient_id")
     field = field if field.isidentifier() else "patient_id"
     matches = [_choice(r.patient) for r in records]

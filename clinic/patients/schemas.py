@@ -40,6 +40,12 @@ class _PatientFields(StrictSchema):
     reminders_opt_out = StrictBoolean()
     emergency_contact = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
     ride_contact = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
+    location_id = Id(
+        metadata={
+            "description": "Where the patient is registered (LOC-02); by default the user's only location "
+            "or the one they chose last"
+        }
+    )
 
 
 class CreatePatientSchema(_PatientFields):
@@ -165,6 +171,7 @@ class PatientSchema(ma.Schema):
     reminders_opt_out = StrictBoolean(required=True)
     emergency_contact = ma.fields.String(allow_none=True)
     ride_contact = ma.fields.String(allow_none=True)
+    location_id = ma.fields.Integer(allow_none=True)
     rems_enrolled_on = ma.fields.Date(allow_none=True)
     screening = ma.fields.Nested(ScreeningSummarySchema, allow_none=True)
 

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
+from clinic.auth import scope
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import today_at, utcnow
@@ -132,7 +133,11 @@ def create_patient(
     reminders_opt_out: bool = False,
     emergency_contact: str | None = None,
     ride_contact: str | None = None,
+    location_id: int | None = None,
 ) -> Patient:
+    """A new patient, registered at ``location_id`` (LOC-02): by default the actor's only location or
+    the one they chose last; a member of several who has chosen none must name it."""
+    home = _home_location(actor, location_id)
     values = _clean(
         {
             "first_name": first_name,
@@ -153,7 +158,7 @@ def create_patient(
         preferred_channel = "email" if values["email"] else "sms" if values["phone"] else "none"
     else:
         _check_channel(preferred_channel, values["email"], values["phone"])
-    patient = Patient(**values, preferred_channel=preferred_channel)
+    patient = Patient(**values, preferred_channel=preferred_channel, location_id=home)
     db.session.add(patient)
     db.session.flush()
     audit.record(
@@ -165,6 +170,22 @@ def create_patient(
     return patient
 
 
+def _home_location(actor: User | None, location_id: int | None) -> int | None:
+    if location_id is not None:
+        if db.session.get(Location, location_id) is None:
+            raise ValidationFailed(errors={"location_id": ["No such location."]})
+        scope.require_location(actor, location_id)
+        return location_id
+    working = scope.working_location_id(actor)
+    if working is not None:
+        return working
+    only = db.session.scalars(select(Location.id).limit(2)).all()
+    if only and scope.member_location_ids(actor) is not None:  # staff of no location
+        raise scope.NotAMember("You are not a member of any location; an admin can add you on the users page.")
+    # An admin of a one-location clinic need not say; before any location exists there is none to name.
+    return only[0] if len(only) == 1 else None
+
+
 def get_patient(patient_id: int) -> Patient:
     patient = db.session.get(Patient, patient_id)
     if patient is None:
@@ -174,6 +195,8 @@ def get_patient(patient_id: int) -> Patient:
 
 def update_patient(*, actor: User, patient_id: int, changes: dict[str, Any]) -> Patient:
     patient = get_patient(patient_id)
+    changes = dict(changes)
+    moved_to = changes.pop("location_id", None)
     unknown = set(changes) - set(PATIENT_FIELDS)
     if unknown:
         raise ValidationFailed(errors={key: ["Unknown field."] for key in sorted(unknown)})
@@ -185,6 +208,9 @@ def update_patient(*, actor: User, patient_id: int, changes: dict[str, Any]) -> 
     if "preferred_channel" in values or any(CHANNEL_NEEDS.get(channel) == k for k in cleared):
         _check_channel(channel, email, phone)
     changed = []
+    if moved_to is not None and moved_to != patient.location_id:
+        patient.location_id = _home_location(actor, moved_to)
+        changed.append("location_id")
     for key, value in values.items():
         if getattr(patient, key) != value:
             setattr(patient, key, value)
@@ -208,10 +234,19 @@ def get_patient_record(patient_id: int) -> PatientRecord:
 
 
 def list_patients(
-    *, q: str | None = None, date_of_birth: date | None = None, after_id: int | None = None, limit: int = 50
+    *,
+    actor: User | None,
+    q: str | None = None,
+    date_of_birth: date | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
 ) -> list[PatientRecord]:
-    """Patients by id, optionally filtered: every word of ``q`` must be in the first or last name."""
+    """Patients ``actor`` may see (LOC-02) by id, optionally filtered: every word of ``q`` must be in
+    the first or last name."""
     stmt = select(Patient).order_by(Patient.id).limit(limit)
+    visible = scope.visible_patients(actor)
+    if visible is not None:
+        stmt = stmt.where(visible)
     for word in (q or "").split():
         stmt = stmt.where(
             Patient.first_name.icontains(word, autoescape=True) | Patient.last_name.icontains(word, autoescape=True)

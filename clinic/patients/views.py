@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
+from clinic.auth import scope
 from clinic.auth.policy import allowed, current_actor, require
 from clinic.core import tx
 from clinic.core.errors import DomainError
-from clinic.locations import service as locations_service
 from clinic.patients import screening, service
 from clinic.patients.models import PatientWeight
 from clinic.patients.schemas import (
@@ -197,13 +197,18 @@ def index() -> Any:
             errors=flat_errors(exc.normalized_messages(), transparent=("answers",)),
         ), 422
     cursor = args.pop("cursor")
-    items = service.list_patients(after_id=int(cursor) if cursor else None, **args)
+    items = service.list_patients(actor=current_actor(), after_id=int(cursor) if cursor else None, **args)
     next_cursor = str(items[-1].id) if len(items) == PAGE_SIZE else None
     return render_template("patients/index.html", items=items, next_cursor=next_cursor, form=query, errors={})
 
 
 def _new_context() -> dict[str, Any]:
-    return {"timezones": TIMEZONES, "sexes": SEXES, "channels": CHANNELS}
+    return {
+        "timezones": TIMEZONES,
+        "sexes": SEXES,
+        "channels": CHANNELS,
+        "locations": scope.my_locations(current_actor()),
+    }
 
 
 @bp.get("/new")
@@ -266,7 +271,7 @@ def enroll_in_rems(patient_id: int) -> Any:
 
 
 def _screening_context(patient_id: int) -> dict[str, Any]:
-    return {"patient": service.get_patient(patient_id), "locations": locations_service.list_locations()}
+    return {"patient": service.get_patient(patient_id), "locations": scope.my_locations(current_actor())}
 
 
 @bp.get("/<int:patient_id>/screenings/new")

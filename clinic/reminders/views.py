@@ -9,12 +9,12 @@ from typing import Any
 import marshmallow as ma
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
+from clinic.auth import scope
 from clinic.auth.policy import current_actor, require
 from clinic.core import tx
 from clinic.core.errors import DomainError, NotFound
 from clinic.core.fields import id_arg
 from clinic.extensions import db
-from clinic.locations import service as locations_service
 from clinic.locations.models import Location
 from clinic.patients.models import Patient
 from clinic.reminders import messages, rules, service
@@ -53,7 +53,7 @@ RULE_FORM: list[tuple[str, str, list[tuple[str, str, str]]]] = [
 
 
 def _location_from_args() -> tuple[Location | None, list[Location]]:
-    locations = locations_service.list_locations()
+    locations = scope.my_locations(current_actor())
     wanted = id_arg(request.args.get("location_id") or request.form.get("location_id"))
     location = next((loc for loc in locations if loc.id == wanted), locations[0] if locations else None)
     return location, locations

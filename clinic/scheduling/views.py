@@ -13,12 +13,12 @@ import marshmallow as ma
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
+from clinic.auth import scope
 from clinic.auth.policy import current_actor, public, require
 from clinic.core import tx
 from clinic.core.errors import DomainError
 from clinic.core.fields import id_arg
 from clinic.core.time import on_the_calendar
-from clinic.locations import service as locations_service
 from clinic.locations.models import Location
 from clinic.scheduling import calendar, protocol_versions, queries, service
 from clinic.scheduling.schemas import (
@@ -69,7 +69,7 @@ def _wizard_choices() -> dict[str, Any]:
     # The patient comes from the picker (patients/_picker.html), which offers the one the form names.
     return {
         "protocols": service.list_protocols(),
-        "locations": locations_service.list_locations(),
+        "locations": scope.my_locations(current_actor()),
         "prescribers": queries.prescribers(),
     }
 
@@ -167,7 +167,7 @@ def missed(series_id: int, appointment_id: int) -> Any:
 
 def _where() -> tuple[Location | None, list[Location], date | None]:
     """The location asked for (else the first), all locations, and the asked date (else today there)."""
-    locations = locations_service.list_locations()
+    locations = scope.my_locations(current_actor())
     wanted = id_arg(request.args.get("location_id"))
     location = next((loc for loc in locations if loc.id == wanted), locations[0] if locations else None)
     day: date | None

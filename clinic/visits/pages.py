@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from clinic.auth import scope
 from clinic.auth.models import User
 from clinic.core.errors import DomainError
 from clinic.core.fields import format_mg
@@ -169,11 +170,8 @@ class Board:
 
 
 def pick_location(location_id: int | None) -> tuple[Location | None, list[Location]]:
-    """The location asked for (NotFound if unknown), else the first; and all of them for the picker.
-
-    There is no staff-location membership yet: every location is offered to everyone on staff.
-    """
-    found = locations.list_locations()
+    """The location asked for (NotFound if unknown), else the first; and all of them for the picker."""
+    found = scope.my_locations(scope.acting_user())
     if location_id is not None:
         return locations.get_location(location_id), found
     return (found[0] if found else None), found
