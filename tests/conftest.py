@@ -44,9 +44,11 @@ ROAMING_DOMAIN = "@test.clinic"
 
 
 def _roaming_members(session: Any, flush_context: Any) -> None:
-    """A location created in a test process gets every roaming test user as a member."""
+    """Roaming test users work at every location: one created in a test process gets them all as
+    members, and one of them created here joins every location there is."""
     from sqlalchemy import text
 
+    from clinic.auth.models import User
     from clinic.locations.models import Location
 
     for obj in session.new:
@@ -57,6 +59,14 @@ def _roaming_members(session: Any, flush_context: Any) -> None:
                     "SELECT :loc, id, CURRENT_TIMESTAMP FROM users WHERE email LIKE :domain AND role <> 'admin'"
                 ),
                 {"loc": obj.id, "domain": f"%{ROAMING_DOMAIN}"},
+            )
+        elif isinstance(obj, User) and obj.email.endswith(ROAMING_DOMAIN) and obj.role != "admin":
+            session.execute(
+                text(
+                    "INSERT INTO location_members (location_id, user_id, granted_at) "
+                    "SELECT id, :user, CURRENT_TIMESTAMP FROM locations"
+                ),
+                {"user": obj.id},
             )
 
 
@@ -240,12 +250,8 @@ def create_account(
 
     ``locations``: the locations the user is a member of; None makes a user of every location,
     present and future (ROAMING_DOMAIN)."""
-    from sqlalchemy import select
-
     from clinic import fixtures
     from clinic.core.tx import commit
-    from clinic.extensions import db
-    from clinic.locations.models import Location
 
     n = next(_seq)
     domain = ROAMING_DOMAIN if locations is None else "@member.clinic"
@@ -259,7 +265,7 @@ def create_account(
             password=password,
             license_type="RN" if licensed else None,
             license_number=f"L-{label}{n}-{uuid.uuid4().hex[:4]}" if licensed else None,
-            location_ids=list(db.session.scalars(select(Location.id))) if locations is None else locations,
+            location_ids=locations or (),
         )
         secret = None
         if enrol_totp if enrol_totp is not None else role in app.config["TOTP_REQUIRED_ROLES"]:

@@ -189,7 +189,7 @@ def _named_ids(data: Any, depth: int = 0) -> Iterator[tuple[str, int]]:
         for key, value in data.items():
             if key in _LOCATED_KEYS:
                 if isinstance(value, list):
-                    yield from ((key, v) for v in value if _is_id(v))
+                    yield from ((key, _as_id(v)) for v in value if _is_id(v))
                 elif _is_id(value):
                     yield key, _as_id(value)
             elif isinstance(value, dict | list):
