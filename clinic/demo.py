@@ -103,6 +103,7 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
         storage_sites=("Main safe", "Infusion room cabinet"),
     )
     location, safe_id = place.location, place.sites[0]
+    _seed_second_location(admin, [location.id])
     drugs: list[Drug] = [
         db.session.scalar(select(Drug).where(Drug.ndc == spec.ndc)) or fixtures.create_drug(admin, spec)
         for spec in fixtures.CATALOG
@@ -162,6 +163,33 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
         **witness,
         lines=[{"container_id": c.id, "counted_ug": c.balance_ug, "exact": True} for c in on_hand],
     )
+
+
+#: who works where (LOC-01): the nurse and the prescriber cover both clinics; the rest work at Lakeside
+DEMO_BOTH = ("prescriber@demo.clinic", "nurse@demo.clinic")
+DEMO_SECOND_DEA = "FN7654329"
+
+
+def _seed_second_location(admin: User, first: list[int]) -> None:
+    """A second, smaller clinic (its own DEA registration) and the staff memberships of both."""
+    from clinic.auth import members
+
+    second = fixtures.create_location(
+        admin,
+        name="Northside Infusion Center",
+        address="2100 N Clark St, Chicago IL 60614",
+        dea_registration=DEMO_SECOND_DEA,
+        timezone="America/Chicago",
+        jurisdiction={"state": "IL"},
+        storage_sites=("Safe",),
+        chairs=2,
+    )
+    for _, email, *_ in DEMO_USERS:
+        user = _user(email)
+        if user.role == "admin":
+            continue
+        for location_id in [*first, second.id] if email in DEMO_BOTH else first:
+            members.grant(actor=admin, location_id=location_id, user_id=user.id)
 
 
 def _certify(admin: User, location: Any, today: date) -> None:

@@ -8,13 +8,15 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
 
-from clinic.auth import service
+from clinic.auth import members, service
 from clinic.auth.models import LicenseType, Role, User
 from clinic.auth.policy import client_addr, current_actor, public, require
 from clinic.auth.schemas import CreateUserSchema
 from clinic.core import tx
 from clinic.core.errors import DomainError
+from clinic.core.fields import id_arg
 from clinic.core.time import utcnow
+from clinic.locations import service as locations_service
 
 bp = Blueprint("auth_ui", __name__, template_folder="templates")
 
@@ -135,6 +137,8 @@ def _users_page(form: dict[str, Any] | None = None, errors: dict[str, Any] | Non
     return render_template(
         "auth/users.html",
         users=service.list_users(),
+        memberships=members.memberships(),
+        locations=locations_service.list_locations(),
         roles=list(Role),
         license_types=list(LicenseType),
         form=form or {},
@@ -151,7 +155,8 @@ def users() -> Any:
 @bp.route("/admin/users", methods=["POST"])
 @require("users.manage")
 def create_user() -> Any:
-    raw = {k: v for k, v in request.form.items() if k != "csrf_token" and v != ""}
+    raw: dict[str, Any] = {k: v for k, v in request.form.items() if k not in ("csrf_token", "location_ids") and v != ""}
+    raw["location_ids"] = request.form.getlist("location_ids")
     try:
         args = CreateUserSchema().load(raw)
         user = tx.attempt(lambda: service.create_user(actor=current_actor(), **args))
@@ -160,6 +165,29 @@ def create_user() -> Any:
     except DomainError as exc:
         return _users_page(raw, exc.errors or {"email": [exc.detail]}, exc.http_status)
     flash(f"User {user.email} created.", "success")
+    return redirect(url_for("auth_ui.users"))
+
+
+@bp.route("/admin/users/<int:user_id>/locations", methods=["POST"])
+@require("users.manage")
+def set_locations(user_id: int) -> Any:
+    """The locations the user works at, as ticked (LOC-01): each one added or withdrawn is a
+    membership granted or revoked, as ``PUT``/``DELETE /locations/{id}/members/{user_id}`` do."""
+    wanted = {i for i in (id_arg(v) for v in request.form.getlist("location_ids")) if i is not None}
+    actor = current_actor()
+    try:
+
+        def apply() -> None:
+            held = set(members.location_ids_of(user_id))
+            for location_id in sorted(wanted - held):
+                members.grant(actor=actor, location_id=location_id, user_id=user_id)
+            for location_id in sorted(held - wanted):
+                members.revoke(actor=actor, location_id=location_id, user_id=user_id)
+
+        tx.attempt(apply)
+    except DomainError as exc:
+        return _users_page(errors={f"locations_{user_id}": [exc.detail]}, status=exc.http_status)
+    flash("Locations saved.", "success")
     return redirect(url_for("auth_ui.users"))
 
 

@@ -301,3 +301,55 @@ def test_location_dimension_of_the_access_matrix(app, world: World, make_user, r
                 mismatches.append((where, method, rule, status))
     assert mismatches == []
     assert checked >= {"prescriber": 80, "nurse": 80, "front_desk": 50, "auditor": 4}[role], checked
+
+
+def test_the_command_line_and_the_users_page_grant_locations(app, world: World, make_user) -> None:
+    from clinic.auth import members
+    from clinic.auth.models import User
+    from clinic.extensions import db
+
+    own, other = world.own, world.other
+    runner = app.test_cli_runner()
+    email = f"cli-{uuid.uuid4().hex[:8]}@member.clinic"
+    made = runner.invoke(
+        args=["users", "create", "--email", email, "--name", "Cli Nurse", "--role", "nurse",
+              "--location", str(own.location_id), "--location", str(other.location_id), "--password-stdin"],
+        input="brisk-otter-meadow-41\n",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    unknown = runner.invoke(
+        args=["users", "create", "--email", f"x{email}", "--name", "X", "--role", "nurse",
+              "--location", "999999", "--password-stdin"],
+        input="brisk-otter-meadow-41\n",
+    )  # fmt: skip
+    assert unknown.exit_code != 0 and "999999" in unknown.output
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == email))
+        assert members.location_ids_of(user.id) == sorted([own.location_id, other.location_id])
+        assert db.session.scalar(select(User.id).where(User.email == f"x{email}")) is None
+        user_id = user.id
+    # the users page: untick the other location
+    app.test_client_class = Client
+    admin_account = make_user("admin")
+    c = app.test_client()
+    sign_in(c, admin_account)  # type: ignore[arg-type]
+    page = c.get("/admin/users").get_data(as_text=True)
+    assert f'action="/admin/users/{user_id}/locations"' in page
+    saved = c.post(
+        f"/admin/users/{user_id}/locations",
+        data={"csrf_token": c.csrf("/admin/users"), "location_ids": [str(own.location_id)]},
+    )
+    assert saved.status_code == 302
+    with app.app_context():
+        assert members.location_ids_of(user_id) == [own.location_id]
+    # and a new user made on the page works where it was ticked
+    new_email = f"page-{uuid.uuid4().hex[:8]}@member.clinic"
+    created = c.post(
+        "/admin/users",
+        data={"csrf_token": c.csrf("/admin/users"), "name": "Page Desk", "email": new_email, "role": "front_desk",
+              "password": "brisk-otter-meadow-41", "location_ids": [str(other.location_id)]},
+    )  # fmt: skip
+    assert created.status_code == 302, created.get_data(as_text=True)[-400:]
+    with app.app_context():
+        new_id = db.session.scalar(select(User.id).where(User.email == new_email))
+        assert members.location_ids_of(new_id) == [other.location_id]
