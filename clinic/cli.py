@@ -111,7 +111,7 @@ users_group = AppGroup("users", help="Staff accounts.")
     "location_ids",
     type=int,
     multiple=True,
-    help="A location the user works at (repeatable; LOC-01). Admins act at every location.",
+    help="A location the user works at (repeatable; SYS-11). Admins act at every location.",
 )
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def users_create(

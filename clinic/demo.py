@@ -165,7 +165,7 @@ def _seed_clinic(passwords: dict[str, str]) -> None:
     )
 
 
-#: who works where (LOC-01): the nurse and the prescriber cover both clinics; the rest work at Lakeside
+#: who works where (SYS-11): the nurse and the prescriber cover both clinics; the rest work at Lakeside
 DEMO_BOTH = ("prescriber@demo.clinic", "nurse@demo.clinic")
 DEMO_SECOND_DEA = "FN7654329"
 

@@ -1,4 +1,4 @@
-"""Memberships: which locations a user acts at (LOC-01); who may read a registrant's records (LOC-03).
+"""Memberships: which locations a user acts at (SYS-11); who may read a registrant's records (SYS-13).
 
 Admins grant and withdraw them (``PUT``/``DELETE /locations/{id}/members/{user_id}``, the users page,
 ``clinic users create --location``). Admins need none: they act everywhere.

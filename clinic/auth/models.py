@@ -83,7 +83,7 @@ class User(db.Model):  # type: ignore[name-defined]
 
 class Membership(db.Model):  # type: ignore[name-defined]
     """A user may act at (staff) or read (auditors: that DEA registrant's records) one location
-    (LOC-01). Admins act everywhere and need none."""
+    (SYS-11). Admins act everywhere and need none."""
 
     __tablename__ = "location_members"
     __table_args__ = (Index("ix_location_members_user", "user_id"),)

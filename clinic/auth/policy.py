@@ -235,7 +235,7 @@ def _guard() -> None:
         here.auth_state = "denied"
         raise PermissionDenied()
     _check_csrf()
-    scope.check_request(user, req)  # LOC-01: anything the request names lies where the user works
+    scope.check_request(user, req)  # SYS-11: anything the request names lies where the user works
 
 
 def _object_of_request(req: Request, here: Any, ok: bool) -> str:

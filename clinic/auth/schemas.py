@@ -43,7 +43,7 @@ class CreateUserSchema(StrictSchema):
         ma.fields.Integer(validate=validate.Range(min=1, max=2**31 - 1)),
         load_default=list,
         validate=validate.Length(max=1000),
-        metadata={"description": "Locations the new user is a member of (LOC-01); ignored for admins"},
+        metadata={"description": "Locations the new user is a member of (SYS-11); ignored for admins"},
     )
 
 

@@ -1,4 +1,4 @@
-"""Where a user may act: staff and auditors belong to locations (LOC-01..LOC-04).
+"""Where a user may act: staff and auditors belong to locations (SYS-11..13).
 
 Admins act at every location; everyone else only where they are a member, and an auditor reads
 only the registrants (locations) granted to them. The rule is enforced in one place for every
@@ -43,7 +43,8 @@ def member_location_ids(user: User | None) -> frozenset[int] | None:
 
 
 def readable_location_ids(user: User | None) -> set[int]:
-    """The locations ``user`` may read; None is the command line (the operator reads all)."""
+    """The locations ``user`` may read (SYS-13: an auditor, the registrants granted); None is the
+    command line (the operator reads all)."""
     ids = member_location_ids(user)
     return set(db.session.scalars(select(Location.id))) if ids is None else set(ids)
 
@@ -97,8 +98,8 @@ def remember_location(user: User, location_id: int) -> None:
 
 
 def visible_patients(user: User | None) -> ColumnElement[bool] | None:
-    """A filter on patients for ``user``: registered at one of their locations, with a course at one,
-    or registered nowhere yet. None: no filter (admins)."""
+    """A filter on patients for ``user`` (SYS-12): registered at one of their locations, with a course
+    at one, or registered nowhere yet. None: no filter (admins)."""
     from clinic.patients.models import Patient
     from clinic.scheduling.models import AppointmentSeries
 

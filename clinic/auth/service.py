@@ -67,7 +67,7 @@ def create_user(
     license_type: str | None = None,
     location_ids: Sequence[int] = (),
 ) -> User:
-    """A staff account; ``location_ids`` are the locations it is a member of (LOC-01: none for an
+    """A staff account; ``location_ids`` are the locations it is a member of (SYS-11: none for an
     admin, who acts everywhere)."""
     email = email.strip().lower()
     if len(email) > 254:  # lower-casing can lengthen a string ("İ" becomes two characters)

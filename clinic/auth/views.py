@@ -171,7 +171,7 @@ def create_user() -> Any:
 @bp.route("/admin/users/<int:user_id>/locations", methods=["POST"])
 @require("users.manage")
 def set_locations(user_id: int) -> Any:
-    """The locations the user works at, as ticked (LOC-01): each one added or withdrawn is a
+    """The locations the user works at, as ticked (SYS-11): each one added or withdrawn is a
     membership granted or revoked, as ``PUT``/``DELETE /locations/{id}/members/{user_id}`` do."""
     wanted = {i for i in (id_arg(v) for v in request.form.getlist("location_ids")) if i is not None}
     actor = current_actor()

@@ -80,7 +80,7 @@ def _check_request(actor: User | None, export: Export) -> None:
     if export.drug_id is not None and db.session.get(Drug, export.drug_id) is None:
         errors["drug_id"] = ["No such drug."]
     if export.location_id is None and member_location_ids(actor) is not None:
-        # LOC-03: an auditor reads only the registrants granted to them, one per export
+        # SYS-13: an auditor reads only the registrants granted to them, one per export
         errors["location_id"] = ["Name the location (DEA registrant) to export."]
     if export.schedule is not None and export.schedule not in ("CII", "CIII", "CIV", "CV"):
         errors["schedule"] = ["One of: CII, CIII, CIV, CV."]

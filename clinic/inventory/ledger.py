@@ -260,7 +260,7 @@ def list_entries(
         q = q.where(LedgerEntry.drug_id.in_(select(Drug.id).where(Drug.schedule == schedule)))
     if location_id is not None:
         q = q.where(LedgerEntry.location_id == location_id)
-    if location_ids is not None:  # LOC-03: only the registrants the reader belongs to
+    if location_ids is not None:  # SYS-11, SYS-13: only the locations the reader belongs to
         q = q.where(LedgerEntry.location_id.in_(sorted(location_ids)))
     if since is not None:
         q = q.where(LedgerEntry.occurred_at >= since)

@@ -61,6 +61,6 @@ def verify_witness(
         location.rule("witness_must_be_licensed") and not witness.is_licensed
     ):
         raise WitnessInvalid(errors={f"{field}_email": ["The witness must be a licensed clinician."]})
-    if not scope.may_act_at(witness, location_id):  # LOC-01: a witness works where the act happens
+    if not scope.may_act_at(witness, location_id):  # SYS-11: a witness works where the act happens
         raise WitnessInvalid(errors={f"{field}_email": ["The witness does not work at this location."]})
     return witness

@@ -73,7 +73,7 @@ class LocationMember(MethodView):
     @require("users.manage")
     @blp.response(200, MembershipSchema)
     def put(self, location_id: int, user_id: int) -> Any:
-        """Make the user a member of the location (LOC-01); granting twice changes nothing."""
+        """Make the user a member of the location (SYS-11); granting twice changes nothing."""
         members.grant(actor=current_actor(), location_id=location_id, user_id=user_id)
         return {"user_id": user_id, "location_id": location_id, "location_ids": members.location_ids_of(user_id)}
 

@@ -41,7 +41,7 @@ class Patient(db.Model):  # type: ignore[name-defined]
     emergency_contact: Mapped[str | None] = mapped_column(String(200))
     ride_contact: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    #: where the patient is registered (LOC-02): staff there see them, as do staff of any location
+    #: where the patient is registered (SYS-12): staff there see them, as do staff of any location
     #: where they have a course; None only for patients registered before locations had members
     location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
 

@@ -42,7 +42,7 @@ class _PatientFields(StrictSchema):
     ride_contact = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
     location_id = Id(
         metadata={
-            "description": "Where the patient is registered (LOC-02); by default the user's only location "
+            "description": "Where the patient is registered (SYS-12); by default the user's only location "
             "or the one they chose last"
         }
     )

@@ -135,7 +135,7 @@ def create_patient(
     ride_contact: str | None = None,
     location_id: int | None = None,
 ) -> Patient:
-    """A new patient, registered at ``location_id`` (LOC-02): by default the actor's only location or
+    """A new patient, registered at ``location_id`` (SYS-12): by default the actor's only location or
     the one they chose last; a member of several who has chosen none must name it."""
     home = _home_location(actor, location_id)
     values = _clean(
@@ -196,7 +196,7 @@ def get_patient(patient_id: int) -> Patient:
 def update_patient(*, actor: User, patient_id: int, changes: dict[str, Any]) -> Patient:
     patient = get_patient(patient_id)
     changes = dict(changes)
-    moved_to = changes.pop("location_id", None)
+    moved_to = changes.pop("location_id", None)  # SYS-12: only to a location the actor works at
     unknown = set(changes) - set(PATIENT_FIELDS)
     if unknown:
         raise ValidationFailed(errors={key: ["Unknown field."] for key in sorted(unknown)})
@@ -241,7 +241,7 @@ def list_patients(
     after_id: int | None = None,
     limit: int = 50,
 ) -> list[PatientRecord]:
-    """Patients ``actor`` may see (LOC-02) by id, optionally filtered: every word of ``q`` must be in
+    """Patients ``actor`` may see (SYS-12) by id, optionally filtered: every word of ``q`` must be in
     the first or last name."""
     stmt = select(Patient).order_by(Patient.id).limit(limit)
     visible = scope.visible_patients(actor)

@@ -1,4 +1,4 @@
-"""Staff belong to locations (issue 9, LOC-01..LOC-04): memberships, the location a member of several
+"""Staff belong to locations (issue 9, SYS-11..13): memberships, the location a member of several
 last chose, and a patient's home location.
 
 So that nothing breaks on upgrade, every existing non-admin user becomes a member of every existing

@@ -1,4 +1,4 @@
-"""Staff and auditors belong to locations (issue 9; LOC-01..LOC-03).
+"""Staff and auditors belong to locations (issue 9; SYS-11..13).
 
 Two locations, "own" (A) and "other" (B), each with a patient, a course, its appointments and a
 vial. Users made here are members only where the test says (not roaming test users).
@@ -211,7 +211,7 @@ def test_an_auditor_reads_only_the_registrants_granted(app, world: World, make_u
 
 
 def test_a_witness_works_where_the_act_happens(app, world: World, make_user) -> None:
-    """LOC-01 and DEA-42: another location's nurse cannot sign a waste here."""
+    """SYS-11 and DEA-42: another location's nurse cannot sign a waste here."""
     c, own, other = world.client, world.own, world.other
     _, nurse = _member(app, make_user, "nurse", own.location_id)
     stranger, _ = _member(app, make_user, "nurse", other.location_id)
