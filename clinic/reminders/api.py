@@ -5,6 +5,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from clinic.auth import scope
 from clinic.auth.policy import current_actor, require
 from clinic.reminders import service
 from clinic.reminders.schemas import (
@@ -26,7 +27,7 @@ class Reminders(MethodView):
     @blp.arguments(ReminderQuerySchema, location="query")
     @blp.response(200, ReminderListSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"items": service.list_reminders(**args)}
+        return {"items": service.list_reminders(location_ids=scope.member_location_ids(current_actor()), **args)}
 
 
 @blp.route("/reminders/<int:reminder_id>/retry")

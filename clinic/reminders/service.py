@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, func, or_, select
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
+from clinic.auth import scope
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.time import database_now, utcnow
@@ -138,8 +139,11 @@ def list_reminders(
     location_id: int | None = None,
     kind: str | None = None,
     limit: int = 200,
+    location_ids: Collection[int] | None = None,
 ) -> list[Reminder]:
     q = select(Reminder)
+    if location_ids is not None:  # SYS-11: a member's own locations only
+        q = q.where(Reminder.location_id.in_(sorted(location_ids)))
     if patient_id is not None:
         q = q.where(Reminder.patient_id == patient_id)
     if appointment_id is not None:
@@ -282,10 +286,12 @@ def set_opt_outs(*, actor: User, patient_id: int, channels: list[str]) -> list[s
 
 
 def _addressed_to(user: User) -> Any:
-    """A notice is for its user, or for everyone of its role; admins see every role's notices."""
+    """A notice is for its user, or for everyone of its role at its location (SYS-11); admins see
+    every role's notices."""
     if user.role_enum is Role.admin:
         return or_(Notice.user_id == user.id, Notice.role.is_not(None))
-    return or_(Notice.user_id == user.id, Notice.role == user.role)
+    where = sorted(scope.member_location_ids(user) or ())
+    return or_(Notice.user_id == user.id, and_(Notice.role == user.role, Notice.location_id.in_(where)))
 
 
 def inbox(user: User, *, limit: int = 100) -> list[tuple[Notice, datetime | None]]:

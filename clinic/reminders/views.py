@@ -128,7 +128,9 @@ def patient_reminders(patient_id: int) -> Any:
     patient = db.session.get(Patient, patient_id)
     if patient is None:
         raise NotFound("No such patient")
-    rows = service.list_reminders(patient_id=patient_id, limit=500)
+    rows = service.list_reminders(
+        patient_id=patient_id, limit=500, location_ids=scope.member_location_ids(current_actor())
+    )
     template = "reminders/_patient.html" if request.headers.get("HX-Request") else "reminders/patient.html"
     return render_template(template, patient=patient, rows=rows, opted_out=service.opt_outs(patient_id))
 

@@ -134,6 +134,10 @@ def test_staff_act_only_where_they_are_members(app, world: World, make_user) -> 
     # a patient registered elsewhere is not in their list or their picker
     names = {p["id"] for p in c.get("/api/v1/patients", query_string={"limit": 200}, headers=nurse).json["items"]}
     assert own.patient_id in names and other.patient_id not in names
+    # reminders: the other location's refused by name, and never listed
+    assert c.get("/api/v1/reminders", query_string={"location_id": other.location_id}, headers=nurse).status_code == 403
+    listed = c.get("/api/v1/reminders", query_string={"limit": 1000}, headers=nurse).json["items"]
+    assert {r["location_id"] for r in listed} <= {own.location_id}
 
 
 def test_a_new_patient_is_registered_where_the_user_works(app, world: World, make_user) -> None:
