@@ -11,8 +11,10 @@ the drug catalog entry, which has no page (the catalog is an integrator's task).
 from __future__ import annotations
 
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -20,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pyotp
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.inventory.conftest import dea_number, ndc
 from tests.web import test_browser as base
@@ -48,6 +50,8 @@ class Team:
     admin_token: str
     #: what the journey made, for the accessibility sweep
     made: dict[str, int] = field(default_factory=dict)
+    #: the new patient's last name, for the keyboard test's picker
+    patient_last_name: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +206,7 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     desk.get_by_role("button", name="Add the patient").click()
     patient_id = int(re.search(r"/patients/(\d+)$", desk.url).group(1))  # type: ignore[union-attr]
     team.made["patient"] = patient_id
+    team.patient_last_name = last
 
     # The patients page's search row: buttons level with the fields and no taller than them.
     desk.goto("/patients/")
@@ -273,6 +278,130 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     expect(nurse.get_by_role("main")).to_contain_text(f"#{container_id}")  # back in the safe
 
 
+# --- the keyboard alone ------------------------------------------------------------------------------
+
+#: the focused element's own ring: Pico's is a faint box-shadow (rgba, 2 px) that fails the 3:1
+#: contrast of WCAG 1.4.11; app.css draws a solid outline on :focus-visible
+FOCUS_RING = """e => { const s = getComputedStyle(e);
+  return {style: s.outlineStyle, width: parseFloat(s.outlineWidth), color: s.outlineColor,
+          visible: e.matches(':focus-visible')}; }"""
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def assert_focus_ring(target: Locator) -> None:
+    """The focused element shows a solid outline of at least 2 px, 3:1 against white."""
+    ring = target.evaluate(FOCUS_RING)
+    assert ring["visible"] and ring["style"] not in ("none", "hidden") and ring["width"] >= 2, ring
+    parts = [float(x) for x in re.findall(r"[\d.]+", ring["color"])]
+    assert len(parts) == 3 or (len(parts) == 4 and parts[3] == 1), ring  # opaque
+    contrast = 1.05 / (_luminance((parts[0], parts[1], parts[2])) + 0.05)
+    assert contrast >= 3, ring
+
+
+def tab_to(page: Page, target: Locator, *, back: bool = False, limit: int = 80) -> None:
+    """Tab (or Shift+Tab) until ``target`` has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        if target.evaluate("e => e === document.activeElement"):
+            return
+    focused = page.evaluate("document.activeElement && document.activeElement.outerHTML.slice(0, 200)")
+    pytest.fail(f"{limit} key presses never reached {target}; the focus is on {focused}")
+
+
+def test_the_keyboard_alone_signs_in_and_records_a_waste_for_a_patient_found_with_the_picker(
+    browser: Browser, server: LiveServer, team: Team
+) -> None:
+    """No mouse: Tab, Shift+Tab, Enter, arrow keys and typing. Every focus stop shows its ring."""
+    if "patient" not in team.made:
+        pytest.fail("the journey above must run first (it makes the location, stock and patient)")
+    context = browser.new_context(base_url=server.url(""), viewport=TABLET)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    keys = page.keyboard
+    try:
+        page.goto("/login")
+        email = page.get_by_label("Email")
+        expect(email).to_be_focused()  # autofocus
+        skip = page.get_by_role("link", name="Skip to content")
+        tab_to(page, skip, back=True)  # the first stop of the page, and on screen once focused
+        assert_focus_ring(skip)
+        box = skip.bounding_box()
+        assert box and box["x"] >= 0 and box["y"] >= 0 and box["width"] > 1, box
+        tab_to(page, email)
+        assert_focus_ring(email)
+        keys.type(team.nurse.email)
+        tab_to(page, page.get_by_label("Password"))
+        keys.type(team.nurse.password)
+        keys.press("Enter")
+        expect(h1(page)).to_have_text("Today")
+
+        # The skip link jumps past the menu; Shift+Tab from the content walks back into it.
+        keys.press("Tab")
+        expect(skip).to_be_focused()
+        keys.press("Enter")
+        expect(page.locator("main#main")).to_be_focused()
+        safe = page.get_by_role("navigation", name="Main").get_by_role("link", name="Safe", exact=True)
+        tab_to(page, safe, back=True)
+        assert_focus_ring(safe)
+        keys.press("Enter")
+        expect(h1(page)).to_contain_text("Safe")
+        waste = page.get_by_role("navigation", name="Inventory").get_by_role("link", name="Waste", exact=True)
+        tab_to(page, waste)
+        keys.press("Enter")
+        expect(h1(page)).to_have_text("Waste a remainder")
+        assert f"location_id={team.made['location']}" in page.url
+
+        container = page.get_by_label("Container")
+        tab_to(page, container)
+        assert_focus_ring(container)
+        keys.press("ArrowDown")  # the first container on hand (the blank choice is first)
+        container_id = container.input_value()
+        assert container_id, "the arrow key chose no container"
+        tab_to(page, page.get_by_label("Amount wasted (mg)"))
+        keys.type("1")
+        name = page.locator("fieldset.picker").get_by_label("Name")
+        tab_to(page, name)
+        with page.expect_response(lambda r: "/patients/picker" in r.url and r.status == 200):
+            keys.type(team.patient_last_name.lower())
+        patient = page.get_by_label("Patient whose dose this is from")
+        expect(patient.locator(f'option[value="{team.made["patient"]}"]')).to_have_count(1)
+        tab_to(page, patient)
+        assert_focus_ring(patient)
+        keys.press("ArrowDown")
+        expect(patient).to_have_value(str(team.made["patient"]))
+        tab_to(page, page.get_by_label("Reason"))
+        keys.type("Drawn up for the dose, then dropped on the floor")
+        tab_to(page, page.get_by_label("Why no dose"))
+        keys.type("Drawn up, the patient declined")
+        tab_to(page, page.get_by_label("Witness email"))
+        keys.type(team.witness.email)
+        tab_to(page, page.get_by_label("Witness password"))
+        keys.type(team.witness.password)
+        submit = page.get_by_role("button", name="Record the witnessed waste")
+        tab_to(page, submit)
+        assert_focus_ring(submit)
+        keys.press("Enter")
+        recorded = flash(page)
+        assert recorded.startswith(f"Waste of 1 mg from container #{container_id} recorded"), recorded
+    finally:
+        context.close()
+
+    with closing(sqlite3.connect(server.database)) as conn:
+        row = conn.execute(
+            "SELECT container_id, patient_id, delta_ug, actor_id, witness_id FROM ledger_entries "
+            "WHERE kind = 'waste' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row == (int(container_id), team.made["patient"], -1000, team.nurse.id, team.witness.id)
+
+
 # --- accessibility: every page, every role ----------------------------------------------------------
 
 PAGES = (
@@ -312,12 +441,14 @@ PAGES = (
 )
 
 
-#: what sticks out of a 1024 px window (a table scrolling inside its own box is fine)
-TOO_WIDE = """() => document.documentElement.scrollWidth <= window.innerWidth ? [] :
-  Array.from(document.querySelectorAll('body *'))
-    .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.closest('.overflow-auto'))
+#: a page wider than its 1024 px window, and what sticks out of it (a table scrolling inside its own
+#: box is fine, as long as the page itself does not scroll sideways)
+TOO_WIDE = """() => { const width = document.scrollingElement.scrollWidth;
+  if (width <= window.innerWidth) return [];
+  return [`page ${width}px wide`].concat(Array.from(document.querySelectorAll('body *'))
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.parentElement.closest('.overflow-auto'))
     .map(e => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + e.className : ''}`)
-    .slice(0, 5)"""
+    .slice(0, 5)); }"""
 
 
 @pytest.mark.parametrize("role", ["admin", "nurse", "front_desk", "prescriber", "auditor"])
@@ -327,6 +458,7 @@ def test_axe_finds_nothing_serious_on_any_page_for_any_role(pages, team: Team, r
     person = {"admin": team.admin, "nurse": team.nurse, "front_desk": team.desk, "prescriber": team.prescriber,
               "auditor": team.auditor}[role]  # fmt: skip
     page = pages(person)
+    assert page.evaluate("window.innerWidth") == TABLET["width"]
     axe = Axe()
     seen, problems = 0, []
     for path in PAGES:
