@@ -26,9 +26,10 @@ from clinic.core.fields import format_mg, id_arg
 from clinic.core.time import OFF_THE_CALENDAR
 from clinic.inventory import queries, service
 from clinic.inventory.corrections import REFUSED
-from clinic.inventory.models import CountKind, DrugUnit, EntryKind, LossKind
+from clinic.inventory.models import CountKind, DrugForm, DrugUnit, EntryKind, LossKind, Schedule
 from clinic.inventory.schemas import (
     CountSchema,
+    CreateDrugSchema,
     LedgerQuerySchema,
     LossSchema,
     ReceiveStockSchema,
@@ -92,6 +93,38 @@ def safe() -> Any:
         errors={},
         error=None,
     )
+
+
+# --- the drug catalog: everyone who sees the safe reads it; an administrator adds to it ----------
+
+DRUG_CHOICES = {
+    "schedules": [(s.value, s.value) for s in Schedule],
+    "forms": [(f.value, f.value.replace("_", " ")) for f in DrugForm],
+    "units": [(u.value, u.value) for u in DrugUnit],
+}
+
+
+def _catalog() -> dict[str, Any]:
+    return {"where": queries.where(_location_id()), "drugs": service.list_drugs(), **DRUG_CHOICES}
+
+
+@bp.get("/drugs")
+@require("inventory.view")
+def drugs() -> Any:
+    return form_page("inventory/drugs.html", **_catalog())
+
+
+@bp.post("/drugs")
+@require("catalog.manage")
+def create_drug() -> Any:
+    schema = CreateDrugSchema()
+    try:
+        args = schema.load(form_payload(schema, "UTC", request.form))
+        drug = tx.attempt(lambda: service.create_drug(actor=current_actor(), **args))
+    except (ValidationError, DomainError) as exc:
+        return refused("inventory/drugs.html", exc, **_catalog())
+    flash(f"{drug.name} (NDC {drug.ndc}) added to the catalog.", "success")
+    return redirect(url_for(".drugs", location_id=_location_id()))
 
 
 # --- receiving a shipment ------------------------------------------------------------------------

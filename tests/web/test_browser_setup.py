@@ -4,8 +4,8 @@ received, a course booked for a new patient found with the picker, a return to a
 distributor recorded and a ledger entry corrected. Then axe-core over every page, for every role,
 on a 1024 px wide (tablet) screen.
 
-One live server and one browser for the module (test_browser.py's fixtures); the only API call is
-the drug catalog entry, which has no page (the catalog is an integrator's task).
+One live server and one browser for the module (test_browser.py's fixtures); no API call: the
+drug is added to the catalog on its page too. Then the same tasks' pages by keyboard alone.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests.inventory.conftest import dea_number, ndc
 from tests.web import test_browser as base
 from tests.web.test_browser import LiveServer, Staff, h1
-from tests.web.test_browser_visit import _api
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +46,6 @@ class Team:
     desk: Staff
     prescriber: Staff
     auditor: Staff
-    admin_token: str
     #: what the journey made, for the accessibility sweep
     made: dict[str, int] = field(default_factory=dict)
     #: the new patient's last name, for the keyboard test's picker
@@ -61,8 +59,7 @@ def team(server: LiveServer) -> Team:
     desk = base._create_staff(env, "front_desk", "Fern Desk")
     prescriber = base._create_staff(env, "prescriber", "Dr. Omar Reyes", "--license-number", "MD-5501")
     auditor = base._create_staff(env, "auditor", "Audra Tor")
-    token = base._clinic(env, "users", "token", "--email", server.admin.email).strip()
-    return Team(server.admin, server.nurse, witness, desk, prescriber, auditor, token)
+    return Team(server.admin, server.nurse, witness, desk, prescriber, auditor)
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +163,22 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     assert flash(admin) == "Details saved."
     expect(details.get_by_label("REMS certified until")).to_have_value(f"{year + 1}-06-30")
 
-    # The drug catalog has no page (integrators keep it): the one API call.
-    drug = _api(server, team.admin_token, "POST", "/drugs", {
-        "name": "Ketamine HCl 50 mg/mL, 10 mL", "ndc": ndc(), "schedule": "CIII", "form": "vial", "unit": "mL",
-        "mg_per_unit": "50", "units_per_container": "10",
-    })  # fmt: skip
+    # --- the drug the location will stock, added to the catalog -----------------------------------
+    admin.goto("/inventory/drugs")
+    expect(h1(admin)).to_have_text("Drug catalog")
+    drug_ndc = ndc()
+    admin.get_by_label("Name").fill("Ketamine HCl 50 mg/mL, 10 mL")
+    admin.get_by_label("NDC").fill(drug_ndc)
+    admin.get_by_label("Schedule").select_option("CIII")
+    admin.get_by_label("Form").select_option("vial")
+    admin.get_by_label("Unit", exact=True).select_option("mL")
+    admin.get_by_label("mg per unit").fill("50")
+    admin.get_by_label("Units per container").fill("10")
+    admin.get_by_role("button", name="Add the drug").click()
+    assert flash(admin) == f"Ketamine HCl 50 mg/mL, 10 mL (NDC {drug_ndc}) added to the catalog."
+    drug_row = admin.get_by_role("row", name=re.compile(re.escape(drug_ndc)))
+    expect(drug_row).to_contain_text("10 mL · 500 mg")
+    drug = {"id": int(drug_row.get_attribute("data-drug") or 0)}
 
     # --- stock: the opening inventory, then a receipt ---------------------------------------------
     nurse = pages(team.nurse)
@@ -222,6 +230,7 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
         required.nth(i).select_option("no")
     nurse.get_by_role("button", name="Save the screening").click()
     expect(nurse.get_by_role("main")).to_contain_text("eligible")
+    team.made["screening"] = int(re.search(r"/screenings/(\d+)$", nurse.url).group(1))  # type: ignore[union-attr]
 
     desk.goto("/schedule/book")
     picker = desk.locator("fieldset", has_text="Find the patient")
@@ -247,6 +256,10 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     booked = flash(desk)
     assert re.fullmatch(r"Course booked: \d+ visits\.", booked), booked
     team.made["series"] = int(re.search(r"/schedule/series/(\d+)", desk.url).group(1))  # type: ignore[union-attr]
+    with closing(sqlite3.connect(server.database)) as conn:
+        (team.made["appointment"],) = conn.execute(
+            "SELECT id FROM appointments WHERE series_id = ? ORDER BY seq LIMIT 1", (team.made["series"],)
+        ).fetchone()
 
     # --- a return to the reverse distributor, then its correction from the ledger --------------------
     nurse.goto(f"/inventory/return?location_id={location_id}")
@@ -406,6 +419,9 @@ def test_the_keyboard_alone_signs_in_and_records_a_waste_for_a_patient_found_wit
 
 PAGES = (
     "/",
+    "/account",
+    "/protocols",
+    "/exports",
     "/admin/users",
     "/admin/locations/",
     "/admin/locations/{location}",
@@ -414,6 +430,8 @@ PAGES = (
     "/patients/{patient}",
     "/patients/{patient}/edit",
     "/patients/{patient}/screenings/new",
+    "/patients/{patient}/screenings/{screening}",
+    "/patients/{patient}/disclosures",
     "/patients/{patient}/calendar-feeds",
     "/me/calendar-feeds",
     "/schedule/day?location_id={location}",
@@ -431,13 +449,16 @@ PAGES = (
     "/inventory/discrepancies?location_id={location}",
     "/inventory/ledger?location_id={location}",
     "/inventory/ledger/{correctable}/correct?location_id={location}",
+    "/inventory/drugs",
     "/visits/board?location_id={location}",
+    "/visits/{appointment}",
     "/reminders/outbox",
     "/reminders/settings?location_id={location}",
     "/reminders/patients/{patient}",
     "/notices",
     "/outcomes/safety-alerts",
     "/outcomes/series/{series}",
+    "/outcomes/series/{series}/new",
 )
 
 
@@ -479,3 +500,40 @@ def test_axe_finds_nothing_serious_on_any_page_for_any_role(pages, team: Team, r
             problems.append((url, bad, wide))
     assert problems == []
     assert seen >= 3, f"{role} saw only {seen} pages"
+
+
+def test_axe_finds_nothing_serious_on_the_sign_in_pages(browser: Browser, server: LiveServer, team: Team) -> None:
+    """The pages before a role: sign-in (and its refusal), the second factor, its first enrolment."""
+    newcomer = base._create_staff(base._server_env(server.instance), "admin", "Nell Newcomer")
+    context = browser.new_context(base_url=server.url(""), viewport=TABLET)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    axe = Axe()
+    problems = []
+
+    def check(expected_path: str) -> None:
+        assert page.url.split("?")[0].endswith(expected_path), (page.url, expected_path)
+        bad = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in axe.run(page).response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        wide = page.evaluate(TOO_WIDE)
+        if bad or wide:
+            problems.append((page.url, bad, wide))
+
+    try:
+        page.goto("/login")
+        check("/login")
+        base.sign_in(page, newcomer, password="not-the-password")
+        expect(page.locator("#login-error")).to_be_visible()
+        check("/login")
+        base.sign_in(page, newcomer)  # an administrator's first sign-in enrols a second factor
+        check("/login/enrol")
+        page.context.clear_cookies()
+        assert team.admin.totp_secret, "the admin's page (journey above) enrolled the second factor"
+        base.sign_in(page, team.admin)
+        check("/login/totp")
+    finally:
+        context.close()
+    assert problems == []
