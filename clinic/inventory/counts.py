@@ -126,10 +126,12 @@ def reconcile_count(
         initial=kind == CountKind.initial,
     )
     if kind != CountKind.shift:
-        missing = sorted(set(on_hand) - seen)
+        # everything with stock in it, expired stock awaiting disposal too (DEA-17); an empty
+        # container holds nothing to inventory (it may still be listed, at zero)
+        missing = sorted(cid for cid, c in on_hand.items() if c.balance_ug > 0 and cid not in seen)
         if missing:
             raise ValidationFailed(
-                errors={"lines": [f"An inventory lists every container on hand; missing {missing}."]}
+                errors={"lines": [f"An inventory lists every container with stock on hand; missing {missing}."]}
             )
     entry_kind = EntryKind.initial_inventory if kind == CountKind.initial else EntryKind.stock_count
     entry = append(

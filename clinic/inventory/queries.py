@@ -106,6 +106,14 @@ class Stock:
         return [c for c in self.containers if c.balance_ug > 0]
 
     @property
+    def to_count(self) -> list[Container]:
+        """The count sheet's lines: usable stock first, then expired or quarantined stock awaiting
+        return or destruction (an inventory lists it too, DEA-17). Empty containers hold nothing
+        to count; disposed ones are gone."""
+        held = self.with_balance
+        return [c for c in held if self.usable(c)] + [c for c in held if not self.usable(c)]
+
+    @property
     def site_names(self) -> dict[int, str]:
         return {s.id: s.name for s in self.sites}
 

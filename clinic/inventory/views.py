@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,9 +26,10 @@ from clinic.core.fields import format_mg, id_arg
 from clinic.core.time import OFF_THE_CALENDAR
 from clinic.inventory import queries, service
 from clinic.inventory.corrections import REFUSED
-from clinic.inventory.models import CountKind, EntryKind, LossKind
+from clinic.inventory.models import CountKind, DrugForm, DrugUnit, EntryKind, LossKind, Schedule
 from clinic.inventory.schemas import (
     CountSchema,
+    CreateDrugSchema,
     LedgerQuerySchema,
     LossSchema,
     ReceiveStockSchema,
@@ -43,7 +45,7 @@ bp = Blueprint("inventory_ui", __name__, url_prefix="/inventory", template_folde
 
 LEDGER_PAGE_SIZE = 50
 LOSS_KINDS = tuple(k.value for k in LossKind)
-_COUNTED = re.compile(r"^counted_mg-(\d{1,18})$")
+_COUNTED = re.compile(r"^counted_(mg|devices)-(\d{1,18})$")
 _LINE_ERROR = re.compile(r"^lines\.(\d+)\.(\w+)$")
 
 
@@ -91,6 +93,38 @@ def safe() -> Any:
         errors={},
         error=None,
     )
+
+
+# --- the drug catalog: everyone who sees the safe reads it; an administrator adds to it ----------
+
+DRUG_CHOICES = {
+    "schedules": [(s.value, s.value) for s in Schedule],
+    "forms": [(f.value, f.value.replace("_", " ")) for f in DrugForm],
+    "units": [(u.value, u.value) for u in DrugUnit],
+}
+
+
+def _catalog() -> dict[str, Any]:
+    return {"where": queries.where(_location_id()), "drugs": service.list_drugs(), **DRUG_CHOICES}
+
+
+@bp.get("/drugs")
+@require("inventory.view")
+def drugs() -> Any:
+    return form_page("inventory/drugs.html", **_catalog())
+
+
+@bp.post("/drugs")
+@require("catalog.manage")
+def create_drug() -> Any:
+    schema = CreateDrugSchema()
+    try:
+        args = schema.load(form_payload(schema, "UTC", request.form))
+        drug = tx.attempt(lambda: service.create_drug(actor=current_actor(), **args))
+    except (ValidationError, DomainError) as exc:
+        return refused("inventory/drugs.html", exc, **_catalog())
+    flash(f"{drug.name} (NDC {drug.ndc}) added to the catalog.", "success")
+    return redirect(url_for(".drugs", location_id=_location_id()))
 
 
 # --- receiving a shipment ------------------------------------------------------------------------
@@ -201,32 +235,72 @@ def record_loss() -> Any:
 # --- the count sheet -----------------------------------------------------------------------------
 
 
-def _count_body(form: Mapping[str, str], location_id: int | None, tz: str) -> dict[str, Any]:
+def _devices_to_mg(value: str, ug_per_unit: int) -> str:
+    """A device count ("1", "0.5" for one spray of two left) as the mg CountSchema reads. Anything
+    that is not a plain decimal is passed on for the schema to refuse in its own words."""
+    try:
+        devices = Decimal(value.strip())
+    except InvalidOperation:
+        return value
+    if not devices.is_finite():
+        return value
+    return format(devices * ug_per_unit / 1000, "f")
+
+
+def _count_body(
+    form: Mapping[str, str], location_id: int | None, tz: str, devices: Mapping[int, int]
+) -> tuple[dict[str, Any], list[str]]:
     """The sheet as CountSchema's JSON: one line per container given a counted amount (blank lines
-    are not counted), ``exact-<id>`` checkboxes as booleans."""
-    lines = [
-        {"container_id": int(m.group(1)), "counted_mg": value, "exact": form.get(f"exact-{m.group(1)}") in CHECKED}
-        for key, value in form.items()
-        if (m := _COUNTED.match(key)) and value != ""
-    ]
-    rest = {k: v for k, v in form.items() if not k.startswith(("counted_mg-", "exact-"))}
-    return {**form_payload(CountSchema(), tz, rest), "location_id": location_id, "lines": lines}
+    are not counted), ``exact-<id>`` checkboxes as booleans. A device drug's line is counted in
+    devices (``counted_devices-<id>``; ``devices`` maps such containers to micrograms per device)
+    and carried in mg. Also each line's form field, for the errors to go back to."""
+    lines: list[dict[str, Any]] = []
+    fields: list[str] = []
+    for key, value in form.items():
+        m = _COUNTED.match(key)
+        if not m or value == "":
+            continue
+        cid = int(m.group(2))
+        if m.group(1) == "devices":
+            if cid not in devices:
+                raise ValidationError({key: ["Not a device drug on hand here."]})
+            value = _devices_to_mg(value, devices[cid])
+        lines.append({"container_id": cid, "counted_mg": value, "exact": form.get(f"exact-{cid}") in CHECKED})
+        fields.append(key)
+    rest = {k: v for k, v in form.items() if not k.startswith(("counted_mg-", "counted_devices-", "exact-"))}
+    return {**form_payload(CountSchema(), tz, rest), "location_id": location_id, "lines": lines}, fields
 
 
-def _line_errors(lines: list[dict[str, Any]]) -> Callable[[dict[str, list[str]]], dict[str, list[str]]]:
-    """``lines.<i>.<field>`` (schema and service) -> the sheet's ``counted_mg-<id>``/``exact-<id>``."""
+def _line_errors(
+    lines: list[dict[str, Any]], fields: list[str]
+) -> Callable[[dict[str, list[str]]], dict[str, list[str]]]:
+    """``lines.<i>.<field>`` (schema and service) -> the sheet's ``counted_mg-<id>`` (or
+    ``counted_devices-<id>``) and ``exact-<id>``."""
 
     def rename(errors: dict[str, list[str]]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for key, messages in errors.items():
             m = _LINE_ERROR.match(key)
             if m and int(m.group(1)) < len(lines):
-                field = "exact" if m.group(2) == "exact" else "counted_mg"
-                key = f"{field}-{lines[int(m.group(1))]['container_id']}"
+                i = int(m.group(1))
+                key = f"exact-{lines[i]['container_id']}" if m.group(2) == "exact" else fields[i]
+                if key.startswith("counted_devices-"):
+                    messages = [DEVICE_HINTS.get(msg, msg) for msg in messages]
             out[key] = out.get(key, []) + messages
         return out
 
     return rename
+
+
+#: the schema's words are about mg; a line counted in devices reads them in its own unit
+DEVICE_HINTS = {
+    "At most three decimal places (1 microgram).": "Count whole devices, or a fraction of one (0.5).",
+    "More than the container can hold.": "More devices than the container holds.",
+}
+
+
+def _device_containers(stock: queries.Stock) -> dict[int, int]:
+    return {c.id: c.drug.ug_per_unit for c in stock.to_count if c.drug.unit == DrugUnit.device}
 
 
 @bp.get("/count")
@@ -238,9 +312,14 @@ def count_form() -> Any:
 @bp.post("/count")
 @require("inventory.count")
 def reconcile_count() -> Any:
-    where = queries.where(_location_id())
-    body = _count_body(request.form, where.location.id if where.location else None, where.timezone)
+    stock = queries.stock(_location_id())
+    where = stock.where
+    body: dict[str, Any] = {"lines": []}
+    fields: list[str] = []
     try:
+        body, fields = _count_body(
+            request.form, where.location.id if where.location else None, where.timezone, _device_containers(stock)
+        )
         args = CountSchema().load(body)
         lines = args.pop("lines")
         result = tx.attempt(
@@ -250,7 +329,7 @@ def reconcile_count() -> Any:
         return refused(
             "inventory/count.html",
             exc,
-            rename=_line_errors(body["lines"]),
+            rename=_line_errors(body["lines"], fields),
             stock=queries.stock(_location_id()),
             kinds=list(CountKind),
         )

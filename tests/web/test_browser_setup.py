@@ -4,15 +4,17 @@ received, a course booked for a new patient found with the picker, a return to a
 distributor recorded and a ledger entry corrected. Then axe-core over every page, for every role,
 on a 1024 px wide (tablet) screen.
 
-One live server and one browser for the module (test_browser.py's fixtures); the only API call is
-the drug catalog entry, which has no page (the catalog is an integrator's task).
+One live server and one browser for the module (test_browser.py's fixtures); no API call: the
+drug is added to the catalog on its page too. Then the same tasks' pages by keyboard alone.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -20,12 +22,11 @@ from zoneinfo import ZoneInfo
 import pyotp
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.inventory.conftest import dea_number, ndc
 from tests.web import test_browser as base
 from tests.web.test_browser import LiveServer, Staff, h1
-from tests.web.test_browser_visit import _api
 
 pytestmark = pytest.mark.browser
 
@@ -45,9 +46,10 @@ class Team:
     desk: Staff
     prescriber: Staff
     auditor: Staff
-    admin_token: str
     #: what the journey made, for the accessibility sweep
     made: dict[str, int] = field(default_factory=dict)
+    #: the new patient's last name, for the keyboard test's picker
+    patient_last_name: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +59,7 @@ def team(server: LiveServer) -> Team:
     desk = base._create_staff(env, "front_desk", "Fern Desk")
     prescriber = base._create_staff(env, "prescriber", "Dr. Omar Reyes", "--license-number", "MD-5501")
     auditor = base._create_staff(env, "auditor", "Audra Tor")
-    token = base._clinic(env, "users", "token", "--email", server.admin.email).strip()
-    return Team(server.admin, server.nurse, witness, desk, prescriber, auditor, token)
+    return Team(server.admin, server.nurse, witness, desk, prescriber, auditor)
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +163,22 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     assert flash(admin) == "Details saved."
     expect(details.get_by_label("REMS certified until")).to_have_value(f"{year + 1}-06-30")
 
-    # The drug catalog has no page (integrators keep it): the one API call.
-    drug = _api(server, team.admin_token, "POST", "/drugs", {
-        "name": "Ketamine HCl 50 mg/mL, 10 mL", "ndc": ndc(), "schedule": "CIII", "form": "vial", "unit": "mL",
-        "mg_per_unit": "50", "units_per_container": "10",
-    })  # fmt: skip
+    # --- the drug the location will stock, added to the catalog -----------------------------------
+    admin.goto("/inventory/drugs")
+    expect(h1(admin)).to_have_text("Drug catalog")
+    drug_ndc = ndc()
+    admin.get_by_label("Name").fill("Ketamine HCl 50 mg/mL, 10 mL")
+    admin.get_by_label("NDC").fill(drug_ndc)
+    admin.get_by_label("Schedule").select_option("CIII")
+    admin.get_by_label("Form").select_option("vial")
+    admin.get_by_label("Unit", exact=True).select_option("mL")
+    admin.get_by_label("mg per unit").fill("50")
+    admin.get_by_label("Units per container").fill("10")
+    admin.get_by_role("button", name="Add the drug").click()
+    assert flash(admin) == f"Ketamine HCl 50 mg/mL, 10 mL (NDC {drug_ndc}) added to the catalog."
+    drug_row = admin.get_by_role("row", name=re.compile(re.escape(drug_ndc)))
+    expect(drug_row).to_contain_text("10 mL · 500 mg")
+    drug = {"id": int(drug_row.get_attribute("data-drug") or 0)}
 
     # --- stock: the opening inventory, then a receipt ---------------------------------------------
     nurse = pages(team.nurse)
@@ -202,6 +214,7 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     desk.get_by_role("button", name="Add the patient").click()
     patient_id = int(re.search(r"/patients/(\d+)$", desk.url).group(1))  # type: ignore[union-attr]
     team.made["patient"] = patient_id
+    team.patient_last_name = last
 
     # The patients page's search row: buttons level with the fields and no taller than them.
     desk.goto("/patients/")
@@ -217,6 +230,7 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
         required.nth(i).select_option("no")
     nurse.get_by_role("button", name="Save the screening").click()
     expect(nurse.get_by_role("main")).to_contain_text("eligible")
+    team.made["screening"] = int(re.search(r"/screenings/(\d+)$", nurse.url).group(1))  # type: ignore[union-attr]
 
     desk.goto("/schedule/book")
     picker = desk.locator("fieldset", has_text="Find the patient")
@@ -242,6 +256,10 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     booked = flash(desk)
     assert re.fullmatch(r"Course booked: \d+ visits\.", booked), booked
     team.made["series"] = int(re.search(r"/schedule/series/(\d+)", desk.url).group(1))  # type: ignore[union-attr]
+    with closing(sqlite3.connect(server.database)) as conn:
+        (team.made["appointment"],) = conn.execute(
+            "SELECT id FROM appointments WHERE series_id = ? ORDER BY seq LIMIT 1", (team.made["series"],)
+        ).fetchone()
 
     # --- a return to the reverse distributor, then its correction from the ledger --------------------
     nurse.goto(f"/inventory/return?location_id={location_id}")
@@ -273,10 +291,137 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     expect(nurse.get_by_role("main")).to_contain_text(f"#{container_id}")  # back in the safe
 
 
+# --- the keyboard alone ------------------------------------------------------------------------------
+
+#: the focused element's own ring: Pico's is a faint box-shadow (rgba, 2 px) that fails the 3:1
+#: contrast of WCAG 1.4.11; app.css draws a solid outline on :focus-visible
+FOCUS_RING = """e => { const s = getComputedStyle(e);
+  return {style: s.outlineStyle, width: parseFloat(s.outlineWidth), color: s.outlineColor,
+          visible: e.matches(':focus-visible')}; }"""
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def assert_focus_ring(target: Locator) -> None:
+    """The focused element shows a solid outline of at least 2 px, 3:1 against white."""
+    ring = target.evaluate(FOCUS_RING)
+    assert ring["visible"] and ring["style"] not in ("none", "hidden") and ring["width"] >= 2, ring
+    parts = [float(x) for x in re.findall(r"[\d.]+", ring["color"])]
+    assert len(parts) == 3 or (len(parts) == 4 and parts[3] == 1), ring  # opaque
+    contrast = 1.05 / (_luminance((parts[0], parts[1], parts[2])) + 0.05)
+    assert contrast >= 3, ring
+
+
+def tab_to(page: Page, target: Locator, *, back: bool = False, limit: int = 80) -> None:
+    """Tab (or Shift+Tab) until ``target`` has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        if target.evaluate("e => e === document.activeElement"):
+            return
+    focused = page.evaluate("document.activeElement && document.activeElement.outerHTML.slice(0, 200)")
+    pytest.fail(f"{limit} key presses never reached {target}; the focus is on {focused}")
+
+
+def test_the_keyboard_alone_signs_in_and_records_a_waste_for_a_patient_found_with_the_picker(
+    browser: Browser, server: LiveServer, team: Team
+) -> None:
+    """No mouse: Tab, Shift+Tab, Enter, arrow keys and typing. Every focus stop shows its ring."""
+    if "patient" not in team.made:
+        pytest.fail("the journey above must run first (it makes the location, stock and patient)")
+    context = browser.new_context(base_url=server.url(""), viewport=TABLET)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    keys = page.keyboard
+    try:
+        page.goto("/login")
+        email = page.get_by_label("Email")
+        expect(email).to_be_focused()  # autofocus
+        skip = page.get_by_role("link", name="Skip to content")
+        tab_to(page, skip, back=True)  # the first stop of the page, and on screen once focused
+        assert_focus_ring(skip)
+        box = skip.bounding_box()
+        assert box and box["x"] >= 0 and box["y"] >= 0 and box["width"] > 1, box
+        tab_to(page, email)
+        assert_focus_ring(email)
+        keys.type(team.nurse.email)
+        tab_to(page, page.get_by_label("Password"))
+        keys.type(team.nurse.password)
+        keys.press("Enter")
+        expect(h1(page)).to_have_text("Today")
+
+        # The skip link jumps past the menu; Shift+Tab from the content walks back into it.
+        keys.press("Tab")
+        expect(skip).to_be_focused()
+        keys.press("Enter")
+        expect(page.locator("main#main")).to_be_focused()
+        safe = page.get_by_role("navigation", name="Main").get_by_role("link", name="Safe", exact=True)
+        tab_to(page, safe, back=True)
+        assert_focus_ring(safe)
+        keys.press("Enter")
+        expect(h1(page)).to_contain_text("Safe")
+        waste = page.get_by_role("navigation", name="Inventory").get_by_role("link", name="Waste", exact=True)
+        tab_to(page, waste)
+        keys.press("Enter")
+        expect(h1(page)).to_have_text("Waste a remainder")
+        assert f"location_id={team.made['location']}" in page.url
+
+        container = page.get_by_label("Container")
+        tab_to(page, container)
+        assert_focus_ring(container)
+        keys.press("ArrowDown")  # the first container on hand (the blank choice is first)
+        container_id = container.input_value()
+        assert container_id, "the arrow key chose no container"
+        tab_to(page, page.get_by_label("Amount wasted (mg)"))
+        keys.type("1")
+        name = page.locator("fieldset.picker").get_by_label("Name")
+        tab_to(page, name)
+        with page.expect_response(lambda r: "/patients/picker" in r.url and r.status == 200):
+            keys.type(team.patient_last_name.lower())
+        patient = page.get_by_label("Patient whose dose this is from")
+        expect(patient.locator(f'option[value="{team.made["patient"]}"]')).to_have_count(1)
+        tab_to(page, patient)
+        assert_focus_ring(patient)
+        keys.press("ArrowDown")
+        expect(patient).to_have_value(str(team.made["patient"]))
+        tab_to(page, page.get_by_label("Reason"))
+        keys.type("Drawn up for the dose, then dropped on the floor")
+        tab_to(page, page.get_by_label("Why no dose"))
+        keys.type("Drawn up, the patient declined")
+        tab_to(page, page.get_by_label("Witness email"))
+        keys.type(team.witness.email)
+        tab_to(page, page.get_by_label("Witness password"))
+        keys.type(team.witness.password)
+        submit = page.get_by_role("button", name="Record the witnessed waste")
+        tab_to(page, submit)
+        assert_focus_ring(submit)
+        keys.press("Enter")
+        recorded = flash(page)
+        assert recorded.startswith(f"Waste of 1 mg from container #{container_id} recorded"), recorded
+    finally:
+        context.close()
+
+    with closing(sqlite3.connect(server.database)) as conn:
+        row = conn.execute(
+            "SELECT container_id, patient_id, delta_ug, actor_id, witness_id FROM ledger_entries "
+            "WHERE kind = 'waste' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row == (int(container_id), team.made["patient"], -1000, team.nurse.id, team.witness.id)
+
+
 # --- accessibility: every page, every role ----------------------------------------------------------
 
 PAGES = (
     "/",
+    "/account",
+    "/protocols",
+    "/exports",
     "/admin/users",
     "/admin/locations/",
     "/admin/locations/{location}",
@@ -285,6 +430,8 @@ PAGES = (
     "/patients/{patient}",
     "/patients/{patient}/edit",
     "/patients/{patient}/screenings/new",
+    "/patients/{patient}/screenings/{screening}",
+    "/patients/{patient}/disclosures",
     "/patients/{patient}/calendar-feeds",
     "/me/calendar-feeds",
     "/schedule/day?location_id={location}",
@@ -302,22 +449,27 @@ PAGES = (
     "/inventory/discrepancies?location_id={location}",
     "/inventory/ledger?location_id={location}",
     "/inventory/ledger/{correctable}/correct?location_id={location}",
+    "/inventory/drugs",
     "/visits/board?location_id={location}",
+    "/visits/{appointment}",
     "/reminders/outbox",
     "/reminders/settings?location_id={location}",
     "/reminders/patients/{patient}",
     "/notices",
     "/outcomes/safety-alerts",
     "/outcomes/series/{series}",
+    "/outcomes/series/{series}/new",
 )
 
 
-#: what sticks out of a 1024 px window (a table scrolling inside its own box is fine)
-TOO_WIDE = """() => document.documentElement.scrollWidth <= window.innerWidth ? [] :
-  Array.from(document.querySelectorAll('body *'))
-    .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.closest('.overflow-auto'))
+#: a page wider than its 1024 px window, and what sticks out of it (a table scrolling inside its own
+#: box is fine, as long as the page itself does not scroll sideways)
+TOO_WIDE = """() => { const width = document.scrollingElement.scrollWidth;
+  if (width <= window.innerWidth) return [];
+  return [`page ${width}px wide`].concat(Array.from(document.querySelectorAll('body *'))
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.parentElement.closest('.overflow-auto'))
     .map(e => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + e.className : ''}`)
-    .slice(0, 5)"""
+    .slice(0, 5)); }"""
 
 
 @pytest.mark.parametrize("role", ["admin", "nurse", "front_desk", "prescriber", "auditor"])
@@ -327,6 +479,7 @@ def test_axe_finds_nothing_serious_on_any_page_for_any_role(pages, team: Team, r
     person = {"admin": team.admin, "nurse": team.nurse, "front_desk": team.desk, "prescriber": team.prescriber,
               "auditor": team.auditor}[role]  # fmt: skip
     page = pages(person)
+    assert page.evaluate("window.innerWidth") == TABLET["width"]
     axe = Axe()
     seen, problems = 0, []
     for path in PAGES:
@@ -347,3 +500,40 @@ def test_axe_finds_nothing_serious_on_any_page_for_any_role(pages, team: Team, r
             problems.append((url, bad, wide))
     assert problems == []
     assert seen >= 3, f"{role} saw only {seen} pages"
+
+
+def test_axe_finds_nothing_serious_on_the_sign_in_pages(browser: Browser, server: LiveServer, team: Team) -> None:
+    """The pages before a role: sign-in (and its refusal), the second factor, its first enrolment."""
+    newcomer = base._create_staff(base._server_env(server.instance), "admin", "Nell Newcomer")
+    context = browser.new_context(base_url=server.url(""), viewport=TABLET)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    axe = Axe()
+    problems = []
+
+    def check(expected_path: str) -> None:
+        assert page.url.split("?")[0].endswith(expected_path), (page.url, expected_path)
+        bad = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in axe.run(page).response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        wide = page.evaluate(TOO_WIDE)
+        if bad or wide:
+            problems.append((page.url, bad, wide))
+
+    try:
+        page.goto("/login")
+        check("/login")
+        base.sign_in(page, newcomer, password="not-the-password")
+        expect(page.locator("#login-error")).to_be_visible()
+        check("/login")
+        base.sign_in(page, newcomer)  # an administrator's first sign-in enrols a second factor
+        check("/login/enrol")
+        page.context.clear_cookies()
+        assert team.admin.totp_secret, "the admin's page (journey above) enrolled the second factor"
+        base.sign_in(page, team.admin)
+        check("/login/totp")
+    finally:
+        context.close()
+    assert problems == []
