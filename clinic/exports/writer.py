@@ -328,7 +328,7 @@ def _table_rows(spec: Spec, main: _RowWriter, progress: Progress, names: dict[st
             break
         for ev in rows:
             values = {c.name: getattr(ev, c.name) for c in model.__table__.columns}
-            values["occurred_at"] = proof.format_time(ev.occurred_at)
+            values["occurred_at"] = proof.seal_time(ev.occurred_at)
             uid = values.get(who)
             values["user" if who == "user_id" else "actor"] = names["users"].get(str(uid), "") if uid else ""
             main.row({h: proof.text(values.get(spec_[2:])) for h, spec_ in proof.KINDS[spec.kind][1]})
@@ -337,6 +337,54 @@ def _table_rows(spec: Spec, main: _RowWriter, progress: Progress, names: dict[st
         done += len(rows)
         progress(done, total)
     return done
+
+
+def _log_seals(spec: Spec, sink: _Sink) -> dict[str, Any]:
+    """The seals over the exported rows' ids, one JSON line each, with the leaves of the rows of
+    their ranges that the period leaves out: clinic-verify recomputes every range's Merkle root from
+    them and the exported rows (SYS-05, HIP-04). The seals run from the one holding the last row
+    before the period's first to the one holding the first row after the period's last, so the
+    verifier sees both edges; rows past the newest seal are counted as not yet sealed."""
+    from clinic.audit import seals
+    from clinic.audit.models import LogSeal, Purge
+
+    stream = proof.LOG_STREAMS[spec.kind]
+    model = _TABLES[spec.kind][0]
+    newest = seals.last_seal(stream)
+    through = newest.last_id if newest is not None else 0
+    purged = (
+        db.session.scalar(select(func.max(Purge.through_id)).where(Purge.stream == stream, Purge.outcome == "done"))
+        or 0
+    )
+    in_period = (model.occurred_at >= spec.since) & (model.occurred_at < spec.until)
+    lo, hi = db.session.execute(select(func.min(model.id), func.max(model.id)).where(in_period)).one()
+    carried: list[LogSeal] = []
+    if lo is not None and lo <= through:
+        lo_edge = db.session.scalar(select(func.max(model.id)).where(model.id < lo)) or lo
+        hi_edge = db.session.scalar(select(func.min(model.id)).where(model.id > hi)) or hi
+        carried = list(
+            db.session.scalars(
+                select(LogSeal)
+                .where(LogSeal.stream == stream, LogSeal.last_id >= lo_edge, LogSeal.first_id <= hi_edge)
+                .order_by(LogSeal.seq)
+            )
+        )
+    columns = [model.__table__.c[name] for name in proof.STREAM_FIELDS[stream]]
+    for seal in carried:
+        left = db.session.execute(
+            select(*columns).where(model.id >= seal.first_id, model.id <= seal.last_id, ~in_period).order_by(model.id)
+        ).mappings()
+        line = {k: (proof.seal_time(v) if isinstance(v, datetime) else v) for k, v in seals.seal_fields(seal).items()}
+        line["left_out"] = [
+            {
+                "id": r["id"],
+                "occurred_at": proof.seal_time(r["occurred_at"]),
+                "leaf": proof.row_digest(stream, dict(r)).hex(),
+            }
+            for r in left
+        ]
+        sink.write(json.dumps(line, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n")
+    return {"stream": stream, "seals": len(carried), "sealed_through": through, "purged_through": purged}
 
 
 def _check_pdf_size(rows: int) -> None:
@@ -365,9 +413,13 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
     try:
         main = _RowWriter(main_sink, spec.kind, "jsonl" if is_pdf else spec.file_format)
         segment: dict[str, Any] | None = None
+        sealed: dict[str, Any] | None = None
         patients: set[int] = set()
         if proof.KINDS[spec.kind][0] is None:
+            seal_sink = _Sink(out.with_name(out.name + ".seals.jsonl"), "seals")
+            sinks.append(seal_sink)
             with replica.reads(replica.flushed_lsn()) as where:
+                sealed = _log_seals(spec, seal_sink)
                 rows = _table_rows(spec, main, progress, names)
             used_users, used_drugs = set(users), set[str]()
         else:
@@ -398,6 +450,8 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
             },
             "segment": segment,
         }
+        if sealed is not None:
+            manifest["sealed"] = sealed
         if replica.configured(current_app):
             # where the rows were read, at which WAL position, and why not the replica if it was not
             manifest["read"] = where.as_dict()
