@@ -70,6 +70,20 @@ def _json(value: Any) -> bytes:
     return _ENCODE(value).encode()
 
 
+_encode_str = encode_basestring  # what the encoder above writes for a str (ensure_ascii off)
+
+
+def _json_value(value: Any) -> str:
+    """One value as the canonical encoder writes it: the common types spelled directly."""
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    return _ENCODE(value)
+
+
 def _norm(v: Any) -> Any:
     if isinstance(v, datetime):
         return format_time(v)
@@ -118,16 +132,29 @@ def _set_path(fields: dict[str, Any], path: str, value: Any) -> None:
 
 
 def commitment(salt_hex: str, value: Any) -> str:
-    return hashlib.sha256(bytes.fromhex(salt_hex) + _json(value)).hexdigest()
+    return hashlib.sha256(bytes.fromhex(salt_hex) + _json_value(value).encode()).hexdigest()
 
 
 def committed(fields: dict[str, Any], salts: dict[str, str]) -> dict[str, Any]:
-    """The entry with each PHI slot replaced by its commitment: what the hash covers in form 2."""
+    """The entry with each PHI slot replaced by its commitment: what the hash covers in form 2.
+    The caller's ``details`` is never changed: the record gets its own copy when it has PHI."""
     record = _hashed(fields)
-    for path in phi_paths(record):
-        if path not in salts:
-            raise KeyError(f"no salt for {path}")
-        _set_path(record, path, commitment(salts[path], get_path(record, path)))
+    if record["patient_id"] is not None:
+        if "patient_id" not in salts:
+            raise KeyError("no salt for patient_id")
+        record["patient_id"] = commitment(salts["patient_id"], record["patient_id"])
+    details = record["details"]
+    if details:
+        copied = None
+        for key in sorted(details):
+            value = details[key]
+            if key.startswith("patient_") and value is not None:
+                path = "details." + key
+                if path not in salts:
+                    raise KeyError(f"no salt for {path}")
+                if copied is None:
+                    copied = record["details"] = dict(details)
+                copied[key] = commitment(salts[path], value)
     return record
 
 
@@ -787,19 +814,6 @@ _CELL_TYPES: dict[str, dict[str, str]] = {
 
 #: the column naming each stream's user, and the field holding the user's id
 _LOG_WHO = {"access": ("user", "user_id"), "audit": ("actor", "actor_id")}
-
-_encode_str = encode_basestring  # what the encoder above writes for a str (ensure_ascii off)
-
-
-def _json_value(value: Any) -> str:
-    """One value as the canonical encoder writes it: the common types spelled directly."""
-    if type(value) is str:
-        return _encode_str(value)
-    if type(value) is int:
-        return int.__repr__(value)
-    if value is None:
-        return "null"
-    return _ENCODE(value)
 
 
 def _row_encoder(stream: str) -> Callable[[dict[str, Any]], bytes]:

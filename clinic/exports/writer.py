@@ -13,7 +13,8 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -131,6 +132,24 @@ class _Sink:
         os.replace(self.tmp, self.path)
 
 
+_MUST_QUOTE = re.compile('[",\r\n]')
+
+
+def csv_line(values: list[Any]) -> str:
+    """One CSV record as ``csv.writer`` (QUOTE_MINIMAL, "\\n" line ends) writes it, spelled directly:
+    a cell is quoted, its quotes doubled, when it holds a comma, a quote or a line break; None is
+    empty. Much faster than the csv module on the long quoted record cell; test_csv_line_is_the_csv_modules
+    checks the bytes match it."""
+    cells = []
+    for v in values:
+        if type(v) is not str:
+            v = "" if v is None else proof.text(v)
+        if v and _MUST_QUOTE.search(v) is not None:
+            v = '"' + v.replace('"', '""') + '"'
+        cells.append(v)
+    return ",".join(cells) + "\n"
+
+
 class _RowWriter:
     def __init__(self, sink: _Sink, kind: str, file_format: str) -> None:
         self.sink, self.csv = sink, file_format == "csv"
@@ -138,6 +157,7 @@ class _RowWriter:
         self.writer = csv.writer(self.buffer, lineterminator="\n")
         #: where the proof columns (objects, written as JSON) are; a row's keys are in header order
         self.proof_at = [i for i, h in enumerate(proof.headers(kind)) if h in proof.PROOF_COLUMNS]
+        self.lines: list[str] = []
         if self.csv:
             self.writer.writerow(proof.headers(kind))
             self._flush()
@@ -153,15 +173,19 @@ class _RowWriter:
             for i in self.proof_at:
                 if values[i] != "" and values[i] is not None:
                     values[i] = proof.text(values[i])
-            self.writer.writerow(values)
-            if self.buffer.tell() > 1 << 16:
-                self._flush()
+            self.lines.append(csv_line(values))
+            if len(self.lines) >= 512:
+                self._flush_lines()
         else:
             self.sink.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
 
+    def _flush_lines(self) -> None:
+        self.sink.write("".join(self.lines))
+        self.lines.clear()
+
     def close(self) -> None:
         if self.csv:
-            self._flush()
+            self._flush_lines()
 
 
 def _names() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
@@ -228,6 +252,12 @@ def _loss_reports(entry_ids: list[int]) -> dict[int, dict[str, Any]]:
     return found
 
 
+def _core_rows(stmt: Any) -> Sequence[Any]:
+    """A batch of plain rows through a Core connection: no ORM loading per row. The session picks
+    the connection for the statement, so a ``replica.reads()`` block still routes it."""
+    return db.session.connection(bind_arguments={"clause": stmt}).execute(stmt).all()
+
+
 def _ledger_rows(
     spec: Spec, cp: Checkpoint | None, main: _RowWriter, left_out: _Sink, progress: Progress, names: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, int, set[int], set[str], set[str]]:
@@ -260,7 +290,7 @@ def _ledger_rows(
     seq = a - 1
     progress(0, total)
     while seq < cp.seq:
-        rows = db.session.execute(
+        rows = _core_rows(
             select(_LEDGER, Form1Salts.salts)
             .outerjoin(
                 Form1Salts, (Form1Salts.location_id == _LEDGER.c.location_id) & (Form1Salts.seq == _LEDGER.c.seq)
@@ -268,7 +298,7 @@ def _ledger_rows(
             .where(_LEDGER.c.location_id == loc, _LEDGER.c.seq > seq, _LEDGER.c.seq <= cp.seq)
             .order_by(_LEDGER.c.seq)
             .limit(BATCH)
-        ).all()
+        )
         if not rows:
             break
         losses = _loss_reports([r.id for r in rows]) if spec.kind == "loss-log" else {}
