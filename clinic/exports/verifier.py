@@ -558,6 +558,11 @@ _COLUMNS: dict[str, list[tuple[str, _Cell]]] = {
 }
 
 
+def renderers(kind: str) -> list[tuple[str, _Cell]]:
+    """A kind's columns as (header, renderer), in header order."""
+    return _COLUMNS[kind]
+
+
 def included(kind: str, filters: dict[str, Any], record: dict[str, Any], names: dict[str, Any]) -> bool:
     """Whether a ledger entry of the export's segment belongs in the export (else it is left out)."""
     takes = KINDS[kind][0] or ()

@@ -179,6 +179,12 @@ class _RowWriter:
         else:
             self.sink.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
 
+    def line(self, values: list[Any]) -> None:
+        """A CSV row already in header order, its proof cells already text."""
+        self.lines.append(csv_line(values))
+        if len(self.lines) >= 512:
+            self._flush_lines()
+
     def _flush_lines(self) -> None:
         self.sink.write("".join(self.lines))
         self.lines.clear()
@@ -252,10 +258,22 @@ def _loss_reports(entry_ids: list[int]) -> dict[int, dict[str, Any]]:
     return found
 
 
-def _core_rows(stmt: Any) -> Sequence[Any]:
-    """A batch of plain rows through a Core connection: no ORM loading per row. The session picks
-    the connection for the statement, so a ``replica.reads()`` block still routes it."""
-    return db.session.connection(bind_arguments={"clause": stmt}).execute(stmt).all()
+def _batch(stmt: Any) -> tuple[list[str], Sequence[Any]]:
+    """A batch of plain rows (column names, value tuples) without ORM or SQLAlchemy row processing.
+    The session picks the connection for the statement, so a ``replica.reads()`` block still routes
+    it; on PostgreSQL the rows come straight from psycopg's cursor on that connection (timestamptz
+    as aware datetimes, JSON parsed: what the Core result gives, for half the work per row)."""
+    conn = db.session.connection(bind_arguments={"clause": stmt})
+    if conn.dialect.name != "postgresql":
+        result = conn.execute(stmt)
+        return list(result.keys()), result.all()
+    compiled = stmt.compile(dialect=conn.dialect)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), compiled.params)
+        return [d.name for d in cursor.description], cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _ledger_rows(
@@ -288,9 +306,10 @@ def _ledger_rows(
     users: set[str] = set()
     drugs: set[str] = set()
     seq = a - 1
+    renders = [render for _, render in proof.renderers(spec.kind)]
     progress(0, total)
     while seq < cp.seq:
-        rows = _core_rows(
+        keys, rows = _batch(
             select(_LEDGER, Form1Salts.salts)
             .outerjoin(
                 Form1Salts, (Form1Salts.location_id == _LEDGER.c.location_id) & (Form1Salts.seq == _LEDGER.c.seq)
@@ -301,43 +320,50 @@ def _ledger_rows(
         )
         if not rows:
             break
-        losses = _loss_reports([r.id for r in rows]) if spec.kind == "loss-log" else {}
-        keys = rows[0]._fields
+        at_id = keys.index("id")
+        losses = _loss_reports([r[at_id] for r in rows]) if spec.kind == "loss-log" else {}
         for r in rows:
             fields = dict(zip(keys, r, strict=True))
-            form = 1 if r.phi_salts is None else 2
-            salts = (r.salts or {}) if form == 1 else r.phi_salts
+            form = 1 if fields["phi_salts"] is None else 2
+            salts = (fields["salts"] or {}) if form == 1 else fields["phi_salts"]
             record = committed(fields, salts)
             record["v"] = form
+            drug_id = fields["drug_id"]
             if proof.included(spec.kind, filters, record, names):
                 phi = {
                     p: {"salt": salts[p], "value": get_path(fields, p)}
                     for p in phi_paths(fields)
                     if allowed is None or p in allowed
                 }
-                row = proof.export_row(spec.kind, record, r.hash, phi, names)
-                if losses:
-                    row.update(losses.get(r.id, {}))
-                if not main.csv:
-                    for k, v in row.items():
-                        if v is None:
-                            row[k] = ""
-                main.row(row)
+                if main.csv and not losses:  # the cells export_row gives, straight into the line
+                    values = [render(record, phi, names) for render in renders]
+                    values += (fields["hash"], proof.text(record), proof.text(phi))
+                    main.line(values)
+                else:
+                    row = proof.export_row(spec.kind, record, fields["hash"], phi, names)
+                    if losses:
+                        row.update(losses.get(fields["id"], {}))
+                    if not main.csv:
+                        for k, v in row.items():
+                            if v is None:
+                                row[k] = ""
+                    main.row(row)
                 count += 1
-                if phi and r.patient_id is not None:
-                    patients.add(r.patient_id)
-                for uid in (r.actor_id, r.witness_id, r.second_witness_id):
+                if phi and fields["patient_id"] is not None:
+                    patients.add(fields["patient_id"])
+                for uid in (fields["actor_id"], fields["witness_id"], fields["second_witness_id"]):
                     if uid is not None:
                         users.add(str(uid))
-                if r.drug_id is not None:
-                    drugs.add(str(r.drug_id))
+                if drug_id is not None:
+                    drugs.add(str(drug_id))
             else:
                 left_out.write(
-                    json.dumps({"hash": r.hash, "record": record}, ensure_ascii=False, separators=(",", ":")) + "\n"
+                    json.dumps({"hash": fields["hash"], "record": record}, ensure_ascii=False, separators=(",", ":"))
+                    + "\n"
                 )
-                if r.drug_id is not None:
-                    drugs.add(str(r.drug_id))  # the verifier checks a schedule filter with it
-            seq = r.seq
+                if drug_id is not None:
+                    drugs.add(str(drug_id))  # the verifier checks a schedule filter with it
+            seq = fields["seq"]
         done += len(rows)
         progress(done, total)
     return segment, count, patients, users, drugs
