@@ -681,15 +681,17 @@ def _read_rows(path: str, file_format: str):
             if head is None:
                 raise Altered("the export file is empty: its header row is missing")
             yield {"__header__": head}
+            width, parsed = len(head), [k for k in ("record", "phi") if k in head]
+            at_record = head.index("record") if "record" in head else None
+            decode = json.JSONDecoder().decode
             for n, values in enumerate(reader, start=2):
-                if len(values) != len(head):
-                    raise Altered(f"line {n} of the export has {len(values)} cells, the header {len(head)}")
-                row = dict(zip(head, values, strict=True))
-                for key in ("record", "phi"):
-                    if key in row:
-                        row[key] = json.loads(row[key]) if row[key] else {}
-                if "record" in row:
-                    row[_RECORD_TEXT] = values[head.index("record")]
+                if len(values) != width:
+                    raise Altered(f"line {n} of the export has {len(values)} cells, the header {width}")
+                row = dict(zip(head, values))
+                for key in parsed:
+                    row[key] = decode(row[key]) if row[key] else {}
+                if at_record is not None:
+                    row[_RECORD_TEXT] = values[at_record]
                 yield row
     else:
         with open(path, encoding="utf-8") as fh:
