@@ -687,7 +687,7 @@ def _read_rows(path: str, file_format: str):
             for n, values in enumerate(reader, start=2):
                 if len(values) != width:
                     raise Altered(f"line {n} of the export has {len(values)} cells, the header {width}")
-                row = dict(zip(head, values))
+                row = dict(zip(head, values, strict=False))  # lengths compared just above
                 for key in parsed:
                     row[key] = decode(row[key]) if row[key] else {}
                 if at_record is not None:
