@@ -717,6 +717,10 @@ class _Segment:
         self.shadow, self.form1_open = seg.get("shadow_before") or GENESIS, False
         self.recorded = ""
         self.since = self.filters.get("since") or ""
+        drug = [spec.startswith("drug:") for _, spec in KINDS[self.kind][1]]
+        self.columns = [c for c, is_drug in zip(_COLUMNS[self.kind], drug, strict=True) if not is_drug]
+        self.drug_columns = [c for c, is_drug in zip(_COLUMNS[self.kind], drug, strict=True) if is_drug]
+        self.drug_cells: dict[Any, list[tuple[str, str | None]]] = {}
 
     def take(self, row: dict[str, Any], in_export: bool) -> None:
         record, h, phi = row.get("record") or {}, row.get("hash"), row.get("phi") or {}
@@ -774,9 +778,16 @@ class _Segment:
                 else f"{where} is in the export but the export's filters leave it out"
             )
         if in_export:
-            for header, render in _COLUMNS[self.kind]:
+            for header, render in self.columns:
                 want = render(record, phi, self.names)
                 if want is not None and row.get(header) != want:
+                    raise Altered(f"{where}: {header} does not match the entry's record")
+            did = record.get("drug_id")
+            drug_cells = self.drug_cells.get(did)
+            if drug_cells is None:  # the drug's columns depend on its id alone: rendered once per drug
+                drug_cells = self.drug_cells[did] = [(h, r(record, phi, self.names)) for h, r in self.drug_columns]
+            for header, want in drug_cells:
+                if row.get(header) != want:
                     raise Altered(f"{where}: {header} does not match the entry's record")
         self.prev, self.next_seq = h, self.next_seq + 1
 
