@@ -785,7 +785,7 @@ class _Segment:
             did = record.get("drug_id")
             drug_cells = self.drug_cells.get(did)
             if drug_cells is None:  # the drug's columns depend on its id alone: rendered once per drug
-                drug_cells = self.drug_cells[did] = [(h, r(record, phi, self.names)) for h, r in self.drug_columns]
+                drug_cells = self.drug_cells[did] = [(c, r(record, phi, self.names)) for c, r in self.drug_columns]
             for header, want in drug_cells:
                 if row.get(header) != want:
                     raise Altered(f"{where}: {header} does not match the entry's record")
