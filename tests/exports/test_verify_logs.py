@@ -68,6 +68,11 @@ def logs(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
             access_times = [e.occurred_at for e in db.session.scalars(db.select(AccessEvent).order_by(AccessEvent.id))]
             audit_times = [e.occurred_at for e in db.session.scalars(db.select(AuditEvent).order_by(AuditEvent.id))]
         rows(3)
+        with app.app_context():
+            unsealed_since = max(
+                e.occurred_at
+                for e in db.session.scalars(db.select(AccessEvent).order_by(AccessEvent.id.desc()).limit(3))
+            )
         out: dict[str, Any] = {"app": app}
         with app.app_context():
             key = signing.public_key_hex()
@@ -75,6 +80,7 @@ def logs(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
                 ("access-csv", "access-log", "csv", access_times[3], None),
                 ("audit-jsonl", "audit-trail", "jsonl", audit_times[3], None),
                 ("access-middle", "access-log", "csv", access_times[3], access_times[8]),
+                ("access-unsealed", "access-log", "jsonl", unsealed_since, None),
             ):
                 spec = writer.Spec(
                     kind=kind,
@@ -100,6 +106,13 @@ def test_untouched_log_exports_verify_against_their_seals(logs, name):
         assert "3 not yet sealed" in out, out
     else:
         assert "0 not yet sealed" in out, out
+
+
+def test_a_period_past_the_newest_seal_is_all_not_yet_sealed(logs):
+    """Nothing to prove against yet: the rows are counted, not failed, and no seal is carried."""
+    code, out = run(*logs["access-unsealed"])
+    assert code == 0, out
+    assert "0 in 0 access log seals" in out and "not yet sealed" in out and " 0 not yet sealed" not in out, out
 
 
 def test_the_first_seal_carries_the_leaves_of_the_rows_before_the_period(logs):
