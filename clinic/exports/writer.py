@@ -137,9 +137,10 @@ _MUST_QUOTE = re.compile('[",\r\n]')
 
 def csv_line(values: list[Any]) -> str:
     """One CSV record as ``csv.writer`` (QUOTE_MINIMAL, "\\n" line ends) writes it, spelled directly:
-    a cell is quoted, its quotes doubled, when it holds a comma, a quote or a line break; None is
-    empty. Much faster than the csv module on the long quoted record cell; test_csv_line_is_the_csv_modules
-    checks the bytes match it."""
+    a cell is quoted, its quotes doubled, when it holds a comma, a quote, "\\n" or "\\r" (csv.writer
+    leaves a bare "\\r" unquoted, which csv.reader then splits the row on); None is empty. About
+    twice as fast as the csv module on the long quoted record cell; test_csv_line_is_the_csv_modules
+    checks the bytes against it."""
     cells = []
     for v in values:
         if type(v) is not str:
@@ -259,7 +260,8 @@ def _loss_reports(entry_ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 def _batch(stmt: Any) -> tuple[list[str], Sequence[Any]]:
-    """A batch of plain rows (column names, value tuples) without ORM or SQLAlchemy row processing.
+    """A batch of plain rows (column names, value tuples) without ORM or SQLAlchemy row processing
+    (a statement with plain bind parameters: no expanding IN).
     The session picks the connection for the statement, so a ``replica.reads()`` block still routes
     it; on PostgreSQL the rows come straight from psycopg's cursor on that connection (timestamptz
     as aware datetimes, JSON parsed: what the Core result gives, for half the work per row)."""
