@@ -24,6 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 GENESIS = "0" * 64
@@ -67,6 +68,20 @@ _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 
 def _json(value: Any) -> bytes:
     return _ENCODE(value).encode()
+
+
+_encode_str = encode_basestring  # what the encoder above writes for a str (ensure_ascii off)
+
+
+def _json_value(value: Any) -> str:
+    """One value as the canonical encoder writes it: the common types spelled directly."""
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    return _ENCODE(value)
 
 
 def _norm(v: Any) -> Any:
@@ -117,16 +132,29 @@ def _set_path(fields: dict[str, Any], path: str, value: Any) -> None:
 
 
 def commitment(salt_hex: str, value: Any) -> str:
-    return hashlib.sha256(bytes.fromhex(salt_hex) + _json(value)).hexdigest()
+    return hashlib.sha256(bytes.fromhex(salt_hex) + _json_value(value).encode()).hexdigest()
 
 
 def committed(fields: dict[str, Any], salts: dict[str, str]) -> dict[str, Any]:
-    """The entry with each PHI slot replaced by its commitment: what the hash covers in form 2."""
+    """The entry with each PHI slot replaced by its commitment: what the hash covers in form 2.
+    The caller's ``details`` is never changed: the record gets its own copy when it has PHI."""
     record = _hashed(fields)
-    for path in phi_paths(record):
-        if path not in salts:
-            raise KeyError(f"no salt for {path}")
-        _set_path(record, path, commitment(salts[path], get_path(record, path)))
+    if record["patient_id"] is not None:
+        if "patient_id" not in salts:
+            raise KeyError("no salt for patient_id")
+        record["patient_id"] = commitment(salts["patient_id"], record["patient_id"])
+    details = record["details"]
+    if details:
+        copied = None
+        for key in sorted(details):
+            value = details[key]
+            if key.startswith("patient_") and value is not None:
+                path = "details." + key
+                if path not in salts:
+                    raise KeyError(f"no salt for {path}")
+                if copied is None:
+                    copied = record["details"] = dict(details)
+                copied[key] = commitment(salts[path], value)
     return record
 
 
@@ -157,6 +185,118 @@ def checkpoint_message(location_id: Any, seq: Any, head_hash: Any, signed_at: An
     """What a checkpoint's Ed25519 signature covers (SYS-05). Values pass through unconverted: a
     manifest's ``"1"`` for ``1`` must not verify."""
     return _json({"location_id": location_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at})
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1b. The sealed logs (clinic.audit.sealform re-exports these): the access log and the audit trail are
+# not chained row by row; a seal is a signed Merkle root over a range of their rows (SYS-05, HIP-04).
+# - A row's leaf: SHA-256(0x00 || canonical_json({"stream": ..., every sealed field})).
+# - A range's root: the RFC 6962 §2.1 Merkle tree hash over the leaves in ``id`` order
+#   (interior node = SHA-256(0x01 || left || right)).
+# - A seal's signed body: its SEAL_FIELDS in canonical JSON (ASCII); its hash, which the next seal
+#   names as ``prev_hash``, is SHA-256(0x02 || body || signature hex).
+# ---------------------------------------------------------------------------------------------------
+
+#: stream name -> the fields of a row that a seal covers, in the export's field names
+STREAM_FIELDS: dict[str, tuple[str, ...]] = {
+    "access": (
+        "id",
+        "occurred_at",
+        "user_id",
+        "action",
+        "object",
+        "outcome",
+        "status_code",
+        "client_addr",
+        "request_id",
+    ),
+    "audit": ("id", "occurred_at", "actor_id", "tag", "subject_type", "subject_id", "data", "request_id"),
+}
+
+SEAL_FIELDS = (
+    "stream",
+    "seq",
+    "first_id",
+    "last_id",
+    "row_count",
+    "root",
+    "prev_hash",
+    "last_occurred_at",
+    "sealed_at",
+)
+
+
+def seal_time(dt: datetime | str) -> str:
+    """UTC with microseconds and a Z: one spelling for a time, whatever the backend returned."""
+    if isinstance(dt, str):
+        dt = datetime.fromisoformat(dt.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    dt = dt.astimezone(UTC)
+    # spelled out, not strftime: "%Y" of year 1 is "1" on some platforms and "0001" on others
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond:06d}Z"
+    )
+
+
+def _seal_norm(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return seal_time(value)
+    if isinstance(value, float):
+        raise TypeError("floats are not allowed in sealed rows")
+    return value
+
+
+def canonical_row(stream: str, row: dict[str, Any]) -> bytes:
+    body = {name: _seal_norm(row.get(name)) for name in STREAM_FIELDS[stream]}
+    body["occurred_at"] = seal_time(row["occurred_at"])
+    body["stream"] = stream
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def row_digest(stream: str, row: dict[str, Any]) -> bytes:
+    """The 32-byte leaf of one row."""
+    return hashlib.sha256(b"\x00" + canonical_row(stream, row)).digest()
+
+
+def range_root(digests: list[bytes]) -> str:
+    """The RFC 6962 Merkle tree hash over the leaves, hex; an empty range has the hash of nothing."""
+    if not digests:
+        return hashlib.sha256(b"").hexdigest()
+    level = list(digests)
+    # Bottom-up with the RFC's shape: pairing left to right and carrying an odd last node up
+    # unchanged gives the same tree as splitting at the largest power of two below n.
+    while len(level) > 1:
+        paired = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0].hex()
+
+
+def seal_message(seal: dict[str, Any]) -> bytes:
+    """The bytes Ed25519 signs for a seal."""
+    body = {name: seal[name] for name in SEAL_FIELDS}
+    body["sealed_at"] = seal_time(seal["sealed_at"])
+    body["last_occurred_at"] = seal_time(seal["last_occurred_at"])
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def seal_hash(seal: dict[str, Any]) -> str:
+    """What the next seal links to: the body and its signature together."""
+    return hashlib.sha256(b"\x02" + seal_message(seal) + str(seal["signature"]).encode()).hexdigest()
+
+
+def purge_message(purge: dict[str, Any]) -> bytes:
+    """The bytes Ed25519 signs for a purge: which seals' rows were removed, by what cutoff."""
+    body = {
+        "stream": purge["stream"],
+        "through_seal": purge["through_seal"],
+        "through_id": purge["through_id"],
+        "cutoff": seal_time(purge["cutoff"]),
+        "requested_at": seal_time(purge["requested_at"]),
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -418,6 +558,11 @@ _COLUMNS: dict[str, list[tuple[str, _Cell]]] = {
 }
 
 
+def renderers(kind: str) -> list[tuple[str, _Cell]]:
+    """A kind's columns as (header, renderer), in header order."""
+    return _COLUMNS[kind]
+
+
 def included(kind: str, filters: dict[str, Any], record: dict[str, Any], names: dict[str, Any]) -> bool:
     """Whether a ledger entry of the export's segment belongs in the export (else it is left out)."""
     takes = KINDS[kind][0] or ()
@@ -536,15 +681,17 @@ def _read_rows(path: str, file_format: str):
             if head is None:
                 raise Altered("the export file is empty: its header row is missing")
             yield {"__header__": head}
+            width, parsed = len(head), [k for k in ("record", "phi") if k in head]
+            at_record = head.index("record") if "record" in head else None
+            decode = json.JSONDecoder().decode
             for n, values in enumerate(reader, start=2):
-                if len(values) != len(head):
-                    raise Altered(f"line {n} of the export has {len(values)} cells, the header {len(head)}")
-                row = dict(zip(head, values, strict=True))
-                for key in ("record", "phi"):
-                    if key in row:
-                        row[key] = json.loads(row[key]) if row[key] else {}
-                if "record" in row:
-                    row[_RECORD_TEXT] = values[head.index("record")]
+                if len(values) != width:
+                    raise Altered(f"line {n} of the export has {len(values)} cells, the header {width}")
+                row = dict(zip(head, values, strict=False))  # lengths compared just above
+                for key in parsed:
+                    row[key] = decode(row[key]) if row[key] else {}
+                if at_record is not None:
+                    row[_RECORD_TEXT] = values[at_record]
                 yield row
     else:
         with open(path, encoding="utf-8") as fh:
@@ -570,6 +717,10 @@ class _Segment:
         self.shadow, self.form1_open = seg.get("shadow_before") or GENESIS, False
         self.recorded = ""
         self.since = self.filters.get("since") or ""
+        drug = [spec.startswith("drug:") for _, spec in KINDS[self.kind][1]]
+        self.columns = [c for c, is_drug in zip(_COLUMNS[self.kind], drug, strict=True) if not is_drug]
+        self.drug_columns = [c for c, is_drug in zip(_COLUMNS[self.kind], drug, strict=True) if is_drug]
+        self.drug_cells: dict[Any, list[tuple[str, str | None]]] = {}
 
     def take(self, row: dict[str, Any], in_export: bool) -> None:
         record, h, phi = row.get("record") or {}, row.get("hash"), row.get("phi") or {}
@@ -627,9 +778,16 @@ class _Segment:
                 else f"{where} is in the export but the export's filters leave it out"
             )
         if in_export:
-            for header, render in _COLUMNS[self.kind]:
+            for header, render in self.columns:
                 want = render(record, phi, self.names)
                 if want is not None and row.get(header) != want:
+                    raise Altered(f"{where}: {header} does not match the entry's record")
+            did = record.get("drug_id")
+            drug_cells = self.drug_cells.get(did)
+            if drug_cells is None:  # the drug's columns depend on its id alone: rendered once per drug
+                drug_cells = self.drug_cells[did] = [(c, r(record, phi, self.names)) for c, r in self.drug_columns]
+            for header, want in drug_cells:
+                if row.get(header) != want:
                     raise Altered(f"{where}: {header} does not match the entry's record")
         self.prev, self.next_seq = h, self.next_seq + 1
 
@@ -640,6 +798,240 @@ class _Segment:
             raise Altered("the chain does not end at the signed checkpoint's hash (recomputed or cut)")
         if self.form1_open:
             raise Altered("form-1 entries without PHI are not re-anchored in the segment")
+
+
+#: the table kinds whose rows are sealed, and the stream of each
+LOG_STREAMS = {"access-log": "access", "audit-trail": "audit"}
+LOG_LABELS = {"access": "access log", "audit": "audit trail"}
+
+#: how each sealed field is read back from its cell: "int", "int?" (empty: null), "str", "str?"
+#: (empty: null) or "json" (an object as compact JSON; empty: null)
+_CELL_TYPES: dict[str, dict[str, str]] = {
+    "access": {
+        "id": "int",
+        "occurred_at": "str",
+        "user_id": "int?",
+        "action": "str",
+        "object": "str",
+        "outcome": "str",
+        "status_code": "int",
+        "client_addr": "str",
+        "request_id": "str",
+    },
+    "audit": {
+        "id": "int",
+        "occurred_at": "str",
+        "actor_id": "int?",
+        "tag": "str",
+        "subject_type": "str",
+        "subject_id": "int?",
+        "data": "json",
+        "request_id": "str?",
+    },
+}
+
+#: the column naming each stream's user, and the field holding the user's id
+_LOG_WHO = {"access": ("user", "user_id"), "audit": ("actor", "actor_id")}
+
+
+def _row_encoder(stream: str) -> Callable[[dict[str, Any]], bytes]:
+    """``canonical_row`` for a row whose values are already plain (str, int, None, dict: a parsed
+    export row, its time already in the log's spelling), without building and sorting a dict per row.
+    The keys are written in sorted order, as sort_keys does; test_log_encoder_is_byte_identical
+    checks it yields the very bytes of ``canonical_row``."""
+    names = sorted((*STREAM_FIELDS[stream], "stream"))
+    stream_json = _encode_str(stream)
+
+    def encode(fields: dict[str, Any]) -> bytes:
+        return (
+            "{"
+            + ",".join(
+                f'"{name}":' + (stream_json if name == "stream" else _json_value(fields[name])) for name in names
+            )
+            + "}"
+        ).encode()
+
+    return encode
+
+
+_ROW_ENCODERS = {stream: _row_encoder(stream) for stream in STREAM_FIELDS}
+
+
+def log_fields(stream: str, row: dict[str, Any]) -> dict[str, Any]:
+    """An exported log row's sealed fields with their stored types, read back from its text cells."""
+    out: dict[str, Any] = {}
+    for name, how in _CELL_TYPES[stream].items():
+        cell = row.get(name)
+        if type(cell) is not str:
+            raise Altered(f"id {row.get('id')}: {name} is not a text cell")
+        if how == "str":
+            out[name] = cell
+        elif cell == "" and how != "int":
+            out[name] = None
+        elif how == "str?":
+            out[name] = cell
+        elif how == "json":
+            out[name] = json.loads(cell)
+        else:
+            try:
+                number = int(cell)
+            except ValueError:
+                number = None
+            if number is None or int.__repr__(number) != cell:
+                raise Altered(f"id {row.get('id')}: {name} is not a whole number")
+            out[name] = number
+    if seal_time(out["occurred_at"]) != out["occurred_at"]:
+        raise Altered(f"id {out['id']}: occurred_at is not a UTC time as the log writes it")
+    return out
+
+
+def log_leaf(stream: str, fields: dict[str, Any]) -> bytes:
+    """``row_digest`` of a row read back by :func:`log_fields` (the same bytes, faster)."""
+    return hashlib.sha256(b"\x00" + _ROW_ENCODERS[stream](fields)).digest()
+
+
+class _SealedLog:
+    """Walks an access-log or audit-trail export against the seals its bundle carries.
+
+    Each exported row's leaf is recomputed from its cells; with the leaves of the rows of the same
+    sealed ranges that the period leaves out (carried in the seals file), every range's Merkle root
+    must be the one its seal signs, and each seal must be signed by the pinned key and link to the
+    one before. Rows past the newest seal cannot be proven yet: they are counted as not yet sealed."""
+
+    def __init__(
+        self, manifest: dict[str, Any], stream: str, seals_path: str, trusted: set[str], prints: set[str]
+    ) -> None:
+        self.stream, self.label = stream, LOG_LABELS[stream]
+        sealed = manifest.get("sealed") or {}
+        self.through = int(sealed.get("sealed_through") or 0)
+        self.purged = int(sealed.get("purged_through") or 0)
+        filters = manifest["filters"]
+        self.since, self.until = filters.get("since") or "", filters.get("until") or ""
+        self.users = manifest["names"].get("users", {})
+        self.who_col, self.who_field = _LOG_WHO[stream]
+        self.seals: list[dict[str, Any]] = []
+        with open(seals_path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    self._add_seal(json.loads(line), trusted, prints)
+        if len(self.seals) != int(sealed.get("seals") or 0):
+            raise Altered(
+                f"the bundle carries {len(self.seals)} {self.label} seals; the manifest says {sealed.get('seals')}"
+            )
+        self.k, self.leaves = 0, list[tuple[int, bytes]]()  # the seal the walk is in; its exported (id, leaf)
+        self.last_id, self.first_id = 0, None
+        self.sealed_rows = self.unsealed = 0
+        self.missing = ""  # the first range found short, named unless a row out of order explains it
+
+    def _add_seal(self, seal: dict[str, Any], trusted: set[str], prints: set[str]) -> None:
+        n = seal.get("seq")
+        name = f"{self.label} seal {n}"
+        if seal.get("stream") != self.stream:
+            raise Altered(f"{name} is not a seal of the {self.label}")
+        key = str(seal.get("public_key") or "")
+        try:
+            pinned = key in trusted or fingerprint(key) in prints
+        except ValueError:
+            pinned = False
+        if not pinned:
+            raise Altered(f"{name} is signed by a key that is not the pinned one (re-signed)")
+        if not _signature_ok(key, str(seal.get("signature")), seal_message(seal)):
+            raise Altered(f"{name}'s signature is invalid: the seal was altered")
+        if self.seals:
+            before = self.seals[-1]
+            if n != before["seq"] + 1:
+                raise Altered(f"{self.label} seal {before['seq'] + 1} is missing from the bundle")
+            if seal.get("prev_hash") != seal_hash(before):
+                raise Altered(f"{name} does not link to seal {before['seq']}")
+            if seal.get("first_id") != before["last_id"] + 1:
+                raise Altered(f"{name} does not start where seal {before['seq']} ended")
+        left, last = [], seal["first_id"] - 1
+        for item in seal.get("left_out") or []:
+            rid, at = item["id"], item.get("occurred_at") or ""
+            if not isinstance(rid, int) or rid <= last or rid > seal["last_id"]:
+                raise Altered(f"{name}: left-out id {rid} is out of order or outside the seal's range")
+            if self.since <= at < self.until:
+                raise Altered(f"{name}: left-out id {rid} is dated inside the export's period")
+            left.append((rid, bytes.fromhex(item["leaf"])))
+            last = rid
+        seal["_left"] = left
+        self.seals.append(seal)
+
+    def take(self, row: dict[str, Any]) -> None:
+        fields = log_fields(self.stream, row)
+        rid = fields["id"]
+        where = f"{self.label} id {rid}"
+        if rid <= self.last_id:
+            raise Altered(f"{where} appears twice, or out of order (after id {self.last_id})")
+        if self.missing:  # a range closed short: unless the row it lacked came next, out of order
+            raise Altered(self.missing)
+        if not self.since <= fields["occurred_at"] < self.until:
+            raise Altered(f"{where} is in the export but outside its period")
+        uid = fields[self.who_field]
+        if row.get(self.who_col) != ("" if uid is None else text(self.users.get(str(uid)))):
+            raise Altered(f"{where}: {self.who_col} does not match the names in the manifest")
+        leaf = log_leaf(self.stream, fields)
+        seals = self.seals
+        while self.k < len(seals) and rid > seals[self.k]["last_id"] and not self.missing:
+            self._close()
+        if self.k < len(seals) and rid >= seals[self.k]["first_id"]:
+            self.leaves.append((rid, leaf))
+            self.sealed_rows += 1
+            if self.first_id is None and not (
+                self.k == 0 and (seals[0]["first_id"] <= self.purged + 1 or any(i < rid for i, _ in seals[0]["_left"]))
+            ):
+                raise Altered(
+                    f"the {self.label} seals in the bundle start inside the period: earlier rows may be missing"
+                )
+        elif rid <= self.through:
+            raise Altered(f"{where} is sealed (through id {self.through}) but its seal is not in the bundle")
+        else:
+            self.unsealed += 1
+        if self.first_id is None:
+            self.first_id = rid
+        self.last_id = rid
+
+    def _close(self) -> None:
+        seal = self.seals[self.k]
+        name = f"{self.label} seal {seal['seq']} (ids {seal['first_id']}-{seal['last_id']})"
+        left, mine = seal["_left"], self.leaves
+        merged: list[bytes] = []
+        i = j = 0
+        while i < len(mine) or j < len(left):
+            if j == len(left) or (i < len(mine) and mine[i][0] < left[j][0]):
+                merged.append(mine[i][1])
+                i += 1
+            elif i == len(mine) or left[j][0] < mine[i][0]:
+                merged.append(left[j][1])
+                j += 1
+            else:
+                raise Altered(f"{self.label} id {left[j][0]} is both in the export and among the left-out rows")
+        if len(merged) < seal["row_count"]:
+            self.missing = (
+                f"{name}: {seal['row_count'] - len(merged)} row(s) missing from the export and the left-out rows"
+            )
+            return
+        if len(merged) > seal["row_count"]:
+            raise Altered(f"{name}: {len(merged) - seal['row_count']} row(s) more than were sealed (inserted)")
+        if range_root(merged) != seal["root"]:
+            raise Altered(f"{name}: a row was altered (the rows do not hash to the seal's signed root)")
+        self.k, self.leaves = self.k + 1, []
+
+    def finish(self) -> None:
+        while self.k < len(self.seals) and not self.missing:
+            self._close()
+        if self.missing:
+            raise Altered(self.missing)
+        if (
+            self.seals
+            and self.first_id is not None
+            and self.seals[-1]["last_id"] < self.through
+            and not any(i > self.last_id for seal in self.seals for i, _ in seal["_left"])
+        ):
+            raise Altered(f"the {self.label} seals in the bundle end inside the period: later rows may be missing")
+
+    def summary(self) -> str:
+        return f", {self.sealed_rows} in {len(self.seals)} {self.label} seals, {self.unsealed} not yet sealed"
 
 
 def verify(
@@ -693,6 +1085,7 @@ def verify(
     export_file = os.path.join(base, rows_file["name"]) if rows_file is not files.get("export") else export_path
     fmt = manifest["file_format"] if rows_file is files.get("export") else "jsonl"
     count: Any = 0 if walk else manifest.get("rows")
+    span = ""
     rows = left_out = None
     try:
         rows = iter(()) if not walk else _read_rows(export_file, fmt)
@@ -702,6 +1095,19 @@ def verify(
                 raise Altered("the export's header row is not its kind's")  # noqa: TRY301
         if not walk:
             pass
+        elif seg is None and manifest["kind"] in LOG_STREAMS and "seals" in files:
+            log = _SealedLog(
+                manifest,
+                LOG_STREAMS[manifest["kind"]],
+                os.path.join(base, files["seals"]["name"]),
+                trusted_keys,
+                fingerprints,
+            )
+            for row in rows:
+                log.take(row)
+                count += 1
+            log.finish()
+            span = log.summary()
         elif seg is None:
             for _ in rows:
                 count += 1
@@ -738,7 +1144,8 @@ def verify(
             raise Altered(f"{f['name']} is missing")
         if _file_digest(path) != f.get("sha256"):
             raise Altered(f"{f['name']} does not match its SHA-256 in the manifest")
-    span = f", seq {seg['first_seq']}..{seg['last_seq']}" if seg else ""
+    if seg:
+        span = f", seq {seg['first_seq']}..{seg['last_seq']}"
     return f"{manifest['kind']}: {count} rows{span}, signed by key {fingerprint(key)[:16]}"
 
 

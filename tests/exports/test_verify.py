@@ -143,6 +143,9 @@ CSV_MUTATIONS = {
     "edit the actor's name": (lambda r: _edit_cell(r, "administered_by", "Someone Else"), "administered_by"),
     "edit the actor in the record": (lambda r: _edit_record(r, 1, actor_id=1), "does not match its hash"),
     "edit a patient's name": (lambda r: _edit_cell(r, "patient_name", "Grace Hopper"), "patient_name"),
+    "edit the drug's name": (lambda r: _edit_cell(r, "drug_name", "Other drug"), "drug_name does not match"),
+    # the second row of the same drug: its columns are compared with those rendered for the first
+    "edit a later row's NDC": (lambda r: _edit_cell(r, "ndc", "00000-000-00", row=2), "ndc does not match"),
     "drop a row": (lambda r: r.pop(1), "is missing"),
     "insert a row": (lambda r: r.insert(2, list(r[1])), "appears twice"),
     "swap two rows": (lambda r: r.__setitem__(slice(1, 3), [r[2], r[1]]), "is missing"),
