@@ -147,6 +147,12 @@ def users_create(
     except DomainError as exc:
         raise click.ClickException(_explain(exc)) from None
     click.echo(f"created user {user.id} ({user.role})")
+    if user.role != "admin" and not location_ids:
+        click.echo(
+            "note: the user works at no location yet (SYS-11); add one with --location, on the users page, "
+            "or with PUT /api/v1/locations/{id}/members/{user_id}",
+            err=True,
+        )
 
 
 @users_group.command("token")
