@@ -37,7 +37,8 @@ DASHBOARD_SESSION = (3, 1)
 #: the same, when the session was last seen over 30 s ago: plus the UPDATE of its last_seen_at.
 DASHBOARD_SESSION_TOUCHED = (4, 1)
 
-#: POST /api/v1/inventory/administrations with an Idempotency-Key. The token-and-user SELECT; the key's
+#: POST /api/v1/inventory/administrations with an Idempotency-Key. The token-and-user SELECT; one SELECT
+#: proving the container and the patient lie at the nurse's locations (SYS-11, clinic.auth.scope); the key's
 #: claim, one INSERT ... ON CONFLICT DO NOTHING (on PostgreSQL in autocommit on a connection of its own,
 #: so a twin sees it at once, then locked by the work's transaction: SELECT ... FOR UPDATE; on SQLite,
 #: whose transactions are serial, simply part of the one transaction); the patient; one SELECT locking
@@ -46,7 +47,7 @@ DASHBOARD_SESSION_TOUCHED = (4, 1)
 #: movement", the chain head, the balance and the audit row); on SQLite the previous movement's SELECT,
 #: UPDATE the chain head, UPDATE the container, INSERT the entry and INSERT the audit row. Then UPDATE
 #: the key with its answer and INSERT the access-log row; one commit.
-ADMINISTRATION = {"postgresql": (8, 1), "sqlite": (11, 1)}
+ADMINISTRATION = {"postgresql": (9, 1), "sqlite": (12, 1)}
 
 
 @dataclass

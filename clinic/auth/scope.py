@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Request, g, has_request_context
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, Select, literal, or_, select, union_all
 from sqlalchemy.orm import InstrumentedAttribute
 
 from clinic.auth.models import Membership, Role, User
@@ -127,14 +127,15 @@ def may_see_patient(user: User | None, patient_id: int) -> bool | None:
 # --- one check for every request ------------------------------------------------------------------
 
 
-def _located(column: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any]) -> Callable[[int], int | None]:
-    def resolve(record_id: int) -> int | None:
-        return db.session.scalar(select(column).where(key == record_id))
+def _located(column: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any]) -> Callable[[int], Select[Any]]:
+    def where(record_id: int) -> Select[Any]:
+        return select(column.label("loc")).where(key == record_id)
 
-    return resolve
+    return where
 
 
-def _resolvers() -> dict[str, Callable[[int], int | None]]:
+def _resolvers() -> dict[str, Callable[[int], Select[Any]]]:
+    """key -> the query of the location a record named by that key lies at (no row: no such record)."""
     from clinic.exports.models import Export
     from clinic.inventory.models import Container, Discrepancy, DiscrepancyAlert, LedgerEntry, LossReport
     from clinic.locations.models import StorageSite
@@ -143,12 +144,9 @@ def _resolvers() -> dict[str, Callable[[int], int | None]]:
     from clinic.scheduling.models import Appointment, AppointmentSeries, Chair
     from clinic.visits.models import Visit
 
-    def direct(location_id: int) -> int | None:  # None for no such location: the view says so
-        return db.session.scalar(select(Location.id).where(Location.id == location_id))
-
-    def score(score_id: int) -> int | None:
-        return db.session.scalar(
-            select(AppointmentSeries.location_id)
+    def score(score_id: int) -> Select[Any]:
+        return (
+            select(AppointmentSeries.location_id.label("loc"))
             .join(OutcomeScore, OutcomeScore.series_id == AppointmentSeries.id)
             .where(OutcomeScore.id == score_id)
         )
@@ -157,7 +155,7 @@ def _resolvers() -> dict[str, Callable[[int], int | None]]:
     entry = _located(LedgerEntry.location_id, LedgerEntry.id)
     site = _located(StorageSite.location_id, StorageSite.id)
     return {
-        "location_id": direct,
+        "location_id": _located(Location.id, Location.id),
         "container_id": container,
         "container_ids": container,
         "appointment_id": _located(Appointment.location_id, Appointment.id),
@@ -179,7 +177,17 @@ def _resolvers() -> dict[str, Callable[[int], int | None]]:
     }
 
 
-_RESOLVERS: dict[str, Callable[[int], int | None]] | None = None
+_RESOLVERS: dict[str, Callable[[int], Select[Any]]] | None = None
+
+
+def _patient_elsewhere(patient_id: int, members: Select[Any]) -> Select[Any]:
+    """The patient's home when it is not visible to the members of ``members`` (SYS-12): no row when
+    there is no such patient, no home, or a course at one of those locations."""
+    from clinic.patients.models import Patient
+    from clinic.scheduling.models import AppointmentSeries
+
+    booked_here = select(AppointmentSeries.patient_id).where(AppointmentSeries.location_id.in_(members))
+    return select(Patient.location_id.label("loc")).where(Patient.id == patient_id, Patient.id.not_in(booked_here))
 
 
 def _named_ids(data: Any, depth: int = 0) -> Iterator[tuple[str, int]]:
@@ -251,26 +259,36 @@ def _request_ids(req: Request) -> Iterator[tuple[str, int]]:
 
 
 def check_request(user: User, req: Request) -> None:
-    """Refuse the request if anything it names lies at a location ``user`` does not work at."""
+    """Refuse the request if anything it names lies at a location ``user`` does not work at.
+
+    One query however many ids the request names (none when it names none): the union of the
+    records' locations, less the user's memberships; any row left is a location the user does not
+    work at.
+    """
     if user.role == Role.admin:
         return
     global _RESOLVERS
     if _RESOLVERS is None:
         _RESOLVERS = _resolvers()
-    checked: set[tuple[str, int]] = set()
-    for key, record_id in _request_ids(req):
-        if (key, record_id) in checked:
-            continue
-        checked.add((key, record_id))
-        if key == "patient_id":
-            if may_see_patient(user, record_id) is False:
-                raise NotAMember("This patient is not registered at a location you work at.")
-            continue
-        if key == "location_id" and may_act_at(user, record_id):
-            location_id: int | None = record_id  # a member's own location: no query
-        else:
-            location_id = _RESOLVERS[key](record_id)
-        if location_id is not None:
-            require_location(user, location_id)
-            if key == "location_id" and req.method == "GET" and not req.path.startswith("/api/"):
-                remember_location(user, location_id)
+    named = dict.fromkeys(_request_ids(req))  # in order, once each
+    if not named:
+        return
+    members = select(Membership.location_id).where(Membership.user_id == user.id)
+    parts = [
+        (_patient_elsewhere(record_id, members) if key == "patient_id" else _RESOLVERS[key](record_id)).add_columns(
+            literal(key).label("what")
+        )
+        for key, record_id in named
+    ]
+    found = union_all(*parts).subquery("named") if len(parts) > 1 else parts[0].subquery("named")
+    denied = db.session.execute(
+        select(found.c.what).where(found.c.loc.is_not(None), found.c.loc.not_in(members)).limit(1)
+    ).first()
+    if denied is not None:
+        if denied.what == "patient_id":
+            raise NotAMember("This patient is not registered at a location you work at.")
+        raise NotAMember("You are not a member of this location; an admin can add you on the users page.")
+    if req.method == "GET" and not req.path.startswith("/api/"):
+        for key, record_id in named:
+            if key == "location_id":
+                remember_location(user, record_id)

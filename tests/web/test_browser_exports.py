@@ -16,7 +16,7 @@ from tests.clock import in_years, today_in
 from tests.inventory.conftest import dea_number, ndc
 from tests.web import test_browser as base
 from tests.web.test_browser import LiveServer, assert_accessibility_basics, h1, sign_in
-from tests.web.test_browser_visit import _api
+from tests.web.test_browser_visit import _api, add_members
 
 pytestmark = pytest.mark.browser
 
@@ -37,6 +37,7 @@ def test_an_auditor_exports_a_dispensing_log(page: Page, server: LiveServer) -> 
     loc = _api(server, admin, "POST", "/locations", {
         "name": "Export Clinic", "address": "9 Ledger Ln", "dea_registration": dea_number(), "timezone": TZ,
     })["id"]  # fmt: skip
+    add_members(server, admin, loc, server.nurse, witness, auditor)
     site = _api(server, admin, "POST", f"/locations/{loc}/storage-sites", {"name": "Safe"})["id"]
     drug = _api(server, admin, "POST", "/drugs", {
         "name": "Ketamine HCl 50 mg/mL", "ndc": ndc(), "schedule": "CIII", "form": "vial", "unit": "mL",

@@ -23,7 +23,7 @@ from tests.clock import MONDAY, next_weekday
 from tests.inventory.conftest import dea_number
 from tests.web import test_browser as base
 from tests.web.test_browser import LiveServer, Staff, assert_accessibility_basics, h1, sign_in
-from tests.web.test_browser_visit import ANSWERS, _api
+from tests.web.test_browser_visit import ANSWERS, _api, add_members
 
 pytestmark = pytest.mark.browser
 
@@ -55,6 +55,7 @@ def setup(server: LiveServer) -> Setup:
     loc = _api(server, token["admin"], "POST", "/locations", {
         "name": "Reminder Clinic", "address": "3 Bell St", "dea_registration": dea_number(), "timezone": TZ,
     })["id"]  # fmt: skip
+    add_members(server, token["admin"], loc, server.nurse, desk, prescriber)
     _api(server, token["admin"], "POST", f"/locations/{loc}/chairs", {"name": "Chair 1"})
     pid = _api(server, token["front_desk"], "POST", "/patients", {
         "first_name": "Sky", "last_name": f"Bell{uuid.uuid4().hex[:4]}", "date_of_birth": "1980-01-01",

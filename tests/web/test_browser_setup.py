@@ -120,6 +120,19 @@ def test_a_new_location_from_nothing_to_a_corrected_return(pages, team: Team, se
     location_id = int(re.search(r"/admin/locations/(\d+)", admin.url).group(1))  # type: ignore[union-attr]
     team.made["location"] = location_id
 
+    # --- who works there, ticked on the users page (SYS-11: staff act only where they are members) ---
+    admin.goto("/admin/users")
+    for person in (team.nurse, team.witness, team.desk, team.prescriber, team.auditor):
+        row = admin.get_by_role("row").filter(has_text=person.email)
+        row.get_by_label("Riverside Infusions").check()
+        row.get_by_role("button", name="Save locations").click()
+        assert flash(admin) == "Locations saved."
+        expect(
+            admin.get_by_role("row").filter(has_text=person.email).get_by_label("Riverside Infusions")
+        ).to_be_checked()
+    admin.goto(f"/admin/locations/{location_id}")
+    expect(h1(admin)).to_have_text("Set up Riverside Infusions")
+
     profile = admin.locator("form", has=admin.get_by_role("button", name="Save profile"))
     profile.get_by_label("State").select_option("IA")
     profile.get_by_role("button", name="Apply the state's preset").click()

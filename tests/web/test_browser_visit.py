@@ -88,6 +88,12 @@ def _api(server: LiveServer, token: str, method: str, path: str, body: dict[str,
         pytest.fail(f"{method} {path} -> {exc.code}: {detail}")
 
 
+def add_members(server: LiveServer, admin_token: str, location_id: int, *staff: Any) -> None:
+    """Staff made with ``clinic users create`` work at no location until an admin adds them (SYS-11)."""
+    for person in staff:
+        _api(server, admin_token, "PUT", f"/locations/{location_id}/members/{person.id}")
+
+
 @pytest.fixture(scope="module")
 def clinic(server: LiveServer) -> Clinic:
     """A location with chairs, a safe, stock and staff, set up through the API with CLI tokens."""
@@ -111,6 +117,7 @@ def clinic(server: LiveServer) -> Clinic:
         {"name": "Browser Clinic", "address": "1 Test Way", "dea_registration": dea_number(), "timezone": tz},
     )
     lid = location["id"]
+    add_members(server, admin, lid, server.nurse, desk, prescriber, witness)
     for name in ("Chair 1", "Chair 2", "Chair 3"):
         _api(server, admin, "POST", f"/locations/{lid}/chairs", {"name": name})
     days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
