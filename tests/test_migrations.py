@@ -80,3 +80,44 @@ def test_downgrading_0010_refuses_to_cut_access_log_objects(backend):
     finally:
         if backend == "postgresql":
             drop_pg_database(url)
+
+
+def test_upgrading_to_memberships_keeps_every_user_working_everywhere(backend):
+    """0019 (SYS-11): every existing non-admin becomes a member of every existing location, and a
+    patient's home is the location of their first course."""
+    from sqlalchemy import text
+
+    url = database_url(backend, "migrations0019")
+    app = make_app(url)
+    try:
+        with app.app_context():
+            cfg = alembic_config()
+            command.upgrade(cfg, "0017")
+            with db.engine.begin() as conn:
+                now = "2026-01-01 00:00:00"
+                for n, role in enumerate(("admin", "nurse", "front_desk", "auditor"), start=1):
+                    conn.execute(
+                        text(
+                            "INSERT INTO users (id, email, name, role, is_active, password_hash, "
+                            "password_changed_at, created_at) VALUES (:id, :email, 'U', :role, true, 'x', :now, :now)"
+                        ),
+                        {"id": n, "email": f"u{n}@m.test", "role": role, "now": now},
+                    )
+                for n in (1, 2):
+                    conn.execute(
+                        text(
+                            "INSERT INTO locations (id, name, address, dea_registration, timezone, jurisdiction, hours, created_at) "
+                            "VALUES (:id, :name, 'a', :dea, 'UTC', '{}', '{}', :now)"
+                        ),
+                        {"id": n, "name": f"L{n}", "dea": f"FA123456{n}", "now": now},
+                    )
+            command.upgrade(cfg, "head")
+            with db.engine.connect() as conn:
+                pairs = set(conn.execute(text("SELECT user_id, location_id FROM location_members")).all())
+            assert pairs == {(u, loc) for u in (2, 3, 4) for loc in (1, 2)}
+            command.downgrade(cfg, "0017")
+            command.upgrade(cfg, "head")
+            db.engine.dispose()
+    finally:
+        if backend == "postgresql":
+            drop_pg_database(url)
