@@ -106,8 +106,8 @@ def test_upgrading_to_memberships_keeps_every_user_working_everywhere(backend):
                 for n in (1, 2):
                     conn.execute(
                         text(
-                            "INSERT INTO locations (id, name, address, dea_registration, timezone, jurisdiction, hours, created_at) "
-                            "VALUES (:id, :name, 'a', :dea, 'UTC', '{}', '{}', :now)"
+                            "INSERT INTO locations (id, name, address, dea_registration, timezone, jurisdiction, "
+                            "hours, created_at) VALUES (:id, :name, 'a', :dea, 'UTC', '{}', '{}', :now)"
                         ),
                         {"id": n, "name": f"L{n}", "dea": f"FA123456{n}", "now": now},
                     )
