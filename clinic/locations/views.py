@@ -71,7 +71,7 @@ def _setup_context(location_id: int) -> dict[str, Any]:
         "sites": service.list_storage_sites(location_id),
         "chairs": queries.chair_names(location_id),
         "closures": closures.list_closures(location_id),
-        "prescribers": queries.prescribers(),
+        "prescribers": queries.prescribers([location_id]),
         "rosters": _rosters(location_id),
         "states": sorted(SUBDIVISIONS),
         "presets": PRESETS,

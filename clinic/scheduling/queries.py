@@ -9,6 +9,7 @@ what the wizard shows is what booking would do, as of now.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from clinic.auth.models import Role, User
+from clinic.auth.models import Membership, Role, User
 from clinic.core import time as clock
 from clinic.core.time import utcnow
 from clinic.extensions import db
@@ -129,10 +130,15 @@ def preview_series(
 # --- choices for the wizard ----------------------------------------------------------------------
 
 
-def prescribers() -> list[User]:
-    """Active prescribers, by name: who a course can be booked under."""
-    users = db.session.scalars(select(User).where(User.is_active.is_(True)).order_by(User.name, User.id))
-    return [u for u in users if u.role_enum is Role.prescriber]
+def prescribers(location_ids: Collection[int] | None = None) -> list[User]:
+    """Active prescribers, by name: who a course can be booked under; with ``location_ids``, only
+    those who work at one of them (SYS-11)."""
+    query = select(User).where(User.is_active.is_(True)).order_by(User.name, User.id)
+    if location_ids is not None:
+        query = query.where(
+            User.id.in_(select(Membership.user_id).where(Membership.location_id.in_(sorted(location_ids))))
+        )
+    return [u for u in db.session.scalars(query) if u.role_enum is Role.prescriber]
 
 
 def chair_names(location_id: int, *, active_only: bool = False) -> dict[int, str]:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
+from clinic.auth import scope
 from clinic.auth.models import Role, User
 from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import on_the_calendar, today_at, utcnow
@@ -152,6 +153,8 @@ def set_prescriber_hours(*, actor: User, location_id: int, user_id: int, hours: 
     user = db.session.get(User, user_id)
     if user is None or user.role_enum is not Role.prescriber:
         raise ValidationFailed(errors={"user_id": ["Must be a prescriber."]})
+    if not scope.may_act_at(user, location_id):  # SYS-11: a roster only for a prescriber who works here
+        raise ValidationFailed(errors={"user_id": ["This prescriber does not work at this location."]})
     row = db.session.scalar(
         select(PrescriberHours).where(PrescriberHours.location_id == location_id, PrescriberHours.user_id == user_id)
     )
@@ -328,6 +331,8 @@ def plan_series(
     prescriber = db.session.get(User, prescriber_id)
     if prescriber is None or prescriber.role_enum is not Role.prescriber or not prescriber.is_active:
         raise ValidationFailed(errors={"prescriber_id": ["Must be an active prescriber."]})
+    if not scope.may_act_at(prescriber, location_id):  # SYS-11: the course's prescriber works here
+        raise ValidationFailed(errors={"prescriber_id": ["This prescriber does not work at this location."]})
     cal = _calendar(location_id, prescriber_id)
     if not cal.chairs:
         raise ValidationFailed(errors={"location_id": ["This location has no chairs yet."]})

@@ -70,7 +70,7 @@ def _wizard_choices() -> dict[str, Any]:
     return {
         "protocols": service.list_protocols(),
         "locations": scope.my_locations(current_actor()),
-        "prescribers": queries.prescribers(),
+        "prescribers": queries.prescribers(scope.member_location_ids(current_actor())),
     }
 
 

@@ -357,3 +357,32 @@ def test_the_command_line_and_the_users_page_grant_locations(app, world: World, 
     with app.app_context():
         new_id = db.session.scalar(select(User.id).where(User.email == new_email))
         assert members.location_ids_of(new_id) == [other.location_id]
+
+
+def test_a_course_and_a_roster_name_only_a_prescriber_of_the_location(app, world: World, make_user) -> None:
+    c, own, other = world.client, world.own, world.other
+    elsewhere = make_user("prescriber", locations=[other.location_id])
+    booked = c.post(
+        "/api/v1/series",
+        headers=world.desk.desk,
+        json={
+            "patient_id": own.patient_id,
+            "protocol": "ketamine-iv-induction",
+            "location_id": own.location_id,
+            "prescriber_id": elsewhere.id,
+            "start_on": world.desk.day(28),
+            "preferred_time": "09:00",
+        },
+    )
+    assert booked.status_code == 422 and "prescriber_id" in booked.json["errors"], booked.json
+    roster = c.put(
+        f"/api/v1/locations/{own.location_id}/prescribers/{elsewhere.id}/hours",
+        headers=world.admin,
+        json={"mon": ["09:00", "12:00"]},
+    )
+    assert roster.status_code == 422 and "user_id" in roster.json["errors"], roster.json
+    # the booking page offers only the prescribers of the user's own locations
+    app.test_client_class = Client
+    page = app.test_client()
+    sign_in(page, make_user("front_desk", locations=[own.location_id]))  # type: ignore[arg-type]
+    assert f'value="{elsewhere.id}"' not in page.get("/schedule/book").get_data(as_text=True)
