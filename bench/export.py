@@ -64,6 +64,7 @@ def _seed(url: str, instance: Path, rows: int) -> dict[str, Any]:
 
     app = create_app()
     tokens = {}
+    ids = {}
     with app.app_context():
         for role in ("admin", "nurse", "witness"):
             user = auth.create_user(
@@ -76,6 +77,7 @@ def _seed(url: str, instance: Path, rows: int) -> dict[str, Any]:
                 license_number=None if role == "admin" else f"RN-{role}",
             )
             commit()
+            ids[role] = user.id
             tokens[role] = {"Authorization": f"Bearer {auth.issue_token(user=user)[0]}"}
             commit()
     client = app.test_client()
@@ -88,6 +90,10 @@ def _seed(url: str, instance: Path, rows: int) -> dict[str, Any]:
 
     loc = post("/locations", {"name": "Bench Clinic", "address": "1 Bench St", "dea_registration": "AB1234563",
                               "timezone": "UTC"}, "admin")["id"]  # fmt: skip
+    for role in ("nurse", "witness"):  # they work at the new location (SYS-11)
+        client.put(
+            f"/api/v1/locations/{loc}/members/{ids[role]}", headers=tokens["admin"], base_url="https://localhost"
+        )
     site = post(f"/locations/{loc}/storage-sites", {"name": "Safe"}, "admin")["id"]
     drug = post("/drugs", {"name": "Ketamine HCl 50 mg/mL", "ndc": "12345-678-90", "schedule": "CIII",
                            "form": "vial", "unit": "mL", "mg_per_unit": "50", "units_per_container": "10"},

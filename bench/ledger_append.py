@@ -123,9 +123,14 @@ def set_up(url: str, instance: Path) -> Clinic:
 
     with app_context(url, instance):
         nurse = fixtures.create_user(role="nurse", email=EMAIL, password=PASSWORD, license_number="1")
-        fixtures.create_user(role="nurse", email=WITNESS_EMAIL, password=PASSWORD, license_number="2")
+        witness = fixtures.create_user(role="nurse", email=WITNESS_EMAIL, password=PASSWORD, license_number="2")
         loc = fixtures.create_location(
-            nurse, name="Bench clinic", dea_registration=DEA, timezone="UTC", storage_sites=("Safe",)
+            nurse,
+            name="Bench clinic",
+            dea_registration=DEA,
+            timezone="UTC",
+            storage_sites=("Safe",),
+            members=(nurse, witness),
         )
         (site,) = loc.sites
         drug = fixtures.create_drug(nurse, fixtures.KETAMINE_50)

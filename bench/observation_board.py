@@ -279,6 +279,7 @@ def set_up(traveller: Any, day: date) -> Clinic:
         rems_certified_until=day + timedelta(days=365),
         chairs=OPEN,
         storage_sites=("Safe",),
+        members=(desk, nurse, witness, prescriber),
     )
     drug = fixtures.create_drug(nurse, fixtures.SPRAVATO_28)
     assert drug.container_ug == DEVICE_UG

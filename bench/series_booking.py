@@ -177,6 +177,7 @@ def set_up() -> Clinic:
         address="1 Bench St",
         # esketamine courses are booked only at a certified location (SPR-03); years ahead of any run
         rems_certified_until=datetime.now(UTC).date() + timedelta(days=3650),
+        members=(desk, nurse, prescriber),
     )
     commit()
     enrolled_on = datetime.now(UTC).date() - timedelta(days=30)

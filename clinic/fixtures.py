@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+from clinic.auth import members as auth_members
 from clinic.auth import service as auth
 from clinic.auth.models import User
 from clinic.inventory import service as inventory
@@ -112,12 +113,17 @@ def create_location(
     address: str = "1 Main St",
     storage_sites: tuple[str, ...] = (),
     chairs: tuple[str, ...] | int = (),
+    members: Sequence[User] = (),
     **extra: Any,
 ) -> Place:
-    """A location with its storage sites and chairs (``chairs=3`` names them "Chair 01".."Chair 03")."""
+    """A location with its storage sites and chairs (``chairs=3`` names them "Chair 01".."Chair 03"),
+    where ``members`` work (SYS-11; admins work everywhere and are skipped)."""
     location = locations.create_location(
         actor=actor, name=name, address=address, dea_registration=dea_registration, timezone=timezone, **extra
     )
+    for user in members:
+        if user.role != "admin":
+            auth_members.grant(actor=None, location_id=location.id, user_id=user.id)
     sites = tuple(
         locations.create_storage_site(actor=actor, location_id=location.id, name=site).id for site in storage_sites
     )
