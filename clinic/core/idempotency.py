@@ -155,16 +155,17 @@ def idempotent(fn: Callable[..., Response]) -> Callable[..., Response]:
             return claim_id
         tx.on_rollback(lambda: _release(claim_id))
         response = fn(*args, **kwargs)
-        db.session.execute(  # no load of the claim row: this runs under the chain lock
-            update(IdempotencyKey)
-            .where(IdempotencyKey.id == claim_id)
-            .values(
-                status_code=response.status_code,
-                content_type=response.content_type,
-                response_body=response.get_data(as_text=True),
-                lease_until=None,
-            )
-            .execution_options(synchronize_session=False)
+        # The answer goes with the COMMIT (no round trip of its own: this runs under the chain lock),
+        # or with nothing if the unit of work rolls back.
+        tx.with_commit(
+            IdempotencyKey.__table__,
+            {
+                "status_code": response.status_code,
+                "content_type": response.content_type,
+                "response_body": response.get_data(as_text=True),
+                "lease_until": None,
+            },
+            where={"id": claim_id},
         )
         return response
 

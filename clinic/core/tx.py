@@ -63,6 +63,14 @@ def on_rollback(fn: Callable[[], Any]) -> None:
     g.setdefault("_on_rollback", []).append(fn)
 
 
+def with_commit(table: Table, values: dict[str, Any], *, where: dict[str, Any] | None = None) -> None:
+    """Write a row as the unit of work's last statements, just before its COMMIT (on PostgreSQL in
+    the COMMIT's own message, no round trip of its own): inserted, or with ``where`` (column ->
+    value, all equal) updated. For a write nothing in the request reads back, made while locks are
+    held (an Idempotency-Key's answer, under the ledger's chain lock). Dropped on rollback."""
+    g.setdefault("_with_commit", []).append((table, values, where))
+
+
 def _take(name: str) -> list[Any]:
     return g.pop(name, []) if has_app_context() else []
 
@@ -83,12 +91,15 @@ def commit(records: Iterable[object] = (), *, last: tuple[Table, dict[str, Any]]
     the COMMIT on PostgreSQL (one round trip for both; every request's access-log row goes this way).
     """
     kept = _take("_kept")
+    late = _take("_with_commit")
+    if last is not None:
+        late.append((*last, None))
     db.session.add_all([*kept, *records])
     try:
         with _owner():
-            if last is not None:
+            if late:
                 db.session.flush()
-                _insert_with_commit(*last)
+                _write_with_commit(late)
             db.session.commit()
     except BaseException:
         g._kept = kept  # the failure path writes them
@@ -102,20 +113,33 @@ def commit(records: Iterable[object] = (), *, last: tuple[Table, dict[str, Any]]
             logger.exception("after-commit hook failed")
 
 
-def _insert_with_commit(table: Table, values: dict[str, Any]) -> None:
-    """INSERT the row; on PostgreSQL as one simple-protocol message "INSERT ...; COMMIT" (no
-    parameters: the simple protocol takes several statements, the extended one only one). The server
-    commits there, so the ORM's own commit that follows finds the connection idle and sends nothing;
-    a failure of either statement raises here, and the caller rolls back as for a failed commit."""
+def _write_with_commit(rows: list[tuple[Table, dict[str, Any], dict[str, Any] | None]]) -> None:
+    """INSERT (or UPDATE) the rows; on PostgreSQL as one simple-protocol message "INSERT ...; COMMIT"
+    (no parameters: the simple protocol takes several statements, the extended one only one). The
+    server commits there, so the ORM's own commit that follows finds the connection idle and sends
+    nothing; a failure of any statement raises here (the server skips the rest of the message, the
+    COMMIT included), and the caller rolls back as for a failed commit."""
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
-        connection.execute(table.insert().inline(), values)
+        for table, values, where in rows:
+            if where is None:
+                connection.execute(table.insert().inline(), values)
+            else:
+                connection.execute(table.update().where(*(table.c[k] == v for k, v in where.items())).values(values))
         return
     raw = connection.connection.driver_connection
-    columns = ", ".join(f'"{column}"' for column in values)
-    literals = ", ".join(_literal(value, raw) for value in values.values())
-    statement = f'INSERT INTO "{table.name}" ({columns}) VALUES ({literals}); COMMIT'  # noqa: S608 (quoted above)
-    connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+    statements = []
+    for table, values, where in rows:
+        if where is None:
+            columns = ", ".join(f'"{column}"' for column in values)
+            literals = ", ".join(_literal(value, raw) for value in values.values())
+            statements.append(f'INSERT INTO "{table.name}" ({columns}) VALUES ({literals})')  # noqa: S608 (quoted)
+        else:
+            assignments = ", ".join(f'"{column}" = {_literal(value, raw)}' for column, value in values.items())
+            condition = " AND ".join(f'"{column}" = {_literal(value, raw)}' for column, value in where.items())
+            statements.append(f'UPDATE "{table.name}" SET {assignments} WHERE {condition}')  # noqa: S608 (quoted)
+    statements.append("COMMIT")
+    connection.exec_driver_sql("; ".join(statements), execution_options={"no_parameters": True})
 
 
 def _literal(value: Any, raw: Any) -> str:
@@ -141,6 +165,7 @@ def discard() -> None:
     if not (g.get("_kept") if has_app_context() else None) or not _undo_holding_the_lock():
         db.session.rollback()
     _take("_after_commit")
+    _take("_with_commit")
 
 
 def _undo_holding_the_lock() -> bool:
