@@ -443,7 +443,14 @@ def sql(url: str, *statements: str) -> list[Any]:
 
 
 def clear_bookings(url: str) -> None:
-    sql(url, "DELETE FROM appointment_slots", "DELETE FROM appointments", "DELETE FROM appointment_series")
+    # reminders planned for the booked visits go with them (their rows name the course)
+    sql(
+        url,
+        "DELETE FROM reminders",
+        "DELETE FROM appointment_slots",
+        "DELETE FROM appointments",
+        "DELETE FROM appointment_series",
+    )
 
 
 def analyze(url: str, vacuum: bool = True) -> None:

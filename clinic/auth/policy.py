@@ -293,6 +293,10 @@ def _end(response: Response, *, ok: bool, attributable: bool) -> Response:
             if row is not None:
                 tx.on_rollback(lambda: audit.log_access(row))
             tx.rollback()
+    except errors.DomainError as exc:  # a rule checked by a statement sent with the COMMIT refused it
+        failed = current_app.make_response(errors.handle_domain_error(exc))
+        _log_failure(failed.status_code, attributable)
+        return failed
     except Exception as exc:  # the access-log row (or the database) failed: nothing may stand unlogged
         # The name only: an exception's text can carry bound SQL parameters, i.e. PHI.
         logger.error("unit of work failed request_id=%s: %s", g.get("request_id"), type(exc).__name__)  # noqa: TRY400

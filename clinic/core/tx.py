@@ -19,7 +19,9 @@ cannot commit half its work early, and a test walks every route to prove none do
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +29,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, current_app, g, has_app_context, has_request_context
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -63,6 +65,33 @@ def on_rollback(fn: Callable[[], Any]) -> None:
     g.setdefault("_on_rollback", []).append(fn)
 
 
+def with_commit(table: Table, values: dict[str, Any], *, where: dict[str, Any] | None = None) -> None:
+    """Write a row as the unit of work's last statements, just before its COMMIT (on PostgreSQL in
+    the COMMIT's own message, no round trip of its own): inserted, or with ``where`` (column ->
+    value, all equal) updated. For a write nothing in the request reads back, made while locks are
+    held (an Idempotency-Key's answer, under the ledger's chain lock). Dropped on rollback."""
+    g.setdefault("_with_commit", []).append(_Late(table, values, where))
+
+
+def with_commit_statement(
+    statement: Executable, params: dict[str, Any], *, on_error: Callable[[BaseException], None]
+) -> None:
+    """PostgreSQL only: send ``statement`` (built once and reused: it is compiled once) with ``params``
+    in the COMMIT's message, before the rows of :func:`with_commit`. If the commit fails, ``on_error``
+    is called with the error after the rollback and may raise the domain error it stands for (a rule
+    the statement checked). Dropped on rollback. Only for a caller that writes nothing after it."""
+    g.setdefault("_with_commit", []).append(_Late(None, params, None, statement, on_error))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Late:
+    table: Table | None
+    values: dict[str, Any]
+    where: dict[str, Any] | None
+    statement: Executable | None = None
+    on_error: Callable[[BaseException], None] | None = None
+
+
 def _take(name: str) -> list[Any]:
     return g.pop(name, []) if has_app_context() else []
 
@@ -83,16 +112,22 @@ def commit(records: Iterable[object] = (), *, last: tuple[Table, dict[str, Any]]
     the COMMIT on PostgreSQL (one round trip for both; every request's access-log row goes this way).
     """
     kept = _take("_kept")
+    late: list[_Late] = _take("_with_commit")
+    if last is not None:
+        late.append(_Late(last[0], last[1], None))
     db.session.add_all([*kept, *records])
     try:
         with _owner():
-            if last is not None:
+            if late:
                 db.session.flush()
-                _insert_with_commit(*last)
+                _write_with_commit(late)
             db.session.commit()
-    except BaseException:
+    except BaseException as exc:
         g._kept = kept  # the failure path writes them
         rollback()
+        for item in late:
+            if item.on_error is not None:
+                item.on_error(exc)  # raises the rule's own error if the statement refused
         raise
     _take("_on_rollback")
     for fn in _take("_after_commit"):
@@ -102,20 +137,59 @@ def commit(records: Iterable[object] = (), *, last: tuple[Table, dict[str, Any]]
             logger.exception("after-commit hook failed")
 
 
-def _insert_with_commit(table: Table, values: dict[str, Any]) -> None:
-    """INSERT the row; on PostgreSQL as one simple-protocol message "INSERT ...; COMMIT" (no
-    parameters: the simple protocol takes several statements, the extended one only one). The server
-    commits there, so the ORM's own commit that follows finds the connection idle and sends nothing;
-    a failure of either statement raises here, and the caller rolls back as for a failed commit."""
+def _write_with_commit(rows: list[_Late]) -> None:
+    """The late statements; on PostgreSQL as one simple-protocol message "...; COMMIT" (no
+    parameters: the simple protocol takes several statements, the extended one only one). The
+    server commits there, so the ORM's own commit that follows finds the connection idle and sends
+    nothing; a failure of any statement raises here (the server skips the rest of the message, the
+    COMMIT included), and the caller rolls back as for a failed commit."""
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
-        connection.execute(table.insert().inline(), values)
+        for row in rows:
+            if row.statement is not None:
+                raise RuntimeError("with_commit_statement is PostgreSQL's")
+            table = row.table
+            assert table is not None
+            if row.where is None:
+                connection.execute(table.insert().inline(), row.values)
+            else:
+                connection.execute(
+                    table.update().where(*(table.c[k] == v for k, v in row.where.items())).values(row.values)
+                )
         return
     raw = connection.connection.driver_connection
-    columns = ", ".join(f'"{column}"' for column in values)
-    literals = ", ".join(_literal(value, raw) for value in values.values())
-    statement = f'INSERT INTO "{table.name}" ({columns}) VALUES ({literals}); COMMIT'  # noqa: S608 (quoted above)
-    connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+    statements = []
+    for row in sorted(rows, key=lambda r: r.statement is None):  # statements first, then rows, in order
+        if row.statement is not None:
+            template = _compiled(row.statement, connection.dialect)
+            statements.append(template % {k: _literal(v, raw) for k, v in row.values.items()})
+            continue
+        assert row.table is not None
+        name, values = row.table.name, row.values
+        if row.where is None:
+            columns = ", ".join(f'"{column}"' for column in values)
+            literals = ", ".join(_literal(value, raw) for value in values.values())
+            statements.append(f'INSERT INTO "{name}" ({columns}) VALUES ({literals})')  # noqa: S608 (quoted)
+        else:
+            assignments = ", ".join(f'"{column}" = {_literal(value, raw)}' for column, value in values.items())
+            condition = " AND ".join(f'"{column}" = {_literal(value, raw)}' for column, value in row.where.items())
+            statements.append(f'UPDATE "{name}" SET {assignments} WHERE {condition}')  # noqa: S608 (quoted)
+    statements.append("COMMIT")
+    connection.exec_driver_sql("; ".join(statements), execution_options={"no_parameters": True})
+
+
+_COMPILED: dict[int, tuple[Executable, str]] = {}
+
+
+def _compiled(statement: Executable, dialect: Any) -> str:
+    """The statement's SQL with ``%(name)s`` placeholders, compiled once per statement object."""
+    cached = _COMPILED.get(id(statement))
+    if cached is None or cached[0] is not statement:
+        compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        if compiled.positiontup:
+            raise RuntimeError("a late statement takes named parameters only")
+        cached = _COMPILED[id(statement)] = (statement, compiled.string)
+    return cached[1]
 
 
 def _literal(value: Any, raw: Any) -> str:
@@ -127,6 +201,8 @@ def _literal(value: Any, raw: Any) -> str:
         return "NULL"
     if type(value) is int:
         return str(value)
+    if type(value) is dict:
+        value = json.dumps(value)  # a JSON column's value, as SQLAlchemy's JSON type sends it
     if type(value) is str and "\x00" not in value and raw.info.parameter_status("standard_conforming_strings") == "on":
         return "'" + value.replace("'", "''") + "'"
     if isinstance(value, datetime) and value.tzinfo is not None:
@@ -141,6 +217,7 @@ def discard() -> None:
     if not (g.get("_kept") if has_app_context() else None) or not _undo_holding_the_lock():
         db.session.rollback()
     _take("_after_commit")
+    _take("_with_commit")
 
 
 def _undo_holding_the_lock() -> bool:

@@ -93,7 +93,7 @@ class Administrations(MethodView):
             )
 
             check_ledger_link(appointment_id=args["appointment_id"], patient_id=args["patient_id"])
-        return service.record_administration(actor=current_actor(), **args)
+        return service.record_administration(actor=current_actor(), last_write=True, **args)
 
 
 @blp.route("/inventory/wastes")

@@ -142,8 +142,12 @@ def record_administration(
     administered_at: datetime | None = None,
     appointment_id: int | None = None,
     late_entry_reason: str | None = None,
+    last_write: bool = False,
 ) -> LedgerEntry:
-    """A dose given to a patient from a specific container (DEA-26)."""
+    """A dose given to a patient from a specific container (DEA-26).
+
+    ``last_write``: the caller's request writes nothing after this entry (the API's POST), so on
+    PostgreSQL the entry may travel with the COMMIT (:func:`ledger.append`'s ``entry_id``)."""
     require_positive(quantity_ug)
     patient = db.session.get(Patient, patient_id)
     if patient is None:
@@ -151,7 +155,7 @@ def record_administration(
     at = check_time(administered_at, "administered_at")
     # The hot path: one statement locks the chain head and the container and reads what the checks
     # need; the append is one more (on PostgreSQL), DEA-06's previous-movement check inside it.
-    chain, container, timezone = lock_movement(container_id)
+    chain, container, timezone, entry_id = lock_movement(container_id, reserve_id=last_write)
     checks.links(location_id=container.location_id, patient_id=patient.id, appointment_id=appointment_id)
     _usable(container, on=at.astimezone(ZoneInfo(timezone)).date())
     late = checks.when(chain=chain, at=at, field="administered_at", late_reason=late_entry_reason)
@@ -173,6 +177,7 @@ def record_administration(
             **late,
         },
         after_previous="administered_at",
+        entry_id=entry_id,
     )
 
 

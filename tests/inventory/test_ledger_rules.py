@@ -815,3 +815,33 @@ def test_a_prescriber_resolves_the_pattern_alert_on_the_safe_page(clinic, login_
     )
     assert done.status_code == 302, done.get_data(as_text=True)[-1500:]
     assert pattern(clinic)["small_discrepancy_pattern"] is False
+
+
+def test_an_administration_refused_at_its_commit_writes_nothing_and_frees_its_key(app, clinic):
+    """On PostgreSQL the administration's entry travels with the COMMIT and DEA-06's check refuses it
+    there (clinic_refuse): the answer is still the rule's 422, nothing of the work stands, the refusal
+    has its access-log row, and the key is free for the corrected request."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from clinic.audit.models import AccessEvent
+    from clinic.extensions import db
+
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    before = len(clinic.ledger())
+    headers = clinic.nurse_h | {"Idempotency-Key": uuid.uuid4().hex}
+    body = {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"}
+    refused = clinic.post("/inventory/administrations", {**body, "administered_at": ago(hours=1)}, headers)
+    assert refused.status_code == 422 and "administered_at" in refused.json["errors"], refused.json
+    assert len(clinic.ledger()) == before
+    assert clinic.container(cid)["balance_mg"] == "500"
+    with app.app_context():
+        logged = db.session.scalars(
+            select(AccessEvent.status_code).where(AccessEvent.request_id == refused.headers["X-Request-ID"])
+        ).all()
+    assert logged == [422]
+    given = clinic.post("/inventory/administrations", body, headers)
+    assert given.status_code == 201, given.json
+    assert clinic.container(cid)["balance_mg"] == "490"
+    assert len(clinic.ledger()) == before + 1
