@@ -18,7 +18,7 @@ finds a free chair for every visit in both calendars (a conflict fails the bench
    ``appointment_series``, ``appointments`` and ``appointment_slots``: courses of all five seeded
    protocols, each for its own patient, expanded by the service's planner (DST policy included)
    from start dates spread over the last 30 months and the next 10, placed on the first free chair
-   as the service does; past visits mostly completed, some cancelled or no-show (those hold no
+   as the service does; past visits mostly discharged, some cancelled or no-show (those hold no
    slots), future ones scheduled or cancelled. The unique (chair, slot) and (patient, slot) indexes
    are enforced during the load; foreign-key triggers are skipped for speed
    (``session_replication_role = replica``), the rows being consistent by construction.
@@ -286,7 +286,7 @@ class Preload:
 def _status(starts_at: datetime, now: datetime, rng: random.Random) -> str:
     r = rng.random()
     if starts_at < now:
-        return "completed" if r < 0.88 else "cancelled" if r < 0.95 else "no_show"
+        return "discharged" if r < 0.88 else "cancelled" if r < 0.95 else "no_show"
     return "scheduled" if r < 0.96 else "cancelled"
 
 
@@ -319,7 +319,7 @@ def plan_preload(
             continue
         planned = planned[: CALENDAR - out.appointment_count]
         statuses = [_status(p.starts_at, now, rng) for p in planned]
-        live = [(p, s) for p, s in zip(planned, statuses, strict=True) if s in ("scheduled", "completed")]
+        live = [(p, s) for p, s in zip(planned, statuses, strict=True) if s in ("scheduled", "discharged")]
         picked = place([p for p, _ in live], minutes, occupied, CHAIRS)
         if picked is None:
             continue
@@ -617,7 +617,7 @@ def main() -> list[Figure]:
             url,
             "SELECT count(*) FROM appointments",
             "SELECT count(*) FROM appointment_slots s JOIN appointments a ON a.id = s.appointment_id"
-            " WHERE a.status IN ('scheduled', 'checked_in', 'completed')",
+            " WHERE a.status IN ('scheduled', 'checked_in', 'dosed', 'observing', 'ready_for_discharge', 'discharged')",
         )
         if final != expected:
             raise BenchmarkError(f"{final} appointments at the end, expected {expected}")

@@ -55,6 +55,10 @@ def may_act_at(user: User | None, location_id: int) -> bool:
 
 
 def require_location(user: User | None, location_id: int) -> None:
+    """Refuse unless ``user`` works at ``location_id``; free when this request's check already
+    proved it (no query on the hot path)."""
+    if user is not None and has_request_context() and location_id in g.get("_proved", {}).get(user.id, ()):
+        return
     if not may_act_at(user, location_id):
         raise NotAMember("You are not a member of this location; an admin can add you on the users page.")
 
@@ -235,11 +239,18 @@ _LOCATED_KEYS = frozenset(
 
 
 def _is_id(value: Any) -> bool:
+    """Whether ``value`` names a record: anything that reads as an int does, however spelled (a
+    sign, padding, spaces, other scripts' digits), since some reader downstream may read it so."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
         return 0 < value < 2**31
-    return isinstance(value, str) and value.isascii() and value.isdigit() and 0 < len(value) < 10 and int(value) > 0
+    if not isinstance(value, str) or len(value) > 100:
+        return False
+    try:
+        return 0 < int(value) < 2**31
+    except ValueError:
+        return False
 
 
 def _as_id(value: int | str) -> int:
@@ -281,13 +292,16 @@ def check_request(user: User, req: Request) -> None:
         for key, record_id in named
     ]
     found = union_all(*parts).subquery("named") if len(parts) > 1 else parts[0].subquery("named")
-    denied = db.session.execute(
-        select(found.c.what).where(found.c.loc.is_not(None), found.c.loc.not_in(members)).limit(1)
-    ).first()
-    if denied is not None:
-        if denied.what == "patient_id":
-            raise NotAMember("This patient is not registered at a location you work at.")
-        raise NotAMember("You are not a member of this location; an admin can add you on the users page.")
+    rows = db.session.execute(
+        select(found.c.what, found.c.loc, found.c.loc.in_(members).label("ok")).where(found.c.loc.is_not(None))
+    ).all()
+    for row in rows:
+        if not row.ok:
+            if row.what == "patient_id":
+                raise NotAMember("This patient is not registered at a location you work at.")
+            raise NotAMember("You are not a member of this location; an admin can add you on the users page.")
+    # services re-check where they write (require_location): these need no second query
+    g.setdefault("_proved", {}).setdefault(user.id, set()).update(row.loc for row in rows if row.what != "patient_id")
     if req.method == "GET" and not req.path.startswith("/api/"):
         for key, record_id in named:
             if key == "location_id":

@@ -197,6 +197,7 @@ class IdConverter(IntegerConverter):
 
 def id_arg(value: str | None) -> int | None:
     """A query-string id for the pages: None unless it is a whole number in range."""
-    if value is None or not value.isdigit() or not 0 < int(value) <= MAX_ID:
+    # ASCII digits only: str.isdigit() also takes other scripts' digits, which int() reads
+    if value is None or not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_ID:
         return None
     return int(value)

@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from clinic.audit import service as audit
 from clinic.audit.models import AuditEvent
 from clinic.audit.tags import ledger_tag
+from clinic.auth import scope
 from clinic.auth.models import User
 from clinic.core import tx
 from clinic.core.errors import NotFound, ValidationFailed
@@ -140,6 +141,7 @@ def append(
     entry (the API's administration); a DEA-06 refusal then fails the commit and is answered as the
     same error on ``after_previous``.
     """
+    scope.require_location(actor, chain.location_id)  # SYS-11: every ledger write, by any path
     balance_after = status_after = None
     if container is not None:
         balance_after = container.balance_ug + delta_ug

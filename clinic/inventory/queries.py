@@ -56,7 +56,9 @@ def where(location_id: int | None) -> Where:
     found = scope.my_locations(scope.acting_user())
     if location_id is None:
         return Where(found[0] if found else None, found)
-    return Where(locations.get_location(location_id), found)
+    location = locations.get_location(location_id)
+    scope.require_location(scope.acting_user(), location.id)  # SYS-11, whatever the request's check read
+    return Where(location, found)
 
 
 USABLE = frozenset({ContainerStatus.sealed.value, ContainerStatus.open.value})

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from clinic.audit.models import AuditEvent
 from clinic.audit.tags import Tag
+from clinic.auth import scope
 from clinic.auth.policy import allowed, current_actor, require
 from clinic.core import tx
 from clinic.core.errors import DomainError
@@ -49,6 +50,8 @@ def patient_choice(value: Any) -> Choice | None:
 
     patient_id = id_arg(str(value)) if value not in (None, "") else None
     if patient_id is None or g.get("actor") is None or not allowed(g.actor, "patients.view"):
+        return None
+    if not scope.may_see_patient(g.actor, patient_id):  # SYS-12: None (no such patient) or False
         return None
     patient = db.session.get(Patient, patient_id)
     return _choice(patient) if patient else None

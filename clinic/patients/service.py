@@ -209,6 +209,8 @@ def update_patient(*, actor: User, patient_id: int, changes: dict[str, Any]) -> 
         _check_channel(channel, email, phone)
     changed = []
     if moved_to is not None and moved_to != patient.location_id:
+        if patient.location_id is not None:  # SYS-12: moved only by someone who works where they are
+            scope.require_location(actor, patient.location_id)
         patient.location_id = _home_location(actor, moved_to)
         changed.append("location_id")
     for key, value in values.items():

@@ -168,7 +168,11 @@ def _chart(patient_id: int) -> dict[str, Any]:
             rems_enrolled_on=service.rems_enrolled_on(patient_id),
         )
         weights, screenings = [], []
-    courses = scheduling_queries.patient_courses(patient_id) if allowed(actor, "scheduling.view") else []
+    courses = (
+        scheduling_queries.patient_courses(patient_id, scope.member_location_ids(actor))
+        if allowed(actor, "scheduling.view")
+        else []
+    )
     return {
         "record": record,
         "clinical": clinical,

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
+from clinic.auth import scope
 from clinic.auth.models import Role, User
 from clinic.auth.service import token_hash
 from clinic.core.errors import NotFound, PermissionDenied
@@ -52,6 +53,8 @@ def revoke_feed(*, actor: User, feed_id: int) -> None:
 
     if feed is not None and feed.patient_id is not None and not allowed(actor, "scheduling.book"):
         raise PermissionDenied("Only staff who book visits can revoke a patient's calendar feed.")
+    if feed is not None and feed.patient_id is not None and not scope.may_see_patient(actor, feed.patient_id):
+        raise scope.NotAMember("This patient is not registered at a location you work at.")  # SYS-12
     done = db.session.execute(
         update(CalendarFeed)
         .where(CalendarFeed.id == feed_id, CalendarFeed.revoked_at.is_(None))
@@ -93,6 +96,10 @@ def render(raw: str) -> str:
         q = q.join(AppointmentSeries, AppointmentSeries.id == Appointment.series_id).where(
             AppointmentSeries.prescriber_id == feed.user_id
         )
+        owner = db.session.get(User, feed.user_id)
+        works_at = scope.member_location_ids(owner)
+        if works_at is not None:  # SYS-11: only the locations the owner still works at
+            q = q.where(Appointment.location_id.in_(sorted(works_at)))
     installation = installation_uid()
     cal = icalendar.Calendar()
     cal.add("prodid", "-//clinic-ops//calendar feed//EN")

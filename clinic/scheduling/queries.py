@@ -330,15 +330,13 @@ class Course:
     chairs: dict[int, str]
 
 
-def patient_courses(patient_id: int) -> list[Course]:
-    """A patient's courses, newest first, with their appointments (for the chart)."""
-    series = list(
-        db.session.scalars(
-            select(AppointmentSeries)
-            .where(AppointmentSeries.patient_id == patient_id)
-            .order_by(AppointmentSeries.id.desc())
-        )
-    )
+def patient_courses(patient_id: int, location_ids: Collection[int] | None = None) -> list[Course]:
+    """A patient's courses, newest first, with their appointments (for the chart); with
+    ``location_ids``, only those at these locations (SYS-11)."""
+    query = select(AppointmentSeries).where(AppointmentSeries.patient_id == patient_id)
+    if location_ids is not None:
+        query = query.where(AppointmentSeries.location_id.in_(sorted(location_ids)))
+    series = list(db.session.scalars(query.order_by(AppointmentSeries.id.desc())))
     locations = {
         loc.id: loc
         for loc in db.session.scalars(select(Location).where(Location.id.in_({s.location_id for s in series} or {-1})))

@@ -397,6 +397,12 @@ def create_series(
         raise BookingConflict(errors={"conflicts": plan.problems})
     proto, minutes, planned, slot_sets = plan.protocol, plan.minutes, plan.visits, plan.slot_sets
     chairs = [c for c in plan.chairs if c is not None]
+    # SYS-11/12: the booker works here and may see the patient, however the request named them
+    scope.require_location(actor, location_id)
+    if not scope.may_see_patient(actor, patient_id):
+        raise scope.NotAMember("This patient is not registered at a location you work at.")
+    if plan.patient.location_id is None:  # a patient registered nowhere yet belongs where first booked
+        plan.patient.location_id = location_id
 
     series = AppointmentSeries(
         patient_id=patient_id,

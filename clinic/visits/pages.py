@@ -173,7 +173,9 @@ def pick_location(location_id: int | None) -> tuple[Location | None, list[Locati
     """The location asked for (NotFound if unknown), else the first; and all of them for the picker."""
     found = scope.my_locations(scope.acting_user())
     if location_id is not None:
-        return locations.get_location(location_id), found
+        location = locations.get_location(location_id)
+        scope.require_location(scope.acting_user(), location.id)  # SYS-11
+        return location, found
     return (found[0] if found else None), found
 
 

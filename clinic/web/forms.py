@@ -16,7 +16,7 @@ from clinic.core.errors import DomainError
 CHECKED = frozenset({"on", "true", "1", "yes"})
 #: the patient picker's search fields (patients/_picker.html): a way to find the value, not the value
 PICKER_PREFIX = "picker_"
-WHOLE = re.compile(r"^[+-]?\d{1,18}$")
+WHOLE = re.compile(r"^[+-]?[0-9]{1,18}$")
 _LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 
 
