@@ -156,6 +156,10 @@ def record_administration(
     # The hot path: one statement locks the chain head and the container and reads what the checks
     # need; the append is one more (on PostgreSQL), DEA-06's previous-movement check inside it.
     chain, container, timezone, entry_id = lock_movement(container_id, reserve_id=last_write)
+    if administered_at is None:
+        # "now" is read once the container is ours: a draw that waited for the lock behind another
+        # one on the same vial is not dated before it (DEA-06 would refuse it as back-dated)
+        at = check_time(None, "administered_at")
     checks.links(location_id=container.location_id, patient_id=patient.id, appointment_id=appointment_id)
     _usable(container, on=at.astimezone(ZoneInfo(timezone)).date())
     late = checks.when(chain=chain, at=at, field="administered_at", late_reason=late_entry_reason)

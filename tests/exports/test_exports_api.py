@@ -155,8 +155,11 @@ def test_every_export_is_in_the_access_log(shop):
         from clinic.audit.models import AccessEvent
         from clinic.extensions import db
 
+        # the object names are a comma-separated list: "export:3" must not match "export:31", and the
+        # shared test database holds other tests' requests for the same id
         rows = db.session.scalars(select(AccessEvent).where(AccessEvent.object.contains(f"export:{job['id']}"))).all()
-        assert [r.user_id for r in rows] == [shop.auditor.id]
+        named = [r for r in rows if f"export:{job['id']}" in r.object.split(",") and r.action.endswith("Exports")]
+        assert [(r.user_id, r.action) for r in named] == [(shop.auditor.id, "POST exports_api.Exports")]
 
 
 def test_the_cli_writes_a_verified_bundle_and_a_pdf(shop, tmp_path):
