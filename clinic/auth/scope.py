@@ -101,18 +101,20 @@ def remember_location(user: User, location_id: int) -> None:
 # --- patients ------------------------------------------------------------------------------------
 
 
-def visible_patients(user: User | None) -> ColumnElement[bool] | None:
-    """A filter on patients for ``user`` (SYS-12): registered at one of their locations, with a course
-    at one, or registered nowhere yet. None: no filter (admins)."""
+def _sees_patients(locations: Any) -> ColumnElement[bool]:
+    """SYS-12: a patient is seen by staff of ``locations`` (ids, or a subquery of them) when registered
+    at one of them, booked for a course at one, or registered nowhere yet."""
     from clinic.patients.models import Patient
     from clinic.scheduling.models import AppointmentSeries
 
+    booked = select(AppointmentSeries.patient_id).where(AppointmentSeries.location_id.in_(locations))
+    return or_(Patient.location_id.in_(locations), Patient.location_id.is_(None), Patient.id.in_(booked))
+
+
+def visible_patients(user: User | None) -> ColumnElement[bool] | None:
+    """A filter on patients for ``user`` (SYS-12); None: no filter (admins)."""
     ids = member_location_ids(user)
-    if ids is None:
-        return None
-    where = sorted(ids)
-    booked = select(AppointmentSeries.patient_id).where(AppointmentSeries.location_id.in_(where))
-    return or_(Patient.location_id.in_(where), Patient.location_id.is_(None), Patient.id.in_(booked))
+    return None if ids is None else _sees_patients(sorted(ids))
 
 
 def may_see_patient(user: User | None, patient_id: int) -> bool | None:
@@ -131,15 +133,18 @@ def may_see_patient(user: User | None, patient_id: int) -> bool | None:
 # --- one check for every request ------------------------------------------------------------------
 
 
-def _located(column: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any]) -> Callable[[int], Select[Any]]:
-    def where(record_id: int) -> Select[Any]:
-        return select(column.label("loc")).where(key == record_id)
+Resolver = Callable[[list[int]], Select[Any]]
+
+
+def _located(column: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any]) -> Resolver:
+    def where(record_ids: list[int]) -> Select[Any]:
+        return select(column.label("loc")).where(key.in_(record_ids))
 
     return where
 
 
-def _resolvers() -> dict[str, Callable[[int], Select[Any]]]:
-    """key -> the query of the location a record named by that key lies at (no row: no such record)."""
+def _resolvers() -> dict[str, Resolver]:
+    """key -> the query of the locations the records named by that key lie at (no row: no such record)."""
     from clinic.exports.models import Export
     from clinic.inventory.models import Container, Discrepancy, DiscrepancyAlert, LedgerEntry, LossReport
     from clinic.locations.models import StorageSite
@@ -148,11 +153,11 @@ def _resolvers() -> dict[str, Callable[[int], Select[Any]]]:
     from clinic.scheduling.models import Appointment, AppointmentSeries, Chair
     from clinic.visits.models import Visit
 
-    def score(score_id: int) -> Select[Any]:
+    def score(score_ids: list[int]) -> Select[Any]:
         return (
             select(AppointmentSeries.location_id.label("loc"))
             .join(OutcomeScore, OutcomeScore.series_id == AppointmentSeries.id)
-            .where(OutcomeScore.id == score_id)
+            .where(OutcomeScore.id.in_(score_ids))
         )
 
     container = _located(Container.location_id, Container.id)
@@ -181,17 +186,14 @@ def _resolvers() -> dict[str, Callable[[int], Select[Any]]]:
     }
 
 
-_RESOLVERS: dict[str, Callable[[int], Select[Any]]] | None = None
+_RESOLVERS: dict[str, Resolver] | None = None
 
 
-def _patient_elsewhere(patient_id: int, members: Select[Any]) -> Select[Any]:
-    """The patient's home when it is not visible to the members of ``members`` (SYS-12): no row when
-    there is no such patient, no home, or a course at one of those locations."""
+def _patients_elsewhere(patient_ids: list[int], members: Select[Any]) -> Select[Any]:
+    """The homes of the named patients that staff of ``members`` do not see (SYS-12)."""
     from clinic.patients.models import Patient
-    from clinic.scheduling.models import AppointmentSeries
 
-    booked_here = select(AppointmentSeries.patient_id).where(AppointmentSeries.location_id.in_(members))
-    return select(Patient.location_id.label("loc")).where(Patient.id == patient_id, Patient.id.not_in(booked_here))
+    return select(Patient.location_id.label("loc")).where(Patient.id.in_(patient_ids), ~_sees_patients(members))
 
 
 def _named_ids(data: Any, depth: int = 0) -> Iterator[tuple[str, int]]:
@@ -202,9 +204,9 @@ def _named_ids(data: Any, depth: int = 0) -> Iterator[tuple[str, int]]:
         for key, value in data.items():
             if key in _LOCATED_KEYS:
                 if isinstance(value, list):
-                    yield from ((key, _as_id(v)) for v in value if _is_id(v))
+                    yield from ((key, int(v)) for v in value if _is_id(v))
                 elif _is_id(value):
-                    yield key, _as_id(value)
+                    yield key, int(value)
             elif isinstance(value, dict | list):
                 yield from _named_ids(value, depth + 1)
     elif isinstance(data, list):
@@ -253,10 +255,6 @@ def _is_id(value: Any) -> bool:
         return False
 
 
-def _as_id(value: int | str) -> int:
-    return int(value)
-
-
 def _request_ids(req: Request) -> Iterator[tuple[str, int]]:
     yield from _named_ids(req.view_args or {})
     if req.args:
@@ -281,15 +279,18 @@ def check_request(user: User, req: Request) -> None:
     global _RESOLVERS
     if _RESOLVERS is None:
         _RESOLVERS = _resolvers()
-    named = dict.fromkeys(_request_ids(req))  # in order, once each
+    named: dict[str, set[int]] = {}
+    for key, record_id in _request_ids(req):
+        named.setdefault(key, set()).add(record_id)
     if not named:
         return
     members = select(Membership.location_id).where(Membership.user_id == user.id)
+    # one part per kind of id, not per id (SQLite allows 500 parts in a compound SELECT)
     parts = [
-        (_patient_elsewhere(record_id, members) if key == "patient_id" else _RESOLVERS[key](record_id)).add_columns(
-            literal(key).label("what")
-        )
-        for key, record_id in named
+        (
+            _patients_elsewhere(sorted(ids), members) if key == "patient_id" else _RESOLVERS[key](sorted(ids))
+        ).add_columns(literal(key).label("what"))
+        for key, ids in named.items()
     ]
     found = union_all(*parts).subquery("named") if len(parts) > 1 else parts[0].subquery("named")
     rows = db.session.execute(
@@ -302,7 +303,5 @@ def check_request(user: User, req: Request) -> None:
             raise NotAMember("You are not a member of this location; an admin can add you on the users page.")
     # services re-check where they write (require_location): these need no second query
     g.setdefault("_proved", {}).setdefault(user.id, set()).update(row.loc for row in rows if row.what != "patient_id")
-    if req.method == "GET" and not req.path.startswith("/api/"):
-        for key, record_id in named:
-            if key == "location_id":
-                remember_location(user, record_id)
+    if req.method == "GET" and not req.path.startswith("/api/") and len(named.get("location_id", ())) == 1:
+        remember_location(user, next(iter(named["location_id"])))

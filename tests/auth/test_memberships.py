@@ -386,3 +386,17 @@ def test_a_course_and_a_roster_name_only_a_prescriber_of_the_location(app, world
     page = app.test_client()
     sign_in(page, make_user("front_desk", locations=[own.location_id]))  # type: ignore[arg-type]
     assert f'value="{elsewhere.id}"' not in page.get("/schedule/book").get_data(as_text=True)
+
+
+def test_a_request_naming_many_ids_is_checked_in_one_query_and_answered(app, world: World, make_user) -> None:
+    """Hundreds of ids (a count of a big safe, or junk) are one part per kind of id, never one per id:
+    SQLite refuses a compound SELECT of more than 500 parts, which would be a 500."""
+    c, own, other = world.client, world.own, world.other
+    _, nurse = _member(app, make_user, "nurse", own.location_id)
+    many = list(range(10_000_000, 10_000_600))
+    body = {"container_ids": many, "lines": [{"container_id": i, "patient_id": i} for i in many]}
+    assert c.post("/api/v1/inventory/wastes", headers=nurse, json=body).status_code == 422
+    # and one id of the other location among them still refuses the whole request
+    body["lines"].append({"container_id": other.container_id})
+    refused = c.post("/api/v1/inventory/wastes", headers=nurse, json=body)
+    assert refused.status_code == 403 and refused.json["code"] == "not_a_member"
