@@ -82,6 +82,75 @@ def test_downgrading_0010_refuses_to_cut_access_log_objects(backend):
             drop_pg_database(url)
 
 
+def test_upgrading_gives_never_booked_patients_the_home_their_records_show(backend):
+    """0020 (SYS-12): a patient never booked belongs where their latest screening was taken, else to
+    the clinic's only location; with several locations and no screening they keep none."""
+    from sqlalchemy import text
+
+    url = database_url(backend, "migrations0020")
+    app = make_app(url)
+    now = "2026-01-01 00:00:00"
+
+    def homes(conn) -> dict[int, int | None]:
+        return dict(conn.execute(text("SELECT id, location_id FROM patients")).all())
+
+    try:
+        with app.app_context():
+            cfg = alembic_config()
+            command.upgrade(cfg, "0019s")
+            with db.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO users (id, email, name, role, is_active, password_hash, "
+                        "password_changed_at, created_at) VALUES (1, 'n@m.test', 'N', 'nurse', true, 'x', :now, :now)"
+                    ),
+                    {"now": now},
+                )
+                for n in (1, 2):
+                    conn.execute(
+                        text(
+                            "INSERT INTO locations (id, name, address, dea_registration, timezone, jurisdiction, "
+                            "hours, created_at) VALUES (:id, :name, 'a', :dea, 'UTC', '{}', '{}', :now)"
+                        ),
+                        {"id": n, "name": f"L{n}", "dea": f"FA123456{n}", "now": now},
+                    )
+                for n in (1, 2, 3):
+                    conn.execute(
+                        text(
+                            "INSERT INTO patients (id, first_name, last_name, date_of_birth, address, timezone, "
+                            "preferred_channel, reminders_opt_out, created_at, location_id) "
+                            "VALUES (:id, 'P', 'Q', '1980-01-01', 'a', 'UTC', 'email', false, :now, :home)"
+                        ),
+                        {"id": n, "now": now, "home": 1 if n == 3 else None},
+                    )
+                for sid, loc in ((1, 1), (2, 2)):  # patient 1: screened at L1, then last at L2
+                    conn.execute(
+                        text(
+                            "INSERT INTO screening_results (id, patient_id, location_id, answers, flags, eligibility, "
+                            "screened_by_id, screened_at) VALUES (:id, 1, :loc, '{}', '[]', 'eligible', 1, :now)"
+                        ),
+                        {"id": sid, "loc": loc, "now": now},
+                    )
+            command.upgrade(cfg, "0020")
+            with db.engine.connect() as conn:
+                assert homes(conn) == {1: 2, 2: None, 3: 1}  # 2: two locations, no record says which
+
+            command.downgrade(cfg, "0019s")
+            with db.engine.begin() as conn:
+                conn.execute(text("UPDATE patients SET location_id = NULL WHERE id = 2"))
+                conn.execute(text("DELETE FROM screening_results"))
+                conn.execute(text("UPDATE patients SET location_id = 1 WHERE id = 1"))
+                conn.execute(text("DELETE FROM location_members WHERE location_id = 2"))
+                conn.execute(text("DELETE FROM locations WHERE id = 2"))
+            command.upgrade(cfg, "head")
+            with db.engine.connect() as conn:
+                assert homes(conn) == {1: 1, 2: 1, 3: 1}  # one location: everyone's home
+            db.engine.dispose()
+    finally:
+        if backend == "postgresql":
+            drop_pg_database(url)
+
+
 def test_upgrading_to_memberships_keeps_every_user_working_everywhere(backend):
     """0019 (SYS-11): every existing non-admin becomes a member of every existing location, and a
     patient's home is the location of their first course."""
