@@ -219,7 +219,12 @@ def first_free_chair(occupied: set[int], slots: range, chairs: int) -> int | Non
 
 
 def place(planned: list[Any], minutes: int, occupied: set[int], chairs: int) -> list[int] | None:
-    """The chair index of each visit as the service would pick it, or None if one finds no chair."""
+    """The chair index of each visit as the service would pick it, or None if one finds no chair: the
+    first chair free for every visit keeps the whole course, else each visit the first free then."""
+    every = [s for p in planned for s in _slot_numbers(p.starts_at, minutes)]
+    steady = next((c for c in range(chairs) if all(s * CHAIR_BITS + c not in occupied for s in every)), None)
+    if steady is not None:
+        return [steady] * len(planned)
     picked = []
     for p in planned:
         chair = first_free_chair(occupied, _slot_numbers(p.starts_at, minutes), chairs)

@@ -60,6 +60,14 @@ def settings_for(location_id: int) -> dict[str, Any]:
     return rules.merged(row.rules if row else None)
 
 
+def settings_in(cache: dict[int, dict[str, Any]], location_id: int) -> dict[str, Any]:
+    """``settings_for`` read once per location per call (a location without a row of its own would
+    be read again each time: the session keeps no record of a row that does not exist)."""
+    if location_id not in cache:
+        cache[location_id] = settings_for(location_id)
+    return cache[location_id]
+
+
 def _location(location_id: int) -> Location:
     location = db.session.get(Location, location_id)
     assert location is not None
@@ -87,13 +95,16 @@ def _due(plan: Plan, settings: dict[str, Any]) -> datetime:
     return plan.planned_for
 
 
-def write(plans: Iterable[Plan], *, settings: dict[str, Any] | None = None) -> int:
-    """Insert the plans that are new (by key); returns how many rows were written."""
+def write(
+    plans: Iterable[Plan], *, settings: dict[str, Any] | None = None, cache: dict[int, dict[str, Any]] | None = None
+) -> int:
+    """Insert the plans that are new (by key); returns how many rows were written. ``cache`` holds the
+    settings already read per location (a location with none has no row to keep in the session)."""
     now = utcnow()
     rows = []
-    cache: dict[int, dict[str, Any]] = {}
+    cache = {} if cache is None else cache
     for plan in plans:
-        cfg = settings or cache.setdefault(plan.location_id, settings_for(plan.location_id))
+        cfg = settings or settings_in(cache, plan.location_id)
         if not rules.enabled(cfg, plan.kind):
             continue
         due = _due(plan, cfg)
@@ -167,17 +178,25 @@ def pending_of(where: Any) -> list[Reminder]:
     return list(db.session.scalars(q.execution_options(populate_existing=True)))
 
 
-def reconcile(existing: list[Reminder], wanted: list[Plan], *, reason: str) -> None:
+def reconcile(
+    existing: list[Reminder],
+    wanted: list[Plan],
+    *,
+    reason: str,
+    settings: dict[int, dict[str, Any]] | None = None,
+) -> None:
     """Make the pending reminders of one cause match ``wanted``: move the ones whose moment changed
-    (a moved reminder keeps its row; a claim on it is void), write the missing ones, cancel the rest."""
-    by_slot: dict[tuple[str, str], list[Reminder]] = {}
+    (a moved reminder keeps its row; a claim on it is void), write the missing ones, cancel the rest.
+    A reminder matches a plan of its own visit, kind and slot, so one call can settle many visits."""
+    by_slot: dict[tuple[int | None, str, str], list[Reminder]] = {}
     for r in existing:
-        by_slot.setdefault((r.kind, str(r.params.get("slot", ""))), []).append(r)
+        by_slot.setdefault((r.appointment_id, r.kind, str(r.params.get("slot", ""))), []).append(r)
     fresh: list[Plan] = []
-    settings: dict[int, dict[str, Any]] = {}
-    taken = set(db.session.scalars(select(Reminder.dedupe_key).where(Reminder.dedupe_key.in_([p.key for p in wanted]))))
+    settings = {} if settings is None else settings
+    keys = [p.key for p in wanted]
+    taken = set(db.session.scalars(select(Reminder.dedupe_key).where(Reminder.dedupe_key.in_(keys)))) if keys else set()
     for plan in wanted:
-        olds = by_slot.get((plan.kind, str(plan.params.get("slot", ""))), [])
+        olds = by_slot.get((plan.appointment_id, plan.kind, str(plan.params.get("slot", ""))), [])
         old = olds.pop(0) if olds else None
         if old is None:
             fresh.append(plan)
@@ -187,7 +206,7 @@ def reconcile(existing: list[Reminder], wanted: list[Plan], *, reason: str) -> N
         if plan.key in taken:  # already reminded for that very moment (moved back): drop this one
             olds.insert(0, old)
             continue
-        cfg = settings.setdefault(plan.location_id, settings_for(plan.location_id))
+        cfg = settings_in(settings, plan.location_id)
         due = _due(plan, cfg)
         if not rules.enabled(cfg, plan.kind) or (plan.expires_at is not None and due >= plan.expires_at):
             olds.insert(0, old)
@@ -199,14 +218,13 @@ def reconcile(existing: list[Reminder], wanted: list[Plan], *, reason: str) -> N
     if leftover:
         cancel(Reminder.id.in_(leftover), reason)
     db.session.flush()
-    write(fresh)
+    write(fresh, cache=settings)
 
 
 # --- patients' appointments -------------------------------------------------------------------
 
 
-def _appointment_plans(appt: Any, patient: Patient, settings: dict[str, Any]) -> list[Plan]:
-    channel = patient_channel(patient)
+def _appointment_plans(appt: Any, patient: Patient, channel: str | None, settings: dict[str, Any]) -> list[Plan]:
     if channel is None:
         return []
     plans = []
@@ -242,13 +260,23 @@ def plan_appointments(appointments: list[Any]) -> None:
     """Booking (or re-planning after a move): the reminders before each live visit."""
     from clinic.scheduling.models import LIVE
 
+    if not appointments:
+        return
+    settings: dict[int, dict[str, Any]] = {}
+    channels: dict[int, str | None] = {}
+    wanted: list[Plan] = []
     for appt in appointments:
         patient = db.session.get(Patient, appt.patient_id)
         assert patient is not None
-        settings = settings_for(appt.location_id)
-        wanted = _appointment_plans(appt, patient, settings) if appt.status in LIVE else []
-        existing = pending_of((Reminder.appointment_id == appt.id) & Reminder.kind.in_(APPOINTMENT_KINDS))
-        reconcile(existing, wanted, reason="the visit moved")
+        cfg = settings_in(settings, appt.location_id)
+        if patient.id not in channels:
+            channels[patient.id] = patient_channel(patient)
+        if appt.status in LIVE:
+            wanted += _appointment_plans(appt, patient, channels[patient.id], cfg)
+    # One read of the pending reminders and one of the taken keys for the whole course, not per visit
+    ids = sorted({appt.id for appt in appointments})
+    existing = pending_of(Reminder.appointment_id.in_(ids) & Reminder.kind.in_(APPOINTMENT_KINDS))
+    reconcile(existing, wanted, reason="the visit moved", settings=settings)
 
 
 def cancel_for_appointment(appointment_id: int, reason: str) -> int:
@@ -297,7 +325,7 @@ def plan_course(series: Any) -> None:
                     )
                 )
     existing = pending_of((Reminder.series_id == series.id) & Reminder.kind.in_(COURSE_KINDS))
-    reconcile(existing, wanted, reason="the course changed")
+    reconcile(existing, wanted, reason="the course changed", settings={series.location_id: settings})
 
 
 def _course_plan(

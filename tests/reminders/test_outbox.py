@@ -183,3 +183,35 @@ def test_staff_cancel_and_retry(app, desk):
     assert resp.status_code == 200 and resp.json["status"] == "pending" and resp.json["attempts"] == 0
     assert desk.client.post("/api/v1/reminders/999999999/retry", headers=desk.desk).status_code == 404
     assert desk.client.get("/api/v1/reminders", query_string={"status": "lost"}, headers=desk.desk).status_code == 422
+
+
+def test_a_bookings_reminders_cost_the_same_statements_however_many_visits(app, desk):
+    """Planning a course's reminders reads the settings, the pending rows and the taken keys once,
+    not once per visit: a 12-visit course and a 6-visit one send the same reminder statements."""
+    from sqlalchemy import event
+
+    counts: list[int] = []
+
+    def book(protocol: str) -> int:
+        pid = patient(desk)
+        sent: list[str] = []
+
+        def listen(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+            if "reminder" in statement.split("WHERE")[0]:
+                sent.append(statement)
+
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            resp = desk.book(pid, protocol=protocol)
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+        assert resp.status_code == 201, resp.json
+        counts.append(len(resp.json["appointments"]))
+        return len(sent)
+
+    many, few = book("esketamine-rems"), book("ketamine-iv-induction")
+    assert counts[0] > counts[1]
+    assert many == few
+    assert many <= 12  # settings, opt-outs, pending rows, taken keys and inserts: visits and course
