@@ -441,9 +441,14 @@ def _copy_csv(
             cursor.execute(copysql.shapes_query(where, segment))
             shapes = [tuple(keys or ()) for (keys,) in cursor.fetchall()]
             query = copysql.select_rows(spec.kind, allowed, where, segment, names, shapes)
+            pending = bytearray()  # COPY sends a message per row: written and hashed a megabyte at a time
             with cursor.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
                 for block in copy:
-                    main.sink.write_bytes(block)
+                    pending += block
+                    if len(pending) >= 1 << 20:
+                        main.sink.write_bytes(pending)
+                        pending.clear()
+            main.sink.write_bytes(pending)
             count = cursor.rowcount
         except DriverError as exc:
             cursor.execute("ROLLBACK TO SAVEPOINT clinic_export_copy")
