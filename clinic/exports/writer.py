@@ -113,7 +113,7 @@ class _Sink:
     def write(self, text: str) -> None:
         self.write_bytes(text.encode())
 
-    def write_bytes(self, data: bytes | memoryview) -> None:
+    def write_bytes(self, data: bytes | bytearray | memoryview) -> None:
         self.fh.write(data)
         self.digest.update(data)
         self.size += len(data)
