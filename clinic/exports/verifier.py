@@ -856,7 +856,7 @@ class _RowCheck:
         self.at_hash, self.at_record, self.at_phi = head.index("hash"), head.index("record"), head.index("phi")
         specs = dict(KINDS[self.kind][1])
         at = {h: i for i, h in enumerate(head)}
-        self.columns = [(at[h], r) for h, r in _COLUMNS[self.kind] if not specs[h].startswith("drug:")]
+        self.cells_match = _cells_check(self.kind, at, self.names)
         self.drug_columns = [(at[h], r) for h, r in _COLUMNS[self.kind] if specs[h].startswith("drug:")]
         self.drug_cells: dict[Any, list[tuple[int, str | None]]] = {}
 
@@ -870,7 +870,7 @@ class _RowCheck:
         width, at_hash, at_record, at_phi = self.width, self.at_hash, self.at_record, self.at_phi
         loc, first, since, allowed = self.location_id, self.first, self.since, self.allowed
         kind, filters, names = self.kind, self.filters, self.names
-        columns, drug_columns, drug_cells = self.columns, self.drug_columns, self.drug_cells
+        cells_match, drug_columns, drug_cells = self.cells_match, self.drug_columns, self.drug_cells
         items: list[tuple[Any, ...]] = []
         run: list[Any] | None = None
         count = 0
@@ -888,15 +888,16 @@ class _RowCheck:
                 raise _Unproven
             if seq == first and seq > 1 and not recorded < since:
                 raise _Unproven
+            details = record.get("details") or {}
             for path, pair in phi.items():
                 if (
                     type(pair) is not dict
-                    or get_path(record, path) != commitment(pair.get("salt", ""), pair.get("value"))
+                    or (details.get(path[8:]) if path.startswith("details.") else record.get(path))
+                    != commitment(pair.get("salt", ""), pair.get("value"))
                     or (allowed is not None and path not in allowed)
                 ):
                     raise _Unproven
             form = record.get("v")
-            details = record.get("details") or {}
             if form == 2:
                 if _hash(raw.encode(), prev) != h and record_hash(record, 2) != h:
                     raise _Unproven
@@ -912,10 +913,8 @@ class _RowCheck:
                 raise _Unproven
             if not included(kind, filters, record, names):
                 raise _Unproven
-            for i, render in columns:
-                want = render(record, phi, names)
-                if want is not None and values[i] != want:
-                    raise _Unproven
+            if not cells_match(values, record, phi, details):
+                raise _Unproven
             did = record.get("drug_id")
             cells = drug_cells.get(did)
             if cells is None:
@@ -945,6 +944,47 @@ class _RowCheck:
         if run is not None:
             items.append(tuple(run))
         return count, items
+
+
+def _cells_check(kind: str, at: dict[str, int], names: dict[str, Any]) -> Callable[..., bool]:
+    """One function comparing a row's cells (but the drug's, rendered once per drug) with what the
+    kind's renderers give for its record: the same comparisons as :meth:`_Segment.take`, written out
+    for the kind's columns so a row costs no call per cell. ``details`` is ``record["details"] or {}``
+    (a dict: the caller has read it as one); a user's cell is rendered once per user id."""
+    users = names.get("users", {})
+    lines = ["def match(values, record, phi, details):"]
+    for header, spec in KINDS[kind][1]:
+        how, _, what = spec.rpartition(":")
+        i = at[header]
+        if how in ("x", "t", "drug"):
+            continue
+        if how in ("", "d"):
+            source = "record" if how == "" else "details"
+            if what == "*":
+                lines.append("    v = record.get('details') or {}")
+            else:
+                lines.append(f"    v = {source}.get({what!r})")
+            lines.append(f"    if values[{i}] != (v if v.__class__ is str else text(v)): return False")
+        elif how in ("mg", "-mg"):
+            sign = "-" if how == "-mg" else ""
+            lines.append(f"    v = record.get({what!r})")
+            lines.append(f"    if values[{i}] != ('' if v is None else format_mg({sign}v)): return False")
+        elif how == "user":
+            lines.append(f"    v = record.get({what!r})")
+            lines.append("    want = seen.get(v)")
+            lines.append("    if want is None:")
+            lines.append("        want = seen[v] = '' if v is None else text(users.get(str(v)))")
+            lines.append(f"    if values[{i}] != want: return False")
+        elif how == "phi":
+            lines.append(
+                f"    if values[{i}] != (text(phi[{what!r}]['value']) if {what!r} in phi else ''): return False"
+            )
+        else:
+            raise ValueError(f"unknown column spec {spec}")
+    lines.append("    return True")
+    scope: dict[str, Any] = {"text": text, "format_mg": format_mg, "users": users, "seen": {}}
+    exec(compile("\n".join(lines), f"<{kind} cells>", "exec"), scope)  # noqa: S102 - our own source, above
+    return scope["match"]
 
 
 _WORKER: dict[str, Any] = {}

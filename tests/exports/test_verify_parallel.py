@@ -16,7 +16,19 @@ def bundles(shop, tmp_path_factory):
     return {
         "csv-full": _write(shop, tmp, "dispensing-log", "csv", "full"),
         "waste-csv": _write(shop, tmp, "waste-log", "csv", "dea-inspection"),
+        **{f"{kind}-{profile}": _write(shop, tmp, kind, "csv", profile) for kind, profile in KINDS},
     }
+
+
+#: every ledger kind once, in a profile each: the cells each kind's checker compares
+KINDS = [
+    ("receiving-log", "no-phi"),
+    ("loss-log", "full"),
+    ("disposal-log", "dea-inspection"),
+    ("inventory", "full"),
+    ("ledger", "full"),
+    ("ledger", "no-phi"),
+]
 
 
 @pytest.fixture
@@ -34,7 +46,7 @@ def _sequential(monkeypatch, path, key):
         return run(path, key)
 
 
-@pytest.mark.parametrize("name", ["csv-full", "waste-csv"])
+@pytest.mark.parametrize("name", ["csv-full", "waste-csv", *(f"{k}-{p}" for k, p in KINDS)])
 def test_untouched_csv_exports_are_proven_in_parallel(bundles, parallel, name):
     path, key = bundles[name]
     code, out = run(path, key)
