@@ -971,9 +971,9 @@ def _cells_check(kind: str, at: dict[str, int], names: dict[str, Any]) -> Callab
             lines.append(f"    if values[{i}] != ('' if v is None else format_mg({sign}v)): return False")
         elif how == "user":
             lines.append(f"    v = record.get({what!r})")
-            lines.append("    want = seen.get(v)")
+            lines.append("    want = seen.get((v.__class__, v))")  # the class too: 1 and True are one key
             lines.append("    if want is None:")
-            lines.append("        want = seen[v] = '' if v is None else text(users.get(str(v)))")
+            lines.append("        want = seen[v.__class__, v] = '' if v is None else text(users.get(str(v)))")
             lines.append(f"    if values[{i}] != want: return False")
         elif how == "phi":
             lines.append(
@@ -1348,12 +1348,19 @@ class _SealedLog:
 
 
 def verify(
-    export_path: str, manifest_path: str | None, trusted_keys: set[str], fingerprints: set[str], walk: bool = True
+    export_path: str,
+    manifest_path: str | None,
+    trusted_keys: set[str],
+    fingerprints: set[str],
+    walk: bool = True,
+    parallel: bool = False,
 ) -> str:
     """Raise :class:`Altered` naming the first problem; return a one-line summary when intact.
 
     ``walk`` False checks the signatures and every file's digest but not the rows against the chain:
-    the exporter's own check of a bundle it has just written from the chain (clinic-verify always walks)."""
+    the exporter's own check of a bundle it has just written from the chain (clinic-verify always walks).
+    ``parallel``: a large CSV may be walked by worker processes (clinic-verify's own process only:
+    forking a server's threaded process is not safe)."""
     import os
 
     manifest_path = manifest_path or export_path + ".manifest.json"
@@ -1401,7 +1408,7 @@ def verify(
     span = ""
     rows = left_out = None
     digests: dict[str, str] = {}
-    workers = _workers(export_file) if walk and fmt == "csv" and seg is not None else 1
+    workers = _workers(export_file) if parallel and walk and fmt == "csv" and seg is not None else 1
     if workers > 1:
         try:
             left_path = os.path.join(base, files["left-out"]["name"]) if "left-out" in files else None
@@ -1492,7 +1499,7 @@ def main(argv: list[str] | None = None) -> int:
     if not keys and not prints:
         parser.error("pin the signing key: --public-key or --fingerprint (never trust the key the export names)")
     try:
-        summary = verify(args.export, args.manifest, keys, prints)
+        summary = verify(args.export, args.manifest, keys, prints, parallel=True)
     except Altered as problem:
         print(f"ALTERED: {problem}", file=sys.stdout)  # noqa: T201 - the verifier's answer
         return 1
