@@ -964,7 +964,10 @@ def _cells_check(kind: str, at: dict[str, int], names: dict[str, Any]) -> Callab
                 lines.append("    v = record.get('details') or {}")
             else:
                 lines.append(f"    v = {source}.get({what!r})")
-            lines.append(f"    if values[{i}] != (v if v.__class__ is str else text(v)): return False")
+            lines.append(
+                f"    if values[{i}] != (v if v.__class__ is str else str(v) if v.__class__ is int else text(v)): "
+                "return False"
+            )
         elif how in ("mg", "-mg"):
             sign = "-" if how == "-mg" else ""
             lines.append(f"    v = record.get({what!r})")
