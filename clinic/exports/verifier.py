@@ -7,7 +7,8 @@ This one file is both halves of the proof, so the server and the auditor can nev
    it (``clinic.inventory.chain``) to hash every entry it appends and to re-walk its chains.
 2. The verifier of an export bundle (the file, its ``.manifest.json`` and, for a PDF, the rows
    beside it). It needs the standard library and ``cryptography`` (for Ed25519) and nothing else:
-   copy this file anywhere and run ``python3 verifier.py EXPORT --public-key KEY``.
+   copy this file anywhere and run ``python3 verifier.py EXPORT --public-key KEY``. A large CSV
+   export is walked by one worker process per CPU (``multiprocessing``; see section 3b).
 
 Form 1 (entries written before migration 0013): hash = SHA-256(0x00 || canonical(fields) || prev_hash)
 with every field in the clear. Form 2: each PHI field (``patient_id`` and every ``details`` key that

@@ -1,7 +1,9 @@
 """Writing an export bundle: the file, the rows left out of a filtered kind, the signed manifest (SYS-05).
 
 Rows are read in keyset batches of the chain segment (seq ranges on the ledger, ids on the logs),
-written as they come and let go: memory stays flat however long the period (RELIABILITY §1.3).
+written as they come and let go: memory stays flat however long the period (RELIABILITY §1.3). On
+PostgreSQL a CSV ledger export's rows are built by the database itself, one COPY streamed into the
+file (:mod:`clinic.exports.copysql`, the same bytes); the left-out rows still come through Python.
 Every file is written under a temporary name and renamed only once the manifest is signed, so a
 failed export never leaves a truncated file that looks finished.
 """
