@@ -7,7 +7,8 @@ This one file is both halves of the proof, so the server and the auditor can nev
    it (``clinic.inventory.chain``) to hash every entry it appends and to re-walk its chains.
 2. The verifier of an export bundle (the file, its ``.manifest.json`` and, for a PDF, the rows
    beside it). It needs the standard library and ``cryptography`` (for Ed25519) and nothing else:
-   copy this file anywhere and run ``python3 verifier.py EXPORT --public-key KEY``.
+   copy this file anywhere and run ``python3 verifier.py EXPORT --public-key KEY``. A large CSV
+   export is walked by one worker process per CPU (``multiprocessing``; see section 3b).
 
 Form 1 (entries written before migration 0013): hash = SHA-256(0x00 || canonical(fields) || prev_hash)
 with every field in the clear. Form 2: each PHI field (``patient_id`` and every ``details`` key that
@@ -791,6 +792,29 @@ class _Segment:
                     raise Altered(f"{where}: {header} does not match the entry's record")
         self.prev, self.next_seq = h, self.next_seq + 1
 
+    def take_item(self, item: tuple[Any, ...]) -> None:
+        """A run of rows, or one row, the parallel walk has checked on its own (see :class:`_RowCheck`):
+        what :meth:`take` checks of their place in the chain. Raises :class:`_Unproven` on a problem."""
+        if item[0] == "run":
+            _, seq, prev, recorded, last_seq, last_hash, last_recorded = item
+            if seq != self.next_seq or prev != self.prev or recorded < self.recorded or self.form1_open:
+                raise _Unproven
+            self.recorded, self.prev, self.next_seq = last_recorded, last_hash, last_seq + 1
+            return
+        _, seq, prev, h, recorded, form, c1, anchor = item
+        if seq != self.next_seq or prev != self.prev or recorded < self.recorded:
+            raise _Unproven
+        self.recorded = recorded
+        if form == 2:
+            if self.form1_open:
+                if anchor.get("shadow") != self.shadow or anchor.get("through_seq") != seq - 1:
+                    raise _Unproven
+                self.form1_open = False
+        else:
+            self.shadow = shadow_step(self.shadow, str(h), c1)
+            self.form1_open = True
+        self.prev, self.next_seq = h, self.next_seq + 1
+
     def finish(self) -> None:
         if self.next_seq != self.last_seq + 1:
             raise Altered(f"the export ends at seq {self.next_seq - 1}; the signed segment runs to seq {self.last_seq}")
@@ -798,6 +822,299 @@ class _Segment:
             raise Altered("the chain does not end at the signed checkpoint's hash (recomputed or cut)")
         if self.form1_open:
             raise Altered("form-1 entries without PHI are not re-anchored in the segment")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3b. The parallel walk of a large CSV ledger export. Each row's own checks (its PHI against its
+# commitments, its hash, the filters, every cell against the record) need nothing but the row: worker
+# processes run them on byte ranges of the file cut at record boundaries, and check the links inside
+# each run of consecutive rows. This process then walks the runs, the few rows that open or close a
+# form-1 stretch, and the left-out rows, in seq order, as :class:`_Segment` does row by row. Anything
+# found wrong, or anything unusual, sends the whole walk back to the one-process path, which names
+# the first problem exactly as it always has: this path only ever answers "intact".
+# ---------------------------------------------------------------------------------------------------
+
+#: below this size the file is walked in one process (starting workers costs more than it saves)
+PARALLEL_MIN_BYTES = 8 << 20
+#: the byte ranges handed to the workers
+CHUNK_BYTES = 4 << 20
+
+
+class _Unproven(Exception):
+    """The parallel walk cannot answer "intact": walk again in one process to name the problem."""
+
+
+class _RowCheck:
+    """The checks of :meth:`_Segment.take` that depend on one CSV row alone, on its cells as a list."""
+
+    def __init__(self, manifest: dict[str, Any], head: list[str]) -> None:
+        seg = manifest["segment"]
+        self.kind, self.filters, self.names = manifest["kind"], manifest["filters"], manifest["names"]
+        self.allowed = PROFILES.get(manifest["profile"], ())
+        self.location_id, self.first = seg["location_id"], seg["first_seq"]
+        self.since = self.filters.get("since") or ""
+        self.width = len(head)
+        self.at_hash, self.at_record, self.at_phi = head.index("hash"), head.index("record"), head.index("phi")
+        specs = dict(KINDS[self.kind][1])
+        at = {h: i for i, h in enumerate(head)}
+        self.cells_match = _cells_check(self.kind, at, self.names)
+        self.drug_columns = [(at[h], r) for h, r in _COLUMNS[self.kind] if specs[h].startswith("drug:")]
+        self.drug_cells: dict[Any, list[tuple[int, str | None]]] = {}
+
+    def rows(self, lines: Any) -> tuple[int, list[tuple[Any, ...]]]:
+        """The rows' count and their chain items in order: ("run", first seq, its prev_hash, its
+        recorded_at, last seq, its hash, its recorded_at) for consecutive plain form-2 rows, linked;
+        ("one", seq, prev_hash, hash, recorded_at, form, committed-form hash, re-anchor) for the rest."""
+        import csv
+
+        decode = json.JSONDecoder().decode
+        width, at_hash, at_record, at_phi = self.width, self.at_hash, self.at_record, self.at_phi
+        loc, first, since, allowed = self.location_id, self.first, self.since, self.allowed
+        kind, filters, names = self.kind, self.filters, self.names
+        cells_match, drug_columns, drug_cells = self.cells_match, self.drug_columns, self.drug_cells
+        items: list[tuple[Any, ...]] = []
+        run: list[Any] | None = None
+        count = 0
+        for values in csv.reader(lines):
+            if len(values) != width:
+                raise _Unproven
+            raw = values[at_record]
+            record = decode(raw) if raw else {}
+            phi = decode(values[at_phi]) if values[at_phi] else {}
+            h = values[at_hash]
+            seq = record["seq"]
+            prev = record["prev_hash"]
+            recorded = record.get("recorded_at") or ""
+            if type(seq) is not int or type(recorded) is not str or record.get("location_id") != loc:
+                raise _Unproven
+            if seq == first and seq > 1 and not recorded < since:
+                raise _Unproven
+            details = record.get("details") or {}
+            for path, pair in phi.items():
+                if (
+                    type(pair) is not dict
+                    or (details.get(path[8:]) if path.startswith("details.") else record.get(path))
+                    != commitment(pair.get("salt", ""), pair.get("value"))
+                    or (allowed is not None and path not in allowed)
+                ):
+                    raise _Unproven
+            form = record.get("v")
+            if form == 2:
+                if _hash(raw.encode(), prev) != h and record_hash(record, 2) != h:
+                    raise _Unproven
+            elif form == 1:
+                paths = phi_paths(record)
+                if all(p in phi for p in paths):
+                    clear = dict(record)
+                    for p in paths:
+                        _set_path(clear, p, phi[p]["value"])
+                    if _hash(canonical(clear), prev) != h:
+                        raise _Unproven
+            else:
+                raise _Unproven
+            if not included(kind, filters, record, names):
+                raise _Unproven
+            if not cells_match(values, record, phi, details):
+                raise _Unproven
+            did = record.get("drug_id")
+            cells = drug_cells.get(did)
+            if cells is None:
+                cells = drug_cells[did] = [(i, r(record, phi, names)) for i, r in drug_columns]
+            for i, want in cells:
+                if values[i] != want:
+                    raise _Unproven
+            count += 1
+            if form == 2 and "reanchor" not in details:
+                if run is not None and seq == run[4] + 1:
+                    if prev != run[5] or recorded < run[6]:
+                        raise _Unproven
+                    run[4], run[5], run[6] = seq, h, recorded
+                    continue
+                if run is not None:
+                    items.append(tuple(run))
+                run = ["run", seq, prev, recorded, seq, h, recorded]
+                continue
+            if run is not None:
+                items.append(tuple(run))
+                run = None
+            anchor = details.get("reanchor") or {}
+            if type(anchor) is not dict:
+                raise _Unproven
+            c1 = record_hash(record, 1) if form == 1 else None
+            items.append(("one", seq, prev, h, recorded, form, c1, anchor))
+        if run is not None:
+            items.append(tuple(run))
+        return count, items
+
+
+def _cells_check(kind: str, at: dict[str, int], names: dict[str, Any]) -> Callable[..., bool]:
+    """One function comparing a row's cells (but the drug's, rendered once per drug) with what the
+    kind's renderers give for its record: the same comparisons as :meth:`_Segment.take`, written out
+    for the kind's columns so a row costs no call per cell. ``details`` is ``record["details"] or {}``
+    (a dict: the caller has read it as one); a user's cell is rendered once per user id."""
+    users = names.get("users", {})
+    lines = ["def match(values, record, phi, details):"]
+    for header, spec in KINDS[kind][1]:
+        how, _, what = spec.rpartition(":")
+        i = at[header]
+        if how in ("x", "t", "drug"):
+            continue
+        if how in ("", "d"):
+            source = "record" if how == "" else "details"
+            if what == "*":
+                lines.append("    v = record.get('details') or {}")
+            else:
+                lines.append(f"    v = {source}.get({what!r})")
+            lines.append(
+                f"    if values[{i}] != (v if v.__class__ is str else str(v) if v.__class__ is int else text(v)): "
+                "return False"
+            )
+        elif how in ("mg", "-mg"):
+            sign = "-" if how == "-mg" else ""
+            lines.append(f"    v = record.get({what!r})")
+            lines.append(f"    if values[{i}] != ('' if v is None else format_mg({sign}v)): return False")
+        elif how == "user":
+            lines.append(f"    v = record.get({what!r})")
+            lines.append("    want = seen.get((v.__class__, v))")  # the class too: 1 and True are one key
+            lines.append("    if want is None:")
+            lines.append("        want = seen[v.__class__, v] = '' if v is None else text(users.get(str(v)))")
+            lines.append(f"    if values[{i}] != want: return False")
+        elif how == "phi":
+            lines.append(
+                f"    if values[{i}] != (text(phi[{what!r}]['value']) if {what!r} in phi else ''): return False"
+            )
+        else:
+            raise ValueError(f"unknown column spec {spec}")
+    lines.append("    return True")
+    scope: dict[str, Any] = {"text": text, "format_mg": format_mg, "users": users, "seen": {}}
+    exec(compile("\n".join(lines), f"<{kind} cells>", "exec"), scope)  # noqa: S102 - our own source, above
+    return scope["match"]
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(manifest: dict[str, Any], head: list[str], path: str) -> None:
+    _WORKER.update(check=_RowCheck(manifest, head), path=path)
+
+
+def _worker_chunk(span: tuple[int, int]) -> tuple[int, list[tuple[Any, ...]]] | None:
+    """One byte range of the file, checked; None when it cannot be proven here."""
+    import io
+
+    if span[0] < 0:
+        return None
+    try:
+        with open(_WORKER["path"], "rb") as fh:
+            fh.seek(span[0])
+            data = fh.read(span[1] - span[0])
+        return _WORKER["check"].rows(io.StringIO(data.decode("utf-8"), newline=""))
+    except Exception:
+        return None
+
+
+class _Chunker:
+    """Reads the file once (in a thread of the pool's, while the workers check), hashing it for the
+    manifest's digest and cutting it into byte ranges at record ends: a newline with an even count
+    of quotes before it (inside a quoted cell the count is odd, as CSV doubles quotes)."""
+
+    def __init__(self, path: str, start: int) -> None:
+        self.path, self.start = path, start
+        self.digest = hashlib.sha256()
+        self.spans = 0
+
+    def __iter__(self) -> Any:
+        quotes, pos, cut = 0, 0, self.start + CHUNK_BYTES
+        last = self.start
+        with open(self.path, "rb") as fh:
+            while block := fh.read(1 << 22):
+                self.digest.update(block)
+                end = pos + len(block)
+                off = 0
+                while cut < end:
+                    if cut > pos + off:
+                        quotes += block.count(b'"', off, cut - pos)
+                        off = cut - pos
+                    nl = block.find(b"\n", off)
+                    if nl < 0:
+                        break
+                    quotes += block.count(b'"', off, nl)
+                    off = nl + 1
+                    if quotes % 2 == 0:
+                        yield last, pos + off
+                        self.spans += 1
+                        last, cut = pos + off, pos + off + CHUNK_BYTES
+                    elif pos + off - last > 4 * CHUNK_BYTES:  # an unbalanced quote: no record ends
+                        yield -1, -1
+                        return
+                    else:
+                        cut = pos + off
+                quotes += block.count(b'"', off)
+                pos = end
+        if last < pos:
+            yield last, pos
+            self.spans += 1
+
+
+#: the exports the parallel walk proved intact (for the tests: that it does not always fall back)
+PARALLEL_WALKS: list[str] = []
+
+
+def _workers(path: str) -> int:
+    """How many processes walk the file: every CPU this process may use, or one for a small file."""
+    import os
+
+    try:
+        if os.path.getsize(path) < PARALLEL_MIN_BYTES:
+            return 1
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    except OSError:
+        return 1
+
+
+def _parallel_walk(
+    manifest: dict[str, Any], export_file: str, left_out_path: str | None, workers: int
+) -> tuple[int, str]:
+    """The rows' count and the file's SHA-256, the chain walked as :class:`_Segment` walks it;
+    raises :class:`_Unproven` (never :class:`Altered`) on anything but an intact export."""
+    import csv
+    import multiprocessing
+
+    with open(export_file, newline="", encoding="utf-8") as fh:
+        head = next(csv.reader(fh), None)
+        if head != headers(manifest["kind"]):
+            raise _Unproven
+    with open(export_file, "rb") as fh:  # the header's own bytes: a plain line, no quotes
+        start = len(fh.readline())
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    chain = _Segment(manifest)
+    chunker = _Chunker(export_file, start)
+    left_out = _read_rows(left_out_path, "jsonl") if left_out_path else iter(())
+    count = 0
+    try:
+        pending = next(left_out, None)
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(manifest, head, export_file)) as pool:
+            for result in pool.imap(_worker_chunk, chunker):
+                if result is None:
+                    raise _Unproven
+                count += result[0]
+                for item in result[1]:
+                    seq = item[1]
+                    while pending is not None and pending["record"]["seq"] < seq:
+                        chain.take(pending, False)
+                        pending = next(left_out, None)
+                    chain.take_item(item)
+        while pending is not None:
+            chain.take(pending, False)
+            pending = next(left_out, None)
+        chain.finish()
+    except (Altered, OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise _Unproven from None
+    finally:
+        if hasattr(left_out, "close"):
+            left_out.close()
+    return count, chunker.digest.hexdigest()
 
 
 #: the table kinds whose rows are sealed, and the stream of each
@@ -1035,12 +1352,19 @@ class _SealedLog:
 
 
 def verify(
-    export_path: str, manifest_path: str | None, trusted_keys: set[str], fingerprints: set[str], walk: bool = True
+    export_path: str,
+    manifest_path: str | None,
+    trusted_keys: set[str],
+    fingerprints: set[str],
+    walk: bool = True,
+    parallel: bool = False,
 ) -> str:
     """Raise :class:`Altered` naming the first problem; return a one-line summary when intact.
 
     ``walk`` False checks the signatures and every file's digest but not the rows against the chain:
-    the exporter's own check of a bundle it has just written from the chain (clinic-verify always walks)."""
+    the exporter's own check of a bundle it has just written from the chain (clinic-verify always walks).
+    ``parallel``: a large CSV may be walked by worker processes (clinic-verify's own process only:
+    forking a server's threaded process is not safe)."""
     import os
 
     manifest_path = manifest_path or export_path + ".manifest.json"
@@ -1087,6 +1411,16 @@ def verify(
     count: Any = 0 if walk else manifest.get("rows")
     span = ""
     rows = left_out = None
+    digests: dict[str, str] = {}
+    workers = _workers(export_file) if parallel and walk and fmt == "csv" and seg is not None else 1
+    if workers > 1:
+        try:
+            left_path = os.path.join(base, files["left-out"]["name"]) if "left-out" in files else None
+            count, digests[export_path] = _parallel_walk(manifest, export_file, left_path, workers)
+            walk = False  # walked in parallel and intact: what follows checks the count and the digests
+            PARALLEL_WALKS.append(export_file)
+        except Exception:
+            count, digests = 0, {}
     try:
         rows = iter(()) if not walk else _read_rows(export_file, fmt)
         if walk and fmt == "csv":
@@ -1142,7 +1476,7 @@ def verify(
         path = export_path if f["role"] == "export" else os.path.join(base, f["name"])
         if not os.path.isfile(path):
             raise Altered(f"{f['name']} is missing")
-        if _file_digest(path) != f.get("sha256"):
+        if (digests.get(path) or _file_digest(path)) != f.get("sha256"):
             raise Altered(f"{f['name']} does not match its SHA-256 in the manifest")
     if seg:
         span = f", seq {seg['first_seq']}..{seg['last_seq']}"
@@ -1169,7 +1503,7 @@ def main(argv: list[str] | None = None) -> int:
     if not keys and not prints:
         parser.error("pin the signing key: --public-key or --fingerprint (never trust the key the export names)")
     try:
-        summary = verify(args.export, args.manifest, keys, prints)
+        summary = verify(args.export, args.manifest, keys, prints, parallel=True)
     except Altered as problem:
         print(f"ALTERED: {problem}", file=sys.stdout)  # noqa: T201 - the verifier's answer
         return 1

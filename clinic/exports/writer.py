@@ -1,7 +1,9 @@
 """Writing an export bundle: the file, the rows left out of a filtered kind, the signed manifest (SYS-05).
 
 Rows are read in keyset batches of the chain segment (seq ranges on the ledger, ids on the logs),
-written as they come and let go: memory stays flat however long the period (RELIABILITY §1.3).
+written as they come and let go: memory stays flat however long the period (RELIABILITY §1.3). On
+PostgreSQL a CSV ledger export's rows are built by the database itself, one COPY streamed into the
+file (:mod:`clinic.exports.copysql`, the same bytes); the left-out rows still come through Python.
 Every file is written under a temporary name and renamed only once the manifest is signed, so a
 failed export never leaves a truncated file that looks finished.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from clinic.audit.models import AccessEvent, AuditEvent
@@ -99,28 +101,48 @@ def _no_progress(done: int, total: int) -> None:
 
 
 class _Sink:
-    """One output file written under a temporary name, with its running SHA-256."""
+    """One output file written under a temporary name, hashed as it is written (no second read)."""
 
     def __init__(self, path: Path, role: str) -> None:
         self.path, self.role = path, role
         self.tmp = path.with_name(path.name + ".part")
-        self.fh = self.tmp.open("w", encoding="utf-8", newline="")
+        self.fh = self.tmp.open("wb")
+        self.digest = hashlib.sha256()
         self.size = 0
+        #: written by someone else (a PDF renderer): hashed from the file at close
+        self.external = False
 
     def write(self, text: str) -> None:
-        self.fh.write(text)
+        self.write_bytes(text.encode())
+
+    def write_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        self.fh.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+    def mark(self) -> tuple[int, Any]:
+        """Where the file stands, to come back to with :meth:`rewind`."""
+        return self.size, self.digest.copy()
+
+    def rewind(self, mark: tuple[int, Any]) -> None:
+        self.size, digest = mark
+        self.digest = digest.copy()
+        self.fh.seek(self.size)
+        self.fh.truncate()
 
     def close(self) -> dict[str, Any]:
         self.fh.close()
-        digest = hashlib.sha256()
-        with self.tmp.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        if self.external:
+            digest = hashlib.sha256()
+            with self.tmp.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            self.digest, self.size = digest, self.tmp.stat().st_size
         return {
             "name": self.path.name,
             "role": self.role,
-            "sha256": digest.hexdigest(),
-            "bytes": self.tmp.stat().st_size,
+            "sha256": self.digest.hexdigest(),
+            "bytes": self.size,
         }
 
     def discard(self) -> None:
@@ -310,8 +332,12 @@ def _ledger_rows(
     seq = a - 1
     renders = [render for _, render in proof.renderers(spec.kind)]
     progress(0, total)
+    left_only: Any = None  # the rows PostgreSQL wrote: only the left-out ones remain for the loop
+    copied = _copy_csv(spec, (loc, a, cp.seq), main, names) if main.csv else None
+    if copied is not None:
+        count, patients, users, drugs, left_only = copied
     while seq < cp.seq:
-        keys, rows = _batch(
+        stmt = (
             select(_LEDGER, Form1Salts.salts)
             .outerjoin(
                 Form1Salts, (Form1Salts.location_id == _LEDGER.c.location_id) & (Form1Salts.seq == _LEDGER.c.seq)
@@ -320,6 +346,9 @@ def _ledger_rows(
             .order_by(_LEDGER.c.seq)
             .limit(BATCH)
         )
+        if left_only is not None:
+            stmt = stmt.where(left_only)
+        keys, rows = _batch(stmt)
         if not rows:
             break
         at_id = keys.index("id")
@@ -332,6 +361,8 @@ def _ledger_rows(
             record["v"] = form
             drug_id = fields["drug_id"]
             if proof.included(spec.kind, filters, record, names):
+                if left_only is not None:  # the SQL filter and included() disagree: never silently
+                    raise RuntimeError(f"seq {fields['seq']} was left out by the COPY's filter but belongs in")
                 phi = {
                     p: {"salt": salts[p], "value": get_path(fields, p)}
                     for p in phi_paths(fields)
@@ -367,8 +398,86 @@ def _ledger_rows(
                     drugs.add(str(drug_id))  # the verifier checks a schedule filter with it
             seq = fields["seq"]
         done += len(rows)
-        progress(done, total)
+        if left_only is None:
+            progress(done, total)
+    if left_only is not None:
+        progress(total, total)
     return segment, count, patients, users, drugs
+
+
+def _pg_cursor() -> Any:
+    """A psycopg cursor on the connection the session reads the ledger through (replica or primary)."""
+    conn = db.session.connection(bind_arguments={"clause": select(_LEDGER)})
+    if conn.dialect.name != "postgresql":
+        return None
+    driver: Any = conn.connection.driver_connection
+    if driver.info.encoding != "utf-8":
+        return None
+    return driver.cursor()
+
+
+def _copy_csv(
+    spec: Spec, segment: tuple[int, int, int], main: _RowWriter, names: dict[str, Any]
+) -> tuple[int, set[int], set[str], set[str], Any] | None:
+    """A CSV ledger export's rows written by PostgreSQL (COPY ... TO STDOUT WITH CSV), its blocks
+    streamed into the file and its digest as they come: see :mod:`clinic.exports.copysql`. Returns
+    the rows' count, the patients whose PHI went out, the users and drugs named, and the condition
+    selecting the left-out rows, which the Python loop still writes; None (nothing written) when
+    the kind, the backend or a row needs the Python path."""
+    from psycopg import Error as DriverError
+
+    from clinic.exports import copysql
+
+    where = copysql.included(spec.kind, spec.filters(), names)
+    if where is None:
+        return None
+    cursor = _pg_cursor()
+    if cursor is None:
+        return None
+    allowed = proof.PROFILES[spec.profile]
+    mark = main.sink.mark()
+    main.close()  # the header line, before the COPY's bytes
+    try:
+        cursor.execute("SAVEPOINT clinic_export_copy")
+        try:
+            cursor.execute(copysql.shapes_query(where, segment))
+            shapes = [tuple(keys or ()) for (keys,) in cursor.fetchall()]
+            query = copysql.select_rows(spec.kind, allowed, where, segment, names, shapes)
+            pending = bytearray()  # COPY sends a message per row: written and hashed a megabyte at a time
+            with cursor.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
+                for block in copy:
+                    pending += block
+                    if len(pending) >= 1 << 20:
+                        main.sink.write_bytes(pending)
+                        pending.clear()
+            main.sink.write_bytes(pending)
+            count = cursor.rowcount
+        except DriverError as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT clinic_export_copy")
+            main.sink.rewind(mark)
+            current_app.logger.info("export: rows written in Python (%s)", str(exc).splitlines()[0][:120])
+            return None
+        cursor.execute("RELEASE SAVEPOINT clinic_export_copy")
+        cursor.execute(copysql.summary_query(where, allowed, segment))
+        groups = cursor.fetchall()
+    finally:
+        cursor.close()
+    patients: set[int] = set()
+    users: set[str] = set()
+    drugs: set[str] = set()
+    taken = 0
+    for inc, patient, *people, drug, n in groups:
+        if drug is not None:
+            drugs.add(str(drug))
+        if inc:
+            taken += n
+            users.update(str(u) for u in people if u is not None)
+            if patient is not None:
+                patients.add(patient)
+    if taken != count:
+        raise RuntimeError(f"the COPY wrote {count} rows where {taken} belong in")
+    left_out = copysql.included(spec.kind, spec.filters(), names, e="ledger_entries")
+    return count, patients, users, drugs, text(f"NOT {left_out}")
 
 
 _TABLES: dict[str, tuple[Any, str]] = {"access-log": (AccessEvent, "user_id"), "audit-trail": (AuditEvent, "actor_id")}
@@ -519,6 +628,7 @@ def write(spec: Spec, out: Path, progress: Progress = _no_progress) -> Result:
 
             pdf_sink = _Sink(out, "export")
             pdf_sink.fh.close()
+            pdf_sink.external = True
             sinks.append(pdf_sink)
             pdf.render(pdf_sink.tmp, manifest, main_sink.tmp)
             files.append(pdf_sink.close())

@@ -1,0 +1,110 @@
+"""On PostgreSQL a CSV ledger export's rows are built by COPY (clinic.exports.copysql): its files must
+be byte for byte those the Python writer produces, for every kind, profile and filter it takes, and a
+row SQL cannot spell falls back to the Python writer with nothing of the COPY left in the file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.exports.conftest import period
+
+
+def _bundle(shop, tmp: Path, kind: str, profile: str, **filters) -> dict[str, bytes]:
+    from clinic.core.tx import commit
+    from clinic.exports import writer
+
+    since, until = period()
+    with shop.app.app_context():
+        spec = writer.Spec(
+            kind=kind,
+            file_format="csv",
+            since=datetime.fromisoformat(since),
+            until=datetime.fromisoformat(until),
+            profile=profile,
+            location_id=shop.location_id,
+            generated_by={"name": "test"},
+            **filters,
+        )
+        out = tmp / f"{kind}.csv"
+        result = writer.write(spec, out)
+        commit()
+    files = {p.name[len(out.name) :]: p.read_bytes() for p in tmp.glob(out.name + "*") if "manifest" not in p.name}
+    manifest = result.manifest
+    files["rows+names"] = repr((manifest["rows"], manifest["names"], sorted(result.patients))).encode()
+    return files
+
+
+CASES = [
+    ("dispensing-log", "full", {}),
+    ("dispensing-log", "dea-inspection", {}),
+    ("dispensing-log", "no-phi", {}),
+    ("waste-log", "full", {}),
+    ("waste-log", "dea-inspection", {"schedule": "CIII"}),
+    ("receiving-log", "no-phi", {}),
+    ("ledger", "full", {}),
+    ("ledger", "dea-inspection", {"schedule": "CII"}),
+    ("disposal-log", "full", {}),
+]
+
+
+@pytest.mark.parametrize(("kind", "profile", "filters"), CASES, ids=[f"{k}-{p}-{f}" for k, p, f in CASES])
+def test_copy_writes_the_python_writers_bytes(shop, tmp_path, monkeypatch, kind, profile, filters):
+    from clinic.exports import writer
+
+    real = writer._copy_csv
+    results: list[object] = []
+    monkeypatch.setattr(writer, "_copy_csv", lambda *a: results.append(real(*a)) or results[-1])
+    (tmp_path / "copy").mkdir()
+    copied = _bundle(shop, tmp_path / "copy", kind, profile, **filters)
+    if kind != "ledger":  # the whole ledger holds counts (lines: arrays of objects): those fall back
+        assert (results[0] is not None) == (_backend(shop) == "postgresql"), "COPY fell back"
+    calls: list[int] = []
+    monkeypatch.setattr(writer, "_copy_csv", lambda *a: calls.append(1))
+    (tmp_path / "python").mkdir()
+    python = _bundle(shop, tmp_path / "python", kind, profile, **filters)
+    monkeypatch.setattr(writer, "_copy_csv", real)
+    assert calls, "the Python path was not taken"
+    assert copied.keys() == python.keys()
+    for name in python:
+        assert copied[name] == python[name], name
+
+
+def test_copy_is_taken_on_postgresql(shop, tmp_path, monkeypatch):
+    from clinic.exports import writer
+
+    taken: list[object] = []
+    real = writer._copy_csv
+
+    def spy(*args):
+        result = real(*args)
+        taken.append(result)
+        return result
+
+    monkeypatch.setattr(writer, "_copy_csv", spy)
+    _bundle(shop, tmp_path, "dispensing-log", "full")
+    assert taken and (taken[0] is not None) == (_backend(shop) == "postgresql")
+
+
+def _backend(shop) -> str:
+    with shop.app.app_context():
+        from clinic.extensions import db
+
+        return db.engine.dialect.name
+
+
+def test_a_row_sql_cannot_spell_falls_back_to_python(shop, tmp_path, monkeypatch):
+    """A failing COPY (here: every row refused, as a float in details would be) rolls back to its
+    savepoint and leaves the file as the Python writer writes it, header once."""
+    from clinic.exports import copysql, writer
+
+    (tmp_path / "python").mkdir()
+    monkeypatch.setattr(writer, "_copy_csv", lambda *a: None)
+    python = _bundle(shop, tmp_path / "python", "dispensing-log", "full")
+    monkeypatch.undo()
+    monkeypatch.setattr(copysql, "shape_case", lambda shapes: "(('clinic-export-fallback ' || e.seq)::int)")
+    (tmp_path / "fallback").mkdir()
+    fallback = _bundle(shop, tmp_path / "fallback", "dispensing-log", "full")
+    assert fallback == python
