@@ -286,12 +286,13 @@ def set_opt_outs(*, actor: User, patient_id: int, channels: list[str]) -> list[s
 
 
 def _addressed_to(user: User) -> Any:
-    """A notice is for its user, or for everyone of its role at its location (SYS-11); admins see
-    every role's notices."""
+    """A notice is for its user, or for everyone of its role at its location, and read only by whom
+    works there (SYS-11: a notice addressed to a user stays at its location when the user leaves
+    it); admins see every role's notices."""
     if user.role_enum is Role.admin:
         return or_(Notice.user_id == user.id, Notice.role.is_not(None))
     where = sorted(scope.member_location_ids(user) or ())
-    return or_(Notice.user_id == user.id, and_(Notice.role == user.role, Notice.location_id.in_(where)))
+    return and_(or_(Notice.user_id == user.id, Notice.role == user.role), Notice.location_id.in_(where))
 
 
 def inbox(user: User, *, limit: int = 100) -> list[tuple[Notice, datetime | None]]:
