@@ -157,8 +157,10 @@ def list_reminders(
     return list(db.session.scalars(q.order_by(Reminder.due_at.desc(), Reminder.id.desc()).limit(limit)))
 
 
-def count_reminders(*, status: str, location_id: int | None = None) -> int:
+def count_reminders(*, status: str, location_id: int | None = None, location_ids: Collection[int] | None = None) -> int:
     q = select(func.count()).select_from(Reminder).where(Reminder.status == status)
+    if location_ids is not None:  # SYS-11: a member's own locations only (none: nothing)
+        q = q.where(Reminder.location_id.in_(sorted(location_ids)))
     if location_id is not None:
         q = q.where(Reminder.location_id == location_id)
     return int(db.session.scalar(q) or 0)

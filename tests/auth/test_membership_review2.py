@@ -140,3 +140,21 @@ def test_the_ledger_page_shows_another_locations_ledger_break(app, world: World,
                 db.delete(IntegrityCheck).where(IntegrityCheck.checked_at > utcnow() + timedelta(days=10))
             )
             commit()
+
+
+def test_a_user_of_no_location_reads_every_locations_reminder_outbox(app, world: World, make_user) -> None:
+    """/reminders/outbox for a front desk of no location: no location to pick, so list_reminders and
+    count_reminders run with no location at all: every location's reminders, their patients and
+    counts (SYS-11). The API's list for the same user is empty."""
+    from tests.conftest import bearer
+
+    roaming = bearer(app, make_user("front_desk"))
+    assert world.client.get(
+        "/api/v1/reminders", query_string={"status": "pending", "location_id": world.other.location_id}, headers=roaming
+    ).json["items"], "the world has pending reminders at B"
+    account = make_user("front_desk", locations=[])
+    page = _page_client(app, account).get("/reminders/outbox", query_string={"status": "pending"})
+    assert page.status_code in (200, 403, 404)
+    body = page.get_data(as_text=True)
+    assert "data-reminder=" not in body
+    assert world.client.get("/api/v1/reminders", headers=bearer(app, account)).json["items"] == []
