@@ -6,6 +6,7 @@ when the records were last proved whole and what was found (SYS-05, HIP-02).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,9 @@ from sqlalchemy import select
 from clinic.audit.models import IntegrityCheck
 from clinic.core.time import utcnow
 from clinic.extensions import db
+
+#: a ledger's problem, as ``run_check`` words it: the location's id first
+_LEDGER_OF = re.compile(r"^location (\d+): ")
 
 #: only serves clinic/audit/templates (the partial a page includes); no routes of its own
 bp = Blueprint("audit_integrity", __name__, template_folder="templates")
@@ -70,14 +74,31 @@ def _alert(problems: list[str]) -> None:
 
 
 def last_result() -> dict[str, Any] | None:
-    """The latest check: when, whether everything verified, and what was found (for the auditor's page)."""
+    """The latest check: when, whether everything verified, and what was found (for the auditor's page).
+
+    In a request, a ledger's problem is shown only to whom reads that location (SYS-13: another
+    registrant's ledger, even broken, is not theirs to read); the logs' are the whole clinic's.
+    """
+    from clinic.auth import scope
+
     check = db.session.scalar(
         select(IntegrityCheck).order_by(IntegrityCheck.checked_at.desc(), IntegrityCheck.id.desc()).limit(1)
     )
     if check is None:
         return None
     checked_at: datetime = check.checked_at
-    return {"checked_at": checked_at, "ok": check.ok, "problems": list(check.problems), "summary": dict(check.summary)}
+    problems = list(check.problems)
+    readable = scope.member_location_ids(scope.acting_user())
+    if readable is not None:
+        problems = [p for p in problems if (m := _LEDGER_OF.match(p)) is None or int(m.group(1)) in readable]
+    ok = check.ok or not problems
+    return {
+        "checked_at": checked_at,
+        "ok": ok,
+        "narrowed": readable is not None,
+        "problems": problems,
+        "summary": dict(check.summary),
+    }
 
 
 def init_app(app: Flask) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import User
-from clinic.auth.scope import member_location_ids, readable_location_ids
+from clinic.auth.scope import NotAMember, member_location_ids, readable_location_ids
 from clinic.core import tx
 from clinic.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import utcnow
@@ -27,6 +27,7 @@ from clinic.exports import writer
 from clinic.exports.models import NOT_ACCOUNTED, Disclosure, Export, ExportStatus, PurposeKind
 from clinic.extensions import db
 from clinic.inventory.models import Drug, LedgerEntry
+from clinic.locations.models import Location
 from clinic.patients.models import Patient
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,20 @@ def _check_request(actor: User | None, export: Export) -> None:
     spec_of(export, actor).check()
     if export.location_id is not None and export.location_id not in readable_location_ids(actor):
         raise NotFound("No such location")
+    if not _reads_its_scope(export, actor):
+        raise NotAMember(
+            "The access log and the audit trail are every location's: only an auditor granted every "
+            "location exports them."
+        )
+
+
+def _reads_its_scope(export: Export, actor: User | None) -> bool:
+    """SYS-13: the access log and the audit trail are the whole clinic's (their rows name no
+    location, so naming one filters nothing): read only by whom reads every location."""
+    if proof.KINDS.get(export.kind, (None, []))[0] is not None:
+        return True
+    ids = member_location_ids(actor)
+    return ids is None or db.session.scalar(select(Location.id).where(Location.id.not_in(sorted(ids))).limit(1)) is None
 
 
 def period(since: str, until: str, location_id: int | None) -> tuple[datetime, datetime]:
@@ -319,6 +334,8 @@ def get_export(export_id: int, user: User) -> Export:
 
 def _visible(export: Export, user: User) -> bool:
     if export.location_id is not None and export.location_id not in readable_location_ids(user):
+        return False
+    if not _reads_its_scope(export, user):  # made while granted every location, read after a withdrawal
         return False
     return user.role == "admin" or export.requested_by_id == user.id
 

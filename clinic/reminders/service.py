@@ -157,8 +157,10 @@ def list_reminders(
     return list(db.session.scalars(q.order_by(Reminder.due_at.desc(), Reminder.id.desc()).limit(limit)))
 
 
-def count_reminders(*, status: str, location_id: int | None = None) -> int:
+def count_reminders(*, status: str, location_id: int | None = None, location_ids: Collection[int] | None = None) -> int:
     q = select(func.count()).select_from(Reminder).where(Reminder.status == status)
+    if location_ids is not None:  # SYS-11: a member's own locations only (none: nothing)
+        q = q.where(Reminder.location_id.in_(sorted(location_ids)))
     if location_id is not None:
         q = q.where(Reminder.location_id == location_id)
     return int(db.session.scalar(q) or 0)
@@ -286,12 +288,13 @@ def set_opt_outs(*, actor: User, patient_id: int, channels: list[str]) -> list[s
 
 
 def _addressed_to(user: User) -> Any:
-    """A notice is for its user, or for everyone of its role at its location (SYS-11); admins see
-    every role's notices."""
+    """A notice is for its user, or for everyone of its role at its location, and read only by whom
+    works there (SYS-11: a notice addressed to a user stays at its location when the user leaves
+    it); admins see every role's notices."""
     if user.role_enum is Role.admin:
         return or_(Notice.user_id == user.id, Notice.role.is_not(None))
     where = sorted(scope.member_location_ids(user) or ())
-    return or_(Notice.user_id == user.id, and_(Notice.role == user.role, Notice.location_id.in_(where)))
+    return and_(or_(Notice.user_id == user.id, Notice.role == user.role), Notice.location_id.in_(where))
 
 
 def inbox(user: User, *, limit: int = 100) -> list[tuple[Notice, datetime | None]]:

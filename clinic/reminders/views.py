@@ -69,7 +69,9 @@ def outbox() -> Any:
     if status not in {s.value for s in ReminderStatus}:
         status = "failed"
     location, locations = _location_from_args()
-    rows = service.list_reminders(status=status, location_id=location.id if location else None, limit=300)
+    # SYS-11: a user of no location has no location to pick; None would mean every location's
+    location_id, members = (location.id if location else None), scope.member_location_ids(current_actor())
+    rows = service.list_reminders(status=status, location_id=location_id, location_ids=members, limit=300)
     return render_template(
         "reminders/outbox.html",
         rows=rows,
@@ -78,7 +80,7 @@ def outbox() -> Any:
         location=location,
         locations=locations,
         counts={
-            s.value: service.count_reminders(status=s.value, location_id=location.id if location else None)
+            s.value: service.count_reminders(status=s.value, location_id=location_id, location_ids=members)
             for s in (ReminderStatus.failed, ReminderStatus.pending)
         },
     )
