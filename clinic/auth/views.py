@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
@@ -17,27 +16,11 @@ from clinic.core.errors import DomainError
 from clinic.core.fields import id_arg
 from clinic.core.time import utcnow
 from clinic.locations import service as locations_service
+from clinic.web.forms import same_site_path
 
 bp = Blueprint("auth_ui", __name__, template_folder="templates")
 
 PENDING_SECONDS = 300
-
-
-def same_site_path(target: str | None) -> str | None:
-    """``target`` if it can only mean a path on this site, else None (no open redirect, SYS-07).
-
-    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so "/", a tab, then
-    "/evil.example" is "//evil.example": any control character, space or backslash is refused
-    outright, and what is left must be a path with no scheme and no host.
-    """
-    if not target or len(target) > 2000 or not target.startswith("/") or target.startswith("//"):
-        return None
-    if any(ch <= " " or ch in "\\\x7f" for ch in target):
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return None
-    return target
 
 
 def _safe_next(target: str | None) -> str:

@@ -20,7 +20,7 @@ from clinic.patients.models import Patient
 from clinic.reminders import messages, rules, service
 from clinic.reminders.models import ReminderStatus
 from clinic.reminders.schemas import CancelReminderSchema, ReminderSettingsSchema
-from clinic.web.forms import CHECKED, refused
+from clinic.web.forms import CHECKED, refused, same_site_path
 
 bp = Blueprint("reminders_ui", __name__, template_folder="templates")
 
@@ -87,10 +87,7 @@ def outbox() -> Any:
 
 
 def _back() -> Any:
-    target = request.form.get("next") or ""
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for(".outbox", status="failed")
-    return redirect(target)
+    return redirect(same_site_path(request.form.get("next")) or url_for(".outbox", status="failed"))
 
 
 @bp.post("/reminders/<int:reminder_id>/retry")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import marshmallow as ma
@@ -96,3 +97,20 @@ def refused(
 def form_page(template: str, **context: Any) -> Any:
     """A form's first showing; the query string may preselect values (``?container_id=12``)."""
     return render_template(template, form=request.args.to_dict(), errors={}, error=None, **context)
+
+
+def same_site_path(target: str | None) -> str | None:
+    """``target`` if it can only mean a path on this site, else None (no open redirect, SYS-07).
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so "/", a tab, then
+    "/evil.example" is "//evil.example": any control character, space or backslash is refused
+    outright, and what is left must be a path with no scheme and no host.
+    """
+    if not target or len(target) > 2000 or not target.startswith("/") or target.startswith("//"):
+        return None
+    if any(ch <= " " or ch in "\\\x7f" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target

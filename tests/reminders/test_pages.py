@@ -32,6 +32,9 @@ def test_the_outbox_lists_failed_reminders_and_staff_retry_or_cancel_them(app, d
     resp = client.post(f"/reminders/{rid}/cancel", data={"csrf_token": token, "reason": ""})
     assert resp.status_code == 302
     assert reminders(desk, status="failed", location_id=desk.location_id)[0]["id"] == rid  # no reason, no cancel
+    for outside in ("//evil.example/", "/\\evil.example", "/\t/evil.example"):  # SYS-07, as at sign-in
+        resp = client.post(f"/reminders/{rid}/cancel", data={"csrf_token": token, "reason": "", "next": outside})
+        assert resp.status_code == 302 and resp.location.startswith("/reminders/outbox"), outside
     resp = client.post(f"/reminders/{rid}/retry", data={"csrf_token": token, "next": "//evil.example/"})
     assert resp.status_code == 302 and resp.location.startswith("/reminders/outbox")
     (row,) = [r for r in reminders(desk, location_id=desk.location_id) if r["id"] == rid]
