@@ -423,9 +423,11 @@ def ledger() -> Any:
     except ValidationError as exc:
         return refused("inventory/ledger.html", exc, page=None, **context)
     with_patients = allowed(current_actor(), "patients.view")
+    # No location to show (a user of none): no query at all, rather than every location's entries
+    page = queries.ledger_page(**args, with_patients=with_patients) if where.location is not None else None
     return render_template(
         "inventory/ledger.html",
-        page=queries.ledger_page(**args, with_patients=with_patients),
+        page=page,
         cursor=args["cursor"],
         errors={},
         uncorrectable=REFUSED,

@@ -158,3 +158,29 @@ def test_a_user_of_no_location_reads_every_locations_reminder_outbox(app, world:
     body = page.get_data(as_text=True)
     assert "data-reminder=" not in body
     assert world.client.get("/api/v1/reminders", headers=bearer(app, account)).json["items"] == []
+
+
+def test_the_ledger_page_of_a_user_of_no_location_reads_no_entries(app, world: World, make_user) -> None:
+    """/inventory/ledger for a nurse of no location: nothing to show, and nothing read either (the
+    query used to run for every location and the template hid the rows, SYS-11)."""
+    from sqlalchemy import event
+
+    from clinic.extensions import db
+
+    client = _page_client(app, make_user("nurse", locations=[]))
+    read: list[str] = []
+
+    def listen(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if "FROM ledger_entries" in statement:
+            read.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        page = client.get("/inventory/ledger")
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    assert page.status_code in (200, 403)
+    assert "data-seq=" not in page.get_data(as_text=True)
+    assert read == []
