@@ -34,6 +34,13 @@ class Api(_SmorestApi):
 
     ERROR_SCHEMA = ProblemSchema
 
+    def _init_spec(self, *args: Any, **kwargs: Any) -> None:
+        from clinic.core.fields import openapi_attributes
+
+        super()._init_spec(*args, **kwargs)
+        # the formats our own fields enforce (decimal strings, zones, dates), stated in the document
+        self.ma_plugin.converter.add_attribute_function(openapi_attributes)
+
     def _register_error_handlers(self) -> None:
         # clinic.core.errors registers the single handler for HTML and JSON alike.
         pass

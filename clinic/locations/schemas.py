@@ -6,11 +6,35 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import StrictBoolean, StrictSchema, TimeZoneName
+from clinic.core.fields import Date, StrictBoolean, StrictSchema, TimeZoneName
 from clinic.locations.calendar import SUBDIVISIONS
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _dea_pattern() -> str:
+    """DEA numbers as one regular expression, check digit included, so the OpenAPI document states them.
+
+    The check digit d7 is (d1 + d3 + d5 + 2 * (d2 + d4 + d6)) mod 10. A pair (odd, even) adds
+    odd + 2 * even; ``pair[r]`` is every pair adding r. The first two pairs add some u, then the third
+    pair and the check digit follow: for each u, ten ways on, each ending in the digit it makes.
+    """
+
+    def pair(r: int) -> str:
+        return "(?:" + "|".join(f"{(r - 2 * even) % 10}{even}" for even in range(10)) + ")"
+
+    def first_two(u: int) -> str:
+        return "(?:" + "|".join(pair(r) + pair((u - r) % 10) for r in range(10)) + ")"
+
+    def last_three(u: int) -> str:
+        return "(?:" + "|".join(pair(r) + str((u + r) % 10) for r in range(10)) + ")"
+
+    return "^[A-Z][A-Z9](?:" + "|".join(first_two(u) + last_three(u) for u in range(10)) + ")$"
+
+
+#: two letters (the second may be a 9), seven digits, the last a check digit
+DEA_NUMBER = _dea_pattern()
 
 
 def dea_number_check(value: str) -> None:
@@ -20,6 +44,18 @@ def dea_number_check(value: str) -> None:
     d = [int(c) for c in value[2:]]
     if (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10 != d[6]:
         raise ma.ValidationError("The check digit does not match.")
+
+
+class DeaNumber(ma.fields.String):
+    """A DEA registration number; the document states its whole rule as a pattern (DEA_NUMBER)."""
+
+    pattern = DEA_NUMBER
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).setdefault(
+            "description", "Two letters and seven digits, the last a check digit, e.g. AB1234563."
+        )
+        super().__init__(validate=dea_number_check, **kwargs)
 
 
 class DiscrepancyPatternSchema(StrictSchema):
@@ -54,21 +90,21 @@ class JurisdictionSchema(StrictSchema):
 class CreateLocationSchema(StrictSchema):
     name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
-    dea_registration = ma.fields.String(required=True, validate=dea_number_check)
+    dea_registration = DeaNumber(required=True)
     timezone = TimeZoneName(required=True)
     phone = ma.fields.String(load_default=None, validate=validate.Length(max=40))
     jurisdiction = ma.fields.Nested(JurisdictionSchema, load_default=None)
-    rems_certified_until = ma.fields.Date(load_default=None)
+    rems_certified_until = Date(load_default=None)
 
 
 class UpdateLocationSchema(StrictSchema):
     name = ma.fields.String(validate=validate.Length(min=1, max=200))
     address = ma.fields.String(validate=validate.Length(min=1, max=500))
-    dea_registration = ma.fields.String(validate=dea_number_check)
+    dea_registration = DeaNumber()
     timezone = TimeZoneName()
     phone = ma.fields.String(allow_none=True, validate=validate.Length(max=40))
     jurisdiction = ma.fields.Nested(JurisdictionSchema)
-    rems_certified_until = ma.fields.Date(allow_none=True)
+    rems_certified_until = Date(allow_none=True)
 
 
 class LocationSchema(ma.Schema):
@@ -80,7 +116,7 @@ class LocationSchema(ma.Schema):
     timezone = ma.fields.String(required=True)
     jurisdiction = ma.fields.Dict(required=True)
     hours = ma.fields.Dict(required=True)
-    rems_certified_until = ma.fields.Date(allow_none=True)
+    rems_certified_until = Date(allow_none=True)
 
 
 class LocationListSchema(ma.Schema):

@@ -12,7 +12,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Id, StrictBoolean, StrictSchema
+from clinic.core.fields import AwareDateTime, Date, Id, StrictBoolean, StrictSchema
 from clinic.outcomes import scoring
 from clinic.outcomes.scoring import ITEM_MAX, ITEM_MIN, SPECS, Band, Instrument
 
@@ -139,7 +139,7 @@ class SafetyAlertSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True, attribute="location.id")
     taken_at = ma.fields.AwareDateTime(required=True, attribute="score.taken_at")
     raised_at = ma.fields.AwareDateTime(required=True, attribute="score.safety_alert_at")
-    raised_on = ma.fields.Date(required=True, metadata={"description": "The location's day the alert was raised"})
+    raised_on = Date(required=True, metadata={"description": "The location's day the alert was raised"})
     overdue = StrictBoolean(required=True, metadata={"description": "Still open after the day it was raised"})
     item9 = ma.fields.Integer(required=True)
     total = ma.fields.Integer(required=True, attribute="score.total")
