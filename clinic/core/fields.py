@@ -229,6 +229,30 @@ class Date(ma.fields.Date):
         return day
 
 
+class DateOrTimestamp(ma.fields.String):
+    """A local day (YYYY-MM-DD) or a timestamp with its offset, kept as given for the service to read.
+
+    Years 0003 to 2100 either way: read in the location's zone, year 2 could become year 1, which
+    the export refuses as out of range."""
+
+    YEARS = r"^(?:000[3-9]|00[1-9]\d|0[1-9]\d{2}|1\d{3}|20\d{2}|2100)-"
+    DATE = YEARS + r"\d{2}-\d{2}$"
+    TIMESTAMP = YEARS + TIMESTAMP_PATTERN.split(")-", 1)[1]
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            if re.fullmatch(self.DATE, text):
+                date.fromisoformat(text)
+                return text
+            if re.fullmatch(self.TIMESTAMP, text):
+                datetime.fromisoformat(text)
+                return text
+        except ValueError:
+            pass
+        raise ma.ValidationError("A date (YYYY-MM-DD) or a timestamp with its offset.")
+
+
 #: Our ids are 32-bit INTEGER columns on PostgreSQL; larger numbers cannot name anything.
 MAX_ID = 2**31 - 1
 
@@ -270,14 +294,41 @@ def _in_input_schema(field: ma.fields.Field) -> bool:
     return isinstance(parent, StrictSchema)
 
 
+#: StrictSchema._refuse_nul, as a pattern on a schema's own string fields
+NO_NUL = r"^[^\x00]*$"
+#: apispec documents a nullable Nested as anyOf [its schema, any object or null]: the second
+#: branch lets any object through; it is meant to add null, so it says just that
+_ANY_OBJECT_OR_NULL = {"type": "object", "nullable": True}
+_NULL = {"type": "object", "nullable": True, "enum": [None]}
+
+
 def openapi_attributes(self: Any, field: ma.fields.Field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """apispec attribute function (registered by create_app): the formats the fields above enforce."""
     extra: dict[str, Any] = {}
+    if not _in_input_schema(field):
+        return {"type": "string"} if isinstance(field, Milligrams | DecimalString | WallClockTime) else {}
+    # a field's own rules, in JSON Schema words, where no validator says them (e.g. a Dict's keys)
+    extra.update(field.metadata.get("openapi_rules", {}))
+    if isinstance(field, ma.fields.Nested) and _ANY_OBJECT_OR_NULL in ret.get("anyOf", []):
+        extra["anyOf"] = [_NULL if branch == _ANY_OBJECT_OR_NULL else branch for branch in ret["anyOf"]]
+    if isinstance(field, DateOrTimestamp):
+        extra["anyOf"] = [
+            {"format": "date", "pattern": DateOrTimestamp.DATE},
+            {"format": "date-time", "pattern": DateOrTimestamp.TIMESTAMP},
+        ]
+        return extra
+    if (
+        type(field) is ma.fields.String
+        and isinstance(field.parent, StrictSchema)
+        and "pattern" not in ret
+        and "enum" not in ret
+    ):
+        extra["pattern"] = NO_NUL
     if isinstance(field, Milligrams | DecimalString | WallClockTime):
         extra["type"] = "string"
-    if isinstance(field, TimeZoneName) and _in_input_schema(field):
+    if isinstance(field, TimeZoneName):
         extra["enum"] = zone_names()
     pattern = getattr(field, "pattern", None)
-    if isinstance(pattern, str) and "pattern" not in ret and _in_input_schema(field):
+    if isinstance(pattern, str) and "pattern" not in ret:
         extra["pattern"] = pattern
     return extra

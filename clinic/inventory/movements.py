@@ -151,7 +151,7 @@ def record_administration(
     require_positive(quantity_ug)
     patient = db.session.get(Patient, patient_id)
     if patient is None:
-        raise ValidationFailed(errors={"patient_id": ["No such patient."]})
+        raise NotFound("No such patient", errors={"patient_id": ["No such patient."]})
     at = check_time(administered_at, "administered_at")
     # The hot path: one statement locks the chain head and the container and reads what the checks
     # need; the append is one more (on PostgreSQL), DEA-06's previous-movement check inside it.

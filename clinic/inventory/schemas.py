@@ -32,7 +32,6 @@ from clinic.inventory.witness import WitnessSignature
 from clinic.locations.schemas import DeaNumber
 
 
-
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ma.ValidationError("Cannot be blank.")

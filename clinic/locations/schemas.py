@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
@@ -65,6 +65,9 @@ class DiscrepancyPatternSchema(StrictSchema):
     days = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=366))
 
 
+LEVELS = ["HARD", "OVERRIDE", "WARN"]
+
+
 class JurisdictionSchema(StrictSchema):
     """SYS-04. Naming a state applies its preset (clinic.locations.profiles); fields set here win."""
 
@@ -83,7 +86,14 @@ class JurisdictionSchema(StrictSchema):
     small_discrepancy_pattern = ma.fields.Nested(DiscrepancyPatternSchema)
     screening_levels = ma.fields.Dict(
         keys=ma.fields.String(validate=validate.Regexp(r"^CI-\d{2}$", error="A flag code such as CI-06.")),
-        values=ma.fields.String(validate=validate.OneOf(["HARD", "OVERRIDE", "WARN"])),
+        values=ma.fields.String(validate=validate.OneOf(LEVELS)),
+        # OpenAPI 3.0 cannot say what keys look like (no propertyNames): the hundred codes are listed
+        metadata={
+            "openapi_rules": {
+                "properties": {f"CI-{n:02d}": {"type": "string", "enum": LEVELS} for n in range(100)},
+                "additionalProperties": False,
+            }
+        },
     )
 
 
@@ -150,6 +160,8 @@ class OpeningSpan(ma.fields.List):
 class HoursSchema(StrictSchema):
     """The whole week (a PUT): a day left out or null is closed; an empty body is refused, since it
     would close every day by accident."""
+
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {"minProperties": 1}  # every field is a day: name one
 
     @ma.validates_schema(pass_original=True)
     def _names_a_day(self, data: dict, original: Any, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ Items are checked here (shape: whole numbers 0..3, as many as the instrument has
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
@@ -65,6 +65,19 @@ class RecordScoreSchema(StrictSchema):
         metadata={"description": "When answered; default now (a correction: the replaced one's)"},
     )
     replaces_id = Id(load_default=None, allow_none=True, metadata={"description": "The score this one corrects"})
+
+    #: each instrument its own number of items (scoring.item_errors), stated in the document
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {
+                "properties": {
+                    "instrument": {"enum": [kind.value]},
+                    "items": {"minItems": spec.items, "maxItems": spec.items},
+                }
+            }
+            for kind, spec in SPECS.items()
+        ]
+    }
 
     @ma.validates_schema
     def _item_count(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ admins. Screening answers and flags are only ever dumped by the clinical schemas
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
@@ -60,6 +60,8 @@ class UpdatePatientSchema(_PatientFields):
     date_of_birth = Date()
     address = ma.fields.String(validate=validate.Length(min=1, max=500))
     timezone = TimeZoneName()
+
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {"minProperties": 1}  # at least one field to change
 
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:

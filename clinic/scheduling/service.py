@@ -94,7 +94,7 @@ def list_protocols() -> list[Protocol]:
 def current_protocol(code: str) -> Protocol:
     protocol = db.session.scalar(select(Protocol).where(Protocol.code == code, Protocol.is_current.is_(True)))
     if protocol is None:
-        raise ValidationFailed(errors={"protocol": ["Unknown protocol code; see GET /protocols."]})
+        raise NotFound("No such protocol", errors={"protocol": ["Unknown protocol code; see GET /protocols."]})
     return protocol
 
 
@@ -327,7 +327,7 @@ def plan_series(
     proto = current_protocol(protocol)
     patient = db.session.get(Patient, patient_id)
     if patient is None:
-        raise ValidationFailed(errors={"patient_id": ["No such patient."]})
+        raise NotFound("No such patient", errors={"patient_id": ["No such patient."]})
     prescriber = db.session.get(User, prescriber_id)
     if prescriber is None or prescriber.role_enum is not Role.prescriber or not prescriber.is_active:
         raise ValidationFailed(errors={"prescriber_id": ["Must be an active prescriber."]})
