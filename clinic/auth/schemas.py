@@ -7,12 +7,12 @@ from marshmallow import validate
 
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, LicenseType, Role
 from clinic.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from clinic.core.fields import StrictBoolean, StrictSchema
+from clinic.core.fields import NOT_BLANK, StrictBoolean, StrictSchema
 
 
 def _GIVEN(name: str) -> dict[str, Any]:
-    """JSON Schema for "the field is there and not null"."""
-    return {"required": [name], "properties": {name: {"type": "string"}}}
+    """JSON Schema for "the field is there, not null and not blank" (blank is read as not given)."""
+    return {"required": [name], "properties": {name: {"type": "string", "pattern": NOT_BLANK}}}
 
 
 class CreateTokenSchema(StrictSchema):

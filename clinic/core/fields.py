@@ -15,13 +15,24 @@ from werkzeug.routing import IntegerConverter
 
 from clinic.core.time import EARLIEST, LATEST, OFF_THE_CALENDAR
 
+#: a character str.strip() keeps (Python's whitespace, which differs from a regex's \s, spelled out)
+NOT_BLANK = "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
 #: The decimals a Milligrams or DecimalString field takes, as the OpenAPI document states them: plain
 #: digits, no sign, exponent, spaces or leading zeros, at most three places, up to 10**9 (10**12 of the
 #: smallest unit). The server reads exactly this, so the document and the server agree on every string.
-_UPTO_1E9 = r"(?:[1-9]\d{0,8}(?:\.\d{1,3})?|1000000000(?:\.0{1,3})?)"
 _ZERO_POINT = r"0\.(?:[1-9]\d{0,2}|0[1-9]\d?|00[1-9])"
-POSITIVE_DECIMAL = rf"^(?:{_UPTO_1E9}|{_ZERO_POINT})$"
-DECIMAL = rf"^(?:{_UPTO_1E9}|{_ZERO_POINT}|0(?:\.0{{1,3}})?)$"
+
+
+def positive_decimal(digits: int) -> str:
+    """More than 0 and at most 10**digits, at most three places."""
+    zeros = "0" * digits
+    upto = rf"[1-9]\d{{0,{digits - 1}}}(?:\.\d{{1,3}})?|1{zeros}(?:\.0{{1,3}})?"
+    return rf"^(?:{upto}|{_ZERO_POINT})$"
+
+
+POSITIVE_DECIMAL = positive_decimal(9)
+DECIMAL = POSITIVE_DECIMAL[:-2] + r"|0(?:\.0{1,3})?)$"
 
 
 def _decimal(value: Any, pattern: str, error: str) -> Decimal:
@@ -63,11 +74,11 @@ def format_mg(ug: int) -> str:
 class DecimalString(ma.fields.Field):
     """A positive decimal given as a string, in thousandths inside (at most three places)."""
 
-    pattern = POSITIVE_DECIMAL
-
-    def __init__(self, *, scale: int, **kwargs: Any) -> None:
-        assert scale == 1000, "POSITIVE_DECIMAL states three places"
+    def __init__(self, *, scale: int, digits: int = 9, **kwargs: Any) -> None:
+        """``digits``: at most 10**digits (a whole power of ten, so the bound is a pattern too)."""
+        assert scale == 1000, "the patterns state three places"
         self.scale = scale
+        self.pattern = positive_decimal(digits)
         super().__init__(**kwargs)
 
     def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:

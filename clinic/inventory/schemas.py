@@ -54,8 +54,8 @@ class CreateDrugSchema(StrictSchema):
     schedule = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in Schedule]))
     form = ma.fields.String(required=True, validate=validate.OneOf([f.value for f in DrugForm]))
     unit = ma.fields.String(required=True, validate=validate.OneOf([u.value for u in DrugUnit]))
-    mg_per_unit = DecimalString(scale=1000, required=True, data_key="mg_per_unit", attribute="ug_per_unit")
-    units_per_container = DecimalString(scale=1000, required=True, attribute="milliunits_per_container")
+    mg_per_unit = DecimalString(scale=1000, digits=3, required=True, data_key="mg_per_unit", attribute="ug_per_unit")
+    units_per_container = DecimalString(scale=1000, digits=3, required=True, attribute="milliunits_per_container")
 
 
 class DrugSchema(ma.Schema):
@@ -65,8 +65,8 @@ class DrugSchema(ma.Schema):
     schedule = ma.fields.String(required=True)
     form = ma.fields.String(required=True)
     unit = ma.fields.String(required=True)
-    mg_per_unit = DecimalString(scale=1000, attribute="ug_per_unit", required=True)
-    units_per_container = DecimalString(scale=1000, attribute="milliunits_per_container", required=True)
+    mg_per_unit = DecimalString(scale=1000, digits=3, attribute="ug_per_unit", required=True)
+    units_per_container = DecimalString(scale=1000, digits=3, attribute="milliunits_per_container", required=True)
     mg_per_container = Milligrams(attribute="container_ug", positive=False, required=True)
 
 
