@@ -7,7 +7,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from clinic.auth.models import User
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
 from clinic.inventory import checks, records
@@ -257,7 +257,9 @@ def record_transfer(
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
     if site.id == container.storage_site_id:  # read under the lock: a racing twin may have moved it
-        raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
+        raise Conflict(
+            "The container is already there", errors={"to_storage_site_id": ["The container is already there."]}
+        )
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is disposed.")
     late = checks.when(

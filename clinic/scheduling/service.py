@@ -25,7 +25,7 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth import scope
 from clinic.auth.models import Role, User
-from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import on_the_calendar, today_at, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
@@ -63,7 +63,10 @@ SUGGESTIONS = 3
 def create_chair(*, actor: User, location_id: int, name: str) -> Chair:
     _location(location_id)
     if db.session.scalar(select(Chair.id).where(Chair.location_id == location_id, Chair.name == name)):
-        raise ValidationFailed(errors={"name": ["This location already has a chair with that name."]})
+        raise Conflict(
+            "This location already has a chair with that name",
+            errors={"name": ["This location already has a chair with that name."]},
+        )
     chair = Chair(location_id=location_id, name=name)
     db.session.add(chair)
     db.session.flush()
