@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -35,12 +35,34 @@ POSITIVE_DECIMAL = positive_decimal(9)
 DECIMAL = POSITIVE_DECIMAL[:-2] + r"|0(?:\.0{1,3})?)$"
 
 
-def _decimal(value: Any, pattern: str, error: str) -> Decimal:
+def _decimal(value: Any, pattern: str, error: str, *, not_positive: str | None, too_large: str, bound: int) -> Decimal:
+    """``value`` if it matches ``pattern``; otherwise the reason, as specific as it can be (pages
+    show it on the field): ``not_positive`` None means zero is taken."""
     if not isinstance(value, str):
         raise ma.ValidationError(error)
-    if not re.fullmatch(pattern, value):
-        raise ma.ValidationError("Not a plain decimal with at most three places, up to 1000000000.")
-    return Decimal(value)
+    if re.fullmatch(pattern, value):
+        return Decimal(value)
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        raise ma.ValidationError("Not a number.") from None
+    if not number.is_finite():
+        raise ma.ValidationError("Not a number.")
+    if number * 1000 != (number * 1000).to_integral_value():
+        raise ma.ValidationError("At most three decimal places (1 microgram).")
+    if not_positive is not None and number <= 0:
+        raise ma.ValidationError(not_positive)
+    if number < 0:
+        raise ma.ValidationError("Cannot be negative.")
+    if number > bound or re.fullmatch(POSITIVE_DECIMAL, value):  # plain, but outside the field's own range
+        raise ma.ValidationError(too_large)
+    raise ma.ValidationError(
+        f'Write plain digits, e.g. "{_example(error)}": no sign, spaces, exponent or leading zeros.'
+    )
+
+
+def _example(error: str) -> str:
+    return "37.5" if "mg" in error else "0.2"
 
 
 class Milligrams(ma.fields.Field):
@@ -61,7 +83,14 @@ class Milligrams(ma.fields.Field):
         return format_mg(value)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        mg = _decimal(value, self.pattern, 'Give the amount as a decimal string in mg, e.g. "37.5".')
+        mg = _decimal(
+            value,
+            self.pattern,
+            'Give the amount as a decimal string in mg, e.g. "37.5".',
+            not_positive="Must be more than zero." if self.positive else None,
+            too_large="Too large.",
+            bound=10**9,
+        )
         return int(mg * 1000)
 
 
@@ -74,11 +103,22 @@ def format_mg(ug: int) -> str:
 class DecimalString(ma.fields.Field):
     """A positive decimal given as a string, in thousandths inside (at most three places)."""
 
-    def __init__(self, *, scale: int, digits: int = 9, **kwargs: Any) -> None:
-        """``digits``: at most 10**digits (a whole power of ten, so the bound is a pattern too)."""
+    def __init__(
+        self,
+        *,
+        scale: int,
+        digits: int = 9,
+        too_large: str = "Too large.",
+        pattern: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``digits``: at most 10**digits (a whole power of ten, so the bound is a pattern too);
+        ``pattern``: a narrower one of the field's own, whose refusal is ``too_large``."""
         assert scale == 1000, "the patterns state three places"
         self.scale = scale
-        self.pattern = positive_decimal(digits)
+        self.digits = digits
+        self.too_large = too_large
+        self.pattern = pattern or positive_decimal(digits)
         super().__init__(**kwargs)
 
     def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
@@ -87,7 +127,15 @@ class DecimalString(ma.fields.Field):
         return format_mg(value * 1000 // self.scale)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        return int(_decimal(value, self.pattern, 'Give a decimal string, e.g. "10" or "0.2".') * self.scale)
+        number = _decimal(
+            value,
+            self.pattern,
+            'Give a decimal string, e.g. "10" or "0.2".',
+            not_positive="Must be a positive number with at most three decimal places.",
+            too_large=self.too_large,
+            bound=10**self.digits,
+        )
+        return int(number * self.scale)
 
 
 #: zone files on disk that are no IANA name: "localtime" is the server's own zone (it would move

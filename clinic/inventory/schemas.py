@@ -54,8 +54,21 @@ class CreateDrugSchema(StrictSchema):
     schedule = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in Schedule]))
     form = ma.fields.String(required=True, validate=validate.OneOf([f.value for f in DrugForm]))
     unit = ma.fields.String(required=True, validate=validate.OneOf([u.value for u in DrugUnit]))
-    mg_per_unit = DecimalString(scale=1000, digits=3, required=True, data_key="mg_per_unit", attribute="ug_per_unit")
-    units_per_container = DecimalString(scale=1000, digits=3, required=True, attribute="milliunits_per_container")
+    mg_per_unit = DecimalString(
+        scale=1000,
+        digits=3,  # catalog.MAX_MG_PER_UNIT
+        too_large="At most 1000 mg per unit.",
+        required=True,
+        data_key="mg_per_unit",
+        attribute="ug_per_unit",
+    )
+    units_per_container = DecimalString(
+        scale=1000,
+        digits=3,  # catalog.MAX_UNITS_PER_CONTAINER
+        too_large="At most 1000 units per container.",
+        required=True,
+        attribute="milliunits_per_container",
+    )
 
 
 class DrugSchema(ma.Schema):

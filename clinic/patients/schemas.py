@@ -203,12 +203,18 @@ class PatientPageSchema(ma.Schema):
 # --- weights and REMS ----------------------------------------------------------------------------
 
 
+#: 2 to 400 kg (service.MIN_WEIGHT_G, MAX_WEIGHT_G), at most three places: stated in the document
+WEIGHT_KG = r"^(?:(?:[2-9]|[1-9]\d|[1-3]\d\d)(?:\.\d{1,3})?|400(?:\.0{1,3})?)$"
+
+
 class RecordWeightSchema(StrictSchema):
     weight_kg = DecimalString(
         scale=1000,
+        pattern=WEIGHT_KG,
+        too_large="Must be between 2 and 400 kg.",
         required=True,
         attribute="weight_g",
-        metadata={"description": 'kg as a decimal string or an integer, e.g. "72.4"'},
+        metadata={"description": 'kg as a decimal string, e.g. "72.4"'},
     )
     measured_at = AwareDateTime(load_default=None)
 
