@@ -437,9 +437,9 @@ ROLE_EXAMPLES = int(os.environ.get("CLINIC_FUZZ_ROLE_EXAMPLES") or 2)
 #: Issue 9: a schema-valid request must never be refused with a 422. Formats (decimal strings, DEA
 #: numbers, zones, dates, HH:MM), cross-field rules OpenAPI 3.0 can say (anyOf/oneOf, minProperties)
 #: and missing rows (404) are stated or answered so. What is left compares two values of the request,
-#: or a value with today, or looks a password up in a list: OpenAPI 3.0 has no keyword for these. For these operations only, a 422
-#: on positive data is allowed, for that reason; every other check still holds. Nothing else may
-#: join this list: state the rule in the document instead.
+#: or a value with today, or looks a password up in a list: OpenAPI 3.0 has no keyword for these.
+#: For these operations only, a 422 on positive data is allowed, for that reason; every other check
+#: still holds. Nothing else may join this list: state the rule in the document instead.
 RULES_THE_DOCUMENT_CANNOT_STATE = {
     f"{method} {API}{path}": reason
     for method, path, reason in (

@@ -11,6 +11,7 @@ import re
 
 import marshmallow as ma
 import pytest
+from flask import Flask
 
 from clinic.core.fields import (
     DATE_PATTERN,
@@ -140,7 +141,7 @@ def test_wall_clock_times() -> None:
         assert not _takes(WallClockTime(), value) and not re.fullmatch(HHMM, value)
 
 
-def test_the_document_states_the_rules(app) -> None:  # noqa: ANN001 - conftest's app
+def test_the_document_states_the_rules(app: Flask) -> None:
     doc = app.test_client().get("/api/v1/openapi.json").get_json()
     schemas = doc["components"]["schemas"]
 
