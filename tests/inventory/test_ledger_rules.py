@@ -314,7 +314,7 @@ def test_a_waste_naming_a_missing_patient_or_anothers_dose_is_refused(clinic):
     other = clinic.post(
         "/inventory/wastes", {**body, "patient_id": another_patient(clinic), "administration_seq": dose["seq"]}
     )
-    assert other.status_code == 422 and "administration_seq" in other.json["errors"], other.json
+    assert other.status_code == 409 and "administration_seq" in other.json["errors"], other.json
     assert clinic.container(cid)["balance_mg"] == "460"
 
 
