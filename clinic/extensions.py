@@ -6,6 +6,7 @@ import http
 from typing import Any
 
 import marshmallow as ma
+from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from celery import Celery, Task
 from flask import Flask
 from flask_smorest import Api as _SmorestApi
@@ -29,10 +30,32 @@ class ProblemSchema(ma.Schema):
     errors = ma.fields.Dict()
 
 
+class _Converter(OpenAPIConverter):
+    """A schema's ``OPENAPI_RULES`` (JSON Schema keywords: ``minProperties``, ``anyOf``, ``oneOf``...)
+    join its document: the cross-field rules its validators enforce, stated where OpenAPI 3.0 can."""
+
+    def schema2jsonschema(self, schema: Any) -> dict[str, Any]:
+        ret: dict[str, Any] = super().schema2jsonschema(schema)
+        rules = getattr(schema if isinstance(schema, type) else type(schema), "OPENAPI_RULES", None)
+        return {**ret, **rules} if rules else ret
+
+
+class _MarshmallowPlugin(MarshmallowPlugin):
+    Converter = _Converter
+
+
 class Api(_SmorestApi):
     """flask-smorest, but errors go through our one handler and are documented as problem+json."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def _init_spec(self, *args: Any, **kwargs: Any) -> None:
+        from clinic.core.fields import openapi_attributes
+
+        kwargs.setdefault("marshmallow_plugin", _MarshmallowPlugin())
+        super()._init_spec(*args, **kwargs)
+        # the formats our own fields enforce (decimal strings, zones, dates), stated in the document
+        self.ma_plugin.converter.add_attribute_function(openapi_attributes)
 
     def _register_error_handlers(self) -> None:
         # clinic.core.errors registers the single handler for HTML and JSON alike.

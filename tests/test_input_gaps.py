@@ -117,7 +117,7 @@ def test_a_waste_naming_a_patient_that_does_not_exist_is_a_field_error(clinic): 
             **clinic.witness_fields(),
         },
     )
-    assert (resp.status_code, resp.mimetype) == (422, PROBLEM), resp.json
+    assert (resp.status_code, resp.mimetype) == (404, PROBLEM), resp.json
     assert "patient_id" in resp.json["errors"]
     assert len(clinic.ledger()) == before
 

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.auth.models import LicenseType, Role
+from clinic.auth.models import DEFAULT_LICENSE_TYPE, LicenseType, Role
 from clinic.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from clinic.core.fields import StrictBoolean, StrictSchema
+from clinic.core.fields import NOT_BLANK, StrictBoolean, StrictSchema
+
+
+def _GIVEN(name: str) -> dict[str, Any]:
+    """JSON Schema for "the field is there, not null and not blank" (blank is read as not given)."""
+    return {"required": [name], "properties": {name: {"type": "string", "pattern": NOT_BLANK}}}
 
 
 class CreateTokenSchema(StrictSchema):
@@ -45,6 +52,21 @@ class CreateUserSchema(StrictSchema):
         validate=validate.Length(max=1000),
         metadata={"description": "Locations the new user is a member of (SYS-11); ignored for admins"},
     )
+
+    #: service._license_type: a licence type needs its number; a number alone takes the role's usual
+    #: type (nurse RN, prescriber MD), and other roles must name it
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            {"anyOf": [{"not": _GIVEN("license_type")}, _GIVEN("license_number")]},
+            {
+                "anyOf": [
+                    {"not": _GIVEN("license_number")},
+                    _GIVEN("license_type"),
+                    {"properties": {"role": {"enum": [role.value for role in DEFAULT_LICENSE_TYPE]}}},
+                ]
+            },
+        ]
+    }
 
 
 class MembershipSchema(ma.Schema):

@@ -82,7 +82,9 @@ def create_user(
     wanted = sorted(set(location_ids)) if role != Role.admin else []
     known = set(db.session.scalars(select(Location.id).where(Location.id.in_(wanted)))) if wanted else set()
     if unknown := [i for i in wanted if i not in known]:
-        raise ValidationFailed(errors={"location_ids": [f"No such location: {', '.join(map(str, unknown))}."]})
+        raise NotFound(
+            "No such location", errors={"location_ids": [f"No such location: {', '.join(map(str, unknown))}."]}
+        )
     user = User(
         email=email,
         name=name.strip(),

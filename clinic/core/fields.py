@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import re
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
@@ -14,15 +15,65 @@ from werkzeug.routing import IntegerConverter
 
 from clinic.core.time import EARLIEST, LATEST, OFF_THE_CALENDAR
 
+#: a character str.strip() keeps (Python's whitespace, which differs from a regex's \s, spelled out)
+NOT_BLANK = "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+#: The decimals a Milligrams or DecimalString field takes, as the OpenAPI document states them: plain
+#: digits, no sign, exponent, spaces or leading zeros, at most three places, up to 10**9 (10**12 of the
+#: smallest unit). The server reads exactly this, so the document and the server agree on every string.
+_ZERO_POINT = r"0\.(?:[1-9]\d{0,2}|0[1-9]\d?|00[1-9])"
+
+
+def positive_decimal(digits: int) -> str:
+    """More than 0 and at most 10**digits, at most three places."""
+    zeros = "0" * digits
+    upto = rf"[1-9]\d{{0,{digits - 1}}}(?:\.\d{{1,3}})?|1{zeros}(?:\.0{{1,3}})?"
+    return rf"^(?:{upto}|{_ZERO_POINT})$"
+
+
+POSITIVE_DECIMAL = positive_decimal(9)
+DECIMAL = POSITIVE_DECIMAL[:-2] + r"|0(?:\.0{1,3})?)$"
+
+
+def _decimal(value: Any, pattern: str, error: str, *, not_positive: str | None, too_large: str, bound: int) -> Decimal:
+    """``value`` if it matches ``pattern``; otherwise the reason, as specific as it can be (pages
+    show it on the field): ``not_positive`` None means zero is taken."""
+    if not isinstance(value, str):
+        raise ma.ValidationError(error)
+    if re.fullmatch(pattern, value):
+        return Decimal(value)
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        raise ma.ValidationError("Not a number.") from None
+    if not number.is_finite():
+        raise ma.ValidationError("Not a number.")
+    if number * 1000 != (number * 1000).to_integral_value():
+        raise ma.ValidationError("At most three decimal places (1 microgram).")
+    if not_positive is not None and number <= 0:
+        raise ma.ValidationError(not_positive)
+    if number < 0:
+        raise ma.ValidationError("Cannot be negative.")
+    if number > bound or re.fullmatch(POSITIVE_DECIMAL, value):  # plain, but outside the field's own range
+        raise ma.ValidationError(too_large)
+    raise ma.ValidationError(
+        f'Write plain digits, e.g. "{_example(error)}": no sign, spaces, exponent or leading zeros.'
+    )
+
+
+def _example(error: str) -> str:
+    return "37.5" if "mg" in error else "0.2"
+
 
 class Milligrams(ma.fields.Field):
     """A drug amount: a decimal string in mg on the wire ("37.5"), integer micrograms inside.
 
-    Floats are refused: a binary float cannot say 0.1 mg exactly.
+    Numbers are refused (CONTRACT: decimal strings in mg): a binary float cannot say 0.1 mg exactly.
     """
 
     def __init__(self, *, positive: bool = True, **kwargs: Any) -> None:
         self.positive = positive
+        self.pattern = POSITIVE_DECIMAL if positive else DECIMAL
         kwargs.setdefault("metadata", {}).setdefault("description", 'Decimal string in mg, e.g. "37.5"')
         super().__init__(**kwargs)
 
@@ -32,24 +83,15 @@ class Milligrams(ma.fields.Field):
         return format_mg(value)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ma.ValidationError('Give the amount as a decimal string in mg, e.g. "37.5".')
-        try:
-            mg = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise ma.ValidationError("Not a number.") from None
-        if not mg.is_finite():
-            raise ma.ValidationError("Not a number.")
-        ug = mg * 1000
-        if ug != ug.to_integral_value():
-            raise ma.ValidationError("At most three decimal places (1 microgram).")
-        if self.positive and ug <= 0:
-            raise ma.ValidationError("Must be more than zero.")
-        if ug < 0:
-            raise ma.ValidationError("Cannot be negative.")
-        if ug > 10**12:
-            raise ma.ValidationError("Too large.")
-        return int(ug)
+        mg = _decimal(
+            value,
+            self.pattern,
+            'Give the amount as a decimal string in mg, e.g. "37.5".',
+            not_positive="Must be more than zero." if self.positive else None,
+            too_large="Too large.",
+            bound=10**9,
+        )
+        return int(mg * 1000)
 
 
 def format_mg(ug: int) -> str:
@@ -59,10 +101,24 @@ def format_mg(ug: int) -> str:
 
 
 class DecimalString(ma.fields.Field):
-    """A positive decimal given as a string, scaled to an integer (``scale`` = 1000: thousandths)."""
+    """A positive decimal given as a string, in thousandths inside (at most three places)."""
 
-    def __init__(self, *, scale: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        scale: int,
+        digits: int = 9,
+        too_large: str = "Too large.",
+        pattern: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``digits``: at most 10**digits (a whole power of ten, so the bound is a pattern too);
+        ``pattern``: a narrower one of the field's own, whose refusal is ``too_large``."""
+        assert scale == 1000, "the patterns state three places"
         self.scale = scale
+        self.digits = digits
+        self.too_large = too_large
+        self.pattern = pattern or positive_decimal(digits)
         super().__init__(**kwargs)
 
     def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
@@ -71,15 +127,15 @@ class DecimalString(ma.fields.Field):
         return format_mg(value * 1000 // self.scale)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ma.ValidationError('Give a decimal string, e.g. "10" or "0.2".')
-        try:
-            d = Decimal(str(value).strip()) * self.scale
-        except InvalidOperation:
-            raise ma.ValidationError("Not a number.") from None
-        if not d.is_finite() or d != d.to_integral_value() or d <= 0 or d > 10**12:
-            raise ma.ValidationError("Must be a positive number with at most three decimal places.")
-        return int(d)
+        number = _decimal(
+            value,
+            self.pattern,
+            'Give a decimal string, e.g. "10" or "0.2".',
+            not_positive="Must be a positive number with at most three decimal places.",
+            too_large=self.too_large,
+            bound=10**self.digits,
+        )
+        return int(number * self.scale)
 
 
 #: zone files on disk that are no IANA name: "localtime" is the server's own zone (it would move
@@ -103,22 +159,60 @@ class StrictBoolean(ma.fields.Boolean):
         raise self.make_error("invalid")
 
 
-class TimeZoneName(ma.fields.String):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        name = super()._deserialize(value, attr, data, **kwargs)
-        if name not in iana_names() or name.split("/", 1)[0] in NOT_IANA:
-            raise ma.ValidationError("Not an IANA time zone, e.g. America/New_York.")
+@cache
+def zone_names() -> list[str]:
+    """The zones TimeZoneName takes, as the OpenAPI document lists them (an enum)."""
+    names = []
+    for name in sorted(iana_names()):
+        if name.split("/", 1)[0] in NOT_IANA:
+            continue
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ma.ValidationError("Not an IANA time zone, e.g. America/New_York.") from None
+            continue
+        names.append(name)
+    return names
+
+
+class TimeZoneName(ma.fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        name = super()._deserialize(value, attr, data, **kwargs)
+        if name not in frozenset(zone_names()):
+            raise ma.ValidationError("Not an IANA time zone, e.g. America/New_York.")
         return name
+
+
+#: "HH:MM", 00:00 to 23:59
+HHMM = r"^(?:[01]\d|2[0-3]):[0-5]\d$"
+
+
+class WallClockTime(ma.fields.Field):
+    """A local wall-clock time as "HH:MM" (no seconds, no offset), a ``datetime.time`` inside."""
+
+    pattern = HHMM
+
+    def _serialize(self, value: time | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else value.strftime("%H:%M")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> time:
+        if not isinstance(value, str) or not re.fullmatch(HHMM, value):
+            raise ma.ValidationError('A local time as "HH:MM", e.g. "09:30".')
+        return time(int(value[:2]), int(value[3:]))
 
 
 #: Dates past this year are refused as input: nothing a clinic books, enrols or certifies is that
 #: far off, and far dates overflowed arithmetic (a day or a zone added) into 500s.
 LAST_YEAR = 2100
 BEYOND = f"Must not be after {LAST_YEAR}-12-31."
+#: the years a date or a timestamp may be written with, stated in the document as a pattern on the
+#: string (0001 to 2100 for dates; timestamps from 0002, so that no offset takes them off the calendar)
+#: (RFC 3339 shapes only: Python also reads ISO weeks, basic formats and leap seconds' neighbours)
+DATE_PATTERN = r"^(?:0\d{3}|1\d{3}|20\d{2}|2100)-\d{2}-\d{2}$"
+TIMESTAMP_PATTERN = (
+    r"^(?:000[2-9]|00[1-9]\d|0[1-9]\d{2}|1\d{3}|20\d{2}|2100)-\d{2}-\d{2}"
+    r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
+)
+EARLIEST_YEAR = 2
 
 
 def _beyond(value: Any) -> bool:
@@ -138,7 +232,7 @@ class StrictSchema(ma.Schema):
         """Every date or time given is on or before LAST_YEAR's last day (a 422 naming the field)."""
         bad = {}
         for name, field in self.fields.items():
-            if field.dump_only:
+            if field.dump_only or isinstance(field, AwareDateTime):  # judged as written, by the field
                 continue
             value = data.get(field.attribute or name)
             if _beyond(value):
@@ -157,20 +251,65 @@ class StrictSchema(ma.Schema):
 
 
 class AwareDateTime(ma.fields.AwareDateTime):
-    """ISO 8601 with an offset; naive times are refused rather than guessed. Returned in UTC."""
+    """ISO 8601 with an offset; naive times are refused rather than guessed. Returned in UTC.
+
+    The year as written is from EARLIEST_YEAR to LAST_YEAR (TIMESTAMP_PATTERN, stated in the document):
+    so no offset can push a timestamp off the calendar, and the document can say which are taken."""
+
+    pattern = TIMESTAMP_PATTERN
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(format="iso", **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         moment = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            moment = moment.astimezone(UTC)
-        except (OverflowError, ValueError):  # year 1 or 9999 pushed over the edge by its offset
-            raise ma.ValidationError(OFF_THE_CALENDAR) from None
-        if not EARLIEST <= moment <= LATEST:  # stored, it could not be shown in every zone
+        if moment.year > LAST_YEAR:
+            raise ma.ValidationError(BEYOND)
+        if moment.year < EARLIEST_YEAR:
             raise ma.ValidationError(OFF_THE_CALENDAR)
+        if not re.fullmatch(TIMESTAMP_PATTERN, value):
+            raise ma.ValidationError("A timestamp as YYYY-MM-DDTHH:MM:SS with Z or an offset (+HH:MM).")
+        moment = moment.astimezone(UTC)
+        assert EARLIEST <= moment <= LATEST
         return moment
+
+
+class Date(ma.fields.Date):
+    """A calendar date as YYYY-MM-DD, year LAST_YEAR at most (DATE_PATTERN, stated in the document)."""
+
+    pattern = DATE_PATTERN
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+        day = super()._deserialize(value, attr, data, **kwargs)
+        if day.year > LAST_YEAR:
+            raise ma.ValidationError(BEYOND)
+        if not re.fullmatch(DATE_PATTERN, value):
+            raise ma.ValidationError("A date as YYYY-MM-DD.")
+        return day
+
+
+class DateOrTimestamp(ma.fields.String):
+    """A local day (YYYY-MM-DD) or a timestamp with its offset, kept as given for the service to read.
+
+    Years 0003 to 2100 either way: read in the location's zone, year 2 could become year 1, which
+    the export refuses as out of range."""
+
+    YEARS = r"^(?:000[3-9]|00[1-9]\d|0[1-9]\d{2}|1\d{3}|20\d{2}|2100)-"
+    DATE = YEARS + r"\d{2}-\d{2}$"
+    TIMESTAMP = YEARS + TIMESTAMP_PATTERN.split(")-", 1)[1]
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            if re.fullmatch(self.DATE, text):
+                date.fromisoformat(text)
+                return text
+            if re.fullmatch(self.TIMESTAMP, text):
+                datetime.fromisoformat(text)
+                return text
+        except ValueError:
+            pass
+        raise ma.ValidationError("A date (YYYY-MM-DD) or a timestamp with its offset.")
 
 
 #: Our ids are 32-bit INTEGER columns on PostgreSQL; larger numbers cannot name anything.
@@ -201,3 +340,54 @@ def id_arg(value: str | None) -> int | None:
     if value is None or not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_ID:
         return None
     return int(value)
+
+
+# --- the OpenAPI document: what these fields take, stated ----------------------------------------
+
+
+def _in_input_schema(field: ma.fields.Field) -> bool:
+    """Inputs are StrictSchemas; answers are plain schemas, whose values are not held to input rules."""
+    parent: Any = field.parent
+    while isinstance(parent, ma.fields.Field):
+        parent = parent.parent
+    return isinstance(parent, StrictSchema)
+
+
+#: StrictSchema._refuse_nul, as a pattern on a schema's own string fields
+NO_NUL = r"^[^\x00]*$"
+#: apispec documents a nullable Nested as anyOf [its schema, any object or null]: the second
+#: branch lets any object through; it is meant to add null, so it says just that
+_ANY_OBJECT_OR_NULL = {"type": "object", "nullable": True}
+_NULL = {"type": "object", "nullable": True, "enum": [None]}
+
+
+def openapi_attributes(self: Any, field: ma.fields.Field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function (registered by create_app): the formats the fields above enforce."""
+    extra: dict[str, Any] = {}
+    if not _in_input_schema(field):
+        return {"type": "string"} if isinstance(field, Milligrams | DecimalString | WallClockTime) else {}
+    # a field's own rules, in JSON Schema words, where no validator says them (e.g. a Dict's keys)
+    extra.update(field.metadata.get("openapi_rules", {}))
+    if isinstance(field, ma.fields.Nested) and _ANY_OBJECT_OR_NULL in ret.get("anyOf", []):
+        extra["anyOf"] = [_NULL if branch == _ANY_OBJECT_OR_NULL else branch for branch in ret["anyOf"]]
+    if isinstance(field, DateOrTimestamp):
+        extra["anyOf"] = [
+            {"format": "date", "pattern": DateOrTimestamp.DATE},
+            {"format": "date-time", "pattern": DateOrTimestamp.TIMESTAMP},
+        ]
+        return extra
+    if (
+        type(field) is ma.fields.String
+        and isinstance(field.parent, StrictSchema)
+        and "pattern" not in ret
+        and "enum" not in ret
+    ):
+        extra["pattern"] = NO_NUL
+    if isinstance(field, Milligrams | DecimalString | WallClockTime):
+        extra["type"] = "string"
+    if isinstance(field, TimeZoneName):
+        extra["enum"] = zone_names()
+    pattern = getattr(field, "pattern", None)
+    if isinstance(pattern, str) and "pattern" not in ret:
+        extra["pattern"] = pattern
+    return extra

@@ -3,7 +3,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import Id, StrictSchema
+from clinic.core.fields import DateOrTimestamp, Id, StrictSchema
 from clinic.exports.models import ExportStatus, PurposeKind
 from clinic.exports.verifier import KINDS, PROFILES
 
@@ -14,8 +14,8 @@ class ExportRequestSchema(StrictSchema):
     kind = ma.fields.String(required=True, validate=validate.OneOf(list(KINDS)))
     format = ma.fields.String(required=True, validate=validate.OneOf(FORMATS))
     #: a date (the location's local day; ``until`` inclusive) or a timestamp with its offset
-    since = ma.fields.String(required=True, validate=validate.Length(min=10, max=40))
-    until = ma.fields.String(required=True, validate=validate.Length(min=10, max=40))
+    since = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
+    until = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
     location_id = Id(allow_none=True)
     profile = ma.fields.String(load_default="dea-inspection", validate=validate.OneOf(list(PROFILES)))
     schedule = ma.fields.String(allow_none=True, validate=validate.OneOf(["CII", "CIII", "CIV", "CV"]))
@@ -61,8 +61,8 @@ class SigningKeySchema(ma.Schema):
 
 
 class DisclosureQuerySchema(StrictSchema):
-    since = ma.fields.String(required=True, validate=validate.Length(min=10, max=40))
-    until = ma.fields.String(required=True, validate=validate.Length(min=10, max=40))
+    since = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
+    until = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
 
 
 class DisclosureSchema(ma.Schema):

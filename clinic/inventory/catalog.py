@@ -9,7 +9,7 @@ from sqlalchemy import select
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import User
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, ValidationFailed
 from clinic.extensions import db
 from clinic.inventory.models import Container, ContainerStatus, Drug
 
@@ -44,7 +44,7 @@ def create_drug(
     milliunits_per_container: int,
 ) -> Drug:
     if db.session.scalar(select(Drug.id).where(Drug.ndc == ndc)) is not None:
-        raise ValidationFailed(errors={"ndc": ["A drug with this NDC exists."]})
+        raise Conflict("A drug with this NDC exists", errors={"ndc": ["A drug with this NDC exists."]})
     bounds = _out_of_bounds(ug_per_unit, milliunits_per_container)
     if bounds:
         raise ValidationFailed(errors=bounds)

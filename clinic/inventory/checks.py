@@ -12,7 +12,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select
 
-from clinic.core.errors import ValidationFailed
+from clinic.core.errors import Conflict, NotFound, ValidationFailed
 from clinic.core.time import EARLIEST, OFF_THE_CALENDAR, utcnow
 from clinic.extensions import db
 from clinic.inventory.models import EntryKind, LedgerChain, LedgerEntry
@@ -91,16 +91,22 @@ def links(*, location_id: int, patient_id: int | None, appointment_id: int | Non
     from clinic.scheduling.models import Appointment
 
     if patient_id is not None and db.session.get(Patient, patient_id) is None:
-        raise ValidationFailed(errors={"patient_id": ["No such patient."]})
+        raise NotFound("No such patient", errors={"patient_id": ["No such patient."]})
     if appointment_id is None:
         return
     appt = db.session.get(Appointment, appointment_id)
     if appt is None:
-        raise ValidationFailed(errors={"appointment_id": ["No such appointment."]})
+        raise NotFound("No such appointment", errors={"appointment_id": ["No such appointment."]})
     if patient_id is None or appt.patient_id != patient_id:
-        raise ValidationFailed(errors={"appointment_id": ["That appointment is another patient's."]})
+        raise Conflict(
+            "That appointment is another patient's",
+            errors={"appointment_id": ["That appointment is another patient's."]},
+        )
     if appt.location_id != location_id:
-        raise ValidationFailed(errors={"appointment_id": ["That appointment is at another location."]})
+        raise Conflict(
+            "That appointment is at another location",
+            errors={"appointment_id": ["That appointment is at another location."]},
+        )
 
 
 #: a waste belongs to an administration from its container within this long before it (a visit that
@@ -120,7 +126,10 @@ def waste_link(
         if dose is None:
             raise ValidationFailed(errors={"administration_seq": ["Not an administration from this container."]})
         if patient_id is not None and dose.patient_id != patient_id:
-            raise ValidationFailed(errors={"administration_seq": ["That administration is another patient's."]})
+            raise Conflict(
+                "That administration is another patient's",
+                errors={"administration_seq": ["That administration is another patient's."]},
+            )
     else:
         dose = db.session.scalar(
             q.where(LedgerEntry.occurred_at >= at - timedelta(hours=WASTE_LINK_HOURS), LedgerEntry.occurred_at <= at)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from clinic.auth.models import User
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
 from clinic.inventory import checks
@@ -61,7 +61,10 @@ def record_correction(
             errors={"corrected_quantity_mg": ["Only an administration, waste or loss has a quantity to correct."]}
         )
     if corrected_quantity_ug is not None and corrected_quantity_ug == -original.delta_ug:
-        raise ValidationFailed(errors={"corrected_quantity_mg": ["That is what the entry already says."]})
+        raise Conflict(
+            "That is what the entry already says",
+            errors={"corrected_quantity_mg": ["That is what the entry already says."]},
+        )
     signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
     chain = lock_chain(location_id)
     # Under the chain lock: two people correcting one entry at once, the second is told (409).

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import User
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.core.time import today_at, utcnow
 from clinic.extensions import db
@@ -65,7 +65,10 @@ def reconcile_count(
     signed_by = verify_witness(witness, actor=actor, location_id=location_id, client_addr=client_addr)
     chain = lock_chain(location_id)
     if kind == CountKind.initial and chain.has_initial_inventory:
-        raise ValidationFailed(errors={"kind": ["This location already has its initial inventory."]})
+        raise Conflict(
+            "This location already has its initial inventory",
+            errors={"kind": ["This location already has its initial inventory."]},
+        )
     if kind != CountKind.initial and not chain.has_initial_inventory:
         raise InitialInventoryRequired()
     on_hand = {

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from clinic.auth.models import User
-from clinic.core.errors import NotFound, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
 from clinic.inventory import checks, records
@@ -151,7 +151,7 @@ def record_administration(
     require_positive(quantity_ug)
     patient = db.session.get(Patient, patient_id)
     if patient is None:
-        raise ValidationFailed(errors={"patient_id": ["No such patient."]})
+        raise NotFound("No such patient", errors={"patient_id": ["No such patient."]})
     at = check_time(administered_at, "administered_at")
     # The hot path: one statement locks the chain head and the container and reads what the checks
     # need; the append is one more (on PostgreSQL), DEA-06's previous-movement check inside it.
@@ -257,7 +257,9 @@ def record_transfer(
     chain = lock_chain(container.location_id)
     container = lock_container(container_id)
     if site.id == container.storage_site_id:  # read under the lock: a racing twin may have moved it
-        raise ValidationFailed(errors={"to_storage_site_id": ["The container is already there."]})
+        raise Conflict(
+            "The container is already there", errors={"to_storage_site_id": ["The container is already there."]}
+        )
     if container.status == ContainerStatus.disposed:
         raise ContainerUnusable("The container is disposed.")
     late = checks.when(

@@ -5,7 +5,16 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, DecimalString, Id, Milligrams, StrictBoolean, StrictSchema, format_mg
+from clinic.core.fields import (
+    AwareDateTime,
+    Date,
+    DecimalString,
+    Id,
+    Milligrams,
+    StrictBoolean,
+    StrictSchema,
+    format_mg,
+)
 from clinic.inventory.models import (
     ESCALATION_KINDS,
     AlertDecision,
@@ -20,9 +29,7 @@ from clinic.inventory.models import (
     Schedule,
 )
 from clinic.inventory.witness import WitnessSignature
-from clinic.locations.schemas import dea_number_check
-
-_DEA = dea_number_check
+from clinic.locations.schemas import DeaNumber
 
 
 def _not_blank(value: str) -> None:
@@ -47,8 +54,21 @@ class CreateDrugSchema(StrictSchema):
     schedule = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in Schedule]))
     form = ma.fields.String(required=True, validate=validate.OneOf([f.value for f in DrugForm]))
     unit = ma.fields.String(required=True, validate=validate.OneOf([u.value for u in DrugUnit]))
-    mg_per_unit = DecimalString(scale=1000, required=True, data_key="mg_per_unit", attribute="ug_per_unit")
-    units_per_container = DecimalString(scale=1000, required=True, attribute="milliunits_per_container")
+    mg_per_unit = DecimalString(
+        scale=1000,
+        digits=3,  # catalog.MAX_MG_PER_UNIT
+        too_large="At most 1000 mg per unit.",
+        required=True,
+        data_key="mg_per_unit",
+        attribute="ug_per_unit",
+    )
+    units_per_container = DecimalString(
+        scale=1000,
+        digits=3,  # catalog.MAX_UNITS_PER_CONTAINER
+        too_large="At most 1000 units per container.",
+        required=True,
+        attribute="milliunits_per_container",
+    )
 
 
 class DrugSchema(ma.Schema):
@@ -58,8 +78,8 @@ class DrugSchema(ma.Schema):
     schedule = ma.fields.String(required=True)
     form = ma.fields.String(required=True)
     unit = ma.fields.String(required=True)
-    mg_per_unit = DecimalString(scale=1000, attribute="ug_per_unit", required=True)
-    units_per_container = DecimalString(scale=1000, attribute="milliunits_per_container", required=True)
+    mg_per_unit = DecimalString(scale=1000, digits=3, attribute="ug_per_unit", required=True)
+    units_per_container = DecimalString(scale=1000, digits=3, attribute="milliunits_per_container", required=True)
     mg_per_container = Milligrams(attribute="container_ug", positive=False, required=True)
 
 
@@ -72,11 +92,11 @@ class ReceiveStockSchema(StrictSchema):
     storage_site_id = Id(required=True)
     drug_id = Id(required=True)
     lot_number = ma.fields.String(required=True, validate=[validate.Length(min=1, max=40), _not_blank])
-    expires_on = ma.fields.Date(required=True)
+    expires_on = Date(required=True)
     container_count = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=500))
     supplier_name = ma.fields.String(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
     supplier_address = ma.fields.String(required=True, validate=[validate.Length(min=1, max=500), _not_blank])
-    supplier_dea_registration = ma.fields.String(required=True, validate=_DEA)
+    supplier_dea_registration = DeaNumber(required=True)
     invoice_number = ma.fields.String(required=True, validate=[validate.Length(min=1, max=80), _not_blank])
     #: DEA-23: a Schedule II order's DEA Form 222 serial number or CSOS order number
     order_form_number = ma.fields.String(load_default=None, validate=[validate.Length(min=1, max=40), _not_blank])
@@ -91,7 +111,7 @@ class ContainerSchema(ma.Schema):
     storage_site_id = ma.fields.Integer(required=True)
     drug_id = ma.fields.Integer(required=True)
     lot_number = ma.fields.String(required=True)
-    expires_on = ma.fields.Date(required=True)
+    expires_on = Date(required=True)
     status = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in ContainerStatus]))
     initial_mg = Milligrams(attribute="initial_ug", positive=False, required=True)
     balance_mg = Milligrams(attribute="balance_ug", positive=False, required=True)
@@ -183,7 +203,7 @@ class LossSchema(WitnessFields):
 class ReverseDistributorSchema(StrictSchema):
     name = ma.fields.String(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
     address = ma.fields.String(required=True, validate=[validate.Length(min=1, max=500), _not_blank])
-    dea_registration = ma.fields.String(required=True, validate=_DEA)
+    dea_registration = DeaNumber(required=True)
 
 
 class DisposalSchema(WitnessFields):
@@ -302,7 +322,7 @@ class ResolveAlertSchema(StrictSchema):
 
 class BalancesSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True)
-    next_inventory_due_on = ma.fields.Date(allow_none=True, required=True)
+    next_inventory_due_on = Date(allow_none=True, required=True)
     #: the next full inventory (DEA-15, DEA-22) is past due at the location
     inventory_overdue = StrictBoolean(required=True)
     #: DEA-35: a continuing pattern of small unexplained shortages is significant
@@ -324,11 +344,11 @@ class LossReportSchema(ma.Schema):
     kind = ma.fields.String(required=True)
     discovered_at = ma.fields.AwareDateTime(required=True)
     notice_due_at = ma.fields.AwareDateTime(required=True)
-    filing_due_on = ma.fields.Date(required=True)
+    filing_due_on = Date(required=True)
     notified_at = ma.fields.AwareDateTime(allow_none=True)
     filed_at = ma.fields.AwareDateTime(allow_none=True)
     form = ma.fields.Dict(required=True)
-    board_notice_due_on = ma.fields.Date(allow_none=True)
+    board_notice_due_on = Date(allow_none=True)
     board_notified_at = ma.fields.AwareDateTime(allow_none=True)
 
 

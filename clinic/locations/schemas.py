@@ -1,16 +1,40 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import StrictBoolean, StrictSchema, TimeZoneName
+from clinic.core.fields import Date, StrictBoolean, StrictSchema, TimeZoneName
 from clinic.locations.calendar import SUBDIVISIONS
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _dea_pattern() -> str:
+    """DEA numbers as one regular expression, check digit included, so the OpenAPI document states them.
+
+    The check digit d7 is (d1 + d3 + d5 + 2 * (d2 + d4 + d6)) mod 10. A pair (odd, even) adds
+    odd + 2 * even; ``pair[r]`` is every pair adding r. The first two pairs add some u, then the third
+    pair and the check digit follow: for each u, ten ways on, each ending in the digit it makes.
+    """
+
+    def pair(r: int) -> str:
+        return "(?:" + "|".join(f"{(r - 2 * even) % 10}{even}" for even in range(10)) + ")"
+
+    def first_two(u: int) -> str:
+        return "(?:" + "|".join(pair(r) + pair((u - r) % 10) for r in range(10)) + ")"
+
+    def last_three(u: int) -> str:
+        return "(?:" + "|".join(pair(r) + str((u + r) % 10) for r in range(10)) + ")"
+
+    return "^[A-Z][A-Z9](?:" + "|".join(first_two(u) + last_three(u) for u in range(10)) + ")$"
+
+
+#: two letters (the second may be a 9), seven digits, the last a check digit
+DEA_NUMBER = _dea_pattern()
 
 
 def dea_number_check(value: str) -> None:
@@ -22,11 +46,26 @@ def dea_number_check(value: str) -> None:
         raise ma.ValidationError("The check digit does not match.")
 
 
+class DeaNumber(ma.fields.String):
+    """A DEA registration number; the document states its whole rule as a pattern (DEA_NUMBER)."""
+
+    pattern = DEA_NUMBER
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).setdefault(
+            "description", "Two letters and seven digits, the last a check digit, e.g. AB1234563."
+        )
+        super().__init__(validate=dea_number_check, **kwargs)
+
+
 class DiscrepancyPatternSchema(StrictSchema):
     """DEA-35: this many unexplained shortages within this many days is a pattern."""
 
     count = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=2, max=100))
     days = ma.fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=366))
+
+
+LEVELS = ["HARD", "OVERRIDE", "WARN"]
 
 
 class JurisdictionSchema(StrictSchema):
@@ -47,28 +86,35 @@ class JurisdictionSchema(StrictSchema):
     small_discrepancy_pattern = ma.fields.Nested(DiscrepancyPatternSchema)
     screening_levels = ma.fields.Dict(
         keys=ma.fields.String(validate=validate.Regexp(r"^CI-\d{2}$", error="A flag code such as CI-06.")),
-        values=ma.fields.String(validate=validate.OneOf(["HARD", "OVERRIDE", "WARN"])),
+        values=ma.fields.String(validate=validate.OneOf(LEVELS)),
+        # OpenAPI 3.0 cannot say what keys look like (no propertyNames): the hundred codes are listed
+        metadata={
+            "openapi_rules": {
+                "properties": {f"CI-{n:02d}": {"type": "string", "enum": LEVELS} for n in range(100)},
+                "additionalProperties": False,
+            }
+        },
     )
 
 
 class CreateLocationSchema(StrictSchema):
     name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
-    dea_registration = ma.fields.String(required=True, validate=dea_number_check)
+    dea_registration = DeaNumber(required=True)
     timezone = TimeZoneName(required=True)
     phone = ma.fields.String(load_default=None, validate=validate.Length(max=40))
     jurisdiction = ma.fields.Nested(JurisdictionSchema, load_default=None)
-    rems_certified_until = ma.fields.Date(load_default=None)
+    rems_certified_until = Date(load_default=None)
 
 
 class UpdateLocationSchema(StrictSchema):
     name = ma.fields.String(validate=validate.Length(min=1, max=200))
     address = ma.fields.String(validate=validate.Length(min=1, max=500))
-    dea_registration = ma.fields.String(validate=dea_number_check)
+    dea_registration = DeaNumber()
     timezone = TimeZoneName()
     phone = ma.fields.String(allow_none=True, validate=validate.Length(max=40))
     jurisdiction = ma.fields.Nested(JurisdictionSchema)
-    rems_certified_until = ma.fields.Date(allow_none=True)
+    rems_certified_until = Date(allow_none=True)
 
 
 class LocationSchema(ma.Schema):
@@ -80,7 +126,7 @@ class LocationSchema(ma.Schema):
     timezone = ma.fields.String(required=True)
     jurisdiction = ma.fields.Dict(required=True)
     hours = ma.fields.Dict(required=True)
-    rems_certified_until = ma.fields.Date(allow_none=True)
+    rems_certified_until = Date(allow_none=True)
 
 
 class LocationListSchema(ma.Schema):
@@ -114,6 +160,8 @@ class OpeningSpan(ma.fields.List):
 class HoursSchema(StrictSchema):
     """The whole week (a PUT): a day left out or null is closed; an empty body is refused, since it
     would close every day by accident."""
+
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {"minProperties": 1}  # every field is a day: name one
 
     @ma.validates_schema(pass_original=True)
     def _names_a_day(self, data: dict, original: Any, **kwargs: Any) -> None:

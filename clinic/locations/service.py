@@ -9,7 +9,7 @@ from sqlalchemy import select
 from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import User
-from clinic.core.errors import Conflict, NotFound, ValidationFailed
+from clinic.core.errors import Conflict, NotFound
 from clinic.core.time import utcnow
 from clinic.extensions import db
 from clinic.locations import profiles
@@ -35,7 +35,10 @@ def create_location(
     rems_certified_until: date | None = None,
 ) -> Location:
     if db.session.scalar(select(Location.id).where(Location.dea_registration == dea_registration)):
-        raise ValidationFailed(errors={"dea_registration": ["Another location has this DEA registration."]})
+        raise Conflict(
+            "Another location has this DEA registration",
+            errors={"dea_registration": ["Another location has this DEA registration."]},
+        )
     location = Location(
         name=name,
         address=address,
@@ -72,7 +75,10 @@ def update_location(*, actor: User, location_id: int, changes: dict[str, Any]) -
     if "dea_registration" in changes and db.session.scalar(
         select(Location.id).where(Location.dea_registration == changes["dea_registration"], Location.id != location_id)
     ):
-        raise ValidationFailed(errors={"dea_registration": ["Another location has this DEA registration."]})
+        raise Conflict(
+            "Another location has this DEA registration",
+            errors={"dea_registration": ["Another location has this DEA registration."]},
+        )
     diff = {}
     for field, value in changes.items():
         if field == "jurisdiction":
@@ -139,7 +145,10 @@ def create_storage_site(*, actor: User, location_id: int, name: str) -> StorageS
     if db.session.scalar(
         select(StorageSite.id).where(StorageSite.location_id == location_id, StorageSite.name == name)
     ):
-        raise ValidationFailed(errors={"name": ["This location already has a storage site with that name."]})
+        raise Conflict(
+            "This location already has a storage site with that name",
+            errors={"name": ["This location already has a storage site with that name."]},
+        )
     site = StorageSite(location_id=location_id, name=name)
     db.session.add(site)
     db.session.flush()

@@ -7,12 +7,12 @@ Items are checked here (shape: whole numbers 0..3, as many as the instrument has
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Id, StrictBoolean, StrictSchema
+from clinic.core.fields import AwareDateTime, Date, Id, StrictBoolean, StrictSchema
 from clinic.outcomes import scoring
 from clinic.outcomes.scoring import ITEM_MAX, ITEM_MIN, SPECS, Band, Instrument
 
@@ -65,6 +65,19 @@ class RecordScoreSchema(StrictSchema):
         metadata={"description": "When answered; default now (a correction: the replaced one's)"},
     )
     replaces_id = Id(load_default=None, allow_none=True, metadata={"description": "The score this one corrects"})
+
+    #: each instrument its own number of items (scoring.item_errors), stated in the document
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {
+                "properties": {
+                    "instrument": {"enum": [kind.value]},
+                    "items": {"minItems": spec.items, "maxItems": spec.items},
+                }
+            }
+            for kind, spec in SPECS.items()
+        ]
+    }
 
     @ma.validates_schema
     def _item_count(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -139,7 +152,7 @@ class SafetyAlertSchema(ma.Schema):
     location_id = ma.fields.Integer(required=True, attribute="location.id")
     taken_at = ma.fields.AwareDateTime(required=True, attribute="score.taken_at")
     raised_at = ma.fields.AwareDateTime(required=True, attribute="score.safety_alert_at")
-    raised_on = ma.fields.Date(required=True, metadata={"description": "The location's day the alert was raised"})
+    raised_on = Date(required=True, metadata={"description": "The location's day the alert was raised"})
     overdue = StrictBoolean(required=True, metadata={"description": "Still open after the day it was raised"})
     item9 = ma.fields.Integer(required=True)
     total = ma.fields.Integer(required=True, attribute="score.total")

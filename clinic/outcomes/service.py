@@ -20,7 +20,7 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth.models import Role, User
 from clinic.core import tx
-from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import happened_at, local_day, today_at, utcnow
 from clinic.extensions import db
 from clinic.locations import service as locations_service
@@ -53,9 +53,9 @@ def _series_of(patient: Patient, series_id: int) -> AppointmentSeries:
     try:
         series = scheduling_service.get_series(series_id)
     except NotFound:
-        raise ValidationFailed(errors={"series_id": ["No such course."]}) from None
+        raise NotFound("No such course", errors={"series_id": ["No such course."]}) from None
     if series.patient_id != patient.id:
-        raise ValidationFailed(errors={"series_id": ["Not a course of this patient."]})
+        raise NotFound("Not a course of this patient", errors={"series_id": ["Not a course of this patient."]})
     return series
 
 
@@ -76,9 +76,11 @@ def _replaced(series: AppointmentSeries, instrument: Instrument, replaces_id: in
     not corrected already (the unique ``replaces_id`` settles a race the lock cannot see)."""
     old = db.session.scalar(select(OutcomeScore).where(OutcomeScore.id == replaces_id).with_for_update())
     if old is None or old.series_id != series.id:
-        raise ValidationFailed(errors={"replaces_id": ["No such score in this course."]})
+        raise NotFound("No such score in this course", errors={"replaces_id": ["No such score in this course."]})
     if old.instrument != instrument:
-        raise ValidationFailed(errors={"replaces_id": [f"Not a {SPECS[instrument].label} score."]})
+        # the score exists but is of another instrument: the records, not the input's shape, refuse it
+        label = SPECS[instrument].label
+        raise Conflict(f"Not a {label} score", errors={"replaces_id": [f"Not a {label} score."]})
     if replacement_of(old.id) is not None:
         raise ScoreAlreadyReplaced()
     return old
@@ -118,7 +120,9 @@ def record_score(
         try:
             scheduling_service.get_appointment(appointment_id, series_id=series.id)
         except NotFound:
-            raise ValidationFailed(errors={"appointment_id": ["Not a visit of this course."]}) from None
+            raise NotFound(
+                "Not a visit of this course", errors={"appointment_id": ["Not a visit of this course."]}
+            ) from None
     now = utcnow()
     location = locations_service.get_location(series.location_id)
     taken = now if taken_at is None else _check_taken_at(taken_at, now=now, series=series, location=location)
@@ -251,7 +255,7 @@ def open_safety_alerts(location_id: int) -> list[OpenAlert]:
     try:
         location = locations_service.get_location(location_id)
     except NotFound:
-        raise ValidationFailed(errors={"location_id": ["No such location."]}) from None
+        raise NotFound("No such location", errors={"location_id": ["No such location."]}) from None
     rows = db.session.execute(
         select(OutcomeScore, AppointmentSeries, Patient)
         .join(AppointmentSeries, AppointmentSeries.id == OutcomeScore.series_id)

@@ -8,12 +8,12 @@ admins. Screening answers and flags are only ever dumped by the clinical schemas
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, DecimalString, Id, StrictBoolean, StrictSchema, TimeZoneName
+from clinic.core.fields import AwareDateTime, Date, DecimalString, Id, StrictBoolean, StrictSchema, TimeZoneName
 from clinic.patients.models import Channel
 from clinic.patients.screening import Eligibility, Level
 
@@ -30,7 +30,7 @@ def _name(**kwargs: Any) -> ma.fields.String:
 class _PatientFields(StrictSchema):
     first_name = _name(required=True)
     last_name = _name(required=True)
-    date_of_birth = ma.fields.Date(required=True)
+    date_of_birth = Date(required=True)
     address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
     timezone = TimeZoneName(required=True)
     email = ma.fields.Email(allow_none=True, validate=validate.Length(max=254))
@@ -57,9 +57,11 @@ class UpdatePatientSchema(_PatientFields):
 
     first_name = _name()
     last_name = _name()
-    date_of_birth = ma.fields.Date()
+    date_of_birth = Date()
     address = ma.fields.String(validate=validate.Length(min=1, max=500))
     timezone = TimeZoneName()
+
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {"minProperties": 1}  # at least one field to change
 
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -69,7 +71,7 @@ class UpdatePatientSchema(_PatientFields):
 
 class PatientQuerySchema(StrictSchema):
     q = ma.fields.String(load_default=None, validate=[validate.Length(max=100), _PRINTABLE])
-    date_of_birth = ma.fields.Date(load_default=None)
+    date_of_birth = Date(load_default=None)
     cursor = ma.fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,9}$"))
     limit = ma.fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
@@ -161,7 +163,7 @@ class PatientSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     first_name = ma.fields.String(required=True)
     last_name = ma.fields.String(required=True)
-    date_of_birth = ma.fields.Date(required=True)
+    date_of_birth = Date(required=True)
     sex = ma.fields.String(allow_none=True)
     address = ma.fields.String(required=True)
     timezone = ma.fields.String(required=True)
@@ -172,7 +174,7 @@ class PatientSchema(ma.Schema):
     emergency_contact = ma.fields.String(allow_none=True)
     ride_contact = ma.fields.String(allow_none=True)
     location_id = ma.fields.Integer(allow_none=True)
-    rems_enrolled_on = ma.fields.Date(allow_none=True)
+    rems_enrolled_on = Date(allow_none=True)
     screening = ma.fields.Nested(ScreeningSummarySchema, allow_none=True)
 
 
@@ -187,7 +189,7 @@ class PatientListItemSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     first_name = ma.fields.String(required=True)
     last_name = ma.fields.String(required=True)
-    date_of_birth = ma.fields.Date(required=True)
+    date_of_birth = Date(required=True)
     phone = ma.fields.String(allow_none=True)
     email = ma.fields.String(allow_none=True)
     eligibility = ma.fields.Function(lambda r: r.screening.eligibility if r.screening else None, allow_none=True)
@@ -201,12 +203,18 @@ class PatientPageSchema(ma.Schema):
 # --- weights and REMS ----------------------------------------------------------------------------
 
 
+#: 2 to 400 kg (service.MIN_WEIGHT_G, MAX_WEIGHT_G), at most three places: stated in the document
+WEIGHT_KG = r"^(?:(?:[2-9]|[1-9]\d|[1-3]\d\d)(?:\.\d{1,3})?|400(?:\.0{1,3})?)$"
+
+
 class RecordWeightSchema(StrictSchema):
     weight_kg = DecimalString(
         scale=1000,
+        pattern=WEIGHT_KG,
+        too_large="Must be between 2 and 400 kg.",
         required=True,
         attribute="weight_g",
-        metadata={"description": 'kg as a decimal string or an integer, e.g. "72.4"'},
+        metadata={"description": 'kg as a decimal string, e.g. "72.4"'},
     )
     measured_at = AwareDateTime(load_default=None)
 
@@ -225,12 +233,12 @@ class WeightListSchema(ma.Schema):
 
 
 class RemsEnrollmentSchema(StrictSchema):
-    enrolled_on = ma.fields.Date(required=True)
+    enrolled_on = Date(required=True)
 
 
 class RemsEnrollmentOutSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     patient_id = ma.fields.Integer(required=True)
-    enrolled_on = ma.fields.Date(required=True)
+    enrolled_on = Date(required=True)
     recorded_by_id = ma.fields.Integer(required=True)
     recorded_at = ma.fields.AwareDateTime(required=True)

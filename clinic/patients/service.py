@@ -173,7 +173,7 @@ def create_patient(
 def _home_location(actor: User | None, location_id: int | None) -> int | None:
     if location_id is not None:
         if db.session.get(Location, location_id) is None:
-            raise ValidationFailed(errors={"location_id": ["No such location."]})
+            raise NotFound("No such location", errors={"location_id": ["No such location."]})
         scope.require_location(actor, location_id)
         return location_id
     working = scope.working_location_id(actor)
@@ -370,7 +370,7 @@ def _levels(location_id: int | None) -> dict[str, Any]:
         return {}
     location = db.session.get(Location, location_id)
     if location is None:
-        raise ValidationFailed(errors={"location_id": ["No such location."]})
+        raise NotFound("No such location", errors={"location_id": ["No such location."]})
     return dict(location.rule("screening_levels") or {})
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Id, StrictBoolean, StrictSchema
+from clinic.core.fields import AwareDateTime, Date, Id, StrictBoolean, StrictSchema, WallClockTime
 
 
 class ProtocolSchema(ma.Schema):
@@ -87,16 +87,16 @@ class ChairSchema(ma.Schema):
 
 
 class CreateClosureSchema(StrictSchema):
-    starts_on = ma.fields.Date(required=True)
-    ends_on = ma.fields.Date(required=True)
+    starts_on = Date(required=True)
+    ends_on = Date(required=True)
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
 
 
 class ClosureSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     location_id = ma.fields.Integer(required=True)
-    starts_on = ma.fields.Date(required=True)
-    ends_on = ma.fields.Date(required=True)
+    starts_on = Date(required=True)
+    ends_on = Date(required=True)
     reason = ma.fields.String(required=True)
 
 
@@ -105,8 +105,8 @@ class CreateSeriesSchema(StrictSchema):
     protocol = ma.fields.String(required=True, validate=validate.Length(min=1, max=40))
     location_id = Id(required=True)
     prescriber_id = Id(required=True)
-    start_on = ma.fields.Date(required=True)
-    preferred_time = ma.fields.Time(required=True, metadata={"description": "Local wall-clock time, HH:MM"})
+    start_on = Date(required=True)
+    preferred_time = WallClockTime(required=True, metadata={"description": "Local wall-clock time, HH:MM"})
 
 
 class AppointmentSchema(ma.Schema):
@@ -131,7 +131,7 @@ class SeriesSchema(ma.Schema):
     prescriber_id = ma.fields.Integer(required=True)
     protocol = ma.fields.Function(lambda s: s.protocol.code, required=True)
     protocol_version = ma.fields.Function(lambda s: s.protocol.version, required=True)
-    start_on = ma.fields.Date(required=True)
+    start_on = Date(required=True)
     preferred_time = ma.fields.Time(required=True)
     status = ma.fields.String(required=True)
     appointments = ma.fields.List(ma.fields.Nested(AppointmentSchema), required=True)

@@ -25,7 +25,7 @@ from clinic.audit import service as audit
 from clinic.audit.tags import Tag
 from clinic.auth import scope
 from clinic.auth.models import Role, User
-from clinic.core.errors import NotFound, PermissionDenied, ValidationFailed
+from clinic.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from clinic.core.time import on_the_calendar, today_at, utcnow
 from clinic.extensions import db
 from clinic.locations.models import Location
@@ -63,7 +63,10 @@ SUGGESTIONS = 3
 def create_chair(*, actor: User, location_id: int, name: str) -> Chair:
     _location(location_id)
     if db.session.scalar(select(Chair.id).where(Chair.location_id == location_id, Chair.name == name)):
-        raise ValidationFailed(errors={"name": ["This location already has a chair with that name."]})
+        raise Conflict(
+            "This location already has a chair with that name",
+            errors={"name": ["This location already has a chair with that name."]},
+        )
     chair = Chair(location_id=location_id, name=name)
     db.session.add(chair)
     db.session.flush()
@@ -94,7 +97,7 @@ def list_protocols() -> list[Protocol]:
 def current_protocol(code: str) -> Protocol:
     protocol = db.session.scalar(select(Protocol).where(Protocol.code == code, Protocol.is_current.is_(True)))
     if protocol is None:
-        raise ValidationFailed(errors={"protocol": ["Unknown protocol code; see GET /protocols."]})
+        raise NotFound("No such protocol", errors={"protocol": ["Unknown protocol code; see GET /protocols."]})
     return protocol
 
 
@@ -327,7 +330,7 @@ def plan_series(
     proto = current_protocol(protocol)
     patient = db.session.get(Patient, patient_id)
     if patient is None:
-        raise ValidationFailed(errors={"patient_id": ["No such patient."]})
+        raise NotFound("No such patient", errors={"patient_id": ["No such patient."]})
     prescriber = db.session.get(User, prescriber_id)
     if prescriber is None or prescriber.role_enum is not Role.prescriber or not prescriber.is_active:
         raise ValidationFailed(errors={"prescriber_id": ["Must be an active prescriber."]})

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
@@ -116,6 +116,14 @@ class DoseInSchema(WitnessFields):
         metadata={"description": "A prescriber's reason for a dose outside the protocol's bounds"},
     )
     waste_reason = ma.fields.String(load_default=None, validate=validate.Length(min=1, max=500))
+
+    #: a vial or devices, never both (null counts as not given)
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"required": ["container_id"], "properties": {"container_id": {"type": "integer"}}},
+            {"required": ["container_ids"], "properties": {"container_ids": {"type": "array"}}},
+        ]
+    }
 
     @ma.post_load
     def _containers(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

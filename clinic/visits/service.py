@@ -485,7 +485,10 @@ def check_ledger_link(*, appointment_id: int, patient_id: int) -> None:
     order and totals are kept: a ledger administration posted on its own cannot name a visit."""
     appt, _ = visit_for(appointment_id, lock=False)
     if appt.patient_id != patient_id:
-        raise ValidationFailed(errors={"appointment_id": ["That appointment is another patient's."]})
+        raise Conflict(
+            "That appointment is another patient's",
+            errors={"appointment_id": ["That appointment is another patient's."]},
+        )
     raise refused_transition(
         S(appt.status), TRANSITIONS[S(appt.status)], doing="record a visit's dose outside the visit"
     )

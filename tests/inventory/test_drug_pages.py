@@ -63,15 +63,15 @@ def test_a_refused_drug_is_shown_on_its_fields_and_writes_nothing(clinic, login_
         "mg_per_unit": "5",
         "units_per_container": "2",
     }
-    for change, field, message in (
-        ({"ndc": "12-34"}, "ndc", "An NDC such as 42023-113-10."),
-        ({"mg_per_unit": "0"}, "mg_per_unit", "Must be a positive number"),
-        ({"mg_per_unit": "5000"}, "mg_per_unit", "At most 1000 mg per unit."),
-        ({"schedule": "CI"}, "schedule", "Must be one of"),
-        ({"ndc": taken}, "ndc", "A drug with this NDC exists."),
+    for change, field, message, status in (
+        ({"ndc": "12-34"}, "ndc", "An NDC such as 42023-113-10.", 422),
+        ({"mg_per_unit": "0"}, "mg_per_unit", "Must be a positive number", 422),
+        ({"mg_per_unit": "5000"}, "mg_per_unit", "At most 1000 mg per unit.", 422),
+        ({"schedule": "CI"}, "schedule", "Must be one of", 422),
+        ({"ndc": taken}, "ndc", "A drug with this NDC exists.", 409),  # the records refuse it
     ):
         resp = submit(admin, PAGE, {**good, **change})
-        assert resp.status_code == 422, change
+        assert resp.status_code == status, change
         html = text(resp)
         assert re.search(rf'id="{field}-error" role="alert">{re.escape(message)}', html), (change, html[-3000:])
         assert 'value="Midazolam 5 mg/mL"' in html  # what was typed is kept

@@ -74,7 +74,7 @@ def test_waste_with_witness_brings_the_vial_to_zero(clinic):
         ({"quantity_mg": "0.0001"}, 422, "quantity_mg"),
         ({"quantity_mg": "NaN"}, 422, "quantity_mg"),
         ({"quantity_mg": "500.001"}, 409, None),
-        ({"patient_id": 999999999}, 422, "patient_id"),
+        ({"patient_id": 999999999}, 404, "patient_id"),  # a row that does not exist
         ({"administered_at": "2999-01-01T00:00:00Z"}, 422, "administered_at"),
         ({"administered_at": "2026-01-01T00:00:00"}, 422, "administered_at"),
     ],
@@ -146,7 +146,7 @@ def test_transfer_moves_custody_not_quantity(clinic):
     assert resp.json["details"] == {"from_storage_site_id": clinic.safe_id, "to_storage_site_id": clinic.cabinet_id}
     assert clinic.container(cid)["storage_site_id"] == clinic.cabinet_id
     again = clinic.post("/inventory/transfers", {"container_id": cid, "to_storage_site_id": clinic.cabinet_id})
-    assert again.status_code == 422
+    assert again.status_code == 409  # the records, not the input, refuse it
 
 
 def test_theft_opens_a_form_106_draft_with_deadlines(app, clinic):

@@ -301,7 +301,7 @@ def test_an_administration_naming_a_missing_appointment_is_refused(clinic):
         "/inventory/administrations",
         {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10", "appointment_id": 987654321},
     )
-    assert resp.status_code == 422 and "appointment_id" in resp.json["errors"], resp.json
+    assert resp.status_code == 404 and "appointment_id" in resp.json["errors"], resp.json
     assert len(clinic.ledger()) == before
 
 
@@ -310,11 +310,11 @@ def test_a_waste_naming_a_missing_patient_or_anothers_dose_is_refused(clinic):
     dose = draw(clinic, cid, "40").json
     body = {"container_id": cid, "quantity_mg": "5", "reason": "remainder", **clinic.witness_fields()}
     missing = clinic.post("/inventory/wastes", {**body, "patient_id": 987654321})
-    assert missing.status_code == 422 and "patient_id" in missing.json["errors"], missing.json
+    assert missing.status_code == 404 and "patient_id" in missing.json["errors"], missing.json
     other = clinic.post(
         "/inventory/wastes", {**body, "patient_id": another_patient(clinic), "administration_seq": dose["seq"]}
     )
-    assert other.status_code == 422 and "administration_seq" in other.json["errors"], other.json
+    assert other.status_code == 409 and "administration_seq" in other.json["errors"], other.json
     assert clinic.container(cid)["balance_mg"] == "460"
 
 

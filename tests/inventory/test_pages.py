@@ -376,7 +376,7 @@ def test_transfer_to_the_same_site_is_refused_by_the_field(clinic, nurse):
         f"/inventory/transfer?location_id={clinic.location_id}",
         {"container_id": str(cid), "to_storage_site_id": str(clinic.safe_id)},
     )
-    assert resp.status_code == 422
+    assert resp.status_code == 409
     assert re.search(r'id="to_storage_site_id-error" role="alert">The container is already there', text(resp))
 
 

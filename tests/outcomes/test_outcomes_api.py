@@ -111,11 +111,13 @@ def test_missing_or_unknown_fields_are_422(app, course: Course):
 def test_another_patients_course_or_visit_is_refused(app, desk, course: Course):
     other = book_course(desk, preferred_time="13:00")
     before = counts(app)
-    body = refused(course.record("phq9", phq9(1), series_id=other.series_id))
+    # not found under this patient (or course): 404, the field named
+    body = refused(course.record("phq9", phq9(1), series_id=other.series_id), 404)
     assert body["errors"] == {"series_id": ["Not a course of this patient."]}
-    body = refused(course.record("phq9", phq9(1), appointment_id=other.appointment_ids[0]))
+    body = refused(course.record("phq9", phq9(1), appointment_id=other.appointment_ids[0]), 404)
     assert body["errors"] == {"appointment_id": ["Not a visit of this course."]}
-    assert refused(course.record("phq9", phq9(1), series_id=2**31 - 1))["errors"] == {"series_id": ["No such course."]}
+    missing = refused(course.record("phq9", phq9(1), series_id=2**31 - 1), 404)
+    assert missing["errors"] == {"series_id": ["No such course."]}
     assert refused(course.record("phq9", phq9(1), patient_id=2**31 - 1), 404)["code"] == "not_found"
     assert counts(app) == before
 
@@ -230,8 +232,8 @@ def test_a_replaced_score_drops_out_of_the_trend(app, course: Course):
         "outcome_score_already_replaced"
     )
     # and it must be a score of this course, of the same instrument
-    assert "replaces_id" in refused(course.record("gad7", gad7(1), replaces_id=fixed["id"]))["errors"]
-    assert "replaces_id" in refused(course.record("phq9", phq9(1), replaces_id=2**31 - 1))["errors"]
+    assert "replaces_id" in refused(course.record("gad7", gad7(1), replaces_id=fixed["id"]), 409)["errors"]
+    assert "replaces_id" in refused(course.record("phq9", phq9(1), replaces_id=2**31 - 1), 404)["errors"]
     assert counts(app) == before
 
     # correcting the baseline moves what every point is judged against
@@ -244,7 +246,7 @@ def test_a_replaced_score_drops_out_of_the_trend(app, course: Course):
 def test_another_courses_score_cannot_be_replaced(desk, course: Course):
     other = book_course(desk, preferred_time="13:00")
     theirs = other.recorded("phq9", phq9(2))
-    assert refused(course.record("phq9", phq9(1), replaces_id=theirs["id"]))["errors"] == {
+    assert refused(course.record("phq9", phq9(1), replaces_id=theirs["id"]), 404)["errors"] == {
         "replaces_id": ["No such score in this course."]
     }
 
@@ -335,7 +337,7 @@ def test_alerts_are_per_location(desk, course: Course, app, client, make_user):
     resp = course.client.get(
         "/api/v1/outcomes/safety-alerts", query_string={"location_id": 2**31 - 1}, headers=course.headers("nurse")
     )
-    assert refused(resp)["errors"] == {"location_id": ["No such location."]}
+    assert refused(resp, 404)["errors"] == {"location_id": ["No such location."]}
 
 
 def test_an_alert_left_open_past_its_day_is_overdue(app, course: Course):

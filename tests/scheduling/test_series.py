@@ -159,7 +159,7 @@ def test_reschedule_outside_hours_is_refused(desk):
 
 def test_booking_refuses_bad_input(desk):
     pid = desk.patient()
-    assert desk.book(pid, protocol="no-such-protocol").status_code == 422
+    assert desk.book(pid, protocol="no-such-protocol").status_code == 404
     yesterday = today_in(desk.tz) - timedelta(days=1)
     assert desk.book(pid, start_on=yesterday.isoformat()).status_code == 422
     wrong_prescriber = desk.client.post(
