@@ -438,8 +438,10 @@ ROLE_EXAMPLES = int(os.environ.get("CLINIC_FUZZ_ROLE_EXAMPLES") or 2)
 #: numbers, zones, dates, HH:MM), cross-field rules OpenAPI 3.0 can say (anyOf/oneOf, minProperties)
 #: and missing rows (404) are stated or answered so. What is left compares two values of the request,
 #: or a value with today, or looks a password up in a list: OpenAPI 3.0 has no keyword for these.
-#: For these operations only, a 422 on positive data is allowed, for that reason; every other check
-#: still holds. Nothing else may join this list: state the rule in the document instead.
+#: The document states each of these in words instead ("Refused (422) ..." on the field or the body,
+#: test_the_rules_no_keyword_can_say_are_stated_in_words), and for these operations only a 422 on
+#: positive data is allowed, for that reason; every other check still holds. Nothing else may join
+#: this list: state the rule in the document's keywords instead.
 RULES_THE_DOCUMENT_CANNOT_STATE = {
     f"{method} {API}{path}": reason
     for method, path, reason in (
@@ -460,6 +462,47 @@ RULES_THE_DOCUMENT_CANNOT_STATE = {
         ("POST", "/users", "password: not on the breached-password list, no word of the name or e-mail in it"),
     )
 }
+
+
+#: the words of each rule above as the document says them
+RULE_WORDS = {
+    "/locations/{location_id}/hours": "opening is before the closing",
+    "/locations/{location_id}/prescribers/{user_id}/hours": "opening is before the closing",
+    "/patients": "130 years",
+    "/patients/{patient_id}": "130 years",
+    "/drugs": "whole microgram",
+    "/protocols": "min <= target <= max",
+    "/appointments": "62 days",
+    "/appointments/{appointment_id}/vitals": "below systolic",
+    "/exports": "after since",
+    "/inventory/losses": "before occurred_at",
+    "/users": "breached",
+}
+
+
+def _inlined(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
+    if depth > 12:
+        return None
+    if isinstance(node, dict):
+        node = _resolve(doc, node)
+        return {k: _inlined(doc, v, depth + 1) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inlined(doc, v, depth + 1) for v in node]
+    return node
+
+
+def test_the_rules_no_keyword_can_say_are_stated_in_words(fuzz_app: Flask) -> None:
+    """Each operation excused above says its rule in its request's document: a client reading the
+    schema learns why a well-formed request can still be refused."""
+    doc = _document(fuzz_app)
+    operations = _operations(doc)
+    assert set(RULE_WORDS) == {label.split(" ", 1)[1].removeprefix(API) for label in RULES_THE_DOCUMENT_CANNOT_STATE}
+    for label in RULES_THE_DOCUMENT_CANNOT_STATE:
+        method, path = label.split(" ", 1)
+        op = operations[(method, path)]
+        stated = json.dumps(_inlined(doc, {"body": op.get("requestBody"), "parameters": op.get("parameters")}))
+        words = RULE_WORDS[path.removeprefix(API)]
+        assert "Refused (422)" in stated and words in stated, f"{label}: the document does not say {words!r}"
 
 
 @pytest.mark.parametrize("label", DOCUMENTED)

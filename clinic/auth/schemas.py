@@ -44,7 +44,13 @@ class CreateUserSchema(StrictSchema):
     license_number = ma.fields.String(load_default=None, validate=validate.Length(max=64))
     license_type = ma.fields.String(load_default=None, validate=validate.OneOf([t.value for t in LicenseType]))
     password = ma.fields.String(
-        required=True, load_only=True, validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
+        required=True,
+        load_only=True,
+        validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH),
+        metadata={
+            "description": "Refused (422) if on the bundled list of breached or common passwords, or if it "
+            "holds a word of the user's name or e-mail (ASVS V6)."
+        },
     )
     location_ids = ma.fields.List(
         ma.fields.Integer(validate=validate.Range(min=1, max=2**31 - 1)),

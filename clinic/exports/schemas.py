@@ -15,7 +15,11 @@ class ExportRequestSchema(StrictSchema):
     format = ma.fields.String(required=True, validate=validate.OneOf(FORMATS))
     #: a date (the location's local day; ``until`` inclusive) or a timestamp with its offset
     since = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
-    until = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
+    until = DateOrTimestamp(
+        required=True,
+        validate=validate.Length(min=10, max=40),
+        metadata={"description": "Refused (422) unless after since (a date: that whole local day included)."},
+    )
     location_id = Id(allow_none=True)
     profile = ma.fields.String(load_default="dea-inspection", validate=validate.OneOf(list(PROFILES)))
     schedule = ma.fields.String(allow_none=True, validate=validate.OneOf(["CII", "CIII", "CIV", "CV"]))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import validate
@@ -49,6 +49,10 @@ def _late_entry_reason() -> ma.fields.String:
 
 
 class CreateDrugSchema(StrictSchema):
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {
+        "description": "Refused (422) unless mg_per_unit x units_per_container is a whole microgram and "
+        "at most 100000 mg a container (the catalog's bounds)."
+    }
     name = ma.fields.String(required=True, validate=validate.Length(min=1, max=200))
     ndc = ma.fields.String(required=True, validate=_NDC)
     schedule = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in Schedule]))
@@ -197,7 +201,9 @@ class LossSchema(WitnessFields):
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in LossKind]))
     description = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
     occurred_at = AwareDateTime(load_default=None)
-    discovered_at = AwareDateTime(load_default=None)
+    discovered_at = AwareDateTime(
+        load_default=None, metadata={"description": "Default now. Refused (422) if before occurred_at."}
+    )
 
 
 class ReverseDistributorSchema(StrictSchema):

@@ -148,7 +148,14 @@ class OpeningSpan(ma.fields.List):
 
     def __init__(self) -> None:
         super().__init__(
-            ma.fields.String(validate=validate.Regexp(_HHMM)), allow_none=True, load_default=None, validate=self._span
+            ma.fields.String(validate=validate.Regexp(_HHMM)),
+            allow_none=True,
+            load_default=None,
+            validate=self._span,
+            metadata={
+                "description": '["HH:MM", "HH:MM"] in local time, or null when closed. '
+                "Refused (422) unless the opening is before the closing."
+            },
         )
 
     @staticmethod

@@ -27,10 +27,14 @@ def _name(**kwargs: Any) -> ma.fields.String:
     return ma.fields.String(validate=[validate.Length(min=1, max=100), _PRINTABLE], **kwargs)
 
 
+#: the rule service.create_patient and update_patient apply, which no JSON Schema keyword can say
+DOB_RULE = "Refused (422) if after today, or more than 130 years before it."
+
+
 class _PatientFields(StrictSchema):
     first_name = _name(required=True)
     last_name = _name(required=True)
-    date_of_birth = Date(required=True)
+    date_of_birth = Date(required=True, metadata={"description": DOB_RULE})
     address = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
     timezone = TimeZoneName(required=True)
     email = ma.fields.Email(allow_none=True, validate=validate.Length(max=254))
@@ -57,7 +61,7 @@ class UpdatePatientSchema(_PatientFields):
 
     first_name = _name()
     last_name = _name()
-    date_of_birth = Date()
+    date_of_birth = Date(metadata={"description": DOB_RULE})
     address = ma.fields.String(validate=validate.Length(min=1, max=500))
     timezone = TimeZoneName()
 

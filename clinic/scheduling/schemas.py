@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import marshmallow as ma
 from marshmallow import validate
 
@@ -70,6 +72,14 @@ class ProtocolRulesSchema(StrictSchema):
 
 
 class CreateProtocolSchema(StrictSchema):
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {
+        "description": "Refused (422) when the rules are unsafe (clinic.scheduling.protocol_versions.unsafe): "
+        "no endpoint (IVK-08); a route not the drug's; min_spacing_hours under 24 (IVK-07); a phase with more "
+        "visits a week than max_per_week; chair_minutes under infusion_minutes plus the first hour of "
+        "observation; ketamine not by weight within min <= target <= max inside its bounds (IVK-03) or with "
+        "the REMS; esketamine not a fixed 56 or 84 mg from 28 mg devices, not under the REMS, or observed "
+        "under 120 minutes (SPR-01, SPR-03, SPR-20)."
+    }
     code = ma.fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9-]{2,39}$"))
     name = ma.fields.String(required=True, validate=validate.Length(min=3, max=200))
     rules = ma.fields.Nested(ProtocolRulesSchema, required=True)
@@ -182,7 +192,9 @@ class RescheduleSchema(StrictSchema):
 class CalendarQuerySchema(StrictSchema):
     location_id = Id(required=True, strict=False)
     since = AwareDateTime(required=True)
-    until = AwareDateTime(required=True)
+    until = AwareDateTime(
+        required=True, metadata={"description": "Refused (422) unless after since and at most 62 days after it."}
+    )
 
 
 class AppointmentListSchema(ma.Schema):

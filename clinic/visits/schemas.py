@@ -55,7 +55,7 @@ class ReasonSchema(StrictSchema):
 
 class VitalsInSchema(StrictSchema):
     systolic = _int(40, 300, required=True)
-    diastolic = _int(20, 200, required=True)
+    diastolic = _int(20, 200, required=True, metadata={"description": "Refused (422) unless below systolic."})
     heart_rate = _int(20, 250, required=True)
     spo2 = _int(50, 100, load_default=None)
     respiratory_rate = _int(0, 60, load_default=None)
