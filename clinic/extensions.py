@@ -10,9 +10,11 @@ from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from celery import Celery, Task
 from flask import Flask
 from flask_smorest import Api as _SmorestApi
+from flask_smorest import Blueprint as _SmorestBlueprint
 from flask_smorest.utils import prepare_response
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from webargs.flaskparser import FlaskParser
 
 from clinic.core.db import Base
 from clinic.core.replica import RoutingSession
@@ -71,6 +73,30 @@ class Api(_SmorestApi):
         default: dict[str, Any] = {"description": "Problem details", "schema": self.ERROR_SCHEMA}
         prepare_response(default, self.spec, "application/problem+json")
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
+
+
+class _ArgumentsParser(FlaskParser):
+    """webargs' parser, but an arguments schema given as a class is made once, not for every request:
+    making one deep-copies its declared fields, which cost more than loading the request's body.
+    Our schemas keep no state of a load on themselves (the response schemas are shared the same way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._schemas: dict[type[ma.Schema], ma.Schema] = {}
+
+    def _get_schema(self, argmap: Any, req: Any) -> ma.Schema:
+        if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
+            schema = self._schemas.get(argmap)
+            if schema is None:
+                schema = self._schemas[argmap] = argmap()
+            return schema
+        return super()._get_schema(argmap, req)
+
+
+class Blueprint(_SmorestBlueprint):
+    """flask-smorest's blueprint with :class:`_ArgumentsParser`; every API module uses this one."""
+
+    ARGUMENTS_PARSER = _ArgumentsParser()
 
 
 # RoutingSession: plain reads inside clinic.core.replica.reads() go to CLINIC_REPLICA_URL.

@@ -4,11 +4,11 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth import service
 from clinic.auth.policy import client_addr, current_actor, public, require
 from clinic.auth.schemas import CreateTokenSchema, CreateUserSchema, TokenSchema, UserListSchema, UserSchema
+from clinic.extensions import Blueprint
 
 blp = Blueprint("auth_api", __name__, url_prefix="/api/v1", description="Sign-in tokens and users")
 

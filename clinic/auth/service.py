@@ -26,6 +26,7 @@ from clinic.auth import members, passwords
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
 from clinic.core import tx
+from clinic.core.db import as_loaded, loaded_columns
 from clinic.core.errors import DomainError, NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.extensions import db
@@ -492,8 +493,10 @@ def start_session(*, user: User, client_addr: str) -> str:
 
 # Built once: every request runs one of these, and the checks are in the WHERE clause, so a dead or
 # revoked credential and an unknown one cost the same single round trip.
+#: the user's columns as a plain row (clinic.core.db.as_loaded): a request's one unavoidable read
+_USER_KEYS, _USER_COLUMNS = loaded_columns(User)
 _LIVE_TOKEN = (
-    select(User)
+    select(*_USER_COLUMNS)
     .join(ApiToken, ApiToken.user_id == User.id)
     .where(
         ApiToken.token_hash == bindparam("token_hash"),
@@ -597,7 +600,8 @@ def revoke_token_by_id(*, actor: User, token_id: int) -> None:
 
 def load_token(raw: str) -> User | None:
     """The active user behind a live bearer token: one query, the token and its user joined."""
-    return db.session.scalar(_LIVE_TOKEN, {"token_hash": token_hash(raw), "now": utcnow()})
+    row = db.session.connection().execute(_LIVE_TOKEN, {"token_hash": token_hash(raw), "now": utcnow()}).first()
+    return None if row is None else as_loaded(db.session(), User, _USER_KEYS, row)
 
 
 def revoke_token(*, actor: User, raw: str) -> None:

@@ -62,19 +62,28 @@ def _limit_json() -> None:
 def _headers(response: Response) -> Response:
     headers = response.headers
     page = response.mimetype == "text/html"
-    headers.setdefault("Content-Security-Policy", PAGE_CSP if page else DATA_CSP)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    # same-origin: CSRF's Referer check still works, and no URL (with its ids) leaves the site.
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+    # one pass over what the view set (each setdefault or pop would scan the headers again)
+    present = {name.lower() for name, _value in headers.items()}
+    for name, value in (
+        ("Content-Security-Policy", PAGE_CSP if page else DATA_CSP),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        # same-origin: CSRF's Referer check still works, and no URL (with its ids) leaves the site.
+        ("Referrer-Policy", "same-origin"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+    ):
+        if name.lower() not in present:
+            headers.add(name, value)
     if request.endpoint not in CACHEABLE:
         headers["Cache-Control"] = "no-store"
-        headers.pop("Expires", None)
-        headers.pop("Last-Modified", None)
-        headers.pop("ETag", None)
+        for name in _VALIDATORS & present:
+            del headers[name]
     return response
+
+
+#: what would let a client or proxy revalidate a cached answer (lower case)
+_VALIDATORS = frozenset({"expires", "last-modified", "etag"})
 
 
 def trust_proxies(app: Flask, proxies: int) -> None:

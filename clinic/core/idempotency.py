@@ -145,7 +145,7 @@ def _claim(user_id: int, key: str, request_hash: str) -> int | None:
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         claim_id: int | None = conn.execute(_PG_CLAIM, values).scalar()
     if claim_id is not None:
-        db.session.execute(_LOCK_CLAIM, {"id": claim_id})
+        db.session.connection().execute(_LOCK_CLAIM, {"id": claim_id})  # no entity: not through the ORM
     return claim_id
 
 

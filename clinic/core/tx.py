@@ -158,21 +158,24 @@ def _write_with_commit(rows: list[_Late]) -> None:
                 )
         return
     raw = connection.connection.driver_connection
+    assert raw is not None
+    # read once, not per value: each read is a call into libpq
+    plain = raw.info.parameter_status("standard_conforming_strings") == "on"
     statements = []
     for row in sorted(rows, key=lambda r: r.statement is None):  # statements first, then rows, in order
         if row.statement is not None:
             template = _compiled(row.statement, connection.dialect)
-            statements.append(template % {k: _literal(v, raw) for k, v in row.values.items()})
+            statements.append(template % {k: _literal(v, raw, plain) for k, v in row.values.items()})
             continue
         assert row.table is not None
         name, values = row.table.name, row.values
         if row.where is None:
             columns = ", ".join(f'"{column}"' for column in values)
-            literals = ", ".join(_literal(value, raw) for value in values.values())
+            literals = ", ".join(_literal(value, raw, plain) for value in values.values())
             statements.append(f'INSERT INTO "{name}" ({columns}) VALUES ({literals})')  # noqa: S608 (quoted)
         else:
-            assignments = ", ".join(f'"{column}" = {_literal(value, raw)}' for column, value in values.items())
-            condition = " AND ".join(f'"{column}" = {_literal(value, raw)}' for column, value in row.where.items())
+            assignments = ", ".join(f'"{column}" = {_literal(value, raw, plain)}' for column, value in values.items())
+            condition = " AND ".join(f'"{c}" = {_literal(value, raw, plain)}' for c, value in row.where.items())
             statements.append(f'UPDATE "{name}" SET {assignments} WHERE {condition}')  # noqa: S608 (quoted)
     statements.append("COMMIT")
     connection.exec_driver_sql("; ".join(statements), execution_options={"no_parameters": True})
@@ -192,18 +195,18 @@ def _compiled(statement: Executable, dialect: Any) -> str:
     return cached[1]
 
 
-def _literal(value: Any, raw: Any) -> str:
+def _literal(value: Any, raw: Any, plain: bool) -> str:
     """A value as a PostgreSQL literal. Strings are quoted by doubling quotes, which is the whole of
     quoting when ``standard_conforming_strings`` is on (the default since PostgreSQL 9.1; otherwise,
     and for any other type, psycopg quotes it). Written out because psycopg's general quoting costs
-    more CPU than the rest of a small request's commit."""
+    more CPU than the rest of a small request's commit. ``plain``: ``standard_conforming_strings`` is on."""
     if value is None:
         return "NULL"
     if type(value) is int:
         return str(value)
     if type(value) is dict:
         value = json.dumps(value)  # a JSON column's value, as SQLAlchemy's JSON type sends it
-    if type(value) is str and "\x00" not in value and raw.info.parameter_status("standard_conforming_strings") == "on":
+    if type(value) is str and plain and "\x00" not in value:
         return "'" + value.replace("'", "''") + "'"
     if isinstance(value, datetime) and value.tzinfo is not None:
         return f"'{value.isoformat()}'::timestamptz"

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import send_file
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth.policy import current_actor, require
 from clinic.core import signing
@@ -22,6 +21,7 @@ from clinic.exports.schemas import (
     SigningKeySchema,
 )
 from clinic.exports.verifier import fingerprint
+from clinic.extensions import Blueprint
 
 blp = Blueprint("exports_api", __name__, url_prefix="/api/v1", description="Auditor exports")
 

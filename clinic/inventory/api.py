@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth import scope
 from clinic.auth.policy import client_addr, current_actor, require
 from clinic.core import replica
 from clinic.core.idempotency import idempotent
+from clinic.extensions import Blueprint
 from clinic.inventory import service
 from clinic.inventory.schemas import (
     AdministrationSchema,

@@ -84,13 +84,14 @@ def _aware(value: datetime | str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def links(*, location_id: int, patient_id: int | None, appointment_id: int | None) -> None:
+def links(*, location_id: int, patient_id: int | None, appointment_id: int | None, patient_found: bool = False) -> None:
     """Every id an entry names exists and agrees, before it is chained for ever: the appointment is
-    the patient's, and at the container's location."""
+    the patient's, and at the container's location. ``patient_found``: the caller has read the
+    patient already (no second read)."""
     from clinic.patients.models import Patient
     from clinic.scheduling.models import Appointment
 
-    if patient_id is not None and db.session.get(Patient, patient_id) is None:
+    if patient_id is not None and not patient_found and db.session.get(Patient, patient_id) is None:
         raise NotFound("No such patient", errors={"patient_id": ["No such patient."]})
     if appointment_id is None:
         return

@@ -8,6 +8,7 @@ code path forgot to look.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Collection, Iterable
 from datetime import date, datetime
@@ -33,6 +34,7 @@ from clinic.inventory.chain import GENESIS, HASHED_FIELDS, entry_hash, phi_paths
 from clinic.inventory.errors import InsufficientStock
 from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerChain, LedgerEntry
 from clinic.locations.models import Location
+from clinic.patients.models import Patient
 
 
 def lock_chain(location_id: int) -> LedgerChain:
@@ -58,42 +60,88 @@ def lock_container(container_id: int) -> Container:
     return container
 
 
-def lock_movement(container_id: int, *, reserve_id: bool = False) -> tuple[LedgerChain, Container, str, int | None]:
+def lock_movement(
+    container_id: int, *, reserve_id: bool = False, patient_id: int | None = None
+) -> tuple[LedgerChain, Container, str, int | None, Any]:
     """The container's chain head and the container, locked in one statement (chain first, as every
     path locks them), with its drug and its location's time zone: what a movement out of one
     container reads under the lock, in one round trip. ``reserve_id`` (PostgreSQL): also the next
-    entry id from its sequence, so the entry can be written with the COMMIT (see :func:`append`)."""
+    entry id from its sequence, so the entry can be written with the COMMIT (see :func:`append`).
+    ``patient_id``: also that patient's name and address (the entry's details), read in the same
+    statement and not locked; the last item is then that row (id, first_name, last_name, address),
+    and no such patient is refused as a field error (before the container, as it always was)."""
     postgresql = db.session.get_bind().dialect.name == "postgresql"
+    params: dict[str, Any] = {"container_id": container_id}
+    if patient_id is not None:
+        params["patient_id"] = patient_id
     row = db.session.execute(
-        _LOCK_MOVEMENT_RESERVING if reserve_id and postgresql else _LOCK_MOVEMENT, {"container_id": container_id}
+        _lock_movement(reserve_id=reserve_id and postgresql, patient=patient_id is not None), params
     ).first()
     if row is not None:
-        return row[0], row[1], row[2], (row[3] if len(row) > 3 else None)
+        if patient_id is not None and row.p_id is None:
+            raise _no_such_patient()
+        return (
+            row[0],
+            row[1],
+            row[2],
+            row.entry_id if reserve_id and postgresql else None,
+            _PatientRow(row.p_id, row.p_first_name, row.p_last_name, row.p_address) if patient_id is not None else None,
+        )
+    patient = None
+    if patient_id is not None:
+        found = db.session.get(Patient, patient_id)
+        if found is None:
+            raise _no_such_patient()
+        patient = _PatientRow(found.id, found.first_name, found.last_name, found.address)
     container = db.session.get(Container, container_id)  # no chain yet, or no such container
     if container is None:
         raise NotFound("No such container")
     chain = lock_chain(container.location_id)
     location = db.session.get(Location, container.location_id)
     assert location is not None
-    return chain, lock_container(container_id), location.timezone, None
+    return chain, lock_container(container_id), location.timezone, None, patient
 
 
-def _lock_movement_statement(*extra: Any) -> Any:
-    return (
-        select(LedgerChain, Container, Location.timezone, *extra)
+@dataclasses.dataclass(frozen=True, slots=True)
+class _PatientRow:
+    id: int
+    first_name: str
+    last_name: str
+    address: str
+
+
+def _no_such_patient() -> NotFound:
+    return NotFound("No such patient", errors={"patient_id": ["No such patient."]})
+
+
+#: the locking statement of each shape (reserving an id or not, reading a patient or not), built once
+#: (executed again, SQLAlchemy reuses its cache key and compiled form)
+_LOCK_MOVEMENT: dict[tuple[bool, bool], Any] = {}
+
+
+def _lock_movement(*, reserve_id: bool, patient: bool) -> Any:
+    stmt = _LOCK_MOVEMENT.get((reserve_id, patient))
+    if stmt is not None:
+        return stmt
+    stmt = (
+        select(LedgerChain, Container, Location.timezone)
         .join(Container, Container.location_id == LedgerChain.location_id)
         .join(Location, Location.id == LedgerChain.location_id)
-        .where(Container.id == bindparam("container_id"))
+    )
+    if reserve_id:
+        stmt = stmt.add_columns(func.nextval(func.pg_get_serial_sequence("ledger_entries", "id")).label("entry_id"))
+    if patient:
+        patients = Patient.__table__
+        stmt = stmt.outerjoin(patients, patients.c.id == bindparam("patient_id", type_=patients.c.id.type)).add_columns(
+            *(patients.c[k].label("p_" + k) for k in ("id", "first_name", "last_name", "address"))
+        )
+    stmt = (
+        stmt.where(Container.id == bindparam("container_id"))
         .with_for_update(of=[LedgerChain, Container])
         .execution_options(populate_existing=True)
     )
-
-
-#: built once (executed again, SQLAlchemy reuses its cache key and compiled form)
-_LOCK_MOVEMENT = _lock_movement_statement()
-_LOCK_MOVEMENT_RESERVING = _lock_movement_statement(
-    func.nextval(func.pg_get_serial_sequence("ledger_entries", "id")).label("entry_id")
-)
+    _LOCK_MOVEMENT[(reserve_id, patient)] = stmt
+    return stmt
 
 
 def check_time(occurred_at: datetime | None, field: str = "occurred_at") -> datetime:
@@ -327,10 +375,13 @@ def _append_in_one_statement(
     if container is not None:
         set_committed_value(container, "balance_ug", fields["balance_after_ug"])
         set_committed_value(container, "status", status_after)
-    entry = LedgerEntry(id=entry_id, **fields)
+    # The entry as the ORM would load it (its values committed, no history): filled in directly, since
+    # setting ~20 attributes through the instrumented constructor, each with its events, cost as much
+    # as the rest of the append, and this runs under the chain lock.
+    entry = LedgerEntry._sa_class_manager.new_instance()
+    entry.__dict__.update(fields, id=entry_id, container=container)
     make_transient_to_detached(entry)
     db.session.add(entry)
-    set_committed_value(entry, "container", container)
     audit.touched("ledger_entry", entry_id)
     return entry
 

@@ -30,7 +30,6 @@ from clinic.inventory.ledger import (
 from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerEntry
 from clinic.inventory.witness import WitnessSignature, verify_witness
 from clinic.locations.models import Location, StorageSite
-from clinic.patients.models import Patient
 from clinic.reminders import service as reminders
 
 
@@ -149,18 +148,20 @@ def record_administration(
     ``last_write``: the caller's request writes nothing after this entry (the API's POST), so on
     PostgreSQL the entry may travel with the COMMIT (:func:`ledger.append`'s ``entry_id``)."""
     require_positive(quantity_ug)
-    patient = db.session.get(Patient, patient_id)
-    if patient is None:
-        raise NotFound("No such patient", errors={"patient_id": ["No such patient."]})
     at = check_time(administered_at, "administered_at")
     # The hot path: one statement locks the chain head and the container and reads what the checks
-    # need; the append is one more (on PostgreSQL), DEA-06's previous-movement check inside it.
-    chain, container, timezone, entry_id = lock_movement(container_id, reserve_id=last_write)
+    # need (the patient too); the append is one more (on PostgreSQL), DEA-06's previous-movement check
+    # inside it.
+    chain, container, timezone, entry_id, patient = lock_movement(
+        container_id, reserve_id=last_write, patient_id=patient_id
+    )
     if administered_at is None:
         # "now" is read once the container is ours: a draw that waited for the lock behind another
         # one on the same vial is not dated before it (DEA-06 would refuse it as back-dated)
         at = check_time(None, "administered_at")
-    checks.links(location_id=container.location_id, patient_id=patient.id, appointment_id=appointment_id)
+    checks.links(
+        location_id=container.location_id, patient_id=patient.id, appointment_id=appointment_id, patient_found=True
+    )
     _usable(container, on=at.astimezone(ZoneInfo(timezone)).date())
     late = checks.when(chain=chain, at=at, field="administered_at", late_reason=late_entry_reason)
     return append(

@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth import members, scope
 from clinic.auth.policy import current_actor, require
 from clinic.auth.schemas import MembershipSchema
+from clinic.extensions import Blueprint
 from clinic.locations import service
 from clinic.locations.schemas import (
     CreateLocationSchema,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth.policy import current_actor, require
+from clinic.extensions import Blueprint
 from clinic.outcomes import service
 from clinic.outcomes.schemas import (
     AcknowledgeSchema,

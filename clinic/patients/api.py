@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Response, jsonify
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth.policy import allowed, current_actor, require
+from clinic.extensions import Blueprint
 from clinic.patients import service
 from clinic.patients.schemas import (
     CreatePatientSchema,

@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth import scope
 from clinic.auth.policy import current_actor, require
+from clinic.extensions import Blueprint
 from clinic.reminders import service
 from clinic.reminders.schemas import (
     CancelReminderSchema,

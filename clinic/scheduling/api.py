@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth.policy import current_actor, require
 from clinic.core.errors import ValidationFailed
+from clinic.extensions import Blueprint
 from clinic.locations.schemas import HoursSchema
 from clinic.scheduling import calendar, protocol_versions, service
 from clinic.scheduling.schemas import (

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from clinic.auth.policy import client_addr, current_actor, require
 from clinic.core.idempotency import idempotent
-from clinic.extensions import db
+from clinic.extensions import Blueprint, db
 from clinic.scheduling.models import Appointment
 from clinic.visits import discharge as discharging
 from clinic.visits import dosing, queries, service

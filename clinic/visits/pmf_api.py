@@ -7,11 +7,11 @@ from typing import Any
 import marshmallow as ma
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import validate
 
 from clinic.auth.policy import current_actor, require
 from clinic.core.fields import StrictSchema
+from clinic.extensions import Blueprint
 from clinic.visits import pmf, pmf_document
 from clinic.visits.schemas import OutOfRangeSchema
 

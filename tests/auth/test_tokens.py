@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pyotp
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 
 from clinic.auth.models import ApiToken, AuthAttempt, User
 from clinic.core.time import utcnow
@@ -202,3 +202,28 @@ def test_passwords_are_argon2id_at_least_owasp_floor(app, make_user):
     assert stored.startswith("$argon2id$")
     params = dict(p.split("=") for p in stored.split("$")[3].split(","))
     assert int(params["m"]) >= 19456 and int(params["t"]) >= 2
+
+
+def test_token_lookup_loads_the_user_as_the_orm_would(app, make_user):
+    """load_token builds the User from a plain row (clinic.core.db.as_loaded): a clean, persistent
+    object with every column loaded, or the session's own one when it holds that user already."""
+    from clinic.auth import service
+    from clinic.core import tx
+
+    nurse = make_user("nurse")
+    with app.app_context():
+        raw, _ = service.issue_token(user=db.session.get(User, nurse.id))
+        tx.commit()
+    with app.app_context():
+        user = service.load_token(raw)
+        assert user is not None and user.id == nurse.id and user.email == nurse.email
+        assert user in db.session and not db.session.is_modified(user)
+        assert inspect(user).unloaded == set()  # every column loaded: nothing read lazily later
+        assert inspect(user).persistent and user.role == "nurse"
+        user.name = "Renamed"  # tracked like any loaded object
+        assert db.session.is_modified(user)
+        db.session.rollback()
+    with app.app_context():
+        held = db.session.get(User, nurse.id)
+        assert service.load_token(raw) is held
+        assert service.load_token(raw + "x") is None
