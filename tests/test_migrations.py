@@ -82,6 +82,20 @@ def test_downgrading_0010_refuses_to_cut_access_log_objects(backend):
             drop_pg_database(url)
 
 
+def _two_locations(conn, now: str) -> None:  # type: ignore[no-untyped-def]
+    """Locations 1 and 2, written as a revision before memberships would find them."""
+    from sqlalchemy import text
+
+    for n in (1, 2):
+        conn.execute(
+            text(
+                "INSERT INTO locations (id, name, address, dea_registration, timezone, jurisdiction, "
+                "hours, created_at) VALUES (:id, :name, 'a', :dea, 'UTC', '{}', '{}', :now)"
+            ),
+            {"id": n, "name": f"L{n}", "dea": f"FA123456{n}", "now": now},
+        )
+
+
 def test_upgrading_gives_never_booked_patients_the_home_their_records_show(backend):
     """0020 (SYS-12): a patient never booked belongs where their latest screening was taken, else to
     the clinic's only location; with several locations and no screening they keep none."""
@@ -106,14 +120,7 @@ def test_upgrading_gives_never_booked_patients_the_home_their_records_show(backe
                     ),
                     {"now": now},
                 )
-                for n in (1, 2):
-                    conn.execute(
-                        text(
-                            "INSERT INTO locations (id, name, address, dea_registration, timezone, jurisdiction, "
-                            "hours, created_at) VALUES (:id, :name, 'a', :dea, 'UTC', '{}', '{}', :now)"
-                        ),
-                        {"id": n, "name": f"L{n}", "dea": f"FA123456{n}", "now": now},
-                    )
+                _two_locations(conn, now)
                 for n in (1, 2, 3):
                     conn.execute(
                         text(
@@ -172,14 +179,7 @@ def test_upgrading_to_memberships_keeps_every_user_working_everywhere(backend):
                         ),
                         {"id": n, "email": f"u{n}@m.test", "role": role, "now": now},
                     )
-                for n in (1, 2):
-                    conn.execute(
-                        text(
-                            "INSERT INTO locations (id, name, address, dea_registration, timezone, jurisdiction, "
-                            "hours, created_at) VALUES (:id, :name, 'a', :dea, 'UTC', '{}', '{}', :now)"
-                        ),
-                        {"id": n, "name": f"L{n}", "dea": f"FA123456{n}", "now": now},
-                    )
+                _two_locations(conn, now)
             command.upgrade(cfg, "head")
             with db.engine.connect() as conn:
                 pairs = set(conn.execute(text("SELECT user_id, location_id FROM location_members")).all())
