@@ -455,7 +455,8 @@ def _copy_csv(
         except DriverError as exc:
             cursor.execute("ROLLBACK TO SAVEPOINT clinic_export_copy")
             main.sink.rewind(mark)
-            current_app.logger.info("export: rows written in Python (%s)", str(exc).splitlines()[0][:120])
+            # the SQLSTATE only: a driver's message can quote the value it could not read (a name)
+            current_app.logger.info("export: rows written in Python (SQLSTATE %s)", exc.sqlstate or type(exc).__name__)
             return None
         cursor.execute("RELEASE SAVEPOINT clinic_export_copy")
         cursor.execute(copysql.summary_query(where, allowed, segment))

@@ -69,7 +69,7 @@ def lock_movement(
     entry id from its sequence, so the entry can be written with the COMMIT (see :func:`append`).
     ``patient_id``: also that patient's name and address (the entry's details), read in the same
     statement and not locked; the last item is then that row (id, first_name, last_name, address),
-    and no such patient is refused as a field error (before the container, as it always was)."""
+    and no such patient is a 404 naming ``patient_id``."""
     postgresql = db.session.get_bind().dialect.name == "postgresql"
     params: dict[str, Any] = {"container_id": container_id}
     if patient_id is not None:
