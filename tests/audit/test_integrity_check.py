@@ -28,7 +28,7 @@ def iapp(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fla
             from clinic.locations.service import create_location
 
             admin = create_user(
-                actor=None, email="admin@integrity.test", name="Admin", role="admin", password=f"pw-{uuid.uuid4().hex}"
+                actor=None, email="admin@integrity.test", name="Admin", role="admin", password=f"pw-{uuid.uuid4().int}"
             )
             create_location(
                 actor=admin, name="Main", address="1 Main St", dea_registration="AI1234563", timezone="America/Chicago"

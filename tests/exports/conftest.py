@@ -18,7 +18,7 @@ def new_user(app, role: str, *, licensed: bool = True) -> Account:
     from clinic.core.tx import commit
 
     email = f"{role}.{uuid.uuid4().hex[:8]}@test.clinic"
-    password = f"pw-{uuid.uuid4().hex}"
+    password = f"pw-{uuid.uuid4().int}"
     with app.app_context():
         user = service.create_user(
             actor=None,

@@ -151,7 +151,7 @@ def _users(app):  # type: ignore[no-untyped-def]
 
     def make(role: str = "nurse") -> Account:
         email = f"{role}.{uuid.uuid4().hex[:8]}.f12@test.clinic"  # roaming: works at every location (tests/conftest.py)
-        password = f"pw-{uuid.uuid4().hex}"
+        password = f"pw-{uuid.uuid4().int}"
         with app.app_context():
             user = auth.create_user(
                 actor=None,

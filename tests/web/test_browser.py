@@ -106,7 +106,7 @@ def _clinic(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
 
 def _create_staff(env: dict[str, str], role: str, name: str, *licence: str) -> Staff:
     email = f"{role}.{uuid.uuid4().hex[:8]}@browser.test"
-    password = f"pw-{uuid.uuid4().hex}"
+    password = f"pw-{uuid.uuid4().int}"
     out = _clinic(
         env, "users", "create", "--email", email, "--name", name, "--role", role, *licence, "--password-stdin",
         stdin=password + "\n",
