@@ -1022,12 +1022,13 @@ class _Chunker:
         self.path, self.start = path, start
         self.digest = hashlib.sha256()
         self.spans = 0
+        self.stopped = False
 
     def __iter__(self) -> Any:
         quotes, pos, cut = 0, 0, self.start + CHUNK_BYTES
         last = self.start
         with open(self.path, "rb") as fh:
-            while block := fh.read(1 << 22):
+            while not self.stopped and (block := fh.read(1 << 22)):
                 self.digest.update(block)
                 end = pos + len(block)
                 off = 0
@@ -1094,7 +1095,8 @@ def _parallel_walk(
     count = 0
     try:
         pending = next(left_out, None)
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(manifest, head, export_file)) as pool:
+        pool = ctx.Pool(workers, initializer=_worker_init, initargs=(manifest, head, export_file))
+        try:
             for result in pool.imap(_worker_chunk, chunker):
                 if result is None:
                     raise _Unproven
@@ -1105,6 +1107,13 @@ def _parallel_walk(
                         chain.take(pending, False)
                         pending = next(left_out, None)
                     chain.take_item(item)
+        finally:
+            # Never Pool.terminate (what leaving ``with Pool`` does): a worker killed while it writes
+            # its result holds the result queue's lock for ever, and terminate then waits on it (seen
+            # as a hung verify). Stop cutting ranges and let the workers finish the ones handed out.
+            chunker.stopped = True
+            pool.close()
+            pool.join()
         while pending is not None:
             chain.take(pending, False)
             pending = next(left_out, None)
