@@ -26,7 +26,7 @@ from clinic.auth import members, passwords
 from clinic.auth.errors import EmailTaken, InvalidCredentials, SecondFactorRequired, TooManyAttempts
 from clinic.auth.models import DEFAULT_LICENSE_TYPE, ApiToken, AuthAttempt, LicenseType, Role, User, UserSession
 from clinic.core import tx
-from clinic.core.db import as_loaded, loaded_columns
+from clinic.core.db import as_loaded, first_row, loaded_columns
 from clinic.core.errors import DomainError, NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.extensions import db
@@ -600,7 +600,9 @@ def revoke_token_by_id(*, actor: User, token_id: int) -> None:
 
 def load_token(raw: str) -> User | None:
     """The active user behind a live bearer token: one query, the token and its user joined."""
-    row = db.session.connection().execute(_LIVE_TOKEN, {"token_hash": token_hash(raw), "now": utcnow()}).first()
+    connection = db.session.connection()
+    params = {"token_hash": token_hash(raw), "now": utcnow()}
+    row = first_row(connection, _LIVE_TOKEN, params)
     return None if row is None else as_loaded(db.session(), User, _USER_KEYS, row)
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, event
+from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, event
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached
 from sqlalchemy.types import TypeDecorator
@@ -102,6 +102,49 @@ def loaded_columns(model: type[Base]) -> tuple[tuple[str, ...], tuple[Column[Any
     gives the rows :func:`as_loaded` takes."""
     props = model.__mapper__.column_attrs
     return tuple(p.key for p in props), tuple(p.columns[0] for p in props)  # type: ignore[misc]
+
+
+_DRIVER_SQL: dict[int, tuple[Any, str]] = {}
+
+
+def first_row(connection: Connection, statement: Any, params: dict[str, Any]) -> Any:
+    """The first row of ``statement`` (None if none); on PostgreSQL read straight through psycopg
+    (:func:`_driver_first`), elsewhere or if the driver fails, through SQLAlchemy, which answers a
+    lost connection as it always does and invalidates it."""
+    row = _driver_first(connection, statement, params)
+    return connection.execute(statement, params).first() if row is _NOT_READ else row
+
+
+_NOT_READ = object()
+
+
+def _driver_first(connection: Connection, statement: Any, params: dict[str, Any]) -> Any:
+    """The first row of ``statement`` read straight through psycopg on PostgreSQL, as SQLAlchemy would
+    give it; None if there is none, :data:`_NOT_READ` on another backend or a driver error.
+
+    For a request's one hot read (the bearer token's user): SQLAlchemy's execution and result
+    machinery costs several times psycopg's own, and that read runs on every API request. Only for
+    a statement whose bound values and columns need no type processing but :class:`UtcDateTime`'s:
+    named parameters, plain str/int/bool/None values, and timestamps read back as aware UTC."""
+    if connection.dialect.name != "postgresql":
+        return _NOT_READ
+    cached = _DRIVER_SQL.get(id(statement))
+    if cached is None or cached[0] is not statement:
+        compiled = statement.compile(dialect=connection.dialect)
+        if compiled.positiontup:
+            raise RuntimeError("first_row takes named parameters only")
+        cached = _DRIVER_SQL[id(statement)] = (statement, compiled.string)
+    sql = cached[1]
+    driver = connection.connection.driver_connection
+    if connection._has_events or connection.engine._has_events:  # listeners still see the statement
+        connection.dispatch.before_cursor_execute(connection, None, sql, params, None, False)
+    try:
+        row = driver.execute(sql, params).fetchone()  # type: ignore[union-attr]
+    except Exception:  # SQLAlchemy runs it again and reports it its own way
+        return _NOT_READ
+    if row is None:
+        return None
+    return tuple(v.astimezone(UTC) if type(v) is datetime else v for v in row)
 
 
 def as_loaded(session: Session, model: type[M], keys: Sequence[str], row: Sequence[Any]) -> M:

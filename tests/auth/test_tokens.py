@@ -227,3 +227,30 @@ def test_token_lookup_loads_the_user_as_the_orm_would(app, make_user):
         held = db.session.get(User, nurse.id)
         assert service.load_token(raw) is held
         assert service.load_token(raw + "x") is None
+
+
+def test_the_token_lookup_gives_the_user_the_orm_would_load(app, make_user):
+    """load_token reads the user straight through the driver on PostgreSQL (clinic.core.db.first_row):
+    every attribute equals, value and type, what the ORM loads; timestamps are aware UTC."""
+    from clinic.auth import service
+    from clinic.core.tx import commit
+
+    nurse = make_user("nurse")
+    with app.app_context():
+        raw, _ = service.issue_token(user=db.session.get(User, nurse.id))
+        commit()
+    with app.app_context():
+        fast = service.load_token(raw)
+        assert fast is not None
+        mine = {k: getattr(fast, k) for k in inspect(User).column_attrs.keys()}  # noqa: SIM118
+        db.session.expunge_all()
+        loaded = db.session.get(User, nurse.id)
+        theirs = {k: getattr(loaded, k) for k in inspect(User).column_attrs.keys()}  # noqa: SIM118
+        assert mine == theirs
+        assert {k: type(v) for k, v in mine.items()} == {k: type(v) for k, v in theirs.items()}
+        assert fast.created_at.utcoffset() == timedelta(0) and fast.password_changed_at.utcoffset() == timedelta(0)
+        assert service.load_token(raw + "x") is None
+        db.session.execute(update(ApiToken).where(ApiToken.token_hash == service.token_hash(raw)).values(
+            revoked_at=utcnow()))  # fmt: skip
+        assert service.load_token(raw) is None
+        db.session.rollback()
