@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -212,6 +213,10 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
     #: "details.patient_name"); kept here, never exported without its value. NULL: a form-1 entry
     #: (hashed in the clear, before migration 0013), whose salts are in ``ledger_form1_salts``.
     phi_salts: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    #: form 2's committed record as its hash covers it (``canonical(committed(...), 2)``, UTF-8),
+    #: kept by the append so an export sends it as it is (issue 13); the integrity check proves it
+    #: equal to the record the columns give. NULL: an entry written before migration 0021.
+    committed_record: Mapped[str | None] = mapped_column(Text)
 
     container: Mapped[Container | None] = relationship(lazy="joined")
 
