@@ -123,6 +123,20 @@ def _details_json(shapes: list[tuple[str, ...]]) -> str:
     return "CASE WHEN s.d IS NULL OR jsonb_typeof(s.d) = 'null' THEN 'null' " + " ".join(arms) + f" ELSE {generic} END"
 
 
+def _phi_shape(shape: tuple[str, ...]) -> str:
+    """Whether the row's details have exactly the keys of ``shape`` and its PHI values are strings,
+    booleans or nulls (their jsonb text is then their canonical JSON): all the PHI column needs to
+    spell them key by key. Cheaper than :func:`shape_case`, which also walks every other value for
+    the committed record, and only the rows whose record is not stored need that."""
+    keys = _text_array(list(shape))
+    plain = [
+        f"coalesce(jsonb_typeof(s.d -> {literal(k)}), 'null') IN ('string', 'boolean', 'null')"
+        for k in shape
+        if k.startswith("patient_")
+    ]
+    return " AND ".join(["jsonb_typeof(s.d) = 'object'", f"s.d ?& {keys}", f"(s.d - {keys}) = '{{}}'::jsonb", *plain])
+
+
 def _phi_json(allowed: tuple[str, ...] | None, shapes: list[tuple[str, ...]]) -> str:
     """The PHI carried: {path: {"salt", "value"}} for the profile's filled slots, keys sorted
     ("details.*" sort before "patient_id")."""
@@ -145,7 +159,7 @@ def _phi_json(allowed: tuple[str, ...] | None, shapes: list[tuple[str, ...]]) ->
                 head = literal(json.dumps("details." + k, ensure_ascii=False) + ':{"salt":')
                 one = _concat([head, salt, "',\"value\":'", f"(s.d -> {literal(k)})::text", "'}'"])
                 parts.append(f"CASE WHEN s.d ->> {literal(k)} IS NULL THEN NULL ELSE {one} END")
-        arms.append(f"WHEN sh.shape = {n} THEN " + (f"concat_ws(',', {', '.join(parts)})" if parts else "NULL"))
+        arms.append(f"WHEN {_phi_shape(shape)} THEN " + (f"concat_ws(',', {', '.join(parts)})" if parts else "NULL"))
     details = f"CASE {' '.join(arms)} ELSE {generic} END" if arms else generic
     if allowed is None or "patient_id" in allowed:
         patient = (
@@ -176,7 +190,7 @@ def _record_value(name: str) -> str:
     if name == "details":
         return "dj.details"
     if name == "v":
-        return "CASE WHEN s.form1 THEN '1' ELSE '2' END"
+        return "CASE WHEN coalesce(e.phi_salts::jsonb, 'null') = 'null' THEN '1' ELSE '2' END"
     raise ValueError(name)
 
 
@@ -217,7 +231,7 @@ def _cell(spec: str, allowed: tuple[str, ...] | None, params: dict[str, Any]) ->
         return _mg(f"(-e.{what})" if how == "-mg" else f"e.{what}")
     if how == "d":
         if what == "*":
-            return "CASE WHEN dj.details = 'null' THEN '{}' ELSE dj.details END"
+            return "coalesce(nullif(dj.details, 'null'), '{}')"
         if what.startswith("patient_"):  # the record holds its commitment
             key = sql.Literal(what).as_string(None)
             salt = "(s.salts ->> " + sql.Literal("details." + what).as_string(None) + ")"
@@ -225,7 +239,13 @@ def _cell(spec: str, allowed: tuple[str, ...] | None, params: dict[str, Any]) ->
                 f"CASE WHEN coalesce(jsonb_typeof(s.d -> {key}), 'null') = 'null' THEN NULL "
                 f"ELSE {_commit(salt, f'(s.d -> {key})::text')} END"
             )
-        return f"nullif(s.d ->> {sql.Literal(what).as_string(None)}, '')"
+        # a value whose jsonb text is not the canonical JSON the cell holds fails the query (the
+        # stored record no longer makes the row go through _plain's checks)
+        v = f"(s.d -> {literal(what)})"
+        odd = (
+            f"jsonb_typeof({v}) IN ('object', 'array') OR (jsonb_typeof({v}) = 'number' AND {v}::text !~ '^-?[0-9]+$')"
+        )
+        return f"CASE WHEN {odd} THEN {FALLBACK} ELSE nullif(s.d ->> {literal(what)}, '') END"
     if how == "user":
         return f"nullif({params['users']} ->> e.{what}::text, '')"
     if how == "drug":
@@ -325,17 +345,33 @@ def select_rows(
     params = {"users": jsonb(users), "drugs": jsonb(drugs)}
     cells = [_cell(spec, allowed, params) for _, spec in proof.KINDS[kind][1]]
     shapes = [tuple(shape) for shape in shapes or []]
-    cells += ["e.hash", _record_json(), _phi_json(allowed, shapes)]
+    # the committed record as the append kept it (migration 0021); only an entry written before
+    # that has it rebuilt from its columns, in a subquery run for that row alone (COALESCE stops at
+    # the stored text): the details' shape, the canonical JSON and the commitments cost it alone
+    rebuilt = f"(SELECT {_record_json()} FROM {_details_laterals(shapes)})"
+    cells += ["e.hash", f"coalesce(e.committed_record, {rebuilt})", _phi_json(allowed, shapes)]
+    # the whole committed details as a cell (the ledger kind's) is rebuilt for every row
+    laterals = f"CROSS JOIN {_details_laterals(shapes)}\n" if any("dj." in c for c in cells[:-3]) else ""
+    # a form-1 entry's salts are in ledger_form1_salts: looked up for those rows only
+    form1_salts = (
+        "(SELECT nullif(f.salts::jsonb, 'null') FROM ledger_form1_salts f "
+        "WHERE f.location_id = e.location_id AND f.seq = e.seq)"
+    )
     return (
         "SELECT " + ",\n  ".join(cells) + "\nFROM ledger_entries e\n"
-        "LEFT JOIN ledger_form1_salts f ON f.location_id = e.location_id AND f.seq = e.seq\n"
         "CROSS JOIN LATERAL (SELECT e.details::jsonb AS d, "
-        "coalesce(e.phi_salts::jsonb, 'null') = 'null' AS form1, "
-        "coalesce(nullif(e.phi_salts::jsonb, 'null'), nullif(f.salts::jsonb, 'null'), '{}') AS salts, "
+        f"coalesce(nullif(e.phi_salts::jsonb, 'null'), {form1_salts}, '{{}}') AS salts, "
         f"{_TIME.format('e.occurred_at')} AS occurred_at, {_TIME.format('e.recorded_at')} AS recorded_at "
         "OFFSET 0) s\n"  # OFFSET 0: computed once per row, not inlined at every use
-        f"CROSS JOIN LATERAL (SELECT {shape_case(shapes)} AS shape OFFSET 0) sh\n"
-        f"CROSS JOIN LATERAL (SELECT {_details_json(shapes)} AS details) dj\n"
+        f"{laterals}"
         f"WHERE e.location_id = {int(segment[0])} AND e.seq BETWEEN {int(segment[1])} AND {int(segment[2])}\n"
         f"AND {where}\nORDER BY e.seq"
+    )
+
+
+def _details_laterals(shapes: list[tuple[str, ...]]) -> str:
+    """The details' shape (computed once) and their committed text, ``dj.details``."""
+    return (
+        f"LATERAL (SELECT {shape_case(shapes)} AS shape OFFSET 0) sh "
+        f"CROSS JOIN LATERAL (SELECT {_details_json(shapes)} AS details) dj"
     )

@@ -105,7 +105,9 @@ def test_a_row_sql_cannot_spell_falls_back_to_python(shop, tmp_path, monkeypatch
     monkeypatch.setattr(writer, "_copy_csv", lambda *a: None)
     python = _bundle(shop, tmp_path / "python", "dispensing-log", "full")
     monkeypatch.undo()
-    monkeypatch.setattr(copysql, "shape_case", lambda shapes: "(('clinic-export-fallback ' || e.seq)::int)")
+    monkeypatch.setattr(
+        copysql, "_phi_json", lambda allowed, shapes: "(('clinic-export-fallback ' || e.seq)::int)::text"
+    )
     (tmp_path / "fallback").mkdir()
     with caplog.at_level("INFO"):
         fallback = _bundle(shop, tmp_path / "fallback", "dispensing-log", "full")
