@@ -4,8 +4,9 @@
 1. A fresh PostgreSQL database, ``clinic db upgrade``; a location, a drug, a patient, an initial
    inventory and a receipt of vials through the API (in process, bearer tokens).
 2. N administrations appended as the service would write them (form 2: salted PHI commitments,
-   the committed record kept beside its hash, ``clinic.inventory.chain``), streamed into ``ledger_entries`` with COPY in one
-   transaction with the vials' balances and the chain head, so the chain is the real thing.
+   the committed record kept beside its hash, ``clinic.inventory.chain``), streamed into
+   ``ledger_entries`` with COPY in one transaction with the vials' balances and the chain head, so
+   the chain is the real thing.
 3. Ours: ``clinic export dispensing-log ... --format csv`` as a subprocess: rows per second
    (wall time, app start included) and its peak RSS (``wait4``). Baseline: ``COPY (SELECT ...
    the same rows) TO STDOUT WITH CSV`` through psycopg into a file.

@@ -34,6 +34,8 @@ KINDS = ("dispensing-log", "receiving-log", "waste-log", "disposal-log", "ledger
 #: an expression that fails the query (never folded at plan time: it names the row)
 FALLBACK = "(('clinic-export-fallback ' || e.seq)::int)::text"
 
+_INTEGER = "'^-?[0-9]+$'"
+
 _TIME = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 _INT_FIELDS = {
@@ -151,7 +153,7 @@ def _phi_json(allowed: tuple[str, ...] | None, shapes: list[tuple[str, ...]]) ->
         where += " AND kv.key = ANY(" + _text_array(paths) + ")"
     generic = f"(SELECT string_agg({entry}, ',' ORDER BY kv.key COLLATE \"C\") FROM jsonb_each(s.d) kv WHERE {where})"
     arms = []
-    for n, shape in enumerate(shapes, start=1):
+    for shape in shapes:
         parts = []
         for k in shape:
             if carried(k):
