@@ -250,8 +250,9 @@ def _cell(spec: str, allowed: tuple[str, ...] | None, params: dict[str, Any]) ->
         return f"CASE WHEN {odd} THEN {FALLBACK} ELSE nullif(s.d ->> {literal(what)}, '') END"
     if how == "user":
         return f"nullif({params['users']} ->> e.{what}::text, '')"
-    if how == "drug":
-        return f"nullif({params['drugs']} -> e.drug_id::text ->> {sql.Literal(what).as_string(None)}, '')"
+    if how == "drug":  # a CASE on the drug id: constants, no lookup per row
+        arms = [f"WHEN {int(did)} THEN {literal(cells[what])}" for did, cells in params["drugs"].items() if cells[what]]
+        return f"CASE e.drug_id {' '.join(arms)} END" if arms else "NULL"
     if how == "phi":
         if allowed is not None and what not in allowed:
             return "NULL"
@@ -332,10 +333,15 @@ def select_rows(
     segment: tuple[int, int, int],
     names: dict[str, Any],
     shapes: list[tuple[str, ...]] | None = None,
+    *,
+    stored: bool = False,
 ) -> str:
     """The SELECT whose CSV is the export's rows (header excluded), in seq order: the entries of
     ``segment`` (location, first seq, last seq) that ``where`` takes. ``names`` are the manifest's
-    user names and drug records; each drug's cells are rendered here once, as the renderers do."""
+    user names and drug records; each drug's cells are rendered here once, as the renderers do.
+
+    ``stored``: every entry of the segment keeps its committed record (migration 0021; see
+    :func:`last_without_record`), which is sent as it is; else a row without one has it rebuilt."""
     drug_cells = [
         (h, render) for h, render in proof.renderers(kind) if dict(proof.KINDS[kind][1])[h].startswith("drug:")
     ]
@@ -344,30 +350,46 @@ def select_rows(
         for did in names.get("drugs", {})
     }
     users = {uid: proof.text(name) for uid, name in names.get("users", {}).items()}
-    params = {"users": jsonb(users), "drugs": jsonb(drugs)}
+    params = {"users": jsonb(users), "drugs": drugs}
     cells = [_cell(spec, allowed, params) for _, spec in proof.KINDS[kind][1]]
     shapes = [tuple(shape) for shape in shapes or []]
-    # the committed record as the append kept it (migration 0021); only an entry written before
-    # that has it rebuilt from its columns, in a subquery run for that row alone (COALESCE stops at
-    # the stored text): the details' shape, the canonical JSON and the commitments cost it alone
-    rebuilt = f"(SELECT {_record_json()} FROM {_details_laterals(shapes)})"
-    cells += ["e.hash", f"coalesce(e.committed_record, {rebuilt})", _phi_json(allowed, shapes)]
+    if stored:
+        # a stored record is form 2's: an entry without salts (form 1) or without a record makes
+        # the query fail and the Python writer take the rows, as for any row SQL cannot spell
+        form1 = "e.phi_salts IS NULL OR e.phi_salts::text = 'null'"
+        record = f"CASE WHEN {form1} THEN {FALLBACK} ELSE coalesce(e.committed_record, {FALLBACK}) END"
+        salts = "e.phi_salts::jsonb"
+    else:
+        # the record kept, else rebuilt from the columns in a subquery run for that row alone
+        # (COALESCE stops at the stored text): the details' shape, the canonical JSON and the
+        # commitments cost only the entries written before 0021
+        record = f"coalesce(e.committed_record, (SELECT {_record_json()} FROM {_details_laterals(shapes)}))"
+        # a form-1 entry's salts are in ledger_form1_salts: looked up for those rows only
+        form1_salts = (
+            "(SELECT nullif(f.salts::jsonb, 'null') FROM ledger_form1_salts f "
+            "WHERE f.location_id = e.location_id AND f.seq = e.seq)"
+        )
+        salts = f"coalesce(nullif(e.phi_salts::jsonb, 'null'), {form1_salts}, '{{}}')"
+    cells += ["e.hash", record, _phi_json(allowed, shapes)]
     # the whole committed details as a cell (the ledger kind's) is rebuilt for every row
     laterals = f"CROSS JOIN {_details_laterals(shapes)}\n" if any("dj." in c for c in cells[:-3]) else ""
-    # a form-1 entry's salts are in ledger_form1_salts: looked up for those rows only
-    form1_salts = (
-        "(SELECT nullif(f.salts::jsonb, 'null') FROM ledger_form1_salts f "
-        "WHERE f.location_id = e.location_id AND f.seq = e.seq)"
-    )
     return (
         "SELECT " + ",\n  ".join(cells) + "\nFROM ledger_entries e\n"
-        "CROSS JOIN LATERAL (SELECT e.details::jsonb AS d, "
-        f"coalesce(nullif(e.phi_salts::jsonb, 'null'), {form1_salts}, '{{}}') AS salts, "
+        f"CROSS JOIN LATERAL (SELECT e.details::jsonb AS d, {salts} AS salts, "
         f"{_TIME.format('e.occurred_at')} AS occurred_at, {_TIME.format('e.recorded_at')} AS recorded_at "
         "OFFSET 0) s\n"  # OFFSET 0: computed once per row, not inlined at every use
         f"{laterals}"
         f"WHERE e.location_id = {int(segment[0])} AND e.seq BETWEEN {int(segment[1])} AND {int(segment[2])}\n"
         f"AND {where}\nORDER BY e.seq"
+    )
+
+
+def last_without_record(segment: tuple[int, int, int]) -> str:
+    """The last seq of ``segment`` whose entry keeps no committed record (written before migration
+    0021), or NULL: from the partial index of those entries, whatever the segment's length."""
+    return (
+        f"SELECT max(e.seq) FROM ledger_entries e WHERE e.location_id = {int(segment[0])} "
+        f"AND e.seq BETWEEN {int(segment[1])} AND {int(segment[2])} AND e.committed_record IS NULL"
     )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -185,6 +186,15 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
         Index("ix_ledger_entries_container", "container_id", "seq"),
         Index("ix_ledger_entries_location_occurred", "location_id", "occurred_at"),
         Index("ix_ledger_entries_kind", "location_id", "kind", "seq"),
+        # the entries written before migration 0021 (no stored record): where an export must still
+        # rebuild the record; new entries never enter it
+        Index(
+            "ix_ledger_entries_no_record",
+            "location_id",
+            "seq",
+            postgresql_where=text("committed_record IS NULL"),
+            sqlite_where=text("committed_record IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

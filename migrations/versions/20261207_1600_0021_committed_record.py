@@ -8,7 +8,8 @@ per PHI slot were most of the export's time), and ``clinic ledger verify`` names
 that is not the one its columns give.
 
 Entries written before this revision keep NULL: the append-only ledger is never rewritten, and
-the export still builds their record from the columns, byte for byte the same.
+the export still builds their record from the columns, byte for byte the same; a partial index
+finds them (``ix_ledger_entries_no_record``), so the export rebuilds only there.
 
 Revision ID: 0021
 Revises: 0020
@@ -28,9 +29,19 @@ def upgrade() -> None:
     # the append-only triggers, which fire on UPDATE, have nothing to refuse)
     with op.batch_alter_table("ledger_entries", recreate="never") as batch:
         batch.add_column(sa.Column("committed_record", sa.Text(), nullable=True))
+    # the entries an export still has to rebuild the record of: every entry so far, none from now on
+    # (an append never enters it)
+    op.create_index(
+        "ix_ledger_entries_no_record",
+        "ledger_entries",
+        ["location_id", "seq"],
+        postgresql_where=sa.text("committed_record IS NULL"),
+        sqlite_where=sa.text("committed_record IS NULL"),
+    )
 
 
 def downgrade() -> None:
     # the column is a copy of what the other columns give (the integrity check proves it): dropping
     # it loses nothing an export or a verification needs
+    op.drop_index("ix_ledger_entries_no_record", table_name="ledger_entries")
     op.execute("ALTER TABLE ledger_entries DROP COLUMN committed_record")
