@@ -1,8 +1,10 @@
 """A ledger export's CSV rows built by PostgreSQL: ``COPY (SELECT ...) TO STDOUT WITH CSV`` (issue 13).
 
-Every cell, the committed record (canonical JSON, salted PHI commitments) and the PHI column are
-computed in SQL from ``ledger_entries``' columns and JSON details, byte for byte what
-:func:`clinic.exports.writer.csv_line` writes from :mod:`clinic.exports.verifier`'s renderers:
+Every cell and the PHI column are computed in SQL from ``ledger_entries``' columns and JSON
+details, and the committed record is the one the append kept (``committed_record``, migration
+0021), else (an entry written before it) rebuilt in SQL (canonical JSON, salted PHI commitments):
+byte for byte what :func:`clinic.exports.writer.csv_line` writes from
+:mod:`clinic.exports.verifier`'s renderers:
 
 - canonical JSON: keys in code-point order (``COLLATE "C"`` on UTF-8 is the same order), compact
   separators; a jsonb string's text is escaped exactly as ``json`` escapes with ensure_ascii off
@@ -34,6 +36,7 @@ KINDS = ("dispensing-log", "receiving-log", "waste-log", "disposal-log", "ledger
 #: an expression that fails the query (never folded at plan time: it names the row)
 FALLBACK = "(('clinic-export-fallback ' || e.seq)::int)::text"
 
+#: a number whose jsonb text is Python's (an integer; jsonb keeps a decimal's trailing zeros)
 _INTEGER = "'^-?[0-9]+$'"
 
 _TIME = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
@@ -244,9 +247,7 @@ def _cell(spec: str, allowed: tuple[str, ...] | None, params: dict[str, Any]) ->
         # a value whose jsonb text is not the canonical JSON the cell holds fails the query (the
         # stored record no longer makes the row go through _plain's checks)
         v = f"(s.d -> {literal(what)})"
-        odd = (
-            f"jsonb_typeof({v}) IN ('object', 'array') OR (jsonb_typeof({v}) = 'number' AND {v}::text !~ '^-?[0-9]+$')"
-        )
+        odd = f"jsonb_typeof({v}) IN ('object', 'array') OR (jsonb_typeof({v}) = 'number' AND {v}::text !~ {_INTEGER})"
         return f"CASE WHEN {odd} THEN {FALLBACK} ELSE nullif(s.d ->> {literal(what)}, '') END"
     if how == "user":
         return f"nullif({params['users']} ->> e.{what}::text, '')"
