@@ -400,6 +400,8 @@ def _ledger_rows(
         done += len(rows)
         if left_only is None:
             progress(done, total)
+        if len(rows) < BATCH:  # the last batch: asking again would scan the rest of the segment for nothing
+            break
     if left_only is not None:
         progress(total, total)
     return segment, count, patients, users, drugs
