@@ -170,3 +170,17 @@ def test_entries_without_a_stored_record_are_rebuilt_byte_for_byte(shop, tmp_pat
     test_copy_writes_the_python_writers_bytes(shop, tmp_path, monkeypatch, kind, profile, filters)
     result = shop.app.test_cli_runner().invoke(args=["ledger", "verify", "--location", str(shop.location_id)])
     assert result.exit_code == 0, result.output
+
+
+def test_a_summary_that_missed_rows_is_counted_again_in_the_transaction(shop, tmp_path, monkeypatch):
+    """The rows' summary is read on another connection while the COPY runs; one that does not see
+    every row (entries this transaction wrote) is read again on the export's own connection."""
+    from clinic.exports import writer
+
+    (tmp_path / "python").mkdir()
+    monkeypatch.setattr(writer, "_copy_csv", lambda *a: None)
+    python = _bundle(shop, tmp_path / "python", "dispensing-log", "full")
+    monkeypatch.undo()
+    monkeypatch.setattr(writer, "_in_background", lambda bind, query: lambda: [])
+    (tmp_path / "copy").mkdir()
+    assert _bundle(shop, tmp_path / "copy", "dispensing-log", "full") == python
