@@ -4,8 +4,9 @@
 1. A fresh PostgreSQL database, ``clinic db upgrade``; a location, a drug, a patient, an initial
    inventory and a receipt of vials through the API (in process, bearer tokens).
 2. N administrations appended as the service would write them (form 2: salted PHI commitments,
-   ``clinic.inventory.chain.entry_hash``), streamed into ``ledger_entries`` with COPY in one
-   transaction with the vials' balances and the chain head, so the chain is the real thing.
+   the committed record kept beside its hash, ``clinic.inventory.chain``), streamed into
+   ``ledger_entries`` with COPY in one transaction with the vials' balances and the chain head, so
+   the chain is the real thing.
 3. Ours: ``clinic export dispensing-log ... --format csv`` as a subprocess: rows per second
    (wall time, app start included) and its peak RSS (``wait4``). Baseline: ``COPY (SELECT ...
    the same rows) TO STDOUT WITH CSV`` through psycopg into a file.
@@ -121,10 +122,11 @@ def _seed(url: str, instance: Path, rows: int) -> dict[str, Any]:
 
 
 def _append(app, db, loc: int, drug: dict[str, Any], patient: int, containers: list[int], rows: int) -> None:
-    """The administrations, hashed exactly as ``clinic.inventory.ledger.append`` does, in one COPY."""
+    """The administrations, hashed and with the committed record kept exactly as
+    ``clinic.inventory.ledger.append`` does, in one COPY."""
     import json
 
-    from clinic.inventory.chain import entry_hash, phi_paths
+    from clinic.inventory.chain import committed_record, phi_paths, record_body_hash
 
     conn = db.engine.raw_connection()
     try:
@@ -136,7 +138,7 @@ def _append(app, db, loc: int, drug: dict[str, Any], patient: int, containers: l
         balance = dict.fromkeys(containers, 500_000)
         start = datetime.now(UTC)  # after the receipts: a chain is recorded in order
         cols = ("location_id, seq, kind, container_id, drug_id, delta_ug, balance_after_ug, patient_id, actor_id, "
-                "occurred_at, recorded_at, details, prev_hash, hash, phi_salts")  # fmt: skip
+                "occurred_at, recorded_at, details, prev_hash, hash, phi_salts, committed_record")  # fmt: skip
         with cur.copy(f"COPY ledger_entries ({cols}) FROM STDIN") as copy:
             for i in range(rows):
                 c = containers[i // (500_000 // 100)]
@@ -152,10 +154,11 @@ def _append(app, db, loc: int, drug: dict[str, Any], patient: int, containers: l
                     "prev_hash": prev,
                 }  # fmt: skip
                 fields["phi_salts"] = {p: secrets.token_hex(16) for p in phi_paths(fields)}
-                h = entry_hash(fields)
+                record = committed_record(fields)  # kept with the entry, as the append keeps it (0021)
+                h = record_body_hash(record, prev)
                 details, salts = json.dumps(fields["details"]), json.dumps(fields["phi_salts"])
                 row = (loc, seq + 1, "administration", c, drug["id"], -100, balance[c], patient, actor, at, at)
-                copy.write_row((*row, details, prev, h, salts))
+                copy.write_row((*row, details, prev, h, salts, record.decode()))
                 seq, prev = seq + 1, h
         for c, b in balance.items():
             cur.execute("UPDATE containers SET balance_ug = %s, status = 'open' WHERE id = %s", (b, c))

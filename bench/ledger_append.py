@@ -7,8 +7,9 @@ head and the container, appends the hash-chained entry and an audit row and stor
 then the access-log row). The baseline is the bare transaction shape with psycopg, no ORM, no
 Flask, no HTTP, on its own fresh database set up identically: for each draw, in one transaction,
 ``SELECT ... FOR UPDATE`` the chain head, lock the container, check its balance, update it, hash
-the entry with ``clinic.inventory.chain.entry_hash``, insert it, move the chain head, insert the
-idempotency-key row, commit. Its workers are processes with a connection each, kept for the run.
+the entry's committed record with ``clinic.inventory.chain`` (kept with the entry, as the service
+does), insert it, move the chain head, insert the idempotency-key row, commit. Its workers are
+processes with a connection each, kept for the run.
 
 Every draw is 0.1 mg from one of many 500 mg vials in turn, so none runs dry. Afterwards, for both
 databases: one administration entry per idempotency key answered 201 and the other way round (the
@@ -223,7 +224,7 @@ _LOCK_CONTAINER = (
 )
 _UPDATE_CONTAINER = "UPDATE containers SET balance_ug = %s, status = %s WHERE id = %s"
 # the chain's own field list, so the two cannot drift; PHI enters the hash as salted commitments
-_ENTRY_COLUMNS = (*HASHED_FIELDS, "phi_salts", "hash")
+_ENTRY_COLUMNS = (*HASHED_FIELDS, "phi_salts", "committed_record", "hash")
 _INSERT_ENTRY = (
     f"INSERT INTO ledger_entries ({', '.join(_ENTRY_COLUMNS)})"
     f" VALUES ({', '.join(['%s'] * len(_ENTRY_COLUMNS))}) RETURNING id"
@@ -258,7 +259,7 @@ def _draw(conn: Any, clinic: Clinic, bodies: tuple[str, ...], n: int, prefix: st
     audit row and the access-log transaction."""
     from psycopg.types.json import Json
 
-    from clinic.inventory.chain import entry_hash, phi_paths
+    from clinic.inventory.chain import committed_record, phi_paths, record_body_hash
 
     container_id = clinic.containers[n % len(clinic.containers)]
     body = bodies[n % len(bodies)]
@@ -310,7 +311,9 @@ def _draw(conn: Any, clinic: Clinic, bodies: tuple[str, ...], n: int, prefix: st
             "prev_hash": head_hash,
         }
         fields["phi_salts"] = {path: secrets.token_hex(16) for path in phi_paths(fields)}
-        fields["hash"] = entry_hash(fields)
+        record = committed_record(fields)
+        fields["committed_record"] = record.decode()
+        fields["hash"] = record_body_hash(record, head_hash)
         values = [Json(v) if k in ("details", "phi_salts") else v for k, v in ((c, fields[c]) for c in _ENTRY_COLUMNS)]
         (entry_id,) = conn.execute(_INSERT_ENTRY, values).fetchone()
         conn.execute(_MOVE_HEAD, (fields["seq"], fields["hash"], clinic.location_id))
@@ -331,7 +334,7 @@ def _baseline_worker(barrier: Any, tickets: Any, commands: Any, results: Any) ->
     and a report per run, until None."""
     import psycopg
 
-    from clinic.inventory.chain import entry_hash  # noqa: F401 - imported now, not in the first run
+    from clinic.inventory.chain import committed_record  # noqa: F401 - imported now, not in the first run
 
     try:
         clinic = commands.get()

@@ -190,3 +190,74 @@ def test_upgrading_to_memberships_keeps_every_user_working_everywhere(backend):
     finally:
         if backend == "postgresql":
             drop_pg_database(url)
+
+
+def test_upgrading_to_committed_records_leaves_old_entries_alone(backend):
+    """0021 (issue 13): ledger_entries.committed_record is added empty; entries written before it
+    keep NULL (the append-only ledger is never rewritten) and still verify; going back drops only
+    the copy, and the chain still verifies from its columns."""
+    from sqlalchemy import text
+
+    from clinic.inventory import integrity
+    from clinic.inventory.chain import GENESIS, entry_hash
+
+    url = database_url(backend, "migrations0021")
+    app = make_app(url)
+    now = "2026-01-01 00:00:00"
+    fields = {
+        "location_id": 1, "seq": 1, "kind": "adjustment", "container_id": None, "drug_id": None, "delta_ug": 0,
+        "balance_after_ug": None, "patient_id": None, "appointment_id": None, "actor_id": 1, "witness_id": None,
+        "second_witness_id": None, "corrects_seq": None, "occurred_at": "2026-01-01T00:00:00.000000Z",
+        "recorded_at": "2026-01-01T00:00:00.000000Z", "reason": "old", "details": {"note": "before 0021"},
+        "prev_hash": GENESIS,
+    }  # fmt: skip
+    fields["phi_salts"] = {}  # no PHI slot filled: form 2 with no salts
+    digest = entry_hash(fields)
+
+    def records(conn) -> list[tuple[int, str | None]]:
+        return list(conn.execute(text("SELECT seq, committed_record FROM ledger_entries ORDER BY seq")).all())
+
+    try:
+        with app.app_context():
+            cfg = alembic_config()
+            command.upgrade(cfg, "0020")
+            with db.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO users (id, email, name, role, is_active, password_hash, "
+                        "password_changed_at, created_at) VALUES (1, 'n@m.test', 'N', 'admin', true, 'x', :now, :now)"
+                    ),
+                    {"now": now},
+                )
+                _two_locations(conn, now)
+                conn.execute(
+                    text(
+                        "INSERT INTO ledger_entries (location_id, seq, kind, delta_ug, actor_id, occurred_at, "
+                        "recorded_at, reason, details, prev_hash, hash, phi_salts) VALUES (1, 1, 'adjustment', 0, 1, "
+                        ":now, :now, 'old', :details, :prev, :hash, '{}')"
+                    ),
+                    {"now": now, "details": '{"note": "before 0021"}', "prev": GENESIS, "hash": digest},
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO ledger_chains (location_id, head_seq, head_hash, has_initial_inventory) "
+                        "VALUES (1, 1, :hash, false)"
+                    ),
+                    {"hash": digest},
+                )
+            command.upgrade(cfg, "0021")
+            with db.engine.connect() as conn:
+                assert records(conn) == [(1, None)]  # not backfilled
+            assert integrity.verify_location(1, trust=integrity.Trust(), outside={}).ok
+            db.session.remove()
+            command.downgrade(cfg, "0020")
+            with db.engine.connect() as conn:
+                columns = {c["name"] for c in inspect(conn).get_columns("ledger_entries")}
+            assert "committed_record" not in columns and "phi_salts" in columns
+            command.upgrade(cfg, "head")
+            with db.engine.connect() as conn:
+                assert records(conn) == [(1, None)]
+            db.engine.dispose()
+    finally:
+        if backend == "postgresql":
+            drop_pg_database(url)

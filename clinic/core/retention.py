@@ -16,8 +16,6 @@ is wrong cannot make a young row look old.
 
 from __future__ import annotations
 
-from alembic import op
-
 # The DDL below is built from constants of this module only (table names, stream names, floors).
 # ruff: noqa: S608
 
@@ -93,6 +91,8 @@ _SQLITE_COUNT_TRIGGER = (
 
 def guard() -> None:
     """Replace the logs' blanket DELETE refusal with the retention guard; guard inventories."""
+    from alembic import op  # migrations only: the app never imports alembic at start
+
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_PG_LOG_GUARD)
         op.execute(_PG_COUNT_GUARD)
@@ -119,6 +119,8 @@ def guard() -> None:
 
 def unguard() -> None:
     """Back to the blanket refusal of 0001 (the downgrade)."""
+    from alembic import op  # migrations only: the app never imports alembic at start
+
     if op.get_bind().dialect.name == "postgresql":
         for table in LOG_STREAMS:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_retention ON {table}")

@@ -1,8 +1,10 @@
 """A ledger export's CSV rows built by PostgreSQL: ``COPY (SELECT ...) TO STDOUT WITH CSV`` (issue 13).
 
-Every cell, the committed record (canonical JSON, salted PHI commitments) and the PHI column are
-computed in SQL from ``ledger_entries``' columns and JSON details, byte for byte what
-:func:`clinic.exports.writer.csv_line` writes from :mod:`clinic.exports.verifier`'s renderers:
+Every cell and the PHI column are computed in SQL from ``ledger_entries``' columns and JSON
+details, and the committed record is the one the append kept (``committed_record``, migration
+0021), else (an entry written before it) rebuilt in SQL (canonical JSON, salted PHI commitments):
+byte for byte what :func:`clinic.exports.writer.csv_line` writes from
+:mod:`clinic.exports.verifier`'s renderers:
 
 - canonical JSON: keys in code-point order (``COLLATE "C"`` on UTF-8 is the same order), compact
   separators; a jsonb string's text is escaped exactly as ``json`` escapes with ensure_ascii off
@@ -33,6 +35,9 @@ KINDS = ("dispensing-log", "receiving-log", "waste-log", "disposal-log", "ledger
 
 #: an expression that fails the query (never folded at plan time: it names the row)
 FALLBACK = "(('clinic-export-fallback ' || e.seq)::int)::text"
+
+#: a number whose jsonb text is Python's (an integer; jsonb keeps a decimal's trailing zeros)
+_INTEGER = "'^-?[0-9]+$'"
 
 _TIME = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
@@ -123,6 +128,20 @@ def _details_json(shapes: list[tuple[str, ...]]) -> str:
     return "CASE WHEN s.d IS NULL OR jsonb_typeof(s.d) = 'null' THEN 'null' " + " ".join(arms) + f" ELSE {generic} END"
 
 
+def _phi_shape(shape: tuple[str, ...]) -> str:
+    """Whether the row's details have exactly the keys of ``shape`` and its PHI values are strings,
+    booleans or nulls (their jsonb text is then their canonical JSON): all the PHI column needs to
+    spell them key by key. Cheaper than :func:`shape_case`, which also walks every other value for
+    the committed record, and only the rows whose record is not stored need that."""
+    keys = _text_array(list(shape))
+    plain = [
+        f"coalesce(jsonb_typeof(s.d -> {literal(k)}), 'null') IN ('string', 'boolean', 'null')"
+        for k in shape
+        if k.startswith("patient_")
+    ]
+    return " AND ".join(["jsonb_typeof(s.d) = 'object'", f"s.d ?& {keys}", f"(s.d - {keys}) = '{{}}'::jsonb", *plain])
+
+
 def _phi_json(allowed: tuple[str, ...] | None, shapes: list[tuple[str, ...]]) -> str:
     """The PHI carried: {path: {"salt", "value"}} for the profile's filled slots, keys sorted
     ("details.*" sort before "patient_id")."""
@@ -137,7 +156,7 @@ def _phi_json(allowed: tuple[str, ...] | None, shapes: list[tuple[str, ...]]) ->
         where += " AND kv.key = ANY(" + _text_array(paths) + ")"
     generic = f"(SELECT string_agg({entry}, ',' ORDER BY kv.key COLLATE \"C\") FROM jsonb_each(s.d) kv WHERE {where})"
     arms = []
-    for n, shape in enumerate(shapes, start=1):
+    for shape in shapes:
         parts = []
         for k in shape:
             if carried(k):
@@ -145,7 +164,7 @@ def _phi_json(allowed: tuple[str, ...] | None, shapes: list[tuple[str, ...]]) ->
                 head = literal(json.dumps("details." + k, ensure_ascii=False) + ':{"salt":')
                 one = _concat([head, salt, "',\"value\":'", f"(s.d -> {literal(k)})::text", "'}'"])
                 parts.append(f"CASE WHEN s.d ->> {literal(k)} IS NULL THEN NULL ELSE {one} END")
-        arms.append(f"WHEN sh.shape = {n} THEN " + (f"concat_ws(',', {', '.join(parts)})" if parts else "NULL"))
+        arms.append(f"WHEN {_phi_shape(shape)} THEN " + (f"concat_ws(',', {', '.join(parts)})" if parts else "NULL"))
     details = f"CASE {' '.join(arms)} ELSE {generic} END" if arms else generic
     if allowed is None or "patient_id" in allowed:
         patient = (
@@ -176,7 +195,7 @@ def _record_value(name: str) -> str:
     if name == "details":
         return "dj.details"
     if name == "v":
-        return "CASE WHEN s.form1 THEN '1' ELSE '2' END"
+        return "CASE WHEN coalesce(e.phi_salts::jsonb, 'null') = 'null' THEN '1' ELSE '2' END"
     raise ValueError(name)
 
 
@@ -217,7 +236,7 @@ def _cell(spec: str, allowed: tuple[str, ...] | None, params: dict[str, Any]) ->
         return _mg(f"(-e.{what})" if how == "-mg" else f"e.{what}")
     if how == "d":
         if what == "*":
-            return "CASE WHEN dj.details = 'null' THEN '{}' ELSE dj.details END"
+            return "coalesce(nullif(dj.details, 'null'), '{}')"
         if what.startswith("patient_"):  # the record holds its commitment
             key = sql.Literal(what).as_string(None)
             salt = "(s.salts ->> " + sql.Literal("details." + what).as_string(None) + ")"
@@ -225,11 +244,16 @@ def _cell(spec: str, allowed: tuple[str, ...] | None, params: dict[str, Any]) ->
                 f"CASE WHEN coalesce(jsonb_typeof(s.d -> {key}), 'null') = 'null' THEN NULL "
                 f"ELSE {_commit(salt, f'(s.d -> {key})::text')} END"
             )
-        return f"nullif(s.d ->> {sql.Literal(what).as_string(None)}, '')"
+        # a value whose jsonb text is not the canonical JSON the cell holds fails the query (the
+        # stored record no longer makes the row go through _plain's checks)
+        v = f"(s.d -> {literal(what)})"
+        odd = f"jsonb_typeof({v}) IN ('object', 'array') OR (jsonb_typeof({v}) = 'number' AND {v}::text !~ {_INTEGER})"
+        return f"CASE WHEN {odd} THEN {FALLBACK} ELSE nullif(s.d ->> {literal(what)}, '') END"
     if how == "user":
         return f"nullif({params['users']} ->> e.{what}::text, '')"
-    if how == "drug":
-        return f"nullif({params['drugs']} -> e.drug_id::text ->> {sql.Literal(what).as_string(None)}, '')"
+    if how == "drug":  # a CASE on the drug id: constants, no lookup per row
+        arms = [f"WHEN {int(did)} THEN {literal(cells[what])}" for did, cells in params["drugs"].items() if cells[what]]
+        return f"CASE e.drug_id {' '.join(arms)} END" if arms else "NULL"
     if how == "phi":
         if allowed is not None and what not in allowed:
             return "NULL"
@@ -310,10 +334,15 @@ def select_rows(
     segment: tuple[int, int, int],
     names: dict[str, Any],
     shapes: list[tuple[str, ...]] | None = None,
+    *,
+    stored: bool = False,
 ) -> str:
     """The SELECT whose CSV is the export's rows (header excluded), in seq order: the entries of
     ``segment`` (location, first seq, last seq) that ``where`` takes. ``names`` are the manifest's
-    user names and drug records; each drug's cells are rendered here once, as the renderers do."""
+    user names and drug records; each drug's cells are rendered here once, as the renderers do.
+
+    ``stored``: every entry of the segment keeps its committed record (migration 0021; see
+    :func:`last_without_record`), which is sent as it is; else a row without one has it rebuilt."""
     drug_cells = [
         (h, render) for h, render in proof.renderers(kind) if dict(proof.KINDS[kind][1])[h].startswith("drug:")
     ]
@@ -322,20 +351,52 @@ def select_rows(
         for did in names.get("drugs", {})
     }
     users = {uid: proof.text(name) for uid, name in names.get("users", {}).items()}
-    params = {"users": jsonb(users), "drugs": jsonb(drugs)}
+    params = {"users": jsonb(users), "drugs": drugs}
     cells = [_cell(spec, allowed, params) for _, spec in proof.KINDS[kind][1]]
     shapes = [tuple(shape) for shape in shapes or []]
-    cells += ["e.hash", _record_json(), _phi_json(allowed, shapes)]
+    if stored:
+        # a stored record is form 2's: an entry without salts (form 1) or without a record makes
+        # the query fail and the Python writer take the rows, as for any row SQL cannot spell
+        form1 = "e.phi_salts IS NULL OR e.phi_salts::text = 'null'"
+        record = f"CASE WHEN {form1} THEN {FALLBACK} ELSE coalesce(e.committed_record, {FALLBACK}) END"
+        salts = "e.phi_salts::jsonb"
+    else:
+        # the record kept, else rebuilt from the columns in a subquery run for that row alone
+        # (COALESCE stops at the stored text): the details' shape, the canonical JSON and the
+        # commitments cost only the entries written before 0021
+        record = f"coalesce(e.committed_record, (SELECT {_record_json()} FROM {_details_laterals(shapes)}))"
+        # a form-1 entry's salts are in ledger_form1_salts: looked up for those rows only
+        form1_salts = (
+            "(SELECT nullif(f.salts::jsonb, 'null') FROM ledger_form1_salts f "
+            "WHERE f.location_id = e.location_id AND f.seq = e.seq)"
+        )
+        salts = f"coalesce(nullif(e.phi_salts::jsonb, 'null'), {form1_salts}, '{{}}')"
+    cells += ["e.hash", record, _phi_json(allowed, shapes)]
+    # the whole committed details as a cell (the ledger kind's) is rebuilt for every row
+    laterals = f"CROSS JOIN {_details_laterals(shapes)}\n" if any("dj." in c for c in cells[:-3]) else ""
     return (
         "SELECT " + ",\n  ".join(cells) + "\nFROM ledger_entries e\n"
-        "LEFT JOIN ledger_form1_salts f ON f.location_id = e.location_id AND f.seq = e.seq\n"
-        "CROSS JOIN LATERAL (SELECT e.details::jsonb AS d, "
-        "coalesce(e.phi_salts::jsonb, 'null') = 'null' AS form1, "
-        "coalesce(nullif(e.phi_salts::jsonb, 'null'), nullif(f.salts::jsonb, 'null'), '{}') AS salts, "
+        f"CROSS JOIN LATERAL (SELECT e.details::jsonb AS d, {salts} AS salts, "
         f"{_TIME.format('e.occurred_at')} AS occurred_at, {_TIME.format('e.recorded_at')} AS recorded_at "
         "OFFSET 0) s\n"  # OFFSET 0: computed once per row, not inlined at every use
-        f"CROSS JOIN LATERAL (SELECT {shape_case(shapes)} AS shape OFFSET 0) sh\n"
-        f"CROSS JOIN LATERAL (SELECT {_details_json(shapes)} AS details) dj\n"
+        f"{laterals}"
         f"WHERE e.location_id = {int(segment[0])} AND e.seq BETWEEN {int(segment[1])} AND {int(segment[2])}\n"
         f"AND {where}\nORDER BY e.seq"
+    )
+
+
+def last_without_record(segment: tuple[int, int, int]) -> str:
+    """The last seq of ``segment`` whose entry keeps no committed record (written before migration
+    0021), or NULL: from the partial index of those entries, whatever the segment's length."""
+    return (
+        f"SELECT max(e.seq) FROM ledger_entries e WHERE e.location_id = {int(segment[0])} "
+        f"AND e.seq BETWEEN {int(segment[1])} AND {int(segment[2])} AND e.committed_record IS NULL"
+    )
+
+
+def _details_laterals(shapes: list[tuple[str, ...]]) -> str:
+    """The details' shape (computed once) and their committed text, ``dj.details``."""
+    return (
+        f"LATERAL (SELECT {shape_case(shapes)} AS shape OFFSET 0) sh "
+        f"CROSS JOIN LATERAL (SELECT {_details_json(shapes)} AS details) dj"
     )

@@ -22,8 +22,10 @@ from clinic.inventory.chain import (
     HASHED_FIELDS,
     checkpoint_message,
     committed,
+    committed_record,
     entry_hash,
     format_time,
+    record_body_hash,
     record_hash,
     shadow_step,
 )
@@ -47,6 +49,24 @@ class ChainReport:
 
 def entry_fields(entry: LedgerEntry) -> dict[str, Any]:
     return {**{name: getattr(entry, name) for name in HASHED_FIELDS}, "phi_salts": entry.phi_salts}
+
+
+def _content_problem(e: LedgerEntry) -> str | None:
+    """The entry's hash against its fields; and its stored committed record (migration 0021), which
+    an export sends as the entry's record, against the one its fields give, byte for byte."""
+    fields = entry_fields(e)
+    if e.phi_salts is None:  # form 1: no record is stored for it (only form 2's is)
+        if entry_hash(fields) != e.hash:
+            return "the entry's content does not match its hash"
+        if e.committed_record is not None:
+            return "the entry's stored committed record does not match its content"
+        return None
+    record = committed_record(fields)
+    if record_body_hash(record, e.prev_hash) != e.hash:
+        return "the entry's content does not match its hash"
+    if e.committed_record is not None and e.committed_record.encode() != record:
+        return "the entry's stored committed record does not match its content"
+    return None
 
 
 class Form1Anchor:
@@ -215,8 +235,8 @@ def verify_location(
                 return ChainReport(location_id, n, prev, f"seq {expected_seq} is missing", expected_seq)
             if e.prev_hash != prev:
                 return ChainReport(location_id, n, prev, "prev_hash does not continue the chain", e.seq)
-            if entry_hash(entry_fields(e)) != e.hash:
-                return ChainReport(location_id, n, prev, "the entry's content does not match its hash", e.seq)
+            if (broken := _content_problem(e)) is not None:
+                return ChainReport(location_id, n, prev, broken, e.seq)
             if (broken := anchor.step(e)) is not None:
                 return ChainReport(location_id, n, prev, broken, e.seq)
             if e.kind == EntryKind.initial_inventory and opened is None:

@@ -30,7 +30,7 @@ from clinic.core.fields import format_mg
 from clinic.core.time import happened_at, utcnow
 from clinic.extensions import db
 from clinic.inventory import checks
-from clinic.inventory.chain import GENESIS, HASHED_FIELDS, entry_hash, phi_paths
+from clinic.inventory.chain import GENESIS, HASHED_FIELDS, committed_record, phi_paths, record_body_hash
 from clinic.inventory.errors import InsufficientStock
 from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerChain, LedgerEntry
 from clinic.locations.models import Location
@@ -222,7 +222,10 @@ def append(
     }
     # HIP-15: each PHI field enters the hash as a salted commitment, so an export can leave it out
     fields["phi_salts"] = {path: secrets.token_hex(16) for path in phi_paths(fields)}
-    fields["hash"] = entry_hash(fields)
+    # the record the hash covers is kept as it was hashed (issue 13): an export sends it as it is
+    record = committed_record(fields)
+    fields["committed_record"] = record.decode()
+    fields["hash"] = record_body_hash(record, fields["prev_hash"])
     audit_data = {"seq": fields["seq"], "container_id": fields["container_id"], "delta_ug": delta_ug}
     if db.session.get_bind().dialect.name == "postgresql":
         return _append_in_one_statement(
@@ -252,8 +255,9 @@ def _typed(table: Any, prefix: str, columns: Iterable[str]) -> list[Any]:
 #: again with new values, SQLAlchemy reuses its cache key and compiled form instead of rebuilding
 #: and re-keying ~30 typed literals on every append (under the chain lock, where time is throughput).
 _APPEND_STATEMENTS: dict[tuple[bool, bool, bool], Any] = {}
-#: what :func:`append` writes of an entry: its hashed fields, the salts of its PHI commitments, its hash
-_ENTRY_COLUMNS = (*HASHED_FIELDS, "phi_salts", "hash")
+#: what :func:`append` writes of an entry: its hashed fields, the salts of its PHI commitments, its
+#: committed record (the bytes hashed) and its hash
+_ENTRY_COLUMNS = (*HASHED_FIELDS, "phi_salts", "committed_record", "hash")
 _AUDIT_COLUMNS = ("occurred_at", "actor_id", "tag", "subject_type", "data", "request_id")
 
 

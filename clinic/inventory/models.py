@@ -20,7 +20,9 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -184,6 +186,15 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
         Index("ix_ledger_entries_container", "container_id", "seq"),
         Index("ix_ledger_entries_location_occurred", "location_id", "occurred_at"),
         Index("ix_ledger_entries_kind", "location_id", "kind", "seq"),
+        # the entries written before migration 0021 (no stored record): where an export must still
+        # rebuild the record; new entries never enter it
+        Index(
+            "ix_ledger_entries_no_record",
+            "location_id",
+            "seq",
+            postgresql_where=text("committed_record IS NULL"),
+            sqlite_where=text("committed_record IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -212,6 +223,10 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
     #: "details.patient_name"); kept here, never exported without its value. NULL: a form-1 entry
     #: (hashed in the clear, before migration 0013), whose salts are in ``ledger_form1_salts``.
     phi_salts: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    #: form 2's committed record as its hash covers it (``canonical(committed(...), 2)``, UTF-8),
+    #: kept by the append so an export sends it as it is (issue 13); the integrity check proves it
+    #: equal to the record the columns give. NULL: an entry written before migration 0021.
+    committed_record: Mapped[str | None] = mapped_column(Text)
 
     container: Mapped[Container | None] = relationship(lazy="joined")
 

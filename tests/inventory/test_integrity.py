@@ -29,6 +29,7 @@ def _raw(app, *statements: str) -> None:
     "sql",
     [
         "UPDATE ledger_entries SET delta_ug = 0 WHERE location_id = {loc}",
+        "UPDATE ledger_entries SET committed_record = NULL WHERE location_id = {loc}",
         "DELETE FROM ledger_entries WHERE location_id = {loc}",
     ],
 )
@@ -84,6 +85,53 @@ def test_verify_names_the_first_bad_entry(app, backend, clinic, mutation, expect
     result = _verify(app, clinic.location_id)
     assert result.exit_code == 1
     assert f"BROKEN at seq {expect_seq}" in result.output
+
+
+def test_entries_keep_the_committed_record_their_hash_covers(app, clinic):
+    """Migration 0021: the append stores the record it hashed, byte for byte (an export sends it)."""
+    from sqlalchemy import select
+
+    from clinic.exports.verifier import canonical
+    from clinic.inventory.chain import committed, record_body_hash
+    from clinic.inventory.models import LedgerEntry
+
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    clinic.post(
+        "/inventory/administrations", {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"}
+    )
+    with app.app_context():
+        entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.location_id == clinic.location_id)).all()
+        assert len(entries) == 3
+        for e in entries:
+            record = canonical(committed(integrity.entry_fields(e), e.phi_salts or {}), 2)
+            assert e.committed_record is not None and e.committed_record.encode() == record
+            assert record_body_hash(record, e.prev_hash) == e.hash
+
+
+@pytest.mark.parametrize(
+    ("edit", "broken"),
+    [
+        # one byte of the record: the hash still matches the columns, the stored text does not
+        ("replace(committed_record, '\"administration\"', '\"waste\"')", True),
+        ("committed_record || ' '", True),
+        ("NULL", False),  # an entry from before 0021: its record is rebuilt from the columns
+    ],
+)
+def test_verify_names_an_edited_committed_record(app, backend, clinic, edit, broken):
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    clinic.post(
+        "/inventory/administrations", {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"}
+    )
+    loc = clinic.location_id
+    sql = f"UPDATE ledger_entries SET committed_record = {edit} WHERE location_id = {loc} AND seq = 3"
+    _raw(app, *_bypass_triggers(backend, sql))
+    result = _verify(app, loc)
+    if broken:
+        assert result.exit_code == 1, result.output
+        assert "BROKEN at seq 3" in result.output
+        assert "stored committed record does not match its content" in result.output
+    else:
+        assert result.exit_code == 0, result.output
 
 
 def test_signed_checkpoint_detects_a_recomputed_tail(app, backend, clinic):
@@ -143,8 +191,9 @@ def _checkpoint(app) -> None:
 
 
 def _recompute_from(app, backend, location_id: int, seq: int, edit: str) -> None:
-    """An insider's full rewrite: edit an entry, then recompute every hash after it and the head."""
-    from clinic.inventory.chain import entry_hash
+    """An insider's full rewrite: edit an entry, then recompute every hash after it (and the
+    committed record the entry keeps, migration 0021) and the head."""
+    from clinic.inventory.chain import committed_record, entry_hash
     from clinic.inventory.integrity import entry_fields
     from clinic.inventory.models import LedgerEntry
 
@@ -156,7 +205,13 @@ def _recompute_from(app, backend, location_id: int, seq: int, edit: str) -> None
             fields = {**entry_fields(e), "prev_hash": prev}
             new = entry_hash(fields)
             if e.seq >= seq:
-                fixes.append(f"UPDATE ledger_entries SET prev_hash = '{prev}', hash = '{new}' WHERE id = {e.id}")
+                # (quoted for SQL, its colons escaped for text(): not bind parameters)
+                text_ = committed_record(fields).decode().replace("'", "''").replace(":", "\\:")
+                record = "NULL" if e.phi_salts is None else f"'{text_}'"
+                fixes.append(
+                    f"UPDATE ledger_entries SET prev_hash = '{prev}', hash = '{new}', committed_record = {record} "
+                    f"WHERE id = {e.id}"
+                )
             prev = new
         db.session.rollback()
     for sql in fixes:
