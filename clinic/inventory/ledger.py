@@ -9,7 +9,6 @@ code path forgot to look.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Collection, Iterable
 from datetime import date, datetime
 from typing import Any
@@ -30,7 +29,7 @@ from clinic.core.fields import format_mg
 from clinic.core.time import happened_at, utcnow
 from clinic.extensions import db
 from clinic.inventory import checks
-from clinic.inventory.chain import GENESIS, HASHED_FIELDS, committed_record, phi_paths, record_body_hash
+from clinic.inventory.chain import GENESIS, HASHED_FIELDS, committed_record, phi_paths, record_body_hash, salt_hex
 from clinic.inventory.errors import InsufficientStock
 from clinic.inventory.models import Container, ContainerStatus, Drug, EntryKind, LedgerChain, LedgerEntry
 from clinic.locations.models import Location
@@ -221,7 +220,7 @@ def append(
         "prev_hash": chain.head_hash,
     }
     # HIP-15: each PHI field enters the hash as a salted commitment, so an export can leave it out
-    fields["phi_salts"] = {path: secrets.token_hex(16) for path in phi_paths(fields)}
+    fields["phi_salts"] = {path: salt_hex() for path in phi_paths(fields)}
     # the record the hash covers is kept as it was hashed (issue 13): an export sends it as it is
     record = committed_record(fields)
     fields["committed_record"] = record.decode()
