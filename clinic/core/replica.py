@@ -131,18 +131,27 @@ def dispose(app: Flask) -> None:
 
 
 def flushed_lsn() -> str | None:
-    """The primary's flushed WAL position (None without a replica): for a block that has written.
+    """A primary WAL position the standby can reach and every commit so far lies before (None
+    without a replica): for a block that has written.
 
-    ``pg_current_wal_lsn()`` counts this session's own uncommitted WAL once it is written, and a
-    standby only receives flushed WAL: an export that has already inserted its record and signed a
-    checkpoint would wait for a position the standby cannot reach until it commits. Every
-    synchronously committed transaction (the ledger's, the logs') is at or before the flushed
-    position, so waiting for it still reads everything committed when the block began."""
+    Neither of the primary's own positions will do once this session has written. The insert
+    position counts this session's uncommitted WAL, which a standby receives only once flushed. The
+    flushed position can fall inside a record: the WAL writer flushes whole pages, so this session's
+    own uncommitted record may straddle it, and a standby reports as replayed only the end of the
+    last whole record it has. Either way the standby cannot catch up before this session commits,
+    and the block waits for nothing (seen: an export reading the primary after its whole wait).
+    So a short transaction of its own takes an id and notes the insert position, then commits.
+    That position is after every commit so far. The commit flushes all WAL before its own record,
+    whole records included, so the standby replays past that position."""
+    from clinic.core import tx
     from clinic.extensions import db
 
     if not configured(current_app) or db.engine.dialect.name != "postgresql":
         return None
-    return str(db.session.execute(text("SELECT pg_current_wal_flush_lsn()::text")).scalar_one())
+    with tx.alone() as conn:
+        return str(
+            conn.execute(text("SELECT pg_current_xact_id() IS NOT NULL, pg_current_wal_insert_lsn()::text")).one()[1]
+        )
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ primary (initdb + pg_ctl, as tests/test_disconnects.py does) and a hot standby m
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -334,3 +335,28 @@ def test_an_export_on_a_lagging_replica_waits_for_it_or_names_where_it_read(pair
     finally:
         pair.sql(pair.standby, "SELECT pg_wal_replay_resume()")
         pair.app.config["REPLICA_WAIT_SECONDS"] = 5.0
+
+
+def test_a_block_that_wrote_a_record_across_a_flushed_page_still_reads_the_replica(pair: Pair) -> None:
+    """The WAL writer flushes whole pages, so the primary's flushed position can fall inside this
+    session's own uncommitted record; the standby then replays only up to that record's start and
+    cannot reach the position until the session commits. ``flushed_lsn`` must give a position it
+    can reach (it waited the whole REPLICA_WAIT_SECONDS and read the primary before)."""
+    with pair.app.app_context():
+        db.session.add(  # one record of about 24 KB: three WAL pages, the first two soon flushed whole
+            AuditEvent(occurred_at=utcnow(), tag="test:replica:big", subject_type="test",
+                       data={"filler": os.urandom(12_000).hex()})
+        )  # fmt: skip
+        db.session.flush()
+        deadline = time.monotonic() + 5
+        while True:  # the WAL writer (every 200 ms) has flushed to a page boundary inside the record
+            flushed = db.session.execute(text("SELECT pg_current_wal_flush_lsn()::text")).scalar_one()
+            inserted = db.session.execute(text("SELECT pg_current_wal_insert_lsn()::text")).scalar_one()
+            if replica.lsn_int(flushed) % 8192 == 0 and replica.lsn_int(flushed) < replica.lsn_int(inserted):
+                break
+            assert time.monotonic() < deadline, (flushed, inserted)
+            time.sleep(0.05)
+        with replica.reads(replica.flushed_lsn()) as where:
+            assert where.source == "replica", where
+            assert where.waited_ms < 4000
+        db.session.rollback()
