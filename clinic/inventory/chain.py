@@ -51,7 +51,6 @@ class _SaltSource:
     _CHUNK = 4096
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
