@@ -328,7 +328,9 @@ def test_disconnects_and_a_restart_fail_only_requests_in_flight_and_lose_or_doub
     assert "Traceback" not in log, log[-3000:]
     assert '"unhandled' not in log, log[-3000:]
 
-    assert all(r.status == 201 and r.payload["replayed"] == "true" for r in replays.values())
+    # a key that runs again was answered 201 for work the database lost (acknowledged before durable)
+    ran_again = [r.text[:300] for r in replays.values() if not (r.status == 201 and r.payload["replayed"] == "true")]
+    assert not ran_again, ran_again[:3]
     assert {k: r.payload["hash"] for k, r in replays.items()} == {k: c.payload["hash"] for k, c in answered.items()}
     assert len(answered) == len({c.key for c in calls if c.kind == "draw"})  # every write, once
 

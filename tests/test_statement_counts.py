@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pytest
 from flask import Flask
 from sqlalchemy import event, update
 
@@ -142,3 +143,29 @@ def test_an_unknown_token_costs_the_same_single_lookup(app, client):
     assert resp.status_code == 401
     # the lookup, and the access-log row of the refusal (in the short transaction after the rollback)
     assert counter.counts == (2, 1), _explain(counter)
+
+
+def test_an_append_lets_go_of_the_chain_lock_before_its_flush_and_answers_after_it(clinic, backend):  # noqa: F811
+    """PostgreSQL: the unit of work that appended commits without waiting for its WAL flush (the
+    chain lock goes with the COMMIT), and the same message then runs a transaction of its own that
+    commits synchronously, whose flush covers the append: the answer comes after it. A request that
+    took no chain lock commits as ever (clinic.core.tx.release_locks_before_flush)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time and no asynchronous commit")
+    app = clinic.client.application
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    body = {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "1"}
+    headers = clinic.nurse_h | {"Idempotency-Key": uuid.uuid4().hex}
+    with counting(app) as counter:
+        resp = clinic.client.post("/api/v1/inventory/administrations", json=body, headers=headers)
+    assert resp.status_code == 201, resp.json
+    last = counter.statements[-1]
+    assert last.endswith("; SET LOCAL synchronous_commit TO off; COMMIT; " + tx.FLUSH), last[-200:]
+    assert last.count("COMMIT") == 1
+    # the entry is there and its answer replays: the first transaction did commit
+    again = clinic.client.post("/api/v1/inventory/administrations", json=body, headers=headers)
+    assert again.status_code == 201 and again.json["hash"] == resp.json["hash"]
+
+    with counting(app) as counter:
+        assert clinic.client.get("/api/v1/users/me", headers=clinic.nurse_h).status_code == 200
+    assert not any("synchronous_commit" in s for s in counter.statements), _explain(counter)

@@ -140,18 +140,18 @@ def flushed_lsn() -> str | None:
     own uncommitted record may straddle it, and a standby reports as replayed only the end of the
     last whole record it has. Either way the standby cannot catch up before this session commits,
     and the block waits for nothing (seen: an export reading the primary after its whole wait).
-    So a short transaction of its own takes an id and notes the insert position, then commits.
-    That position is after every commit so far. The commit flushes all WAL before its own record,
-    whole records included, so the standby replays past that position."""
+    So a short transaction of its own notes the insert position, then commits synchronously
+    (:data:`clinic.core.tx.FLUSH`: an id and a WAL record of its own, without which PostgreSQL would
+    not wait for the flush). That position is after every commit so far; the commit flushes all WAL
+    before its own record, whole records included, so the standby replays past that position."""
     from clinic.core import tx
     from clinic.extensions import db
 
     if not configured(current_app) or db.engine.dialect.name != "postgresql":
         return None
     with tx.alone() as conn:
-        return str(
-            conn.execute(text("SELECT pg_current_xact_id() IS NOT NULL, pg_current_wal_insert_lsn()::text")).one()[1]
-        )
+        position = text(f"SELECT pg_current_wal_insert_lsn()::text, r.* FROM ({tx.FLUSH}) r")  # noqa: S608 (a constant)
+        return str(conn.execute(position).one()[0])
 
 
 @contextlib.contextmanager

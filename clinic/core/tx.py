@@ -65,6 +65,24 @@ def on_rollback(fn: Callable[[], Any]) -> None:
     g.setdefault("_on_rollback", []).append(fn)
 
 
+def release_locks_before_flush() -> None:
+    """PostgreSQL: this unit of work holds a hot lock (a ledger chain's head) that other writers queue
+    behind; release it when the COMMIT is written, not after the WAL flush that makes it durable.
+
+    The COMMIT is sent with ``synchronous_commit`` off for this transaction only, followed in the same
+    message by a one-statement transaction (:data:`FLUSH`) that commits synchronously: its flush
+    covers every record before it, this commit's included, and the server answers only then. So the
+    next writer gets the lock a WAL flush sooner (the flush was most of the time the lock was held),
+    while the caller still learns of its commit only once it is durable: a request answers after it.
+    Between the two, others can read what is not yet durable; a crash of the database in that window
+    loses it, together with everything committed after it, and its caller got no answer. Every
+    request and task that acts on what it read writes something of its own (a request its
+    access-log row) and commits synchronously, a flush that covers what it read, before it answers
+    or publishes (the checkpoint signer publishes after its own commit)."""
+    if has_app_context():
+        g._release_before_flush = True
+
+
 def with_commit(table: Table, values: dict[str, Any], *, where: dict[str, Any] | None = None) -> None:
     """Write a row as the unit of work's last statements, just before its COMMIT (on PostgreSQL in
     the COMMIT's own message, no round trip of its own): inserted, or with ``where`` (column ->
@@ -113,14 +131,15 @@ def commit(records: Iterable[object] = (), *, last: tuple[Table, dict[str, Any]]
     """
     kept = _take("_kept")
     late: list[_Late] = _take("_with_commit")
+    early = bool(g.pop("_release_before_flush", False)) if has_app_context() else False
     if last is not None:
         late.append(_Late(last[0], last[1], None))
     db.session.add_all([*kept, *records])
     try:
         with _owner():
-            if late:
+            if late or early:
                 db.session.flush()
-                _write_with_commit(late)
+                _write_with_commit(late, early=early)
             db.session.commit()
     except BaseException as exc:
         g._kept = kept  # the failure path writes them
@@ -137,12 +156,22 @@ def commit(records: Iterable[object] = (), *, last: tuple[Table, dict[str, Any]]
             logger.exception("after-commit hook failed")
 
 
-def _write_with_commit(rows: list[_Late]) -> None:
+#: a transaction whose synchronous commit flushes the WAL: it needs an id (else nothing is committed)
+#: and a WAL record of its own (else PostgreSQL commits it without a flush, as it would a transaction
+#: that wrote nothing): a non-transactional logical message, which any role may emit at any wal_level
+FLUSH = "SELECT pg_current_xact_id(), pg_logical_emit_message(false, 'clinic-ops', 'flush')"
+
+
+def _write_with_commit(rows: list[_Late], *, early: bool = False) -> None:
     """The late statements; on PostgreSQL as one simple-protocol message "...; COMMIT" (no
     parameters: the simple protocol takes several statements, the extended one only one). The
     server commits there, so the ORM's own commit that follows finds the connection idle and sends
     nothing; a failure of any statement raises here (the server skips the rest of the message, the
-    COMMIT included), and the caller rolls back as for a failed commit."""
+    COMMIT included), and the caller rolls back as for a failed commit.
+
+    ``early`` (:func:`release_locks_before_flush`): "...; SET LOCAL synchronous_commit TO off;
+    COMMIT; " + :data:`FLUSH`: the last statement is a transaction of its own (the message's
+    implicit one, after the COMMIT), synchronous, whose flush covers the COMMIT's record."""
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
         for row in rows:
@@ -177,7 +206,10 @@ def _write_with_commit(rows: list[_Late]) -> None:
             assignments = ", ".join(f'"{column}" = {_literal(value, raw, plain)}' for column, value in values.items())
             condition = " AND ".join(f'"{c}" = {_literal(value, raw, plain)}' for c, value in row.where.items())
             statements.append(f'UPDATE "{name}" SET {assignments} WHERE {condition}')  # noqa: S608 (quoted)
-    statements.append("COMMIT")
+    if early:
+        statements += ["SET LOCAL synchronous_commit TO off", "COMMIT", FLUSH]
+    else:
+        statements.append("COMMIT")
     connection.exec_driver_sql("; ".join(statements), execution_options={"no_parameters": True})
 
 
@@ -221,6 +253,8 @@ def discard() -> None:
         db.session.rollback()
     _take("_after_commit")
     _take("_with_commit")
+    if has_app_context():
+        g.pop("_release_before_flush", None)
 
 
 def _undo_holding_the_lock() -> bool:

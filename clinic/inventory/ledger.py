@@ -38,6 +38,7 @@ from clinic.patients.models import Patient
 
 def lock_chain(location_id: int) -> LedgerChain:
     chain = db.session.scalar(select(LedgerChain).where(LedgerChain.location_id == location_id).with_for_update())
+    tx.release_locks_before_flush()  # other appends queue behind this lock: not through the WAL flush too
     if chain is None:
         if db.session.get(Location, location_id) is None:
             raise NotFound("No such location")
@@ -70,6 +71,8 @@ def lock_movement(
     statement and not locked; the last item is then that row (id, first_name, last_name, address),
     and no such patient is a 404 naming ``patient_id``."""
     postgresql = db.session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        tx.release_locks_before_flush()  # other appends queue behind the chain lock (see lock_chain)
     params: dict[str, Any] = {"container_id": container_id}
     if patient_id is not None:
         params["patient_id"] = patient_id
