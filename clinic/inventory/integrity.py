@@ -17,6 +17,8 @@ from clinic.core import signing, tx
 from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
+from clinic.inventory import anchors
+from clinic.inventory.anchors import Cut
 from clinic.inventory.chain import (
     GENESIS,
     HASHED_FIELDS,
@@ -29,8 +31,6 @@ from clinic.inventory.chain import (
     record_hash,
     shadow_step,
 )
-from clinic.inventory import anchors
-from clinic.inventory.anchors import Cut
 from clinic.inventory.models import (
     Checkpoint,
     Container,
@@ -213,13 +213,13 @@ def _publish(heads: list[SignedHead]) -> None:
             fh.write(head.as_json() + "\n")
 
 
-def walk(location_id: int, start: Cut, batch: int = 2000, upto: int | None = None) -> tuple[Cut, int | None, str | None]:
+def walk(
+    location_id: int, start: Cut, batch: int = 2000, upto: int | None = None
+) -> tuple[Cut, int | None, str | None]:
     """Walk the chain on from ``start`` (the genesis, or a purge's anchor) to its end, or to ``upto``:
     each entry's seq, link, hash and form-1 re-anchoring, and every container's running figures.
     Returns where the walk stands and, on a break, its seq and what is wrong."""
-    cut = Cut(
-        start.seq, start.head_hash, {cid: list(row) for cid, row in start.containers.items()}, start.opened
-    )
+    cut = Cut(start.seq, start.head_hash, {cid: list(row) for cid, row in start.containers.items()}, start.opened)
     anchor = Form1Anchor(location_id)
     anchor.shadow, anchor.last_form1, anchor.anchored = start.shadow, start.last_form1, start.anchored
     state, expected_seq = cut.containers, cut.seq + 1
@@ -280,9 +280,13 @@ def _start(location_id: int, batch: int, trust: Trust) -> tuple[Cut, LedgerAncho
     # deleted): they must be the very chain the anchor signed
     cut, bad_seq, broken = walk(location_id, Cut(), batch, upto=last.through_seq)
     if broken is not None or cut.seq != last.through_seq or cut.head_hash != last.head_hash:
-        return cut, last, (
-            bad_seq or left,
-            f"entries up to seq {last.through_seq} are present but are not the chain the purge anchor signed",
+        return (
+            cut,
+            last,
+            (
+                bad_seq or left,
+                f"entries up to seq {last.through_seq} are present but are not the chain the purge anchor signed",
+            ),
         )
     return cut, last, None
 

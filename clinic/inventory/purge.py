@@ -105,7 +105,9 @@ def purge_location(location_id: int, *, requested_by: str, dry_run: bool = False
         )
     plan = plan_cut(location_id, cutoff, chain.head_seq)
     if plan.through <= plan.start:
-        return _nothing(run, f"no entries past {years} years' retention up to a signed checkpoint: {plan.why_not_further}")
+        return _nothing(
+            run, f"no entries past {years} years' retention up to a signed checkpoint: {plan.why_not_further}"
+        )
     run.through_id, run.rows = plan.through, plan.through - plan.start
     if dry_run:
         run.outcome = "dry_run"
@@ -135,9 +137,7 @@ def purge_location(location_id: int, *, requested_by: str, dry_run: bool = False
     purged = select(LedgerEntry.id).where(LedgerEntry.location_id == location_id, LedgerEntry.seq <= cut.seq)
     for column, _ in _clearable():
         db.session.execute(update(column.table).where(column.in_(purged)).values({column.name: None}))
-    db.session.execute(
-        delete(Form1Salts).where(Form1Salts.location_id == location_id, Form1Salts.seq <= cut.seq)
-    )
+    db.session.execute(delete(Form1Salts).where(Form1Salts.location_id == location_id, Form1Salts.seq <= cut.seq))
     rows = db.session.execute(
         delete(_ENTRIES).where(_ENTRIES.c.location_id == location_id, _ENTRIES.c.seq <= cut.seq)
     ).rowcount  # type: ignore[attr-defined]
@@ -259,7 +259,33 @@ def _refuse(run: Purge, why: str) -> Purge:
     return run
 
 
-def remaining_from(location_id: int) -> int:
-    """The first seq still kept at the location (1 when nothing was purged)."""
+def purged_through(location_id: int) -> int:
+    """The last seq purged at the location (0: none)."""
     newest = anchors.newest(location_id)
-    return newest.through_seq + 1 if newest is not None else 1
+    return newest.through_seq if newest is not None else 0
+
+
+def export_refusal(location_id: int, since: datetime) -> str | None:
+    """An export's chain segment starts one entry before the period's first recording
+    (clinic.exports.writer), so that nothing earlier can fall in the period. When that entry was
+    purged the export cannot prove its period complete: why it is refused, else None."""
+    through = purged_through(location_id)
+    if not through:
+        return None
+    first = db.session.scalar(
+        select(func.min(LedgerEntry.seq)).where(
+            LedgerEntry.location_id == location_id, LedgerEntry.recorded_at >= since
+        )
+    )
+    head = db.session.scalar(select(LedgerChain.head_seq).where(LedgerChain.location_id == location_id)) or 0
+    if max(1, (first if first is not None else head) - 1) > through:
+        return None
+    after = db.session.scalar(
+        select(LedgerEntry.recorded_at).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == through + 1)
+    )
+    return (
+        f"The ledger of location {location_id} was purged through seq {through}, past retention (SYS-02, DEA-08): "
+        "an export's period must start after the first entry kept was recorded"
+        + (f" ({after.isoformat()})" if after is not None else " (none has been recorded since)")
+        + "."
+    )
