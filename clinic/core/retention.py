@@ -130,7 +130,8 @@ _SQLITE_LEDGER_TRIGGER = (
 
 
 def guard_ledger() -> None:
-    """Replace the ledger's blanket DELETE refusal with the retention guard (migration 0022)."""
+    """Replace the ledger's blanket DELETE refusal with the retention guard (migration 0022; SYS-02,
+    DEA-08): an entry goes only past its location's retention, never under hold, under a purge."""
     from alembic import op  # migrations only: the app never imports alembic at start
 
     if op.get_bind().dialect.name == "postgresql":

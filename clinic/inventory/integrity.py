@@ -299,7 +299,7 @@ def verify_location(
     checkpoint_files: tuple[Path, ...] = (),
     outside: dict[int, list[SignedHead]] | None = None,
 ) -> ChainReport:
-    """SYS-05: walk one location's chain (from its purge anchor, if entries were purged); then its head,
+    """SYS-05: walk one location's chain (from its purge anchor if entries were purged, SYS-02); then its head,
     its checkpoints against the pinned key (from the database, the out-of-band log and any file given),
     and every stored container balance, status and place against the chain's running figures."""
     trust = trust if trust is not None else pinned_trust()

@@ -70,6 +70,8 @@ def retention_years(location: Location) -> int:
 
 
 def purge_location(location_id: int, *, requested_by: str, dry_run: bool = False) -> Purge:
+    """SYS-02, DEA-08: remove the location's oldest entries past retention up to a signed checkpoint,
+    under a signed anchor; or record why not (a legal hold, a chain that does not verify, nothing)."""
     # the chain head first, as an append locks it: purges and appends of this location queue here
     chain = db.session.scalar(
         select(LedgerChain)
