@@ -623,3 +623,37 @@ def test_a_purge_racing_appends_keeps_the_chain(papp, backend):
     assert verify(papp, site).ok
     with papp.app_context():
         assert db.session.scalar(select(LedgerChain.head_seq).where(LedgerChain.location_id == site.location_id)) == 11
+
+
+def test_checkpoints_at_or_before_the_cut_are_taken_on_their_signature_and_the_anchor(papp, purged, tmp_path):
+    """The checkpoint log still holds the heads the purge removed (seq 3 and 4): they verify by their
+    signature, and the one at the cut against the anchor's hash. One signed at the cut with another
+    hash, or with a bad signature before it, is named."""
+    from clinic.core import signing
+    from clinic.inventory.chain import checkpoint_message
+
+    loc = purged.location_id
+    with papp.app_context():
+        at = "2020-01-01T00:00:00.000000Z"
+
+        def head(seq: int, head_hash: str, good: bool = True) -> integrity.SignedHead:
+            sig = signing.sign(checkpoint_message(loc, seq, head_hash, at))
+            if not good:
+                sig = ("0" if sig[0] != "0" else "1") + sig[1:]
+            return integrity.SignedHead(loc, seq, head_hash, at, signing.public_key_hex(), sig)
+
+        anchor = db.session.scalar(select(LedgerAnchor).where(LedgerAnchor.location_id == loc))
+        cases = {
+            "ok": head(anchor.through_seq, anchor.head_hash),
+            "a checkpoint (": head(anchor.through_seq, "ef" * 32),
+            "signature is invalid": head(2, "12" * 32, good=False),
+        }
+        for expected, signed in cases.items():
+            path = tmp_path / f"{uuid.uuid4().hex}.jsonl"
+            path.write_text(signed.as_json() + "\n")
+            report = integrity.verify_location(loc, checkpoint_files=(path,))
+            if expected == "ok":
+                assert report.ok, report
+            else:
+                assert not report.ok and expected in report.problem, (expected, report)
+        db.session.rollback()
