@@ -58,19 +58,29 @@ def _purge_ledger(who: str, location_id: int | None, dry_run: bool) -> None:
     from clinic.core.tx import commit
     from clinic.inventory import purge
 
+    from clinic.core.errors import NotFound
+
+    try:
+        ids = purge.location_ids(location_id)
+    except NotFound:
+        click.echo(f"ledger: no location {location_id}", err=True)
+        sys.exit(2)
     refused = False
-    runs = purge.purge_ledger(requested_by=who, location_id=location_id, dry_run=dry_run)
-    for run in runs:
-        where = f"ledger, location {run.location_id}"
-        if run.outcome == "dry_run":
-            click.echo(f"{where}: would remove {run.rows} entries ({run.detail}; cutoff {run.cutoff:%Y-%m-%d})")
-        elif run.outcome == "refused":
+    for loc in ids:
+        run = purge.purge_location(loc, requested_by=who, dry_run=dry_run)
+        outcome, rows, detail, cutoff = run.outcome, run.rows, run.detail, run.cutoff
+        # one location at a time: its chain head is locked (appends there wait) only until its commit;
+        # a refusal and a "nothing" are kept too (a dry run's own plan is not)
+        commit()
+        where = f"ledger, location {loc}"
+        if outcome == "dry_run":
+            click.echo(f"{where}: would remove {rows} entries ({detail}; cutoff {cutoff:%Y-%m-%d})")
+        elif outcome == "refused":
             refused = True
-            click.echo(f"{where}: purge REFUSED: {run.detail}", err=True)
-        elif run.outcome == "nothing":
-            click.echo(f"{where}: nothing to purge: {run.detail}")
+            click.echo(f"{where}: purge REFUSED: {detail}", err=True)
+        elif outcome == "nothing":
+            click.echo(f"{where}: nothing to purge: {detail}")
         else:
-            click.echo(f"{where}: removed {run.rows} entries, {run.detail}")
-    commit()  # a refusal and a "nothing" are kept too (a dry run's own plan is not)
+            click.echo(f"{where}: removed {rows} entries, {detail}")
     if refused:
         sys.exit(1)

@@ -53,15 +53,13 @@ class Plan:
     why_not_further: str
 
 
-def purge_ledger(*, requested_by: str, location_id: int | None = None, dry_run: bool = False) -> list[Purge]:
-    """One run per location (every location, or the one named), each recorded (SYS-02)."""
+def location_ids(location_id: int | None = None) -> list[int]:
+    """The locations a run covers: the one named, or every location."""
     if location_id is not None:
         if db.session.get(Location, location_id) is None:
             raise NotFound("No such location")
-        ids = [location_id]
-    else:
-        ids = list(db.session.scalars(select(Location.id).order_by(Location.id)))
-    return [purge_location(i, requested_by=requested_by, dry_run=dry_run) for i in ids]
+        return [location_id]
+    return list(db.session.scalars(select(Location.id).order_by(Location.id)))
 
 
 def retention_years(location: Location) -> int:

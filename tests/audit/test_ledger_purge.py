@@ -657,3 +657,22 @@ def test_checkpoints_at_or_before_the_cut_are_taken_on_their_signature_and_the_a
             else:
                 assert not report.ok and expected in report.problem, (expected, report)
         db.session.rollback()
+
+
+def test_every_reference_to_an_entry_holds_it_unless_taught_otherwise(papp):
+    """Read from the models: a visit's dose and a Form 106 always keep the entry they name; an
+    inventory or a discrepancy only while it is itself within retention (its link is then cleared)."""
+    from clinic.inventory import purge
+
+    with papp.app_context():
+        found = {f"{c.table.name}.{c.name}": old is not None for c, old in purge._references()}
+    assert found == {
+        "counts.entry_id": True,
+        "discrepancies.entry_id": True,
+        "loss_reports.entry_id": False,
+        "visit_doses.administration_entry_id": False,
+        "visit_doses.waste_entry_id": False,
+        "visit_doses.remainder_entry_id": False,
+    }, found
+    code, out = cli(papp, "purge", "ledger", "--location", "999999")
+    assert code == 2 and "no location 999999" in out, out
