@@ -55,10 +55,9 @@ def purge_command(kind: str, dry_run: bool, location_id: int | None) -> None:
 
 
 def _purge_ledger(who: str, location_id: int | None, dry_run: bool) -> None:
+    from clinic.core.errors import NotFound
     from clinic.core.tx import commit
     from clinic.inventory import purge
-
-    from clinic.core.errors import NotFound
 
     try:
         ids = purge.location_ids(location_id)
