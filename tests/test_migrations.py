@@ -248,6 +248,7 @@ def test_upgrading_to_committed_records_leaves_old_entries_alone(backend):
             command.upgrade(cfg, "0021")
             with db.engine.connect() as conn:
                 assert records(conn) == [(1, None)]  # not backfilled
+            command.upgrade(cfg, "head")  # the code verifies on the schema it is written for (0022: anchors)
             assert integrity.verify_location(1, trust=integrity.Trust(), outside={}).ok
             db.session.remove()
             command.downgrade(cfg, "0020")

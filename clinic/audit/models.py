@@ -113,6 +113,9 @@ class Purge(db.Model):  # type: ignore[name-defined]
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     stream: Mapped[str] = mapped_column(String(20))
+    #: the ledger's purge (stream "ledger", migration 0022) is one location's: its chain, whose
+    #: entries up to seq ``through_id`` the open row lets the guard delete
+    location_id: Mapped[int | None] = mapped_column(Integer)
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
     requested_by: Mapped[str] = mapped_column(String(200))
     cutoff: Mapped[datetime] = mapped_column(UtcDateTime)

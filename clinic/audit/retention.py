@@ -176,10 +176,11 @@ def _refuse(run: Purge, why: str) -> Purge:
 
 
 def refuse_ledger(kind: str, *, requested_by: str) -> Purge:
-    """The ledger and inventories are not purged by this version: the refusal is recorded all the same."""
+    """Inventories are not purged by this version (the ledger is: clinic.inventory.purge): the
+    refusal is recorded all the same."""
     now = database_clock()
     run = _new_run(kind, requested_by, now, now)
-    return _refuse(run, f"{kind} is kept whole: hash chains are not purged by this version (SYS-01, SYS-02)")
+    return _refuse(run, f"{kind} is kept whole: inventories are not purged by this version (DEA-08, SYS-02)")
 
 
 # --- the ORM path: deleting a kept record through the session is refused before the database is asked

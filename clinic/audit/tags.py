@@ -26,6 +26,8 @@ class Tag(StrEnum):
 
     audit_log_purge = "audit:log:purge"
     audit_log_purge_refused = "audit:log:purge_refused"
+    inventory_ledger_purge_done = "inventory:ledger_purge:done"
+    inventory_ledger_purge_refused = "inventory:ledger_purge:refused"
 
     locations_location_create = "locations:location:create"
     locations_location_update = "locations:location:update"

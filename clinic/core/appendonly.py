@@ -58,6 +58,7 @@ APPEND_ONLY_TABLES = (
     "ledger_checkpoints",
     "count_lines",
     "log_seals",
+    "ledger_anchors",
 )
 
 

@@ -8,7 +8,12 @@ whoever asks (the ORM, raw SQL, a script), on either backend. Used from migratio
   visible to another session (it is opened and closed inside the purging transaction).
 - ``counts`` (inventories, DEA-08): DELETE refused while younger than its location's retention
   (at least 2 years) or under legal hold.
-- ``ledger_entries`` and ``count_lines`` stay wholly append-only (clinic.core.appendonly).
+- ``ledger_entries`` (DEA-08, migration 0022): UPDATE and TRUNCATE stay refused; DELETE of an entry
+  is allowed only when it is older than its location's retention (at least 2 years, by the greater
+  of its occurred_at and recorded_at), the location is not under legal hold, and the deleting
+  transaction holds an open ``purges`` row (stream ``ledger``) for that location covering its seq.
+  Only ``clinic purge ledger`` opens one (clinic.inventory.purge).
+- ``count_lines`` stays wholly append-only (clinic.core.appendonly).
 
 The database's own clock decides the age (``now()``; SQLite's ``'now'``), so a process whose clock
 is wrong cannot make a young row look old.
@@ -87,6 +92,82 @@ _SQLITE_COUNT_TRIGGER = (
     "FROM locations WHERE id = OLD.location_id) || ' years') "
     "BEGIN SELECT RAISE(ABORT, 'an inventory within its retention period or under legal hold (SYS-02)'); END"
 )
+
+
+_PG_LEDGER_GUARD = f"""
+CREATE OR REPLACE FUNCTION clinic_ledger_retention_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  years int;
+  held boolean;
+BEGIN
+  SELECT greatest({RECORD_FLOOR_YEARS}, coalesce((jurisdiction->>'retention_years')::int, 0)),
+         coalesce((jurisdiction->>'legal_hold')::boolean, false)
+    INTO years, held FROM locations WHERE id = OLD.location_id;
+  IF held OR greatest(OLD.occurred_at, OLD.recorded_at) >= now() - make_interval(years => years) THEN
+    RAISE EXCEPTION 'table ledger_entries is append-only: entry % (seq %) is within its retention period of % '
+      'years or under legal hold (SYS-02, DEA-08)', OLD.id, OLD.seq, years USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM purges WHERE open AND stream = 'ledger' AND location_id = OLD.location_id
+                 AND OLD.seq <= through_id) THEN
+    RAISE EXCEPTION 'table ledger_entries is append-only: entries past retention are removed only by clinic purge '
+      'ledger (SYS-02)' USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  RETURN OLD;
+END $$;
+"""
+
+_SQLITE_LEDGER_TRIGGER = (
+    "CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries "
+    "WHEN (SELECT coalesce(json_extract(jurisdiction, '$.legal_hold'), 0) FROM locations WHERE id = OLD.location_id) "
+    "OR max(OLD.occurred_at, OLD.recorded_at) >= datetime('now', '-' || "
+    f"(SELECT max({RECORD_FLOOR_YEARS}, coalesce(CAST(json_extract(jurisdiction, '$.retention_years') AS INTEGER), 0)) "
+    "FROM locations WHERE id = OLD.location_id) || ' years') "
+    "OR NOT EXISTS (SELECT 1 FROM purges WHERE open AND stream = 'ledger' AND location_id = OLD.location_id "
+    "AND OLD.seq <= through_id) "
+    "BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: within its retention period, under legal hold, "
+    "or not removed by clinic purge ledger (SYS-02, DEA-08)'); END"
+)
+
+
+def guard_ledger() -> None:
+    """Replace the ledger's blanket DELETE refusal with the retention guard (migration 0022; SYS-02,
+    DEA-08): an entry goes only past its location's retention, never under hold, under a purge."""
+    from alembic import op  # migrations only: the app never imports alembic at start
+
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_PG_LEDGER_GUARD)
+        op.execute("DROP TRIGGER IF EXISTS ledger_entries_append_only ON ledger_entries")
+        op.execute(
+            "CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE ON ledger_entries "
+            "FOR EACH ROW EXECUTE FUNCTION clinic_reject_mutation()"
+        )
+        op.execute(
+            "CREATE TRIGGER ledger_entries_retention BEFORE DELETE ON ledger_entries "
+            "FOR EACH ROW EXECUTE FUNCTION clinic_ledger_retention_guard()"
+        )
+    else:
+        op.execute("DROP TRIGGER IF EXISTS ledger_entries_no_delete")
+        op.execute(_SQLITE_LEDGER_TRIGGER)
+
+
+def unguard_ledger() -> None:
+    """Back to the ledger's blanket refusal (the downgrade of 0022)."""
+    from alembic import op  # migrations only: the app never imports alembic at start
+
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS ledger_entries_retention ON ledger_entries")
+        op.execute("DROP TRIGGER IF EXISTS ledger_entries_append_only ON ledger_entries")
+        op.execute(
+            "CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries "
+            "FOR EACH ROW EXECUTE FUNCTION clinic_reject_mutation()"
+        )
+        op.execute("DROP FUNCTION IF EXISTS clinic_ledger_retention_guard()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS ledger_entries_no_delete")
+        op.execute(
+            "CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries "
+            "BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END"
+        )
 
 
 def guard() -> None:

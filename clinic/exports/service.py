@@ -93,6 +93,12 @@ def _check_request(actor: User | None, export: Export) -> None:
     spec_of(export, actor).check()
     if export.location_id is not None and export.location_id not in readable_location_ids(actor):
         raise NotFound("No such location")
+    if export.location_id is not None and proof.KINDS.get(export.kind, (None, []))[0] is not None:
+        from clinic.inventory.purge import export_refusal
+
+        # SYS-02: a period reaching into purged entries cannot be proved complete: refused (409)
+        if (why := export_refusal(export.location_id, export.since)) is not None:
+            raise Conflict(why)
     if not _reads_its_scope(export, actor):
         raise NotAMember(
             "The access log and the audit trail are every location's: only an auditor granted every "

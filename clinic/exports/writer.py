@@ -35,7 +35,7 @@ from clinic.core.errors import NotFound, ValidationFailed
 from clinic.core.time import utcnow
 from clinic.exports import verifier as proof
 from clinic.extensions import db
-from clinic.inventory import integrity
+from clinic.inventory import anchors, integrity, purge
 from clinic.inventory.chain import GENESIS, committed, get_path, phi_paths, record_hash, shadow_step
 from clinic.inventory.models import Checkpoint, Drug, Form1Salts, LedgerEntry, LossReport
 from clinic.inventory.records import drug_record
@@ -247,8 +247,12 @@ def _checkpoint_at_head(location_id: int) -> Checkpoint | None:
 
 
 def _shadow_before(location_id: int, first: int) -> str:
-    """The re-anchoring digest over the form-1 entries before the segment (none: the genesis)."""
+    """The re-anchoring digest over the form-1 entries before the segment (none: the genesis; from a
+    purge's anchor when the oldest entries were purged)."""
     shadow, seq = GENESIS, 0
+    anchor = anchors.newest(location_id)
+    if anchor is not None and anchor.through_seq < first:
+        shadow, seq = anchors.Cut.of(anchor).shadow, anchor.through_seq
     while seq < first - 1:
         rows = db.session.execute(
             select(_LEDGER, Form1Salts.salts)
@@ -315,6 +319,8 @@ def _ledger_rows(
     )
     # one entry before the period's first recording proves nothing earlier can fall in the period
     a = max(1, (first if first is not None else cp.seq) - 1)
+    if a <= purge.purged_through(loc):  # purged since the request (SYS-02): the period is not provable
+        raise ValidationFailed(errors={"since": [purge.export_refusal(loc, spec.since) or "The period was purged."]})
     segment = {
         "location_id": loc,
         "first_seq": a,

@@ -17,6 +17,8 @@ from clinic.core import signing, tx
 from clinic.core.fields import format_mg
 from clinic.core.time import utcnow
 from clinic.extensions import db
+from clinic.inventory import anchors
+from clinic.inventory.anchors import Cut
 from clinic.inventory.chain import (
     GENESIS,
     HASHED_FIELDS,
@@ -29,7 +31,15 @@ from clinic.inventory.chain import (
     record_hash,
     shadow_step,
 )
-from clinic.inventory.models import Checkpoint, Container, EntryKind, Form1Salts, LedgerChain, LedgerEntry
+from clinic.inventory.models import (
+    Checkpoint,
+    Container,
+    EntryKind,
+    Form1Salts,
+    LedgerAnchor,
+    LedgerChain,
+    LedgerEntry,
+)
 from clinic.inventory.state import next_site, next_status
 from clinic.locations.models import Location
 
@@ -203,6 +213,84 @@ def _publish(heads: list[SignedHead]) -> None:
             fh.write(head.as_json() + "\n")
 
 
+def walk(
+    location_id: int, start: Cut, batch: int = 2000, upto: int | None = None
+) -> tuple[Cut, int | None, str | None]:
+    """Walk the chain on from ``start`` (the genesis, or a purge's anchor) to its end, or to ``upto``:
+    each entry's seq, link, hash and form-1 re-anchoring, and every container's running figures.
+    Returns where the walk stands and, on a break, its seq and what is wrong."""
+    cut = Cut(start.seq, start.head_hash, {cid: list(row) for cid, row in start.containers.items()}, start.opened)
+    anchor = Form1Anchor(location_id)
+    anchor.shadow, anchor.last_form1, anchor.anchored = start.shadow, start.last_form1, start.anchored
+    state, expected_seq = cut.containers, cut.seq + 1
+    while upto is None or expected_seq <= upto:
+        stmt = select(LedgerEntry).where(LedgerEntry.location_id == location_id, LedgerEntry.seq >= expected_seq)
+        if upto is not None:
+            stmt = stmt.where(LedgerEntry.seq <= upto)
+        rows = db.session.scalars(stmt.order_by(LedgerEntry.seq).limit(batch)).all()
+        if not rows:
+            break
+        if rows[0].phi_salts is None:
+            anchor.load_salts(rows[0].seq, rows[-1].seq)
+        for e in rows:
+            if e.seq != expected_seq:
+                return cut, expected_seq, f"seq {expected_seq} is missing"
+            if e.prev_hash != cut.head_hash:
+                return cut, e.seq, "prev_hash does not continue the chain"
+            if (broken := _content_problem(e)) is not None:
+                return cut, e.seq, broken
+            if (broken := anchor.step(e)) is not None:
+                return cut, e.seq, broken
+            if e.kind == EntryKind.initial_inventory and cut.opened is None:
+                cut.opened = (e.seq, e.occurred_at)
+            if e.container_id is not None:
+                balance, status, site, _ = state.get(e.container_id, (0, None, None, 0))
+                balance += e.delta_ug
+                if balance < 0 or balance != e.balance_after_ug:
+                    return cut, e.seq, "running balance is wrong"
+                details = e.details or {}
+                status = next_status(status, kind=e.kind, delta_ug=e.delta_ug, balance_after=balance, details=details)
+                site = next_site(site, kind=e.kind, details=details)
+                state[e.container_id] = [balance, status, site, e.seq]
+            cut.seq, cut.head_hash, expected_seq = e.seq, e.hash, e.seq + 1
+            db.session.expunge(e)  # long chains: keep memory flat
+    cut.shadow, cut.last_form1, cut.anchored = anchor.shadow, anchor.last_form1, anchor.anchored
+    return cut, None, None
+
+
+def _start(location_id: int, batch: int, trust: Trust) -> tuple[Cut, LedgerAnchor | None, tuple[int, str] | None]:
+    """Where the walk starts: the genesis, or the newest purge anchor once every anchor verifies and
+    no entry it stands for is still there but different (SYS-02, DEA-08)."""
+    found = anchors.anchors_of(location_id)
+    for a in found:
+        if (problem := anchors.signature_problem(a, trust)) is not None:
+            return Cut(), a, (a.through_seq, problem)
+    if not found:
+        return Cut(), None, None
+    last = found[-1]
+    left = db.session.scalar(
+        select(LedgerEntry.seq)
+        .where(LedgerEntry.location_id == location_id, LedgerEntry.seq <= last.through_seq)
+        .order_by(LedgerEntry.seq)
+        .limit(1)
+    )
+    if left is None:
+        return anchors.Cut.of(last), last, None
+    # entries the anchor stands for are present (an insert into the purged range, or a purge that never
+    # deleted): they must be the very chain the anchor signed
+    cut, bad_seq, broken = walk(location_id, Cut(), batch, upto=last.through_seq)
+    if broken is not None or cut.seq != last.through_seq or cut.head_hash != last.head_hash:
+        return (
+            cut,
+            last,
+            (
+                bad_seq or left,
+                f"entries up to seq {last.through_seq} are present but are not the chain the purge anchor signed",
+            ),
+        )
+    return cut, last, None
+
+
 def verify_location(
     location_id: int,
     batch: int = 2000,
@@ -211,48 +299,18 @@ def verify_location(
     checkpoint_files: tuple[Path, ...] = (),
     outside: dict[int, list[SignedHead]] | None = None,
 ) -> ChainReport:
-    """SYS-05: walk one location's chain; then its head, its checkpoints against the pinned key (from the
-    database, the out-of-band log and any file given), and every stored container balance, status
-    and place against the chain's running figures."""
-    prev, expected_seq, n = GENESIS, 1, 0
-    #: container id -> [balance, status, storage site, seq of its last entry]
-    state: dict[int, list[Any]] = {}
-    opened: tuple[int, Any] | None = None  # the initial inventory's seq and time
-    anchor = Form1Anchor(location_id)
-    while True:
-        rows = db.session.scalars(
-            select(LedgerEntry)
-            .where(LedgerEntry.location_id == location_id, LedgerEntry.seq >= expected_seq)
-            .order_by(LedgerEntry.seq)
-            .limit(batch)
-        ).all()
-        if not rows:
-            break
-        if rows[0].phi_salts is None:
-            anchor.load_salts(rows[0].seq, rows[-1].seq)
-        for e in rows:
-            if e.seq != expected_seq:
-                return ChainReport(location_id, n, prev, f"seq {expected_seq} is missing", expected_seq)
-            if e.prev_hash != prev:
-                return ChainReport(location_id, n, prev, "prev_hash does not continue the chain", e.seq)
-            if (broken := _content_problem(e)) is not None:
-                return ChainReport(location_id, n, prev, broken, e.seq)
-            if (broken := anchor.step(e)) is not None:
-                return ChainReport(location_id, n, prev, broken, e.seq)
-            if e.kind == EntryKind.initial_inventory and opened is None:
-                opened = (e.seq, e.occurred_at)
-            if e.container_id is not None:
-                balance, status, site, _ = state.get(e.container_id, (0, None, None, 0))
-                balance += e.delta_ug
-                if balance < 0 or balance != e.balance_after_ug:
-                    return ChainReport(location_id, n, prev, "running balance is wrong", e.seq)
-                details = e.details or {}
-                status = next_status(status, kind=e.kind, delta_ug=e.delta_ug, balance_after=balance, details=details)
-                site = next_site(site, kind=e.kind, details=details)
-                state[e.container_id] = [balance, status, site, e.seq]
-            prev, expected_seq, n = e.hash, expected_seq + 1, n + 1
-            db.session.expunge(e)  # long chains: keep memory flat
-    if anchor.last_form1 and not anchor.anchored:
+    """SYS-05: walk one location's chain (from its purge anchor if entries were purged, SYS-02); then its head,
+    its checkpoints against the pinned key (from the database, the out-of-band log and any file given),
+    and every stored container balance, status and place against the chain's running figures."""
+    trust = trust if trust is not None else pinned_trust()
+    start, anchor, problem = _start(location_id, batch, trust)
+    if problem is not None:
+        return ChainReport(location_id, start.seq, start.head_hash, problem[1], problem[0])
+    cut, bad_seq, broken = walk(location_id, start, batch)
+    n, prev, opened = cut.seq, cut.head_hash, cut.opened
+    if broken is not None:
+        return ChainReport(location_id, n, prev, broken, bad_seq)
+    if cut.last_form1 and not cut.anchored:
         return ChainReport(location_id, n, prev, "the form-1 entries have no re-anchoring entry", n + 1)
     chain = db.session.get(LedgerChain, location_id)
     if chain is not None and (chain.head_seq != n or chain.head_hash != prev):
@@ -268,16 +326,17 @@ def verify_location(
         return ChainReport(
             location_id, n, prev, "the chain head's initial inventory time is not the entry's", opened[0]
         )
-    problem = _check_checkpoints(
+    found = _check_checkpoints(
         location_id,
         n,
-        trust if trust is not None else pinned_trust(),
+        trust,
         outside if outside is not None else outside_checkpoints(checkpoint_files),
+        anchor,
     )
-    if problem is None:
-        problem = _check_containers(location_id, state)
-    if problem is not None:
-        return ChainReport(location_id, n, prev, problem[1], problem[0])
+    if found is None:
+        found = _check_containers(location_id, cut.containers)
+    if found is not None:
+        return ChainReport(location_id, n, prev, found[1], found[0])
     return ChainReport(location_id, n, prev)
 
 
@@ -291,8 +350,11 @@ def outside_checkpoints(files: tuple[Path, ...] = ()) -> dict[int, list[SignedHe
 
 
 def _check_checkpoints(
-    location_id: int, n: int, trust: Trust, outside: dict[int, list[SignedHead]]
+    location_id: int, n: int, trust: Trust, outside: dict[int, list[SignedHead]], anchor: LedgerAnchor | None = None
 ) -> tuple[int, str] | None:
+    """Every checkpoint signed by the pinned key and matching the chain; one at or before a purge's
+    cut (its entry gone) matches the anchor at the anchor's seq, and is taken on its signature before."""
+    purged = anchor.through_seq if anchor is not None else 0
     stored = [
         SignedHead.of(cp) for cp in db.session.scalars(select(Checkpoint).where(Checkpoint.location_id == location_id))
     ]
@@ -320,6 +382,8 @@ def _check_checkpoints(
         at = db.session.scalar(
             select(LedgerEntry.hash).where(LedgerEntry.location_id == location_id, LedgerEntry.seq == h.seq)
         )
+        if at is None and anchor is not None and h.seq <= purged:
+            at = anchor.head_hash if h.seq == purged else h.head_hash  # purged: its signature is the proof
         if at != h.head_hash:
             return h.seq, f"a checkpoint ({h.source}) does not match the chain"
         if h.seq not in in_database:

@@ -375,3 +375,24 @@ class Checkpoint(db.Model):  # type: ignore[name-defined]
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     public_key: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class LedgerAnchor(db.Model):  # type: ignore[name-defined]
+    """Where a location's chain starts again after ``clinic purge ledger`` removed its oldest entries
+    (SYS-02, DEA-08, SYS-05): the hash of the last entry removed and the chain's facts at that seq
+    (each container's running balance, status, site and last seq; the initial inventory; the form-1
+    re-anchoring state), signed (clinic.inventory.anchors.anchor_message). Append-only."""
+
+    __tablename__ = "ledger_anchors"
+    __table_args__ = (UniqueConstraint("location_id", "through_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))
+    purge_id: Mapped[int] = mapped_column(ForeignKey("purges.id"))
+    through_seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cutoff: Mapped[datetime] = mapped_column(UtcDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    public_key: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))

@@ -229,9 +229,20 @@ def test_a_legal_hold_refuses_the_purge_and_the_refusal_is_logged(rapp):
             commit()
 
 
-def test_the_ledger_is_not_purged_and_the_refusal_is_logged(rapp):
+def test_the_ledger_purge_runs_and_the_inventory_purge_is_refused_and_logged(rapp):
+    """The ledger is purged per location (tests/audit/test_ledger_purge.py): with nothing past
+    retention here, each location's run is recorded as "nothing". Inventories are not purged by this
+    version: the refusal is recorded and exits 1."""
     code, out = cli(rapp, "purge", "ledger")
+    assert code == 0 and "nothing to purge" in out, out
+    with rapp.app_context():
+        run = db.session.scalar(select(Purge).order_by(Purge.id.desc()).limit(1))
+        assert (run.stream, run.outcome) == ("ledger", "nothing")
+    code, out = cli(rapp, "purge", "inventory")
     assert code == 1 and "REFUSED" in out
     with rapp.app_context():
         run = db.session.scalar(select(Purge).order_by(Purge.id.desc()).limit(1))
-        assert (run.stream, run.outcome) == ("ledger", "refused")
+        assert (run.stream, run.outcome) == ("inventory", "refused")
+        assert db.session.scalar(
+            select(AuditEvent.id).where(AuditEvent.tag == "audit:log:purge_refused", AuditEvent.subject_id == run.id)
+        )
