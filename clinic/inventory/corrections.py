@@ -11,7 +11,7 @@ from clinic.auth.models import User
 from clinic.core.errors import Conflict, NotFound, ValidationFailed
 from clinic.core.fields import format_mg
 from clinic.extensions import db
-from clinic.inventory import checks
+from clinic.inventory import anchors, checks
 from clinic.inventory.errors import AlreadyRecorded, CorrectionRefused
 from clinic.inventory.ledger import append, check_time, lock_chain, lock_container
 from clinic.inventory.models import Container, ContainerStatus, EntryKind, LedgerEntry
@@ -125,11 +125,18 @@ def record_correction(
 
 
 def _status_before(container: Container, seq: int) -> str:
-    """The container's status just before entry ``seq``, re-walked from its own entries."""
+    """The container's status just before entry ``seq``, re-walked from its own entries; from the
+    purge's anchor on when the oldest of them were purged (SYS-02: the anchor keeps its status)."""
     status: str | None = None
+    after = 0
+    anchor = anchors.newest(container.location_id)
+    if anchor is not None and anchor.through_seq < seq:
+        after = anchor.through_seq
+        kept = anchors.Cut.of(anchor).containers.get(container.id)
+        status = kept[1] if kept is not None else None
     rows = db.session.execute(
         select(LedgerEntry.kind, LedgerEntry.delta_ug, LedgerEntry.balance_after_ug, LedgerEntry.details)
-        .where(LedgerEntry.container_id == container.id, LedgerEntry.seq < seq)
+        .where(LedgerEntry.container_id == container.id, LedgerEntry.seq > after, LedgerEntry.seq < seq)
         .order_by(LedgerEntry.seq)
     )
     for kind, delta, balance, details in rows:

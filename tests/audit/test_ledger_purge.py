@@ -676,3 +676,54 @@ def test_every_reference_to_an_entry_holds_it_unless_taught_otherwise(papp):
     }, found
     code, out = cli(papp, "purge", "ledger", "--location", "999999")
     assert code == 2 and "no location 999999" in out, out
+
+
+def test_correcting_a_disposal_of_a_container_whose_receipt_was_purged(papp):
+    """Another path to the container's state: correcting a disposal re-walks the container's own
+    entries for the status to restore (clinic.inventory.corrections). Once its receipt and draws are
+    purged that walk must start from the anchor's figures, not from nothing: the container was open."""
+    from clinic import fixtures
+    from clinic.auth.models import User
+    from clinic.inventory import service as inventory
+
+    site = new_location(papp)
+    made = old_chain(papp, site)  # container a: received, 25 mg drawn (open), all purged below
+    code, out = cli(papp, "purge", "ledger", "--location", str(site.location_id))
+    assert code == 0 and "removed 4 entries" in out, out
+    password = uuid.uuid4().hex
+    with papp.app_context():
+        emails = []
+        for n in range(2):
+            email = f"w{n}-{uuid.uuid4().hex[:6]}@purge.test"
+            fixtures.create_user(
+                role="nurse", email=email, password=password, license_number="W-1", location_ids=(site.location_id,)
+            )
+            emails.append(email)
+        commit()
+    with papp.app_context():
+        admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+        disposal = inventory.record_disposal(
+            actor=admin,
+            container_id=made["a"],
+            method="returned",
+            witness=inventory.WitnessSignature(emails[0], password),
+            client_addr="127.0.0.1",
+            reverse_distributor={"name": "R", "address": "A", "dea_registration": dea_number()},
+        )
+        commit()
+        seq = disposal.seq
+    with papp.app_context():
+        admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+        inventory.record_correction(
+            actor=admin,
+            location_id=site.location_id,
+            corrects_seq=seq,
+            reason="returned the wrong vial",
+            witness=inventory.WitnessSignature(emails[1], password),
+            client_addr="127.0.0.1",
+        )
+        commit()
+    with papp.app_context():
+        assert db.session.get(Container, made["a"]).status == "open"
+    checkpoint(papp)
+    assert verify(papp, site).ok
