@@ -13,9 +13,10 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from clinic.core.errors import Conflict, NotFound, ValidationFailed
+from clinic.core.retention import RECORD_FLOOR_YEARS
 from clinic.core.time import EARLIEST, OFF_THE_CALENDAR, utcnow
 from clinic.extensions import db
-from clinic.inventory.models import EntryKind, LedgerChain, LedgerEntry
+from clinic.inventory.models import EntryKind, LedgerAnchor, LedgerChain, LedgerEntry
 
 #: the default back-charting window (CLINIC_LEDGER_BACKCHART_HOURS); earlier needs a reason (DEA-06)
 BACKCHART_HOURS = 72
@@ -50,6 +51,8 @@ def when(
     opened = chain.initial_inventory_at
     if not initial and opened is not None and at < opened:
         raise ValidationFailed(errors={field: [f"Before this location's initial inventory ({opened.isoformat()})."]})
+    if at < utcnow() - PURGED_AT_LEAST:
+        not_in_purged_past(location_id=chain.location_id, at=at, field=field)
     if container_ids:
         after_previous_movements(at=at, field=field, container_ids=container_ids)
     return {"late_entry_reason": reason} if reason else {}
@@ -68,6 +71,27 @@ def after_previous_movements(*, at: datetime, field: str, container_ids: tuple[i
             raise ValidationFailed(
                 errors={field: [f"Before container {cid}'s previous movement ({_aware(last).isoformat()})."]}
             )
+
+
+#: every purge's cutoff is at least this long ago (2 years' retention, DEA-08), less a week for the
+#: app's clock against the database's: a later entry needs no look at the purges
+PURGED_AT_LEAST = timedelta(days=365 * RECORD_FLOOR_YEARS - 7)
+
+
+def not_in_purged_past(*, location_id: int, at: datetime, field: str) -> None:
+    """DEA-06 after a purge (SYS-02): the entries before a purge's cutoff are gone, the container's
+    previous movements with them, so nothing read here can show an entry dated then out of order:
+    none is taken."""
+    cutoff = db.session.scalar(select(func.max(LedgerAnchor.cutoff)).where(LedgerAnchor.location_id == location_id))
+    if cutoff is not None and at < _aware(cutoff):
+        raise ValidationFailed(
+            errors={
+                field: [
+                    f"Before {_aware(cutoff).isoformat()}: this location's records up to then were purged "
+                    "past retention."
+                ]
+            }
+        )
 
 
 def not_before(later: datetime, earlier: datetime, field: str, what: str) -> None:

@@ -727,3 +727,48 @@ def test_correcting_a_disposal_of_a_container_whose_receipt_was_purged(papp):
         assert db.session.get(Container, made["a"]).status == "open"
     checkpoint(papp)
     assert verify(papp, site).ok
+
+
+def test_a_late_entry_cannot_be_dated_into_the_purged_past(papp):
+    """DEA-06: no entry is dated before its container's previous movement. Once that movement is
+    purged the table no longer shows it: a late entry dated before the purge's cutoff (before
+    records that are gone) is refused, for a container whose every entry was purged too."""
+    from clinic.auth.models import User
+    from clinic.core.errors import ValidationFailed
+    from clinic.inventory import service as inventory
+    from clinic.locations import service as locations
+
+    site = new_location(papp)
+    made = old_chain(papp, site)  # container a: received 4 years ago less a day; all purged below
+    code, out = cli(papp, "purge", "ledger", "--location", str(site.location_id))
+    assert code == 0 and "removed 4 entries" in out, out
+    with papp.app_context():
+        admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+        other = locations.create_storage_site(actor=admin, location_id=site.location_id, name="Cabinet").id
+        commit()
+    with papp.app_context():
+        admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+        with pytest.raises(ValidationFailed) as refused:
+            inventory.record_transfer(
+                actor=admin,
+                container_id=made["a"],
+                to_storage_site_id=other,
+                occurred_at=ago(4 * 365 - 0.5),  # after the initial inventory, before the receipt
+                late_entry_reason="found the transfer sheet",
+            )
+        assert "occurred_at" in refused.value.errors, refused.value.errors
+        db.session.rollback()
+    assert seqs(papp, site) == [5]
+    # a late entry after the cut's cutoff is still taken
+    with papp.app_context():
+        admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+        inventory.record_transfer(
+            actor=admin,
+            container_id=made["a"],
+            to_storage_site_id=other,
+            occurred_at=ago(2),
+            late_entry_reason="found the transfer sheet",
+        )
+        commit()
+    checkpoint(papp)
+    assert verify(papp, site).ok
