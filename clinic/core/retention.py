@@ -129,6 +129,42 @@ _SQLITE_LEDGER_TRIGGER = (
 )
 
 
+_PG_PURGE_CLOSED = """
+CREATE OR REPLACE FUNCTION clinic_purge_closed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM purges WHERE id = NEW.id AND open) THEN
+    RAISE EXCEPTION 'purge % is still open: an open purges row lives only inside its purging transaction '
+      'and is never committed (SYS-02)', NEW.id USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  RETURN NULL;
+END $$;
+"""
+
+
+def close_purges() -> None:
+    """PostgreSQL (migration 0023p): a ``purges`` row written open is checked again at COMMIT, and
+    refused if still open, so no other session ever sees one (the guards above trust that). A
+    deferred constraint trigger; SET CONSTRAINTS ... IMMEDIATE only makes it refuse sooner. SQLite
+    has no deferred triggers: there file permissions are the control."""
+    from alembic import op  # migrations only: the app never imports alembic at start
+
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_PG_PURGE_CLOSED)
+        op.execute(
+            "CREATE CONSTRAINT TRIGGER purges_closed_at_commit AFTER INSERT OR UPDATE ON purges "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.open) EXECUTE FUNCTION clinic_purge_closed()"
+        )
+
+
+def unclose_purges() -> None:
+    """The downgrade of 0023p."""
+    from alembic import op  # migrations only: the app never imports alembic at start
+
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS purges_closed_at_commit ON purges")
+        op.execute("DROP FUNCTION IF EXISTS clinic_purge_closed()")
+
+
 def guard_ledger() -> None:
     """Replace the ledger's blanket DELETE refusal with the retention guard (migration 0022; SYS-02,
     DEA-08): an entry goes only past its location's retention, never under hold, under a purge."""

@@ -358,8 +358,8 @@ def _delete_under_an_open_purge(app: Flask, site: Site, seq: int) -> None:
         db.session.rollback()  # SQLite: the session's BEGIN IMMEDIATE would hold the write lock
     with app.app_context(), db.engine.connect() as conn:
         try:
-            conn.execute(
-                Purge.__table__.insert(),
+            opened = conn.execute(
+                Purge.__table__.insert().returning(Purge.__table__.c.id),
                 {
                     "stream": "ledger",
                     "location_id": site.location_id,
@@ -373,8 +373,9 @@ def _delete_under_an_open_purge(app: Flask, site: Site, seq: int) -> None:
                     "detail": "",
                     "open": True,
                 },
-            )
+            ).scalar_one()
             conn.execute(text(f"DELETE FROM ledger_entries WHERE location_id = {site.location_id} AND seq = {seq}"))
+            conn.execute(text(f"UPDATE purges SET open = false WHERE id = {opened}"))  # never committed open
             conn.commit()
         finally:
             conn.rollback()
@@ -772,3 +773,49 @@ def test_a_late_entry_cannot_be_dated_into_the_purged_past(papp):
         commit()
     checkpoint(papp)
     assert verify(papp, site).ok
+
+
+def test_an_open_purge_row_is_never_committed(papp, backend):
+    """The guard lets a transaction delete old entries under an open ``purges`` row, which only
+    the purging transaction is meant to see. Committed open, it would let every later session
+    (a stray ORM delete, a script) delete that location's old entries without clinic purge and
+    without an anchor: the database refuses the commit (PostgreSQL: a deferred constraint trigger)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no deferred triggers: file permissions are the control")
+    site = new_location(papp)
+    put(papp, site, "initial_inventory", days=4 * 365)
+    put(papp, site, "receipt", days=0, mg=10)
+    with papp.app_context():
+        now = retention.database_clock()
+        db.session.rollback()
+    row = {
+        "stream": "ledger",
+        "location_id": site.location_id,
+        "requested_at": now,
+        "requested_by": "insider",
+        "cutoff": now,
+        "through_id": 10**9,
+        "through_seal": 0,
+        "rows": 0,
+        "outcome": "done",
+        "detail": "",
+    }
+    with papp.app_context(), db.engine.connect() as conn:
+        conn.execute(Purge.__table__.insert(), {**row, "open": True})
+        with pytest.raises(DatabaseError, match="open"):
+            conn.commit()
+        conn.rollback()
+    with papp.app_context(), db.engine.connect() as conn:  # nor opened later by an UPDATE
+        purge_id = conn.execute(Purge.__table__.insert().returning(Purge.__table__.c.id), {**row, "open": False})
+        purge_id = purge_id.scalar_one()
+        conn.commit()
+        conn.execute(text(f"UPDATE purges SET open = true WHERE id = {purge_id}"))
+        with pytest.raises(DatabaseError, match="open"):
+            conn.commit()
+        conn.rollback()
+    with pytest.raises(DatabaseError, match="append-only"):
+        _sql(papp, f"DELETE FROM ledger_entries WHERE id = {entry_id(papp, site, 1)}")
+    assert seqs(papp, site) == [1, 2]
+    # the purge itself opens and closes its row in one transaction: still fine
+    _delete_under_an_open_purge(papp, site, 1)
+    assert seqs(papp, site) == [2]
