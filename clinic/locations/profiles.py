@@ -12,6 +12,10 @@ from typing import Any
 
 from clinic.locations.models import DEFAULT_JURISDICTION
 
+#: what choosing a state leaves as it was: a legal hold the clinic placed and the retention it chose
+#: (SYS-02: records are kept for the longest period that applies)
+KEPT_ACROSS_STATES = ("legal_hold", "retention_years")
+
 #: state -> what differs from the federal floor (DEA-22, DEA-37, DEA-40). Sources in docs/rules/dea.md.
 PRESETS: dict[str, dict[str, Any]] = {
     # Iowa: annual inventory within one year and one week; exact counts, except liquids in
@@ -37,6 +41,12 @@ def profile(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str
     given by hand in the same change win. An interval given in months or days replaces the other."""
     if "state" in changes and changes["state"] != (current or {}).get("state"):
         base = {**DEFAULT_JURISDICTION, **PRESETS.get(changes["state"] or "", {})}
+        # SYS-02: the clinic's own hold and retention are no state's preset: a new state keeps them
+        # (and the longer retention), or choosing a state would let the next purge delete what was kept
+        kept = {key: (current or {})[key] for key in KEPT_ACROSS_STATES if key in (current or {})}
+        if kept.get("retention_years") is not None:
+            kept["retention_years"] = max(int(kept["retention_years"]), int(base["retention_years"] or 0))
+        base.update(kept)
     else:
         base = {**DEFAULT_JURISDICTION, **(current or {})}
     merged = {**base, **changes}

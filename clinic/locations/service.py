@@ -71,7 +71,11 @@ def list_locations() -> list[Location]:
 
 
 def update_location(*, actor: User, location_id: int, changes: dict[str, Any]) -> Location:
-    location = get_location(location_id)
+    # locked and read again: a change merges into the profile as it is now, so two changes at once
+    # (a legal hold placed while another setting is saved, SYS-02) both stay
+    location = db.session.get(Location, location_id, with_for_update=True, populate_existing=True)
+    if location is None:
+        raise NotFound("No such location")
     if "dea_registration" in changes and db.session.scalar(
         select(Location.id).where(Location.dea_registration == changes["dea_registration"], Location.id != location_id)
     ):

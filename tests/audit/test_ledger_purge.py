@@ -819,3 +819,80 @@ def test_an_open_purge_row_is_never_committed(papp, backend):
     # the purge itself opens and closes its row in one transaction: still fine
     _delete_under_an_open_purge(papp, site, 1)
     assert seqs(papp, site) == [2]
+
+
+def test_choosing_a_state_keeps_the_legal_hold_and_the_retention(papp):
+    """SYS-02: records are kept for the longest period that applies, a legal hold the clinic placed
+    included. Choosing the location's state applies that state's preset (SYS-04); it must not lift
+    the hold nor shorten the retention the clinic set, or the purge that follows deletes what was held."""
+    from clinic.auth.models import User
+    from clinic.locations import service as locations
+
+    site = new_location(papp, legal_hold=True, retention_years=7)
+    put(papp, site, "initial_inventory", days=4 * 365)
+    put(papp, site, "receipt", days=4 * 365 - 1, mg=10)
+    checkpoint(papp)
+    with papp.app_context():
+        admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+        locations.update_location(actor=admin, location_id=site.location_id, changes={"jurisdiction": {"state": "CA"}})
+        commit()
+    with papp.app_context():
+        from clinic.locations.models import Location
+
+        location = db.session.get(Location, site.location_id)
+        assert location.rule("state") == "CA" and location.rule("board_loss_notice_days") == 30  # the preset
+        assert location.rule("legal_hold") is True and location.rule("retention_years") == 7
+    code, _ = cli(papp, "purge", "ledger", "--location", str(site.location_id))
+    assert code == 1 and last_run(papp, site).outcome == "refused"
+    assert seqs(papp, site) == [1, 2]
+
+
+def test_a_legal_hold_placed_while_another_change_is_saved_is_kept(papp, backend):
+    """Two changes to one location's profile at once (PostgreSQL): each merges into the profile it
+    read, so without a lock the second wrote back the profile without the first: a hold placed
+    at the same moment as another setting was lost, and answered as saved."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's BEGIN IMMEDIATE queues writers: the race is PostgreSQL's")
+    from clinic.auth.models import User
+    from clinic.locations import service as locations
+    from clinic.locations.models import Location
+
+    site = new_location(papp)
+    held = threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with papp.app_context():
+                admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+                locations.update_location(
+                    actor=admin, location_id=site.location_id, changes={"jurisdiction": {"legal_hold": True}}
+                )
+                held.set()
+                threading.Event().wait(0.5)  # the other change reads the profile meanwhile
+                commit()
+        except BaseException as exc:
+            errors.append(exc)
+            held.set()
+
+    def other() -> None:
+        try:
+            held.wait(10)
+            with papp.app_context():
+                admin = db.session.get(User, papp.config["TEST_ADMIN_ID"])
+                locations.update_location(
+                    actor=admin, location_id=site.location_id, changes={"jurisdiction": {"retention_years": 7}}
+                )
+                commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hold), threading.Thread(target=other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    with papp.app_context():
+        location = db.session.get(Location, site.location_id)
+        assert location.rule("legal_hold") is True and location.rule("retention_years") == 7, location.jurisdiction
