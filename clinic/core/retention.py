@@ -142,7 +142,7 @@ END $$;
 
 
 def close_purges() -> None:
-    """PostgreSQL (migration 0023p): a ``purges`` row written open is checked again at COMMIT, and
+    """SYS-02, PostgreSQL (migration 0023p): a ``purges`` row written open is checked again at COMMIT, and
     refused if still open, so no other session ever sees one (the guards above trust that). A
     deferred constraint trigger; SET CONSTRAINTS ... IMMEDIATE only makes it refuse sooner. SQLite
     has no deferred triggers: there file permissions are the control."""

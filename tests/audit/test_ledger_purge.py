@@ -522,7 +522,12 @@ def test_an_export_after_the_cut_verifies_and_one_reaching_into_it_is_refused(pa
         fifth = db.session.scalar(
             select(LedgerEntry.recorded_at).where(LedgerEntry.location_id == purged.location_id, LedgerEntry.seq == 5)
         )
-        until = retention.database_clock() + timedelta(days=1)
+        # the receipt after the cut (seq 6) is dated by the app's clock, the others by the database's
+        # (the shifted-clock run sets them two years apart): the period is taken from the entries
+        sixth = db.session.scalar(
+            select(LedgerEntry.occurred_at).where(LedgerEntry.location_id == purged.location_id, LedgerEntry.seq == 6)
+        )
+        until = max(retention.database_clock(), sixth) + timedelta(days=1)
         with pytest.raises(Conflict, match="purged through seq 4") as refused:
             service.request_export(
                 actor=admin,
@@ -542,7 +547,7 @@ def test_an_export_after_the_cut_verifies_and_one_reaching_into_it_is_refused(pa
             actor=admin,
             kind="receiving-log",
             file_format="csv",
-            since=fifth + timedelta(microseconds=1),
+            since=max(fifth + timedelta(microseconds=1), sixth),
             until=until,
             location_id=purged.location_id,
             out=tmp_path / "after.csv",
