@@ -123,14 +123,7 @@ def purge(kind: str, *, requested_by: str, dry_run: bool = False) -> Purge:
     run.rows = db.session.execute(delete(table).where(table.c.id <= through.last_id)).rowcount or 0  # type: ignore[attr-defined]
     run.open, run.outcome = False, "done"
     run.detail = f"rows of seals up to {through.seq} (ids up to {through.last_id}), older than {policy.years} years"
-    fields = {
-        "stream": stream,
-        "through_seal": run.through_seal,
-        "through_id": run.through_id,
-        "cutoff": cutoff,
-        "requested_at": now,
-    }
-    run.public_key, run.signature = signing.public_key_hex(), signing.sign(sealform.purge_message(fields))
+    sign_purge(run, cutoff=cutoff, requested_at=now)
     db.session.flush()
     record(
         actor=None,
@@ -139,6 +132,18 @@ def purge(kind: str, *, requested_by: str, dry_run: bool = False) -> Purge:
         data={"stream": stream, "through_seal": run.through_seal, "rows": run.rows, "requested_by": run.requested_by},
     )
     return run
+
+
+def sign_purge(run: Purge, *, cutoff: datetime, requested_at: datetime) -> None:
+    """Sign what a purge removed (SYS-02), so ``clinic-verify`` can tell a signed gap from a dropped range."""
+    fields = {
+        "stream": run.stream,
+        "through_seal": run.through_seal,
+        "through_id": run.through_id,
+        "cutoff": cutoff,
+        "requested_at": requested_at,
+    }
+    run.public_key, run.signature = signing.public_key_hex(), signing.sign(sealform.purge_message(fields))
 
 
 def _new_run(stream: str, requested_by: str, now: datetime, cutoff: datetime) -> Purge:

@@ -26,12 +26,10 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
-from clinic.audit import sealform
 from clinic.audit.models import Purge
-from clinic.audit.retention import database_clock, years_before
+from clinic.audit.retention import database_clock, sign_purge, years_before
 from clinic.audit.service import record
 from clinic.audit.tags import Tag
-from clinic.core import signing
 from clinic.core.errors import NotFound
 from clinic.core.retention import RECORD_FLOOR_YEARS
 from clinic.extensions import db
@@ -146,14 +144,7 @@ def purge_location(location_id: int, *, requested_by: str, dry_run: bool = False
         f"location {location_id}: entries seq {plan.start + 1}..{cut.seq}, older than {years} years; "
         f"{plan.why_not_further}"
     )[:1000]
-    fields = {
-        "stream": STREAM,
-        "through_seal": 0,
-        "through_id": run.through_id,
-        "cutoff": cutoff,
-        "requested_at": now,
-    }
-    run.public_key, run.signature = signing.public_key_hex(), signing.sign(sealform.purge_message(fields))
+    sign_purge(run, cutoff=cutoff, requested_at=now)
     db.session.flush()
     record(
         actor=None,
