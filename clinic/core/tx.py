@@ -79,7 +79,7 @@ def release_locks_before_flush() -> None:
     request and task that acts on what it read writes something of its own (a request its
     access-log row) and commits synchronously, a flush that covers what it read, before it answers
     or publishes (the checkpoint signer publishes after its own commit)."""
-    if has_app_context():
+    if has_app_context() and db.session.get_bind().dialect.name == "postgresql":  # SQLite: one writer, no WAL flush
         g._release_before_flush = True
 
 

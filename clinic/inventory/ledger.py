@@ -71,8 +71,7 @@ def lock_movement(
     statement and not locked; the last item is then that row (id, first_name, last_name, address),
     and no such patient is a 404 naming ``patient_id``."""
     postgresql = db.session.get_bind().dialect.name == "postgresql"
-    if postgresql:
-        tx.release_locks_before_flush()  # other appends queue behind the chain lock (see lock_chain)
+    tx.release_locks_before_flush()  # other appends queue behind the chain lock (see lock_chain)
     params: dict[str, Any] = {"container_id": container_id}
     if patient_id is not None:
         params["patient_id"] = patient_id
