@@ -41,15 +41,16 @@ DASHBOARD_SESSION_TOUCHED = (4, 1)
 #: POST /api/v1/inventory/administrations with an Idempotency-Key. The token-and-user SELECT; one SELECT
 #: proving the container and the patient lie at the nurse's locations (SYS-11, clinic.auth.scope); the key's
 #: claim, one INSERT ... ON CONFLICT DO NOTHING (on PostgreSQL in autocommit on a connection of its own,
-#: so a twin sees it at once, then locked by the work's transaction: SELECT ... FOR UPDATE; on SQLite,
-#: whose transactions are serial, simply part of the one transaction); one SELECT locking the chain
+#: so a twin sees it at once, and not locked: its lease marks it as the request's; on SQLite, whose
+#: transactions are serial, simply part of the one transaction); one SELECT locking the chain
 #: head and the container (with its drug, the location's time zone and the patient's name and address;
 #: on PostgreSQL also reserving the entry's id). On PostgreSQL the rest is one message sent with the COMMIT: the append
 #: as one statement (the entry, guarded by DEA-06's "not before the container's previous movement",
-#: the chain head, the balance and the audit row), the key's answer and the access-log row. On SQLite
+#: the chain head, the balance and the audit row), the key's answer (where the claim still bears the
+#: request's lease) and the access-log row. On SQLite
 #: the previous movement's SELECT, UPDATE the chain head, UPDATE the container, INSERT the entry and
 #: INSERT the audit row, then UPDATE the key with its answer and INSERT the access-log row; one commit.
-ADMINISTRATION = {"postgresql": (6, 1), "sqlite": (11, 1)}
+ADMINISTRATION = {"postgresql": (5, 1), "sqlite": (11, 1)}
 
 
 @dataclass

@@ -5,11 +5,14 @@ access-log row then commit together in the request's one unit of work, so a repl
 first response byte for byte and writes nothing, and the same key with another body is a 422.
 
 On PostgreSQL the claim is inserted in a short transaction of its own (a concurrent twin sees it
-at once and gets a 409) and then row-locked by the work's transaction. A request killed mid-write
-loses its lock with its connection; once the lease has run out a retry takes the claim over and
-runs the operation, and an UPDATE on a claim still locked by a live request waits for it, then
-replays it: the operation runs once. On SQLite every transaction takes the write lock
-(BEGIN IMMEDIATE), so the claim is simply part of the work and a crash rolls both back.
+at once and gets a 409). Its lease is its owner's mark: a request killed mid-write leaves it, and
+once the lease has run out a retry takes the claim over with a lease of its own and runs the
+operation. The answer is stored with the COMMIT only where the claim still bears the request's own
+lease and no answer, and the COMMIT fails otherwise (:data:`_PG_ANSWER`): of a request that outlived
+its lease and the retry that took its claim over, exactly one commits, and the other's work is
+rolled back. No row lock is held on the claim, which saves a round trip per request. On SQLite every
+transaction takes the write lock (BEGIN IMMEDIATE), so the claim is simply part of the work and a
+crash rolls both back.
 
 A request that fails releases its key, so the client may retry at once.
 """
@@ -34,6 +37,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -130,50 +134,76 @@ def _claim_statement() -> Any:
 _PG_CLAIM = _claim_statement()
 
 
-def _claim(user_id: int, key: str, request_hash: str) -> int | None:
-    """A new claim, held by this request's transaction; None when the key is claimed already.
+#: a claim held: (its row id, its lease, which marks it as this request's)
+Claim = tuple[int, datetime]
+
+
+def _claim(user_id: int, key: str, request_hash: str) -> Claim | None:
+    """A new claim; None when the key is claimed already.
 
     One INSERT ... ON CONFLICT DO NOTHING: a fresh key (the usual case) costs no read first. On
     PostgreSQL it runs on a connection of its own in autocommit (one round trip, visible to twins at
-    once, without committing the request's session); the work's transaction then locks the row.
+    once, without committing the request's session); on SQLite it is part of the work's transaction.
     """
-    values = {"user_id": user_id, "key": key, "request_hash": request_hash, "lease_until": _lease_end()}
+    lease = _lease_end()
+    values = {"user_id": user_id, "key": key, "request_hash": request_hash, "lease_until": lease}
     values["created_at"] = utcnow()
     if db.engine.dialect.name != "postgresql":
         serial = sqlite_insert(IdempotencyKey).values(values).on_conflict_do_nothing()
-        return db.session.execute(serial.returning(IdempotencyKey.id)).scalar()
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        claim_id: int | None = conn.execute(_PG_CLAIM, values).scalar()
-    if claim_id is not None:
-        db.session.connection().execute(_LOCK_CLAIM, {"id": claim_id})  # no entity: not through the ORM
-    return claim_id
+        claim_id = db.session.execute(serial.returning(IdempotencyKey.id)).scalar()
+    else:
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            claim_id = conn.execute(_PG_CLAIM, values).scalar()
+    return None if claim_id is None else (claim_id, lease)
 
 
-_LOCK_CLAIM = select(IdempotencyKey.id).where(IdempotencyKey.id == bindparam("id")).with_for_update()
-
-
-def _take_over(row_id: int) -> bool:
-    """Take a claim whose lease ran out (its request died); waits for, then loses to, a live one."""
-    now = utcnow()
+def _take_over(row_id: int) -> Claim | None:
+    """Take a claim whose lease ran out (its request died, or outlived it), with a lease of our own."""
+    lease = _lease_end()
     taken = db.session.execute(
         update(IdempotencyKey)
         .where(
             IdempotencyKey.id == row_id,
             IdempotencyKey.status_code.is_(None),
-            or_(IdempotencyKey.lease_until.is_(None), IdempotencyKey.lease_until <= now),
+            or_(IdempotencyKey.lease_until.is_(None), IdempotencyKey.lease_until <= utcnow()),
         )
-        .values(lease_until=_lease_end())
+        .values(lease_until=lease)
         .execution_options(synchronize_session=False)
     )
-    return bool(taken.rowcount)  # type: ignore[attr-defined]
+    return (row_id, lease) if taken.rowcount else None  # type: ignore[attr-defined]
 
 
-def _release(claim_id: int) -> None:
+def _release(claim: Claim) -> None:
+    """A failed request lets go of its claim, unless a retry has taken it over since."""
     db.session.execute(
         delete(IdempotencyKey)
-        .where(IdempotencyKey.id == claim_id, IdempotencyKey.status_code.is_(None))
+        .where(
+            IdempotencyKey.id == claim[0],
+            IdempotencyKey.status_code.is_(None),
+            IdempotencyKey.lease_until == claim[1],
+        )
         .execution_options(synchronize_session=False)
     )
+
+
+#: PostgreSQL: the answer, stored with the COMMIT where the claim is still this request's (its lease,
+#: no answer yet); where a retry took it over, the division by zero fails the COMMIT and the work
+#: with it (:func:`_taken_over`). Built once, so it is compiled once.
+_PG_ANSWER = text(
+    "WITH answered AS (UPDATE idempotency_keys SET status_code = :answer_status, "
+    "content_type = :answer_type, response_body = :answer_body, lease_until = NULL "
+    "WHERE id = :claim_id AND lease_until = :claim_lease AND status_code IS NULL RETURNING 1) "
+    "SELECT 1 / (SELECT count(*) FROM answered)"
+)
+
+
+def _taken_over(exc: BaseException) -> None:
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) == "22012":  # division_by_zero: see _PG_ANSWER
+        raise IdempotencyInFlight(
+            "A retry with this Idempotency-Key took the operation over after this request's lease ran out; "
+            "nothing was written here. Retry to get its answer.",
+            headers={"Retry-After": "1"},
+        )
 
 
 def idempotent(fn: Callable[..., Response]) -> Callable[..., Response]:
@@ -190,33 +220,31 @@ def idempotent(fn: Callable[..., Response]) -> Callable[..., Response]:
             raise ValidationFailed(errors={HEADER: [f"Must be 1 to {MAX_KEY_LENGTH} characters."]})
         actor_id = current_actor().id
         request_hash = _request_hash()
-        claim_id = _claim_or_replay(actor_id, key, request_hash)
-        if isinstance(claim_id, Response):
-            return claim_id
-        tx.on_rollback(lambda: _release(claim_id))
+        claim = _claim_or_replay(actor_id, key, request_hash)
+        if isinstance(claim, Response):
+            return claim
+        tx.on_rollback(lambda: _release(claim))
         response = fn(*args, **kwargs)
         # The answer goes with the COMMIT (no round trip of its own: this runs under the chain lock),
         # or with nothing if the unit of work rolls back.
-        tx.with_commit(
-            IdempotencyKey.__table__,
-            {
-                "status_code": response.status_code,
-                "content_type": response.content_type,
-                "response_body": response.get_data(as_text=True),
-                "lease_until": None,
-            },
-            where={"id": claim_id},
-        )
+        status, content_type, body = response.status_code, response.content_type, response.get_data(as_text=True)
+        if db.engine.dialect.name == "postgresql":
+            answer = {"answer_status": status, "answer_type": content_type, "answer_body": body}
+            answer.update(claim_id=claim[0], claim_lease=claim[1])
+            tx.with_commit_statement(_PG_ANSWER, answer, on_error=_taken_over)
+        else:  # the claim was made in this transaction, under SQLite's one write lock: still ours
+            values = {"status_code": status, "content_type": content_type, "response_body": body, "lease_until": None}
+            tx.with_commit(IdempotencyKey.__table__, values, where={"id": claim[0]})
         return response
 
     return wrapper
 
 
-def _claim_or_replay(actor_id: int, key: str, request_hash: str) -> int | Response:
+def _claim_or_replay(actor_id: int, key: str, request_hash: str) -> Claim | Response:
     for _ in range(2):  # a twin's claim can vanish (it failed and released it) between our statements
-        claim_id = _claim(actor_id, key, request_hash)
-        if claim_id is not None:
-            return claim_id
+        claim = _claim(actor_id, key, request_hash)
+        if claim is not None:
+            return claim
         row = _existing(actor_id, key)
         if row is None:
             continue
@@ -224,7 +252,8 @@ def _claim_or_replay(actor_id: int, key: str, request_hash: str) -> int | Respon
             return _replay_or_refuse(row, request_hash)
         if row.lease_until is not None and row.lease_until > utcnow():
             raise IdempotencyInFlight(headers={"Retry-After": "1"})
-        if _take_over(row.id):
-            return row.id
+        taken = _take_over(row.id)
+        if taken is not None:
+            return taken
         db.session.expire(row)
     raise IdempotencyInFlight(headers={"Retry-After": "1"})

@@ -124,3 +124,58 @@ def test_keys_are_per_user(app, clinic, make_user):
 def test_overlong_key_is_422(clinic):
     cid = clinic.receive(count=1).json["containers"][0]["id"]
     assert _admin(clinic, cid, "k" * 300).status_code == 422
+
+
+def test_a_request_that_outlived_its_lease_loses_to_the_retry_that_took_its_claim_over(
+    app, clinic, backend, monkeypatch
+):
+    """PostgreSQL holds no lock on a claim: its lease marks it as the request's. A request still
+    running when its lease ran out, whose claim a retry took over meanwhile, fails at its COMMIT and
+    writes nothing (nor lets go of the retry's claim); the operation runs once, by the retry."""
+    import pytest
+
+    if backend != "postgresql":
+        pytest.skip("SQLite makes the claim inside the work's transaction, under its one write lock")
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from clinic.core import idempotency
+    from clinic.core.idempotency import IdempotencyKey
+    from clinic.core.time import utcnow
+    from clinic.extensions import db
+
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    entries = len(clinic.ledger())
+    key = str(uuid.uuid4())
+    real_claim = idempotency._claim
+
+    def claim_then_lose_it(*args, **kwargs):  # type: ignore[no-untyped-def]
+        claim = real_claim(*args, **kwargs)
+        # a retry's takeover, committed on a connection of its own while this request still works
+        with db.engine.begin() as conn:
+            conn.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.id == claim[0])
+                .values(lease_until=utcnow() + timedelta(minutes=5))
+            )
+        return claim
+
+    monkeypatch.setattr(idempotency, "_claim", claim_then_lose_it)
+    lost = _admin(clinic, cid, key)
+    monkeypatch.undo()
+    assert lost.status_code == 409, lost.json
+    assert lost.json["code"] == "idempotency_in_flight"
+    assert "took the operation over" in lost.json["detail"]
+    assert clinic.container(cid)["balance_mg"] == "500"
+    assert len(clinic.ledger()) == entries
+    with app.app_context():  # the retry's claim is left alone
+        row = db.session.scalar(db.select(IdempotencyKey).where(IdempotencyKey.key == key))
+        assert row is not None and row.status_code is None and row.lease_until > utcnow()
+        row.lease_until = utcnow() - timedelta(seconds=1)  # ... and that retry died too
+        db.session.commit()
+    done = _admin(clinic, cid, key)
+    assert done.status_code == 201
+    assert _admin(clinic, cid, key).headers["Idempotent-Replayed"] == "true"
+    assert clinic.container(cid)["balance_mg"] == "490"
+    assert len(clinic.ledger()) == entries + 1
