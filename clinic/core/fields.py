@@ -17,6 +17,8 @@ from clinic.core.time import EARLIEST, LATEST, OFF_THE_CALENDAR
 
 #: a character str.strip() keeps (Python's whitespace, which differs from a regex's \s, spelled out)
 NOT_BLANK = "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+#: a text with such a character and no NUL (StrictSchema refuses one): not blank, as a whole-value pattern
+FILLED = "^[^\x00]*[^\x00" + NOT_BLANK[2:] + "[^\x00]*$"
 
 #: The decimals a Milligrams or DecimalString field takes, as the OpenAPI document states them: plain
 #: digits, no sign, exponent, spaces or leading zeros, at most three places, up to 10**9 (10**12 of the

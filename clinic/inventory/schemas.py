@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from clinic.core.fields import (
+    FILLED,
     AwareDateTime,
     Date,
     DecimalString,
@@ -31,10 +32,8 @@ from clinic.inventory.models import (
 from clinic.inventory.witness import WitnessSignature
 from clinic.locations.schemas import DeaNumber
 
-
-def _not_blank(value: str) -> None:
-    if not value.strip():
-        raise ma.ValidationError("Cannot be blank.")
+#: a character str.strip() keeps, somewhere in the text: the OpenAPI document states it as a pattern
+_not_blank = validate.Regexp(FILLED, error="Cannot be blank.")
 
 
 _NDC = validate.Regexp(r"^\d{4,5}-\d{3,4}-\d{1,2}$", error="An NDC such as 42023-113-10.")
@@ -248,6 +247,16 @@ class CountLineSchema(StrictSchema):
 
 
 class CountSchema(WitnessFields):
+    #: DEA-16: an initial or biennial inventory says whether it was taken at opening or close
+    OPENAPI_RULES: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {"required": ["kind"], "properties": {"kind": {"enum": [CountKind.shift.value]}}},
+            {
+                "required": ["business_hours"],
+                "properties": {"business_hours": {"type": "string", "enum": ["opening", "close"]}},
+            },
+        ]
+    }
     late_entry_reason = _late_entry_reason()
     location_id = Id(required=True)
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in CountKind]))
