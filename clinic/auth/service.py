@@ -176,9 +176,13 @@ def reset_totp(*, actor: User, user_id: int) -> User:
 
 
 def revoke_all(*, user_id: int) -> None:
-    """Kill every live session and token of a user at once (ASVS V7.4.2)."""
+    """Kill every live session and token of a user at once (ASVS V7.4.2), their own calendar feeds
+    included: a feed's URL is a bearer credential too, and a deactivated prescriber's went on
+    publishing the clinic's visits."""
+    from clinic.scheduling.models import CalendarFeed  # scheduling imports auth: loaded when needed
+
     now = utcnow()
-    for model in (UserSession, ApiToken):
+    for model in (UserSession, ApiToken, CalendarFeed):
         db.session.execute(
             update(model).where(model.user_id == user_id, model.revoked_at.is_(None)).values(revoked_at=now)
         )

@@ -6,6 +6,8 @@ anonymous request is bounded as tightly as a signed-in one.
 
 from __future__ import annotations
 
+import json
+
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -25,6 +27,10 @@ CACHEABLE = frozenset({"static"})
 
 class TooDeep(BadRequest):
     description = "The JSON body is nested too deeply."
+
+
+class NotUtf8(BadRequest):
+    description = "A JSON body is UTF-8 (RFC 8259, section 8.1)."
 
 
 def json_depth_exceeds(data: bytes, limit: int) -> bool:
@@ -55,7 +61,14 @@ def _limit_json() -> None:
     if not request.is_json or request.method in ("GET", "HEAD", "OPTIONS"):
         return
     # Reading the body here also applies MAX_CONTENT_LENGTH (413) before anything else runs.
-    if json_depth_exceeds(request.get_data(cache=True), current_app.config["MAX_JSON_DEPTH"]):
+    data = request.get_data(cache=True)
+    # Flask's get_json (the scope check's reading, SYS-11) reads UTF-16 and UTF-32 too, as json.loads
+    # does bytes, while the views' schemas read UTF-8 only. In UTF-16 a character can hold the byte of
+    # a quote ("\u2200" is 00 22), so the scan below took real nesting for a string and let 100,000
+    # levels through to the parser (a RecursionError, 500). One encoding for every reader: UTF-8.
+    if json.detect_encoding(data) not in ("utf-8", "utf-8-sig"):
+        raise NotUtf8()
+    if json_depth_exceeds(data, current_app.config["MAX_JSON_DEPTH"]):
         raise TooDeep()
 
 

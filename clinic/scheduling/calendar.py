@@ -97,6 +97,8 @@ def render(raw: str) -> str:
             AppointmentSeries.prescriber_id == feed.user_id
         )
         owner = db.session.get(User, feed.user_id)
+        if owner is None or not owner.is_active:  # deactivation revokes it; never shown meanwhile
+            raise NotFound("No such calendar")
         works_at = scope.member_location_ids(owner)
         if works_at is not None:  # SYS-11: only the locations the owner still works at
             q = q.where(Appointment.location_id.in_(sorted(works_at)))

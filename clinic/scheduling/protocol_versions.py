@@ -2,8 +2,10 @@
 
 The schema (``CreateProtocolSchema``) checks the shape; this module checks what makes a protocol
 unsafe to book, which no shape can say: a dose outside the drug's bounds (IVK-03, SPR-20), visits
-closer than 24 hours (IVK-07), an esketamine course outside the REMS (SPR-03) or with less than
-two hours of observation (SPR-01), and a course without an endpoint (IVK-08). A new version
+closer than 24 hours (IVK-07), an esketamine course outside the REMS (SPR-03), with less than
+two hours of observation (SPR-01), without the blood pressure at about 40 minutes (SPR-10), with
+a pre-dose hold above 140/90 (SPR-11) or more than two visits a week (SPR-21, SPR-22), and a course
+without an endpoint (IVK-08). A new version
 becomes the current one for new bookings; booked courses keep the version they were booked with
 (their ``protocol_id`` names the row, which is never edited).
 """
@@ -32,6 +34,12 @@ ESKETAMINE_DOSES_MG = frozenset({Decimal("56"), Decimal("84")})
 MIN_SPACING_HOURS = 24
 #: SPR-01: esketamine patients are observed at least two hours
 ESKETAMINE_OBSERVATION_MINUTES = 120
+#: SPR-11: a pre-dose blood pressure above 140/90 holds an esketamine dose for the prescriber
+ESKETAMINE_BP_HOLD = (140, 90)
+#: SPR-10: blood pressure about 40 minutes after an esketamine dose (a checkpoint in this window)
+ESKETAMINE_BP_CHECK_MINUTES = (35, 45)
+#: SPR-21, SPR-22: esketamine is given twice a week at most (induction), less often after
+ESKETAMINE_MAX_PER_WEEK = 2
 ROUTES = {"ketamine": {"IV", "IM"}, "esketamine": {"intranasal"}}
 
 
@@ -77,6 +85,20 @@ def unsafe(rules: dict[str, Any]) -> dict[str, list[str]]:
             bad("rules.requires_rems", "Esketamine is given only under the SPRAVATO REMS (SPR-03).")
         if rules["observation_minutes"] < ESKETAMINE_OBSERVATION_MINUTES:
             bad("rules.observation_minutes", "Esketamine patients are observed at least 120 minutes (SPR-01).")
+        if rules["max_per_week"] > ESKETAMINE_MAX_PER_WEEK:
+            bad(
+                "rules.max_per_week",
+                f"Esketamine is given at most {ESKETAMINE_MAX_PER_WEEK} times a week (SPR-21, SPR-22).",
+            )
+        systolic, diastolic = ESKETAMINE_BP_HOLD
+        if rules["bp_hold"]["systolic"] > systolic or rules["bp_hold"]["diastolic"] > diastolic:
+            bad("rules.bp_hold", f"An esketamine dose is held above {systolic}/{diastolic} mmHg at most (SPR-11).")
+        early, late = ESKETAMINE_BP_CHECK_MINUTES
+        if not any(early <= m <= late for m in rules["vitals_checkpoints_minutes"]):
+            bad(
+                "rules.vitals_checkpoints_minutes",
+                "Esketamine needs a blood-pressure checkpoint about 40 minutes after the dose (SPR-10).",
+            )
     return errors
 
 

@@ -77,8 +77,9 @@ class CreateProtocolSchema(StrictSchema):
         "no endpoint (IVK-08); a route not the drug's; min_spacing_hours under 24 (IVK-07); a phase with more "
         "visits a week than max_per_week; chair_minutes under infusion_minutes plus the first hour of "
         "observation; ketamine not by weight within min <= target <= max inside its bounds (IVK-03) or with "
-        "the REMS; esketamine not a fixed 56 or 84 mg from 28 mg devices, not under the REMS, or observed "
-        "under 120 minutes (SPR-01, SPR-03, SPR-20)."
+        "the REMS; esketamine not a fixed 56 or 84 mg from 28 mg devices, not under the REMS, observed "
+        "under 120 minutes, without a vitals checkpoint at 35 to 45 minutes, held only above 140/90, or "
+        "more than twice a week (SPR-01, SPR-03, SPR-10, SPR-11, SPR-20, SPR-21, SPR-22)."
     }
     code = ma.fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9-]{2,39}$"))
     name = ma.fields.String(required=True, validate=validate.Length(min=3, max=200))

@@ -256,6 +256,9 @@ def record_dose(*, actor: User, appointment_id: int, req: DoseRequest, client_ad
             administered_at=started,
             appointment_id=appt.id,
         )
+        # IVK-14 again, now that the ledger's lock is ours: a draw from this vial for another visit
+        # that passed the first check with ours has committed meanwhile (PostgreSQL), and is seen now
+        _not_open_elsewhere(visit, container)
         result.entries.append(entry)
         item = DoseItem(
             visit_id=visit.id,

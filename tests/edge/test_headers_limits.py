@@ -100,3 +100,15 @@ def test_json_depth_scan():
     assert not json_depth_exceeds(b'{"a": [1, {"b": "[[[[[[\\"]]]"}]}', 2 + 1)
     assert json_depth_exceeds(b"[[[[]]]]", 3)
     assert not json_depth_exceeds(b"[[[]]]", 3)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/auth/tokens", "/api/v1/users", "/api/v1/inventory/wastes"])
+def test_deep_json_in_utf16_is_a_400_problem_not_a_500(app, client, token_for, path):
+    """SYS-07: Flask's get_json (read by the scope check) reads UTF-16 and UTF-32 as json.loads does.
+    In UTF-16 U+2200 is the bytes 00 22, a quote to the byte scan, which then took the nesting after
+    it for a string: 100,000 levels reached the parser (a RecursionError, 500). JSON is UTF-8 only."""
+    headers = {"/api/v1/users": token_for("admin"), "/api/v1/inventory/wastes": token_for("nurse")}.get(path, {})
+    for encoding in ("utf-16-le", "utf-16", "utf-32"):
+        deep = ('{"a": "\u2200", "b": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(encoding)
+        resp = client.post(path, data=deep, content_type="application/json", headers=headers)
+        assert resp.status_code == 400 and resp.mimetype == PROBLEM, (encoding, resp.get_data()[:200])

@@ -179,3 +179,39 @@ def test_a_prescriber_sets_the_booster_interval_and_the_next_booster_is_planned(
     assert resp.status_code == 200, resp.json
     last_day = local(series["appointments"][-1]["starts_at"], desk.tz).date()
     assert resp.json["next_booster_on"] == (last_day + timedelta(days=28)).isoformat()
+
+
+def test_a_blank_override_reason_does_not_break_the_course_rules(app, desk):
+    """IVK-07: the override takes a prescriber's reason. Ten spaces passed the schema's length and the
+    service took any string as a reason: the course's rules broken, the audit row's reason blank."""
+    every_day = {day: ["08:00", "18:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    assert (
+        desk.client.put(f"/api/v1/locations/{desk.location_id}/hours", headers=desk.admin, json=every_day).status_code
+        == 200
+    )
+    series = desk.book(desk.patient(), "ketamine-iv-induction").json
+    last = series["appointments"][5]
+    too_late = local(last["starts_at"]) + timedelta(days=14)  # past the course's span
+    for blank in (" " * 12, "\t" * 10 + "ok", "\n \n \n \n \n \n"):
+        refused = move(desk, last["id"], too_late, headers=desk.prescriber_h, override_reason=blank)
+        assert refused.status_code == 422 and "override_reason" in refused.json["errors"], (blank, refused.json)
+
+    # the series page's form: the same rule (a value of spaces reaches the schema)
+    from tests.conftest import Client
+
+    app.test_client_class = Client
+    page = app.test_client()
+    sign_in(page, desk.prescriber)
+    resp = page.post(
+        f"/schedule/series/{series['id']}/appointments/{last['id']}/reschedule",
+        data={
+            "csrf_token": page.csrf(f"/schedule/series/{series['id']}"),
+            "starts_at": too_late.strftime("%Y-%m-%dT%H:%M"),
+            "override_reason": " " * 12,
+        },
+    )
+    assert resp.status_code == 422 and "rules give way" in resp.get_data(as_text=True), resp.status_code
+    reason = "Patient travels next week; finishing the course outweighs the gap."
+    assert (
+        move(desk, last["id"], too_late, headers=desk.prescriber_h, override_reason=f"  {reason} ").status_code == 200
+    )

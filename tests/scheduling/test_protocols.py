@@ -1,5 +1,6 @@
 """Protocols as data (issue 9): admins and prescribers add versions by API and on a page; unsafe
-rules cannot be saved (IVK-03, IVK-07, SPR-01, SPR-03); booked courses keep their version."""
+rules cannot be saved (IVK-03, IVK-07, SPR-01, SPR-03, SPR-10, SPR-11, SPR-21); booked courses keep their
+version."""
 
 from __future__ import annotations
 
@@ -44,6 +45,18 @@ def protocol(base=IV, code=None, **changes):
         (NASAL, {"dose__options_mg": ["56", "112"]}, "rules.dose"),
         (NASAL, {"requires_rems": False}, "rules.requires_rems"),
         (NASAL, {"observation_minutes": 60}, "rules.observation_minutes"),
+        # SPR-11: an esketamine version cannot raise the 140/90 pre-dose hold out of the way
+        (NASAL, {"bp_hold": {"systolic": 200, "diastolic": 130}}, "rules.bp_hold"),
+        (NASAL, {"bp_hold": {"systolic": 140, "diastolic": 95}}, "rules.bp_hold"),
+        # SPR-10: nor drop the blood pressure at about 40 minutes (no checkpoint: no reading asked for)
+        (NASAL, {"vitals_checkpoints_minutes": [0, 120]}, "rules.vitals_checkpoints_minutes"),
+        (NASAL, {"vitals_checkpoints_minutes": [0]}, "rules.vitals_checkpoints_minutes"),
+        # SPR-21, SPR-22: esketamine is given twice a week at most
+        (
+            NASAL,
+            {"max_per_week": 3, "phases": [{"phase": "induction", "weeks": 4, "per_week": 3}]},
+            "rules.max_per_week",
+        ),
     ],
 )
 def test_unsafe_protocols_cannot_be_saved(app, client, make_user, base, changes, field):

@@ -237,6 +237,32 @@ def test_prescriber_feed_lists_their_patients_visits(desk):
     assert body.count("BEGIN:VEVENT") == 12
 
 
+def test_a_deactivated_users_calendar_feed_stops(app, desk):
+    """The feed's URL is a credential: deactivating its owner ends their sessions and API tokens, and
+    ended nothing of the feed, which kept publishing the clinic's visits (when, where, which chair)."""
+    from sqlalchemy import select
+
+    from clinic.auth import service as auth
+    from clinic.auth.models import User
+    from clinic.core.tx import commit
+    from clinic.extensions import db
+
+    def set_active(is_active: bool) -> None:
+        with app.app_context():
+            admin = db.session.scalar(select(User).where(User.role == "admin").order_by(User.id.desc()))
+            auth.set_active(actor=admin, user_id=desk.prescriber.id, is_active=is_active)
+            commit()
+
+    desk.book(desk.patient())
+    feed = desk.client.post("/api/v1/users/me/calendar-feed", headers=desk.prescriber_h)
+    path = feed.json["url"].split("localhost", 1)[1]
+    assert desk.client.get(path).status_code == 200
+    set_active(False)
+    assert desk.client.get(path).status_code == 404
+    set_active(True)  # back at work: the old link stays dead, as their sessions and tokens do
+    assert desk.client.get(path).status_code == 404
+
+
 def test_a_lost_race_is_the_same_friendly_409(app, client, make_user, monkeypatch):
     """Both bookings passed their checks; the database's unique slots decide, and the loser gets a
     booking_conflict problem, not a bare integrity error."""

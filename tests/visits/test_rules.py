@@ -283,3 +283,46 @@ def test_two_doses_at_once_one_wins(app, backend, ward: Ward) -> None:
     assert sorted(results) == [201, 409], results
     balances = sorted(ward.container(c)["balance_mg"] for c in devices)
     assert balances == ["0", "0", "28", "28"]
+
+
+def test_one_vial_serves_one_open_visit_when_two_nurses_draw_at_once(app, backend, ward: Ward, monkeypatch) -> None:
+    """IVK-14: an opened vial serves one open visit at a time. Two nurses drawing from one new vial
+    for two patients at the same moment: each checked that no other visit held the vial before the
+    ledger's lock, so on PostgreSQL both drew and the vial stood open for two visits. The check is
+    slowed here so that the two requests surely overlap in it."""
+    import time
+
+    from clinic.visits import dosing
+
+    appts = [ward.ready_patient("ketamine-iv-induction") for _ in range(2)]
+    vial = ward.receive(ward.vial_drug, 1)[0]
+    ward.at("09:05")
+    check = dosing._not_open_elsewhere
+
+    def slow_check(visit, container) -> None:  # type: ignore[no-untyped-def]
+        check(visit, container)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(dosing, "_not_open_elsewhere", slow_check)
+    results: list[tuple[int, dict]] = []
+    barrier = threading.Barrier(2)
+
+    def dose(appt: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        resp = client.post(
+            f"/api/v1/appointments/{appt}/dose",
+            json={"container_id": vial, "administered_at": at_local(ward.day, "09:02", TZ).isoformat()},
+            headers=ward.nurse_h,
+        )
+        results.append((resp.status_code, resp.json))
+
+    threads = [threading.Thread(target=dose, args=(appt,)) for appt in appts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(status for status, _ in results) == [201, 422], results
+    refused = next(body for status, body in results if status == 422)
+    assert "open for another patient's visit" in refused["errors"]["container_id"][0], refused
+    assert [e["kind"] for e in ward.ledger(container_id=vial)].count("administration") == 1
