@@ -13,7 +13,7 @@ import marshmallow as ma
 from marshmallow import validate
 from werkzeug.routing import IntegerConverter
 
-from clinic.core.time import EARLIEST, LATEST, OFF_THE_CALENDAR
+from clinic.core.time import EARLIEST, FUTURE_TOLERANCE, LATEST, OFF_THE_CALENDAR
 
 #: a character str.strip() keeps (Python's whitespace, which differs from a regex's \s, spelled out)
 NOT_BLANK = "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
@@ -303,6 +303,19 @@ class AwareDateTime(ma.fields.AwareDateTime):
         return moment
 
 
+class ChartedTime(AwareDateTime):
+    """When something happened, as the client charts it: the service refuses (422) a time later than
+    the server's clock allows (clinic.core.time.happened_at). The document says so on the field, in
+    words and as ``x-not-future`` (a JSON Schema keyword cannot compare a value with the clock)."""
+
+
+#: what the document says of every ChartedTime
+NOT_FUTURE = (
+    "Refused (422) when in the future: later than the server's clock by more than "
+    f"{int(FUTURE_TOLERANCE.total_seconds() // 60)} minutes."
+)
+
+
 class Date(ma.fields.Date):
     """A calendar date as YYYY-MM-DD, year LAST_YEAR at most (DATE_PATTERN, stated in the document)."""
 
@@ -315,6 +328,15 @@ class Date(ma.fields.Date):
         if not re.fullmatch(DATE_PATTERN, value):
             raise ma.ValidationError("A date as YYYY-MM-DD.")
         return day
+
+
+class ChartedDay(Date):
+    """A day something happened on: the service refuses (422) a day after today where it happened
+    (the patient's or the location's zone). Said on the field as :class:`ChartedTime` says its rule."""
+
+
+#: what the document says of every ChartedDay
+NOT_FUTURE_DAY = "Refused (422) when after today where it happened (the patient's or the location's time zone)."
 
 
 class DateOrTimestamp(ma.fields.String):
@@ -421,6 +443,10 @@ def openapi_attributes(self: Any, field: ma.fields.Field, ret: dict[str, Any], *
         return extra
     if isinstance(field, WallClockTime):
         extra["type"] = "string"
+    if isinstance(field, ChartedTime | ChartedDay):
+        rule = NOT_FUTURE if isinstance(field, ChartedTime) else NOT_FUTURE_DAY
+        said = ret.get("description") or field.metadata.get("description")
+        extra.update({"x-not-future": True, "description": f"{said} {rule}" if said else rule})
     if isinstance(field, TimeZoneName):
         extra["enum"] = zone_names()
     pattern = getattr(field, "pattern", None)

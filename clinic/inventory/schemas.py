@@ -8,6 +8,7 @@ from marshmallow import validate
 from clinic.core.fields import (
     FILLED,
     AwareDateTime,
+    ChartedTime,
     Date,
     DecimalString,
     Id,
@@ -105,7 +106,7 @@ class ReceiveStockSchema(StrictSchema):
     order_form_number = ma.fields.String(load_default=None, validate=[validate.Length(min=1, max=40), _not_blank])
     #: a second receipt of an invoice already received is confirmed on purpose
     confirm_repeat_invoice = StrictBoolean(load_default=False)
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
 
 class ContainerSchema(ma.Schema):
@@ -157,7 +158,7 @@ class AdministrationSchema(StrictSchema):
     patient_id = Id(required=True)
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     appointment_id = Id(load_default=None)
-    administered_at = AwareDateTime(load_default=None)
+    administered_at = ChartedTime(load_default=None)
 
 
 class WitnessFields(StrictSchema):
@@ -183,14 +184,14 @@ class WasteSchema(WitnessFields):
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
     patient_id = Id(load_default=None)
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
 
 class TransferSchema(StrictSchema):
     late_entry_reason = _late_entry_reason()
     container_id = Id(required=True)
     to_storage_site_id = Id(required=True)
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
 
 class LossSchema(WitnessFields):
@@ -199,8 +200,8 @@ class LossSchema(WitnessFields):
     quantity_mg = Milligrams(required=True, attribute="quantity_ug")
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in LossKind]))
     description = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
-    occurred_at = AwareDateTime(load_default=None)
-    discovered_at = AwareDateTime(
+    occurred_at = ChartedTime(load_default=None)
+    discovered_at = ChartedTime(
         load_default=None, metadata={"description": "Default now. Refused (422) if before occurred_at."}
     )
 
@@ -220,7 +221,7 @@ class DisposalSchema(WitnessFields):
     reverse_distributor = ma.fields.Nested(ReverseDistributorSchema, load_default=None)
     #: free text beside the listed method (DEA-45): the kit used, the lot of the agent, ...
     method_note = ma.fields.String(load_default=None, validate=validate.Length(max=500))
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
     @ma.post_load
     def _second_witness(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -237,7 +238,7 @@ class CorrectionSchema(WitnessFields):
     reason = ma.fields.String(required=True, validate=validate.Length(min=1, max=500))
     #: what an administration, waste or loss really was; omitted, the entry is undone
     corrected_quantity_mg = Milligrams(load_default=None, positive=False, attribute="corrected_quantity_ug")
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
 
 class CountLineSchema(StrictSchema):
@@ -262,7 +263,7 @@ class CountSchema(WitnessFields):
     kind = ma.fields.String(required=True, validate=validate.OneOf([k.value for k in CountKind]))
     business_hours = ma.fields.String(load_default=None, validate=validate.OneOf(["opening", "close"]))
     lines = ma.fields.List(ma.fields.Nested(CountLineSchema), required=True, validate=validate.Length(max=5000))
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
 
 class DiscrepancyOutSchema(ma.Schema):
@@ -377,4 +378,4 @@ class LossReportQuerySchema(StrictSchema):
 
 class LossReportStepSchema(StrictSchema):
     step = ma.fields.String(required=True, validate=validate.OneOf([s.value for s in LossReportStep]))
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Date, Id, StrictBoolean, StrictSchema
+from clinic.core.fields import ChartedTime, Date, Id, StrictBoolean, StrictSchema
 from clinic.outcomes import scoring
 from clinic.outcomes.scoring import ITEM_MAX, ITEM_MIN, SPECS, Band, Instrument
 
@@ -59,7 +59,7 @@ class RecordScoreSchema(StrictSchema):
     )
     series_id = Id(required=True, metadata={"description": "The course (treatment series) the score belongs to"})
     appointment_id = Id(load_default=None, allow_none=True, metadata={"description": "The visit, if taken at one"})
-    taken_at = AwareDateTime(
+    taken_at = ChartedTime(
         load_default=None,
         allow_none=True,
         metadata={"description": "When answered; default now (a correction: the replaced one's)"},

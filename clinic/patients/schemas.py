@@ -13,7 +13,16 @@ from typing import Any, ClassVar
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Date, DecimalString, Id, StrictBoolean, StrictSchema, TimeZoneName
+from clinic.core.fields import (
+    ChartedDay,
+    ChartedTime,
+    Date,
+    DecimalString,
+    Id,
+    StrictBoolean,
+    StrictSchema,
+    TimeZoneName,
+)
 from clinic.patients.models import Channel
 from clinic.patients.screening import Eligibility, Level
 
@@ -221,7 +230,7 @@ class RecordWeightSchema(StrictSchema):
         attribute="weight_g",
         metadata={"description": 'kg as a decimal string, e.g. "72.4"'},
     )
-    measured_at = AwareDateTime(load_default=None)
+    measured_at = ChartedTime(load_default=None)
 
 
 class WeightSchema(ma.Schema):
@@ -238,7 +247,7 @@ class WeightListSchema(ma.Schema):
 
 
 class RemsEnrollmentSchema(StrictSchema):
-    enrolled_on = Date(required=True)
+    enrolled_on = ChartedDay(required=True)
 
 
 class RemsEnrollmentOutSchema(ma.Schema):

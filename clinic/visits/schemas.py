@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 import marshmallow as ma
 from marshmallow import validate
 
-from clinic.core.fields import AwareDateTime, Id, Milligrams, StrictBoolean, StrictSchema
+from clinic.core.fields import ChartedTime, Id, Milligrams, StrictBoolean, StrictSchema
 from clinic.inventory.schemas import LedgerEntrySchema, WitnessFields
 from clinic.visits.models import RemainderAction
 
@@ -36,7 +36,7 @@ class CheckInSchema(StrictSchema):
     substance_use = StrictBoolean(
         load_default=None, metadata={"description": "Substance use since the last visit (CI-21)"}
     )
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
     preparation = ma.fields.Nested(PreparationSchema, load_default=None)
     ride_contact = ma.fields.String(load_default=None, validate=validate.Length(max=200))
     symptoms_worsened = StrictBoolean(load_default=None)
@@ -62,7 +62,7 @@ class VitalsInSchema(StrictSchema):
     sedation = _int(0, 5, load_default=None, metadata={"description": "MOAA/S, 5 = responds readily to name"})
     dissociation = _int(0, 3, load_default=None, metadata={"description": "0 none, 1 mild, 2 moderate, 3 severe"})
     note = ma.fields.String(load_default=None, validate=validate.Length(max=1000))
-    taken_at = AwareDateTime(load_default=None)
+    taken_at = ChartedTime(load_default=None)
 
     @ma.validates_schema
     def _bp(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -105,10 +105,10 @@ class DoseInSchema(WitnessFields):
     container_id = Id(load_default=None)
     container_ids = ma.fields.List(Id(), load_default=None, validate=validate.Length(min=1, max=6))
     dose_mg = Milligrams(attribute="dose_ug", load_default=None)
-    administered_at = AwareDateTime(load_default=None)
-    device_times = ma.fields.List(AwareDateTime(), load_default=None, validate=validate.Length(min=1, max=6))
+    administered_at = ChartedTime(load_default=None)
+    device_times = ma.fields.List(ChartedTime(), load_default=None, validate=validate.Length(min=1, max=6))
     drawn_mg = Milligrams(attribute="drawn_ug", load_default=None)
-    infusion_ended_at = AwareDateTime(load_default=None)
+    infusion_ended_at = ChartedTime(load_default=None)
     duration_reason = ma.fields.String(load_default=None, validate=REASON)
     reason = ma.fields.String(
         load_default=None,
@@ -135,7 +135,7 @@ class DoseInSchema(WitnessFields):
 
 
 class InfusionEndSchema(StrictSchema):
-    ended_at = AwareDateTime(load_default=None)
+    ended_at = ChartedTime(load_default=None)
     duration_reason = ma.fields.String(load_default=None, validate=REASON)
 
 
@@ -144,7 +144,7 @@ class RemainderSchema(WitnessFields):
     action = ma.fields.String(required=True, validate=validate.OneOf([a.value for a in RemainderAction]))
     measured_mg = Milligrams(attribute="measured_ug", positive=False, load_default=None)
     reason = ma.fields.String(load_default=None, validate=validate.Length(min=1, max=500))
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
 
 class DischargeSchema(StrictSchema):
@@ -153,7 +153,7 @@ class DischargeSchema(StrictSchema):
     sedation_resolved = StrictBoolean(required=True)
     dissociation_resolved = StrictBoolean(required=True)
     override_reason = ma.fields.String(load_default=None, validate=REASON)
-    occurred_at = AwareDateTime(load_default=None)
+    occurred_at = ChartedTime(load_default=None)
 
 
 class DoseItemSchema(ma.Schema):
