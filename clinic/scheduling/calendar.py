@@ -30,6 +30,21 @@ from clinic.system.models import Installation
 def create_feed(*, actor: User, patient_id: int | None = None, user_id: int | None = None) -> tuple[CalendarFeed, str]:
     if patient_id is not None and db.session.get(Patient, patient_id) is None:
         raise NotFound("No such patient")
+    works_at = scope.member_location_ids(actor) if patient_id is not None else None
+    if works_at is not None:
+        # SYS-11: the feed shows all the patient's visits, so its URL is made only by someone who works
+        # wherever the patient has a course (or an admin): not a way for one location's staff to read
+        # another's schedule
+        elsewhere = db.session.scalar(
+            select(AppointmentSeries.id)
+            .where(AppointmentSeries.patient_id == patient_id, AppointmentSeries.location_id.not_in(sorted(works_at)))
+            .limit(1)
+        )
+        if elsewhere is not None:
+            raise scope.NotAMember(
+                "This patient has visits at a location you do not work at; staff of every one of their "
+                "locations, or an admin, can make their calendar feed."
+            )
     raw = secrets.token_urlsafe(32)
     feed = CalendarFeed(token_hash=token_hash(raw), patient_id=patient_id, user_id=user_id)
     db.session.add(feed)

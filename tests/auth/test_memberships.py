@@ -156,6 +156,29 @@ def test_a_new_patient_is_registered_where_the_user_works(app, world: World, mak
     assert c.post("/api/v1/patients", headers=nowhere, json=body).status_code == 403
 
 
+def test_a_patients_calendar_feed_is_made_only_by_staff_of_all_their_locations(app, world: World, make_user) -> None:
+    """The feed shows every visit of the patient, wherever: one location's staff cannot mint one to
+    read another location's schedule (SYS-11). Here the patient is registered at A (so A's staff see
+    them) with a course at B."""
+    from clinic.core.tx import commit
+    from clinic.extensions import db
+    from clinic.patients.models import Patient
+
+    c, own, other = world.client, world.own, world.other
+    with app.app_context():
+        patient = db.session.get(Patient, other.patient_id)
+        assert patient is not None
+        patient.location_id = own.location_id
+        commit()
+    _, at_a = _member(app, make_user, "front_desk", own.location_id)
+    refused = c.post(f"/api/v1/patients/{other.patient_id}/calendar-feed", headers=at_a)
+    assert refused.status_code == 403 and refused.json["code"] == "not_a_member", refused.json
+    assert c.post(f"/api/v1/patients/{own.patient_id}/calendar-feed", headers=at_a).status_code == 201
+    _, at_both = _member(app, make_user, "front_desk", own.location_id, other.location_id)
+    assert c.post(f"/api/v1/patients/{other.patient_id}/calendar-feed", headers=at_both).status_code == 201
+    assert c.post(f"/api/v1/patients/{other.patient_id}/calendar-feed", headers=world.admin).status_code == 201
+
+
 def test_admin_grants_and_withdraws_membership(app, world: World, make_user) -> None:
     c, own, other = world.client, world.own, world.other
     nurse_account, nurse = _member(app, make_user, "nurse", own.location_id)
