@@ -51,6 +51,11 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 # Failed sign-ins from the fuzzer are counted against this address (TEST-NET-1), not 127.0.0.1.
 # Its database is its own anyway, so no other test meets a throttle the fuzzer filled.
 FUZZ_ADDR = "192.0.2.77"
+#: a download's file is closed when the server closes its response; schemathesis' WSGI transport never
+#: does, so the file object is collected open (an export that exists only once many cases have run)
+UNCLOSED_DOWNLOAD = (
+    r"ignore:Exception ignored in. <_io\.FileIO name='[^']*/exports/\d+/:pytest.PytestUnraisableExceptionWarning"
+)
 
 # CONTRACT.md's HTTP API table (method, path under /api/v1). Whichever of these the app routes
 # must be in the OpenAPI document; IMPLEMENTED ones must be routed and documented.
@@ -271,6 +276,7 @@ def test_the_document_lists_operations() -> None:
     assert f"POST {API}/auth/tokens" in DOCUMENTED
 
 
+@pytest.mark.filterwarnings(UNCLOSED_DOWNLOAD)
 @pytest.mark.parametrize("label", DOCUMENTED)
 def test_operation_conforms_to_the_document(
     api_schema: schemathesis.BaseSchema, fuzz_app: Flask, accounts: dict[str, Account], label: str
@@ -503,6 +509,7 @@ RULES_THE_DOCUMENT_CANNOT_STATE = {
         ("GET", "/appointments", "until at most 62 days after since"),
         ("POST", "/appointments/{appointment_id}/vitals", "diastolic below systolic"),
         ("POST", "/exports", "until after since"),
+        ("GET", "/patients/{patient_id}/disclosures", "until after since"),
         ("POST", "/inventory/losses", "discovered_at not before occurred_at"),
         ("POST", "/users", "password: not on the breached-password list, no word of the name or e-mail in it"),
     )
@@ -520,6 +527,7 @@ RULE_WORDS = {
     "/appointments": "62 days",
     "/appointments/{appointment_id}/vitals": "below systolic",
     "/exports": "after since",
+    "/patients/{patient_id}/disclosures": "after since",
     "/inventory/losses": "before occurred_at",
     "/users": "breached",
 }
@@ -550,6 +558,7 @@ def test_the_rules_no_keyword_can_say_are_stated_in_words(fuzz_app: Flask) -> No
         assert "Refused (422)" in stated and words in stated, f"{label}: the document does not say {words!r}"
 
 
+@pytest.mark.filterwarnings(UNCLOSED_DOWNLOAD)
 @pytest.mark.parametrize("label", DOCUMENTED)
 def test_every_role_gets_documented_answers_under_all_checks(
     api_schema: schemathesis.BaseSchema, fuzz_app: Flask, accounts: dict[str, Account], label: str

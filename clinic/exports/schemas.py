@@ -66,7 +66,11 @@ class SigningKeySchema(ma.Schema):
 
 class DisclosureQuerySchema(StrictSchema):
     since = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
-    until = DateOrTimestamp(required=True, validate=validate.Length(min=10, max=40))
+    until = DateOrTimestamp(
+        required=True,
+        validate=validate.Length(min=10, max=40),
+        metadata={"description": "Refused (422) unless after since (a date: that whole local day included)."},
+    )
 
 
 class DisclosureSchema(ma.Schema):
