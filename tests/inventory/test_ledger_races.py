@@ -164,3 +164,47 @@ def test_racing_decisions_on_one_pattern_alert_record_one(app, clinic, make_user
         ),
     )
     assert sorted(a.status_code for a in answers) == [200, 409, 409], [a.json for a in answers]
+
+
+def test_racing_retries_of_one_key_run_the_operation_once(app, clinic):
+    """F4 without a lock on the claim: six twins of a fresh key, then six retries of a key whose
+    request died (its lease ran out), each at once. Every answer is a 201 (the first, or its replay)
+    or a 409 to retry; the draw happens once per key, and every 201 names that one entry."""
+    import uuid
+    from datetime import timedelta
+
+    from clinic.core.idempotency import IdempotencyKey
+    from clinic.core.time import utcnow
+    from clinic.extensions import db
+    from tests.inventory.test_idempotency import _hash_of
+
+    cid = clinic.receive(count=1).json["containers"][0]["id"]
+    headers = clinic.nurse_h
+    body = {"container_id": cid, "patient_id": clinic.patient_id, "quantity_mg": "10"}
+    fresh, dead = str(uuid.uuid4()), str(uuid.uuid4())
+    with app.app_context():
+        db.session.add(
+            IdempotencyKey(
+                user_id=clinic.nurse.id,
+                key=dead,
+                request_hash=_hash_of(app, cid, clinic),
+                lease_until=utcnow() - timedelta(seconds=1),
+            )
+        )
+        db.session.commit()
+    entries = len(clinic.ledger())
+    for n, key in enumerate((fresh, dead), start=1):
+        answers = race(
+            app,
+            RACERS,
+            lambda client, i, key=key: client.post(
+                "/api/v1/inventory/administrations", json=body, headers={**headers, "Idempotency-Key": key}
+            ),
+        )
+        codes = sorted(a.status_code for a in answers)
+        assert set(codes) <= {201, 409}, codes
+        assert 201 in codes, codes
+        named = {a.get_json()["hash"] for a in answers if a.status_code == 201}
+        assert len(named) == 1, named
+        assert clinic.container(cid)["balance_mg"] == str(500 - 10 * n)
+        assert len(clinic.ledger()) == entries + n
