@@ -17,8 +17,17 @@ from clinic.core.time import EARLIEST, FUTURE_TOLERANCE, LATEST, OFF_THE_CALENDA
 
 #: a character str.strip() keeps (Python's whitespace, which differs from a regex's \s, spelled out)
 NOT_BLANK = "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-#: a text with such a character and no NUL (StrictSchema refuses one): not blank, as a whole-value pattern
-FILLED = "^[^\x00]*[^\x00" + NOT_BLANK[2:] + "[^\x00]*$"
+
+
+def filled(least: int = 1) -> str:
+    """A whole-value pattern: a text with at least ``least`` characters str.strip() keeps and no NUL
+    (StrictSchema refuses one). Blanks and the rest are disjoint classes, so nothing backtracks."""
+    blank, kept = "[" + NOT_BLANK[2:], "[^\x00" + NOT_BLANK[2:]
+    return f"^(?:{blank}*{kept}){{{least}}}[^\x00]*$"
+
+
+#: not blank, as a pattern the OpenAPI document states
+FILLED = filled()
 
 #: The decimals a Milligrams or DecimalString field takes, as the OpenAPI document states them: plain
 #: digits, no sign, exponent, spaces or leading zeros, at most three places, up to 10**9 (10**12 of the

@@ -14,11 +14,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from clinic.core.errors import ValidationFailed
+from clinic.core.fields import filled
 from clinic.extensions import db
 from clinic.locations.models import Location
 
 #: IVK-07: "6 infusions over 2-3 weeks": a course may run one week past its protocol's weeks
 SPAN_SLACK_WEEKS = 1
+#: IVK-07: a prescriber's override of these rules takes a reason: at least this many characters
+#: besides spaces, as a pattern the schema states and the service checks again
+OVERRIDE_REASON_MIN = 10
+OVERRIDE_REASON = filled(OVERRIDE_REASON_MIN)
+OVERRIDE_REASON_ERROR = (
+    f"Say why the course's rules give way (at least {OVERRIDE_REASON_MIN} characters besides spaces)."
+)
 
 
 def requires_rems(rules: dict[str, Any]) -> bool:

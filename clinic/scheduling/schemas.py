@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from clinic.core.fields import AwareDateTime, Date, Id, StrictBoolean, StrictSchema, WallClockTime
+from clinic.scheduling import course_rules
 
 
 class ProtocolSchema(ma.Schema):
@@ -187,7 +188,13 @@ class RescheduleSchema(StrictSchema):
     #: where the client saw the visit: a move that raced another move of it is then a 409
     expected_starts_at = AwareDateTime(load_default=None)
     #: a prescriber's reason to break the course's rules (visits per week, span)
-    override_reason = ma.fields.String(load_default=None, validate=validate.Length(min=10, max=1000))
+    override_reason = ma.fields.String(
+        load_default=None,
+        validate=[
+            validate.Length(max=1000),
+            validate.Regexp(course_rules.OVERRIDE_REASON, error=course_rules.OVERRIDE_REASON_ERROR),
+        ],
+    )
 
 
 class CalendarQuerySchema(StrictSchema):
